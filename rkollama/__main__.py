@@ -1,0 +1,3 @@
+from rkollama.cli import main
+
+main()

@@ -1,0 +1,206 @@
+"""Ollama requests → core `Generation`, and core events → Ollama response objects."""
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from rkollama.api.fields import Fields
+from rkollama.core.types import DoneReason, Generation, LoadOptions, Message, SamplingOptions
+from rkollama.errors import BadRequest
+from rkollama.models.options import DEFAULTS, LOAD_OPTIONS, merge_request_options
+from rkollama.scheduler import keep_alive_seconds
+
+THINK_LEVELS = ("low", "medium", "high", "max")
+
+
+@dataclass
+class Request:
+    """A parsed /api/chat or /api/generate request (the fields rkollama acts on)."""
+
+    model: str
+    stream: bool = True
+    options: dict | None = None
+    keep_alive: float | None = None
+    format: object = None
+    think: object = None
+    messages: list = field(default_factory=list)
+    prompt: str = ""
+    system: str | None = None
+    raw: bool = False
+    images: list = field(default_factory=list)
+    suffix: str = ""
+    tools: list = field(default_factory=list)
+
+
+def _common(body: dict, type_name: str) -> tuple[Fields, Request]:
+    f = Fields(body, type_name)
+    model = f.get("model", str, "")
+    if not model:
+        raise BadRequest("model is required")
+    options = f.get("options", dict)
+    keep_alive = f.raw("keep_alive")
+    if keep_alive is not None and (isinstance(keep_alive, bool)
+                                   or not isinstance(keep_alive, (int, float, str))):
+        raise BadRequest(f"json: cannot unmarshal {type(keep_alive).__name__} into Go struct field "
+                         f"{type_name}.keep_alive of type Duration")
+    req = Request(model=model, stream=f.get("stream", bool, True), options=options,
+                  keep_alive=keep_alive_seconds(keep_alive), format=_format(f.raw("format")),
+                  think=_think(f.raw("think")), tools=f.get("tools", list, []))
+    return f, req
+
+
+def parse_chat(body: dict) -> Request:
+    f, req = _common(body, "ChatRequest")
+    req.messages = [_message(m, i) for i, m in enumerate(f.get("messages", list, []))]
+    return req
+
+
+def parse_generate(body: dict) -> Request:
+    f, req = _common(body, "GenerateRequest")
+    req.prompt = f.get("prompt", str, "")
+    req.system = f.get("system", str)
+    req.raw = f.get("raw", bool, False)
+    req.suffix = f.get("suffix", str, "")
+    req.images = [_image(i) for i in f.get("images", list, [])]
+    if req.raw and (f.has("template") or f.has("system") or f.has("context")):
+        raise BadRequest("raw mode does not support template, system, or context")
+    return req
+
+
+def _message(data, index: int) -> Message:
+    if not isinstance(data, dict):
+        raise BadRequest(f"json: cannot unmarshal {type(data).__name__} into Go struct field "
+                         f"ChatRequest.messages of type api.Message")
+    f = Fields(data, "Message")
+    role = f.get("role", str, "").lower()
+    if not role:
+        raise BadRequest(f"messages[{index}]: role is required")
+    tool_calls = f.get("tool_calls", list, [])
+    return Message(role=role, content=f.get("content", str, ""),
+                   images=[_image(i) for i in f.get("images", list, [])],
+                   tool_calls=tool_calls, tool_name=f.get("tool_name", str, ""),
+                   thinking=f.get("thinking", str, ""))
+
+
+def _image(value) -> str:
+    """Accept plain base64 (Ollama) or a data URI; return plain base64."""
+    if not isinstance(value, str):
+        raise BadRequest("json: cannot unmarshal images: expected base64 strings")
+    text = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("illegal base64 data in images")
+    return text
+
+
+def _format(value):
+    if value in (None, ""):
+        return None
+    if value == "json" or isinstance(value, dict):
+        return value
+    raise BadRequest(f'invalid format: {value!r}; expected "json" or a valid JSON Schema object')
+
+
+def _think(value):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value in THINK_LEVELS:
+        return value
+    raise BadRequest(f"invalid think value: {value!r} (must be true, false, or one of "
+                     f"{', '.join(THINK_LEVELS)})")
+
+
+def check_capabilities(spec, req: Request, endpoint: str) -> None:
+    """Ollama's capability errors: embedding-only models, think without `thinking`, …"""
+    caps = spec.capabilities
+    if "completion" not in caps:
+        raise BadRequest(f'"{req.model}" does not support {endpoint}')
+    if req.think not in (None, False) and "thinking" not in caps:
+        raise BadRequest(f'"{req.model}" does not support thinking')
+    if req.suffix and "insert" not in caps:
+        raise BadRequest(f"{spec.name.full()} does not support insert")
+    if req.tools and "tools" not in caps:
+        raise BadRequest(f"{spec.name.full()} does not support tools")
+
+
+def effective_options(spec, request_options) -> dict:
+    """Built-in defaults < Modelfile parameters < request options (unknown keys ignored)."""
+    return merge_request_options({**DEFAULTS, **spec.modelfile.parameters}, request_options)
+
+
+def load_options(options: dict) -> LoadOptions:
+    return LoadOptions(**{k: options[k] for k in LOAD_OPTIONS if k in options and k in LoadOptions.__dataclass_fields__})
+
+
+def sampling_options(options: dict) -> SamplingOptions:
+    names = SamplingOptions.__dataclass_fields__
+    return SamplingOptions(**{k: v for k, v in options.items() if k in names})
+
+
+def to_generation(spec, req: Request, options: dict) -> Generation:
+    """Assemble the prompt as Ollama does: Modelfile MESSAGEs first, the Modelfile SYSTEM only when
+    the request brings no system message of its own; /api/generate becomes one user turn."""
+    sampling = sampling_options(options)
+    think = req.think
+    if think is None and "thinking" in spec.capabilities:
+        think = True
+    if req.raw:
+        return Generation(prompt=req.prompt, options=sampling, format=req.format, think=think)
+    modelfile = spec.modelfile
+    history = [Message(m["role"], m["content"]) for m in modelfile.messages]
+    if req.messages or req.prompt:
+        turns = req.messages or [Message("user", req.prompt, images=req.images)]
+    else:
+        turns = []
+    system = req.system if req.system is not None else modelfile.system
+    has_system = any(m.role == "system" for m in turns[:1])
+    prefix = [Message("system", system)] if system and not has_system else []
+    return Generation(messages=prefix + history + turns, options=sampling, format=req.format,
+                      think=think)
+
+
+# -- responses ---------------------------------------------------------------------------------
+def created_at() -> str:
+    """UTC RFC 3339 with fractional seconds and `Z`, as Ollama writes `created_at`."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def timestamp(value: datetime | None) -> str:
+    """Local-offset RFC 3339 (modified_at, expires_at); None → Go's zero time."""
+    if value is None:
+        return "0001-01-01T00:00:00Z"
+    return value.isoformat()
+
+
+def metrics(done, load_s: float, total_s: float) -> dict:
+    """Final-object metrics in integer nanoseconds; zero values omitted (Go omitempty)."""
+    values = {
+        "total_duration": int(total_s * 1e9),
+        "load_duration": int(load_s * 1e9),
+        "prompt_eval_count": int(done.prompt_tokens),
+        "prompt_eval_duration": int(done.prompt_ms * 1e6),
+        "eval_count": int(done.eval_tokens),
+        "eval_duration": int(done.eval_ms * 1e6),
+    }
+    return {k: v for k, v in values.items() if v > 0}
+
+
+def done_reason(reason: DoneReason) -> str:
+    return reason.value
+
+
+def chat_chunk(model: str, content: str = "", thinking: str = "", done: bool = False) -> dict:
+    message = {"role": "assistant", "content": content}
+    if thinking:
+        message["thinking"] = thinking
+    return {"model": model, "created_at": created_at(), "message": message, "done": done}
+
+
+def generate_chunk(model: str, response: str = "", thinking: str = "", done: bool = False) -> dict:
+    chunk = {"model": model, "created_at": created_at(), "response": response}
+    if thinking:
+        chunk["thinking"] = thinking
+    chunk["done"] = done
+    return chunk

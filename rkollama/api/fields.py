@@ -1,0 +1,67 @@
+"""Typed access to JSON request bodies, with Ollama's leniency (unknown fields ignored, field
+names case-insensitive) and its strictness (a wrong type is a 400 that names the field)."""
+
+import json
+
+from rkollama.errors import BadRequest
+
+_GO_TYPES = {bool: "bool", str: "string", list: "array", dict: "object", int: "number", float: "number"}
+
+
+def parse_body(raw: bytes) -> dict:
+    """Decode a request body; empty → `missing request body`; non-object JSON → 400."""
+    if not raw or not raw.strip():
+        raise BadRequest("missing request body")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"invalid JSON: {exc}")
+    if not isinstance(body, dict):
+        raise BadRequest(f"json: cannot unmarshal {_json_kind(body)} into Go value of type request")
+    return body
+
+
+class Fields:
+    """Case-insensitive view of a JSON object with typed getters."""
+
+    def __init__(self, data: dict, type_name: str):
+        self.type_name = type_name
+        self._data = {}
+        for key, value in data.items():
+            self._data.setdefault(str(key).lower(), value)
+
+    def has(self, name: str) -> bool:
+        return self._data.get(name.lower()) is not None
+
+    def raw(self, name: str, default=None):
+        value = self._data.get(name.lower())
+        return default if value is None else value
+
+    def get(self, name: str, kind, default=None):
+        """The value if it has type `kind` (a type or tuple); None/absent → `default`."""
+        value = self._data.get(name.lower())
+        if value is None:
+            return default
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            wanted = _GO_TYPES.get(kinds[0], kinds[0].__name__)
+            raise BadRequest(f"json: cannot unmarshal {_json_kind(value)} into Go struct field "
+                             f"{self.type_name}.{name} of type {wanted}")
+        return value
+
+
+def _json_kind(value) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null"

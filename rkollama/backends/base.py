@@ -1,0 +1,35 @@
+"""The backend interface every engine implements (llama.cpp on the CPU, RKLLM on the NPU, fake).
+
+Contract:
+  * `load(spec, opts, settings)` (classmethod) blocks until the model is ready; raises LoadFailed.
+  * `generate(gen, cancel)` yields `Token`s, then exactly one `Done`; never yields after it.
+    When `cancel` (a threading.Event) is set it stops at the next token with
+    `Done(CANCELLED)`. Errors raise BackendFailed. It never formats JSON or touches sockets.
+  * `close()` is idempotent and safe after a partial load.
+"""
+
+from typing import ClassVar, Iterator
+
+
+class Backend:
+    kind: ClassVar[str] = ""
+    device: ClassVar[str] = "cpu"
+    supports_images: ClassVar[bool] = False
+
+    context_length: int = 0
+    """Tokens of context this instance was loaded with."""
+    memory_bytes: int = 0
+    """Approximate resident bytes (weights + KV cache), for `ps`."""
+
+    @classmethod
+    def load(cls, spec, opts, settings) -> "Backend":
+        raise NotImplementedError
+
+    def generate(self, gen, cancel) -> Iterator:
+        raise NotImplementedError
+
+    def tokenize(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass

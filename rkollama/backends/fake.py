@@ -1,0 +1,114 @@
+"""ScriptedBackend: a deterministic engine for tests and demos (`RKOLLAMA_BACKEND=fake`).
+
+Scripts are queued with `enqueue(["Hel", "lo"])` on the class-independent `Script` object passed
+to `factory()`; every `Generation` received is recorded in `script.history`. Without a script it
+echoes the last user message word by word. Metrics are deterministic: prompt tokens = words in
+the prompt, 1 ms per prompt token, 10 ms per generated token.
+"""
+
+import threading
+import time
+from collections import deque
+
+from rkollama.backends.base import Backend
+from rkollama.core.types import Done, DoneReason, Token
+from rkollama.errors import BackendFailed, LoadFailed
+
+
+class Script:
+    """Shared, thread-safe control panel of fake backends created by one factory."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._queue: deque = deque()
+        self.history: list = []
+        self.loads: list = []
+        self.closes = 0
+        self.delay_s = 0.0
+        self.fail_on_load = ""
+        self.fail_at_token: int | None = None
+
+    def enqueue(self, tokens: list[str]) -> None:
+        with self._lock:
+            self._queue.append(list(tokens))
+
+    def _next(self, gen) -> list[str] | None:
+        with self._lock:
+            self.history.append(gen)
+            return self._queue.popleft() if self._queue else None
+
+
+class ScriptedBackend(Backend):
+    kind = "fake"
+    device = "cpu"
+
+    def __init__(self, spec, opts, script: Script):
+        self.spec, self.opts, self.script = spec, opts, script
+        self.context_length = opts.num_ctx or 4096
+        self.memory_bytes = spec.size
+        self.closed = False
+
+    @classmethod
+    def load(cls, spec, opts, settings, script: Script | None = None) -> "ScriptedBackend":
+        script = script or Script()
+        if script.fail_on_load:
+            raise LoadFailed(script.fail_on_load)
+        script.loads.append((spec.name.display(), opts))
+        return cls(spec, opts, script)
+
+    def generate(self, gen, cancel):
+        scripted = self.script._next(gen)
+        words = _prompt_words(gen)
+        tokens = scripted if scripted is not None else _echo(gen)
+        limit = gen.options.num_predict
+        produced = 0
+        for index, text in enumerate(tokens):
+            if cancel.is_set():
+                yield self._done(DoneReason.CANCELLED, words, produced)
+                return
+            if limit is not None and limit >= 0 and produced >= limit:
+                yield self._done(DoneReason.LENGTH, words, produced)
+                return
+            if self.script.fail_at_token is not None and index == self.script.fail_at_token:
+                raise BackendFailed("scripted failure")
+            if self.script.delay_s:
+                time.sleep(self.script.delay_s)
+            thinking = text.startswith("\x00think:")
+            yield Token(text[len("\x00think:"):] if thinking else text, thinking=thinking)
+            produced += 1
+        yield self._done(DoneReason.STOP, words, produced)
+
+    @staticmethod
+    def _done(reason, prompt_tokens, produced):
+        return Done(reason, prompt_tokens, float(prompt_tokens), produced, 10.0 * produced)
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(range(len(text.split())))
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.script.closes += 1
+
+
+def _prompt_words(gen) -> int:
+    if gen.prompt is not None:
+        return len(gen.prompt.split())
+    return sum(len((m.content or "").split()) for m in gen.messages or [])
+
+
+def _echo(gen) -> list[str]:
+    text = gen.prompt or ""
+    for message in reversed(gen.messages or []):
+        if message.role == "user":
+            text = message.content
+            break
+    words = text.split()
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+def factory(script: Script):
+    """A backend_factory for the Scheduler that builds ScriptedBackends sharing `script`."""
+    def load(spec, opts, settings):
+        return ScriptedBackend.load(spec, opts, settings, script=script)
+    return load

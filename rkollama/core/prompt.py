@@ -1,0 +1,55 @@
+"""Rendering chat messages with a Hugging Face-style Jinja2 chat template (GGUF or Modelfile)."""
+
+from datetime import datetime
+
+# Used when a GGUF carries no chat template and the Modelfile gives none: ChatML.
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+class ChatTemplate:
+    """A compiled chat template. `render()` returns the prompt text for the engine to tokenize."""
+
+    def __init__(self, source: str, bos_token: str = "", eos_token: str = ""):
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                           extensions=["jinja2.ext.loopcontrols"])
+        env.globals["raise_exception"] = _raise
+        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+        self.source = source
+        self.bos_token, self.eos_token = bos_token, eos_token
+        self._template = env.from_string(source)
+
+    def render(self, messages, add_generation_prompt: bool = True, **extra) -> str:
+        from jinja2 import TemplateError
+
+        try:
+            return self._template.render(
+                messages=[_as_dict(m) for m in messages],
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token, eos_token=self.eos_token, **extra)
+        except TemplateError as exc:
+            raise TemplateRenderError(str(exc)) from exc
+
+
+class TemplateRenderError(Exception):
+    pass
+
+
+def _raise(message):
+    from jinja2 import TemplateError
+
+    raise TemplateError(message)
+
+
+def _as_dict(message) -> dict:
+    data = {"role": message.role, "content": message.content or ""}
+    if message.tool_calls:
+        data["tool_calls"] = message.tool_calls
+    if message.tool_name:
+        data["name"] = message.tool_name
+    return data

@@ -1,0 +1,59 @@
+"""Stop sequences applied to any engine's token stream, matched across token boundaries."""
+
+from rkollama.core.types import Done, DoneReason, Token
+
+
+def apply_stops(events, stops: list[str], cancel):
+    """Yield `events` with text cut at the first stop sequence, which is never emitted.
+
+    Only text that could be the start of a stop sequence is held back, and only until it cannot
+    be. On a match the engine is cancelled (`cancel.set()`) and its final `Done` is re-labelled
+    STOP, keeping its token counts.
+    """
+    stops = [s for s in stops if s]
+    if not stops:
+        yield from events
+        return
+    pending = ""
+    stopped = False
+    for event in events:
+        if isinstance(event, Done):
+            if pending and not stopped:
+                yield Token(pending)
+            if stopped:
+                event = Done(DoneReason.STOP, event.prompt_tokens, event.prompt_ms,
+                             event.eval_tokens, event.eval_ms)
+            yield event
+            return
+        if stopped or event.thinking:
+            if not stopped:
+                yield event
+            continue
+        pending += event.text
+        cut = _first_match(pending, stops)
+        if cut is not None:
+            if cut:
+                yield Token(pending[:cut])
+            pending, stopped = "", True
+            cancel.set()
+            continue
+        keep = _partial_suffix(pending, stops)
+        if len(pending) > keep:
+            yield Token(pending[: len(pending) - keep])
+            pending = pending[len(pending) - keep:]
+
+
+def _first_match(text: str, stops: list[str]):
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(hits) if hits else None
+
+
+def _partial_suffix(text: str, stops: list[str]) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of some stop sequence."""
+    best = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:n]):
+                best = n
+                break
+    return best

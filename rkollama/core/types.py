@@ -1,0 +1,92 @@
+"""The one internal request (`Generation`) and event stream (`Token`…, `Done`) of rkollama."""
+
+import enum
+from dataclasses import dataclass, field
+
+
+class DoneReason(enum.Enum):
+    STOP = "stop"
+    LENGTH = "length"
+    CANCELLED = "cancelled"
+    TOOL_CALLS = "tool_calls"
+
+
+@dataclass
+class Message:
+    role: str
+    content: str = ""
+    images: list = field(default_factory=list)
+    tool_calls: list = field(default_factory=list)
+    tool_name: str = ""
+    thinking: str = ""
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Options fixed when a model is loaded; None means "automatic" (never forces a reload)."""
+
+    num_ctx: int | None = None
+    num_batch: int | None = None
+    num_thread: int | None = None
+    use_mmap: bool | None = None
+
+    def compatible_with(self, loaded: "LoadOptions") -> bool:
+        """True when a model loaded with `loaded` can serve a request asking for `self`."""
+        for name in ("num_ctx", "num_batch", "num_thread", "use_mmap"):
+            wanted = getattr(self, name)
+            if wanted is not None and wanted != getattr(loaded, name):
+                return False
+        return True
+
+
+@dataclass
+class SamplingOptions:
+    """Per-request sampling; changing these never reloads a model. Ollama's names and defaults."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int = -1
+    num_predict: int = -1
+    num_keep: int = 4
+    stop: list = field(default_factory=list)
+
+
+@dataclass
+class Generation:
+    """What to generate. Exactly one of `messages` (chat, templated by the engine) or `prompt`
+    (already final text, `raw`) is set."""
+
+    messages: list | None = None
+    prompt: str | None = None
+    options: SamplingOptions = field(default_factory=SamplingOptions)
+    format: object = None
+    think: object = None
+
+
+@dataclass(frozen=True)
+class Token:
+    text: str
+    thinking: bool = False
+
+
+@dataclass(frozen=True)
+class Done:
+    """The last event of every generation.
+
+    `prompt_tokens` counts the whole prompt including any prefix served from cache (Ollama's
+    `prompt_eval_count`); `prompt_ms` and `eval_ms` are wall times in milliseconds of the prefill
+    and decode phases; `eval_tokens` counts generated tokens.
+    """
+
+    reason: DoneReason
+    prompt_tokens: int = 0
+    prompt_ms: float = 0.0
+    eval_tokens: int = 0
+    eval_ms: float = 0.0

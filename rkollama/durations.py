@@ -1,0 +1,82 @@
+"""Go-style durations: parsing `keep_alive` values and printing `time.Duration` strings."""
+
+import math
+import re
+
+from rkollama.errors import BadRequest
+
+_UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
+             "m": 60_000_000_000, "h": 3_600_000_000_000}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+FOREVER = math.inf
+
+
+def parse_keep_alive(value) -> float:
+    """Return a keep-alive in seconds; `FOREVER` (inf) for negative values.
+
+    Accepts JSON numbers (seconds, floats allowed), Go duration strings ("5m", "1h30m", "-1m") and,
+    more leniently than Ollama, unit-less numeric strings as seconds. Raises BadRequest otherwise.
+    """
+    if isinstance(value, bool):
+        raise BadRequest(f"invalid keep_alive: {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        seconds = _parse_duration_string(value.strip())
+    else:
+        raise BadRequest(f"invalid keep_alive: {value!r}")
+    if math.isnan(seconds):
+        raise BadRequest(f"invalid keep_alive: {value!r}")
+    return FOREVER if seconds < 0 else seconds
+
+
+def _parse_duration_string(text: str) -> float:
+    if not text:
+        raise BadRequest('time: invalid duration ""')
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text.lstrip("+-")
+    pos, total_ns = 0, 0.0
+    while pos < len(body):
+        match = _PART.match(body, pos)
+        if not match:
+            raise BadRequest(f'time: invalid duration "{text}"')
+        total_ns += float(match.group(1)) * _UNITS_NS[match.group(2)]
+        pos = match.end()
+    if not body:
+        raise BadRequest(f'time: invalid duration "{text}"')
+    return sign * total_ns / 1e9
+
+
+def format_go_duration(ns: int) -> str:
+    """Format integer nanoseconds exactly like Go's `time.Duration.String()`."""
+    if ns == 0:
+        return "0s"
+    sign = "-" if ns < 0 else ""
+    ns = abs(int(ns))
+    if ns < 1_000:
+        return f"{sign}{ns}ns"
+    if ns < 1_000_000:
+        return sign + _fraction(ns, 1_000) + "µs"
+    if ns < 1_000_000_000:
+        return sign + _fraction(ns, 1_000_000) + "ms"
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    text = _fraction(rest, 1_000_000_000) + "s"
+    if hours:
+        return f"{sign}{hours}h{minutes}m{text}"
+    if minutes:
+        return f"{sign}{minutes}m{text}"
+    return sign + text
+
+
+def _fraction(value: int, unit: int) -> str:
+    whole, frac = divmod(value, unit)
+    if not frac:
+        return str(whole)
+    digits = len(str(unit)) - 1
+    return f"{whole}." + f"{frac:0{digits}d}".rstrip("0")

@@ -1,0 +1,67 @@
+"""Error types with an HTTP status. Routes render them once per dialect; never match on messages."""
+
+
+class RkollamaError(Exception):
+    """Base error: `status` is the HTTP status code, `message` what the user reads."""
+
+    status = 500
+    openai_type = "api_error"
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class BadRequest(RkollamaError):
+    status = 400
+    openai_type = "invalid_request_error"
+
+
+class InvalidModelName(BadRequest):
+    def __init__(self, message: str = "invalid model name"):
+        super().__init__(message)
+
+
+class ModelNotFound(RkollamaError):
+    status = 404
+    openai_type = "not_found_error"
+
+
+class Forbidden(RkollamaError):
+    status = 403
+    openai_type = "invalid_request_error"
+
+
+class QueueFull(RkollamaError):
+    status = 503
+
+    def __init__(self, message: str = "server busy, please try again.  maximum pending requests exceeded"):
+        super().__init__(message)
+
+
+class Cancelled(RkollamaError):
+    status = 499
+
+    def __init__(self, message: str = "request canceled"):
+        super().__init__(message)
+
+
+class LoadFailed(RkollamaError):
+    status = 500
+
+
+class BackendFailed(RkollamaError):
+    status = 500
+
+
+class ModelfileError(RkollamaError):
+    """A Modelfile is invalid; the message names the file and the offending key."""
+
+    status = 400
+    openai_type = "invalid_request_error"
+
+
+class PullFailed(RkollamaError):
+    status = 500

@@ -1,0 +1,1 @@
+"""Model names, Modelfiles, the on-disk store and pulling."""

@@ -1,0 +1,41 @@
+"""The catalogue of known models: YAML family files in the user's and the built-in directories."""
+
+import sys
+from pathlib import Path
+
+from rkollama.errors import ModelNotFound
+from rkollama.models.modelfile import Family, Modelfile, load_family
+from rkollama.models.names import DEFAULT_HOST, DEFAULT_NAMESPACE, ModelName
+
+
+def builtin_dir() -> Path:
+    """modelfiles/ beside the package (source checkout) or under `<prefix>/share/rkollama`."""
+    here = Path(__file__).resolve().parents[2] / "modelfiles"
+    if here.is_dir():
+        return here
+    return Path(sys.prefix) / "share" / "rkollama" / "modelfiles"
+
+
+class Catalog:
+    def __init__(self, extra_dir: str = ""):
+        self.dirs = [Path(extra_dir)] if extra_dir else []
+        self.dirs.append(builtin_dir())
+
+    def families(self) -> list[Family]:
+        """Every family file, the first directory winning on a name clash. Invalid files raise."""
+        seen: dict[str, Family] = {}
+        for directory in self.dirs:
+            for path in sorted(directory.glob("*.y*ml")) if directory.is_dir() else []:
+                family = load_family(path)
+                seen.setdefault(family.name.lower(), family)
+        return list(seen.values())
+
+    def find(self, name: ModelName, platform: str) -> Modelfile:
+        """The flattened Modelfile for `name` on `platform`; ModelNotFound if the catalogue lacks it."""
+        if (name.host, name.namespace) == (DEFAULT_HOST, DEFAULT_NAMESPACE):
+            for family in self.families():
+                if family.name.lower() == name.model.lower():
+                    entry = family.entry(name.tag, platform)
+                    if entry is not None:
+                        return entry
+        raise ModelNotFound("pull model manifest: file does not exist")

@@ -1,0 +1,289 @@
+"""The scheduler: the only holder of loaded backends.
+
+It loads models on demand (evicting the least recently used idle one beyond `max_loaded_models`),
+gives each loaded model one generation at a time (others wait their turn, FIFO by arrival, in a
+bounded queue), reloads when load-time options change, and unloads idle models when their
+keep-alive expires. Generation runs in the requesting thread; a `Stream` is an iterator of events
+whose `close()`/`cancel()` stops the engine at the next token and frees the model.
+"""
+
+import itertools
+import math
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from rkollama.core.stops import apply_stops
+from rkollama.core.types import Done
+from rkollama.durations import FOREVER, parse_keep_alive
+from rkollama.errors import Cancelled, LoadFailed, QueueFull, RkollamaError
+
+POLL_S = 0.1  # how often a waiting request checks whether its client went away
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """Immutable snapshot for /api/ps. `expires_at` is None while a request is running."""
+
+    spec: object
+    expires_at: datetime | None
+    context_length: int
+    size: int
+    device: str
+
+
+class _Runner:
+    def __init__(self, key, spec, opts, backend, keep_alive: float, now: float):
+        self.key, self.spec, self.opts, self.backend = key, spec, opts, backend
+        self.keep_alive = keep_alive
+        self.busy = False
+        self.expires = now + keep_alive
+        self.last_used = now
+
+
+class Scheduler:
+    def __init__(self, settings, backend_factory=None, clock=time.monotonic):
+        if backend_factory is None:
+            from rkollama.backends import load_backend
+            backend_factory = load_backend
+        self.settings = settings
+        self.factory = backend_factory
+        self.clock = clock
+        self.default_keep_alive = parse_keep_alive(settings.keep_alive)
+        self._cond = threading.Condition()
+        self._runners: dict = {}
+        self._loading: set = set()
+        self._waiting = 0
+        self._tickets = itertools.count()
+        self._pending: dict[int, str] = {}  # ticket -> model key, in arrival order (FIFO per model)
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background thread that unloads models whose keep-alive expired."""
+        self._reaper = threading.Thread(target=self._reap_loop, name="keep-alive", daemon=True)
+        self._reaper.start()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        with self._cond:
+            for runner in list(self._runners.values()):
+                self._close(runner)
+            self._cond.notify_all()
+
+    # -- public API ----------------------------------------------------------------------------
+    def submit(self, spec, gen, opts, keep_alive=None, disconnected=None) -> "Stream":
+        """Wait for `spec` (loading it if needed) and return its event stream.
+
+        Blocks while the model is busy; raises QueueFull, Cancelled (the client went away while
+        waiting) or LoadFailed before any event is produced.
+        """
+        start = self.clock()
+        runner = self._acquire(spec, opts, keep_alive, disconnected)
+        return Stream(self, runner, gen, load_s=self.clock() - start)
+
+    def load(self, spec, opts, keep_alive=None, disconnected=None) -> float:
+        """Make sure `spec` is loaded; return the seconds it took. Sets its keep-alive."""
+        start = self.clock()
+        runner = self._acquire(spec, opts, keep_alive, disconnected)
+        self._release(runner)
+        return self.clock() - start
+
+    def unload(self, spec) -> None:
+        """Expire `spec` now: unloaded at once if idle, else as soon as its request ends."""
+        with self._cond:
+            runner = self._runners.get(_key(spec))
+            if runner is None:
+                return
+            runner.keep_alive = 0.0
+            runner.expires = self.clock()
+            if not runner.busy:
+                self._close(runner)
+            self._cond.notify_all()
+
+    def ps(self) -> list[LoadedModel]:
+        with self._cond:
+            now_mono, now_wall = self.clock(), datetime.now(timezone.utc).astimezone()
+            snapshots = []
+            for runner in self._runners.values():
+                expires = None
+                if not runner.busy:
+                    remaining = runner.expires - now_mono
+                    if math.isinf(remaining):
+                        remaining = 292 * 365.25 * 86400
+                    expires = now_wall + timedelta(seconds=max(0.0, remaining))
+                backend = runner.backend
+                snapshots.append(LoadedModel(runner.spec, expires, backend.context_length,
+                                             max(runner.spec.size, backend.memory_bytes),
+                                             backend.device))
+        far = datetime.max.replace(tzinfo=timezone.utc)
+        return sorted(snapshots, key=lambda s: s.expires_at or far, reverse=True)
+
+    def reap(self) -> None:
+        """Unload every idle model whose keep-alive has expired (by the injected clock)."""
+        with self._cond:
+            now = self.clock()
+            for runner in list(self._runners.values()):
+                if not runner.busy and runner.expires <= now:
+                    self._close(runner)
+            self._cond.notify_all()
+
+    # -- internals -----------------------------------------------------------------------------
+    def _acquire(self, spec, opts, keep_alive, disconnected):
+        key = _key(spec)
+        with self._cond:
+            if self._waiting >= self.settings.max_queue:
+                raise QueueFull()
+            ticket = next(self._tickets)
+            self._pending[ticket] = key
+            self._waiting += 1
+            try:
+                while True:
+                    if self._stop.is_set():
+                        raise LoadFailed("server is shutting down")
+                    if disconnected is not None and disconnected():
+                        raise Cancelled()
+                    if self._first_for(key) != ticket:
+                        self._cond.wait(POLL_S)
+                        continue
+                    runner = self._runners.get(key)
+                    if runner is not None and not runner.busy:
+                        if opts.compatible_with(runner.opts):
+                            runner.busy = True
+                            self._set_keep_alive(runner, keep_alive)
+                            return runner
+                        self._close(runner)
+                        continue
+                    if runner is None and key not in self._loading and self._make_room():
+                        return self._load_locked(key, spec, opts, keep_alive)
+                    self._cond.wait(POLL_S)
+            finally:
+                del self._pending[ticket]
+                self._waiting -= 1
+                self._cond.notify_all()
+
+    def _first_for(self, key):
+        """The oldest waiting ticket for `key`: later arrivals never overtake it."""
+        return next(t for t, k in self._pending.items() if k == key)
+
+    def _make_room(self) -> bool:
+        """Unload LRU idle models until one more fits; False if all loaded models are busy."""
+        while len(self._runners) + len(self._loading) >= max(1, self.settings.max_loaded_models):
+            idle = [r for r in self._runners.values() if not r.busy]
+            if not idle:
+                return False
+            self._close(min(idle, key=lambda r: r.last_used))
+        return True
+
+    def _load_locked(self, key, spec, opts, keep_alive):
+        self._loading.add(key)
+        self._cond.release()
+        try:
+            backend = self.factory(spec, opts, self.settings)
+        except RkollamaError:
+            raise
+        except Exception as exc:  # an engine's own exception types: report, never a traceback
+            raise LoadFailed(f"failed to load {spec.name.display()}: {exc}") from exc
+        finally:
+            self._cond.acquire()
+            self._loading.discard(key)
+        if self._stop.is_set():
+            backend.close()
+            raise LoadFailed("server is shutting down")
+        ka = self.default_keep_alive if keep_alive is None else keep_alive
+        runner = _Runner(key, spec, opts, backend, ka, self.clock())
+        runner.busy = True
+        self._runners[key] = runner
+        return runner
+
+    def _set_keep_alive(self, runner, keep_alive) -> None:
+        if keep_alive is not None:
+            runner.keep_alive = keep_alive
+
+    def _release(self, runner) -> None:
+        with self._cond:
+            now = self.clock()
+            runner.busy = False
+            runner.last_used = now
+            runner.expires = now + runner.keep_alive
+            if runner.keep_alive <= 0 or self._stop.is_set():
+                self._close(runner)
+            self._cond.notify_all()
+
+    def _close(self, runner) -> None:
+        if self._runners.get(runner.key) is runner:
+            del self._runners[runner.key]
+        try:
+            runner.backend.close()
+        except Exception:  # closing must never take the daemon down
+            pass
+
+    def _reap_loop(self) -> None:
+        while not self._stop.wait(0.5):
+            self.reap()
+
+
+class Stream:
+    """Events of one generation: `Token`s then one `Done`. Closing it cancels the generation."""
+
+    def __init__(self, scheduler: Scheduler, runner: _Runner, gen, load_s: float):
+        self.load_duration = load_s
+        self.cancel_event = threading.Event()
+        self._scheduler, self._runner = scheduler, runner
+        self._released = False
+        events = runner.backend.generate(gen, self.cancel_event)
+        self._events = apply_stops(events, list(gen.options.stop or []), self.cancel_event)
+        self._done = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        try:
+            event = next(self._events)
+        except StopIteration:
+            self.close()
+            raise
+        except BaseException:
+            self.close()
+            raise
+        if isinstance(event, Done):
+            self._done = True
+            self.close()
+        return event
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+        self.close()
+
+    def close(self) -> None:
+        """Stop the engine (if still running) and give the model back; idempotent."""
+        self.cancel_event.set()
+        if self._released:
+            return
+        try:
+            self._events.close()
+        except ValueError:
+            # Still running in another thread: the event stops it there, and that thread
+            # releases the model when it sees the end, so it is never shared mid-generation.
+            return
+        self._released = True
+        self._scheduler._release(self._runner)
+
+
+def _key(spec):
+    return str(spec.model_path)
+
+
+def keep_alive_seconds(value) -> float | None:
+    """Request `keep_alive` → seconds (None when absent). FOREVER for negative values."""
+    if value is None:
+        return None
+    return parse_keep_alive(value)
+
+
+__all__ = ["Scheduler", "Stream", "LoadedModel", "keep_alive_seconds", "FOREVER", "Done"]

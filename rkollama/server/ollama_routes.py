@@ -1,0 +1,175 @@
+"""Ollama's native API (/api/*). Each handler: parse → resolve → convert → scheduler → render."""
+
+import itertools
+import time
+
+from flask import Blueprint, current_app, request
+
+from rkollama import __version__
+from rkollama.api import convert
+from rkollama.api.fields import Fields, parse_body
+from rkollama.core.collect import collect
+from rkollama.core.types import Done, DoneReason, Token
+from rkollama.errors import BadRequest, RkollamaError
+from rkollama.models.pull import pull as pull_model
+from rkollama.server import describe
+from rkollama.server.streaming import error_response, json_response, ndjson
+
+OLLAMA_VERSION = "0.12.0"
+
+bp = Blueprint("ollama", __name__)
+
+
+def _deps():
+    return current_app.config["RKOLLAMA"]
+
+
+def _body() -> dict:
+    return parse_body(request.get_data(cache=False))
+
+
+def _disconnected():
+    return request.environ.get("waitress.client_disconnected")
+
+
+@bp.errorhandler(RkollamaError)
+def _error(exc: RkollamaError):
+    return error_response(exc.message, exc.status)
+
+
+@bp.route("/", methods=["GET", "HEAD"])
+def root():
+    return current_app.response_class("Ollama is running", content_type="text/plain; charset=utf-8")
+
+
+@bp.route("/api/version", methods=["GET", "HEAD"])
+def version():
+    return json_response({"version": OLLAMA_VERSION, "rkollama": __version__})
+
+
+@bp.route("/api/tags", methods=["GET", "HEAD"])
+def tags():
+    return json_response({"models": [describe.list_entry(s) for s in _deps().store.list()]})
+
+
+@bp.route("/api/ps", methods=["GET"])
+def ps():
+    return json_response({"models": [describe.ps_entry(m) for m in _deps().scheduler.ps()]})
+
+
+@bp.route("/api/show", methods=["POST"])
+def show():
+    f = Fields(_body(), "ShowRequest")
+    name = f.get("model", str) or f.get("name", str)
+    if not name:
+        raise BadRequest("model is required")
+    return json_response(describe.show(_deps().store.resolve(name)))
+
+
+@bp.route("/api/copy", methods=["POST"])
+def copy():
+    f = Fields(_body(), "CopyRequest")
+    source, destination = f.get("source", str, ""), f.get("destination", str, "")
+    if not source or not destination:
+        raise BadRequest("source and destination are required")
+    _deps().store.copy(source, destination)
+    return current_app.response_class(b"", status=200)
+
+
+@bp.route("/api/delete", methods=["DELETE"])
+def delete():
+    f = Fields(_body(), "DeleteRequest")
+    name = f.get("model", str) or f.get("name", str)
+    if not name:
+        raise BadRequest("model is required")
+    deps = _deps()
+    deps.scheduler.unload(deps.store.resolve(name))
+    deps.store.delete(name)
+    return current_app.response_class(b"", status=200)
+
+
+@bp.route("/api/pull", methods=["POST"])
+def pull():
+    f = Fields(_body(), "PullRequest")
+    name = f.get("model", str) or f.get("name", str)
+    if not name:
+        raise BadRequest("model is required")
+    deps = _deps()
+    progress = pull_model(deps.store, deps.catalog, name, deps.platform)
+    first = next(progress)  # validates the name before the 200 goes out
+    if not f.get("stream", bool, True):
+        last = first
+        for last in progress:
+            pass
+        return json_response(last)
+    return ndjson(itertools.chain([first], progress))
+
+
+@bp.route("/api/chat", methods=["POST"])
+def chat():
+    started = time.monotonic()
+    req = convert.parse_chat(_body())
+    return _complete(req, "chat", convert.chat_chunk, started)
+
+
+@bp.route("/api/generate", methods=["POST"])
+def generate():
+    started = time.monotonic()
+    req = convert.parse_generate(_body())
+    return _complete(req, "generate", convert.generate_chunk, started)
+
+
+def _complete(req, endpoint: str, chunk, started: float):
+    """Shared body of chat and generate: the load/unload idioms, then stream or collect."""
+    deps = _deps()
+    spec = deps.store.resolve(req.model)
+    convert.check_capabilities(spec, req, endpoint)
+    options = convert.effective_options(spec, req.options)
+    load_opts = convert.load_options(options)
+    has_input = bool(req.messages) if endpoint == "chat" else bool(req.prompt)
+    if not has_input:
+        if req.keep_alive == 0:
+            deps.scheduler.unload(spec)
+            reason = "unload"
+        else:
+            deps.scheduler.load(spec, load_opts, req.keep_alive, _disconnected())
+            reason = "load"
+        return json_response(dict(chunk(req.model, done=True), done_reason=reason))
+    gen = convert.to_generation(spec, req, options)
+    stream = deps.scheduler.submit(spec, gen, load_opts, req.keep_alive, _disconnected())
+
+    def final(done: Done) -> dict:
+        total = time.monotonic() - started
+        return dict(chunk(req.model, done=True), done_reason=convert.done_reason(done.reason),
+                    **convert.metrics(done, stream.load_duration, total))
+
+    if not req.stream:
+        try:
+            completion = collect(stream)
+        finally:
+            stream.close()
+        reply = final(completion.done)
+        reply.update(chunk(req.model, completion.content, completion.thinking, done=True))
+        reply["done"] = True
+        return json_response(_ordered(reply))
+    try:
+        first = next(stream)  # errors before the first token still get a proper status code
+    except BaseException:
+        stream.close()
+        raise
+
+    def lines():
+        for event in itertools.chain([first], stream):
+            if isinstance(event, Token):
+                yield chunk(req.model, "" if event.thinking else event.text,
+                            event.text if event.thinking else "")
+            elif event.reason is not DoneReason.CANCELLED:
+                yield final(event)
+
+    return ndjson(lines(), on_close=stream.close)
+
+
+def _ordered(reply: dict) -> dict:
+    """Key order of Ollama's replies: model, created_at, message/response, done, done_reason, …"""
+    head = ["model", "created_at", "message", "response", "thinking", "done", "done_reason"]
+    return {**{k: reply[k] for k in head if k in reply}, **{k: v for k, v in reply.items() if k not in head}}
