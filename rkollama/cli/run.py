@@ -1,0 +1,317 @@
+"""`rkollama run`: one-shot generation, or the interactive chat REPL (Ollama's flow)."""
+
+import json
+import sys
+
+import typer
+
+from rkollama.cli import common, render
+
+HELP = """Available Commands:
+  /set            Set session variables
+  /show           Show model information
+  /clear          Clear session context
+  /bye            Exit
+  /?, /help       Help for a command
+
+Use \"\"\" to begin a multi-line message.
+"""
+SET_HELP = """Available Commands:
+  /set parameter ...     Set a parameter
+  /set system <string>   Set system message
+  /set verbose           Show LLM stats
+  /set quiet             Disable LLM stats
+  /set think             Enable thinking
+  /set nothink           Disable thinking
+  /set format json       Enable JSON mode
+  /set noformat          Disable formatting
+"""
+SHOW_HELP = """Available Commands:
+  /show info         Show details for this model
+  /show license      Show model license
+  /show modelfile    Show Modelfile for this model
+  /show parameters   Show parameters for this model
+  /show system       Show system message
+  /show template     Show prompt template
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run", help="Run a model")(run)
+
+
+def run(model: str = typer.Argument(..., help="Model name, e.g. smollm2:135m"),
+        prompt: list[str] = typer.Argument(None, help="Prompt (else stdin, else interactive)"),
+        verbose: bool = typer.Option(False, "--verbose", help="Show timings for response"),
+        keepalive: str = typer.Option(None, "--keepalive", help="Duration to keep a model loaded (e.g. 5m)"),
+        format_: str = typer.Option(None, "--format", help='Response format (e.g. json)'),
+        think: str = typer.Option(None, "--think", help="Enable thinking: true, false, low, medium, high"),
+        hidethinking: bool = typer.Option(False, "--hidethinking", help="Hide thinking output"),
+        nowordwrap: bool = typer.Option(False, "--nowordwrap", help="Accepted for Ollama compatibility; output is never wrapped"),
+        no_autostart: bool = typer.Option(False, "--no-autostart", help="Do not start a daemon when none answers")):
+    cli = common.client(autostart=not no_autostart)
+    info = _show_or_pull(cli, model)
+    session = Session(cli, model, info, verbose=verbose, hide_thinking=hidethinking)
+    if keepalive is not None:
+        session.keep_alive = keepalive
+    if format_:
+        session.format = format_
+    session.think = _think_flag(think, info)
+    text = " ".join(prompt or [])
+    piped = not sys.stdin.isatty()
+    if piped:
+        stdin_text = sys.stdin.read()
+        text = f"{stdin_text}\n\n{text}".strip() if text else stdin_text.strip()
+    if text or piped or not sys.stdout.isatty():
+        session.generate_once(text)
+        return
+    session.repl()
+
+
+def _show_or_pull(cli, model: str) -> dict:
+    from rkollama.cli.models import pull_with_progress
+
+    try:
+        return cli.show(model)
+    except common.StatusError as exc:
+        if exc.status != 404:
+            raise common.fail(exc.message)
+    except common.ConnectError as exc:
+        raise common.fail(str(exc))
+    pull_with_progress(cli, model)
+    return common.call(cli.show, model)
+
+
+def _think_flag(flag, info):
+    if flag is None:
+        return True if "thinking" in info.get("capabilities", []) else None
+    lowered = flag.lower()
+    if lowered in ("true", "1", ""):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    return lowered
+
+
+class Session:
+    """State of one `run`: the chat history, the options set with /set, and output rendering."""
+
+    def __init__(self, cli, model: str, info: dict, verbose=False, hide_thinking=False):
+        self.cli, self.model, self.info = cli, model, info
+        self.verbose, self.hide_thinking = verbose, hide_thinking
+        self.keep_alive = None
+        self.format = None
+        self.think = None
+        self.options: dict = {}
+        self.system: str | None = None
+        self.messages: list = []
+
+    def _common(self) -> dict:
+        body = {"model": self.model}
+        if self.options:
+            body["options"] = self.options
+        if self.keep_alive is not None:
+            body["keep_alive"] = self.keep_alive
+        if self.format:
+            body["format"] = self.format
+        if self.think is not None:
+            body["think"] = self.think
+        return body
+
+    def generate_once(self, prompt: str) -> None:
+        body = dict(self._common(), prompt=prompt)
+        if self.system:
+            body["system"] = self.system
+        try:
+            final = self._print_stream(self.cli.generate(**body), "response")
+        except KeyboardInterrupt:
+            print()
+            raise typer.Exit(130)
+        if prompt:
+            sys.stdout.write("\n\n")
+            sys.stdout.flush()
+        if self.verbose and final:
+            print(render.verbose_stats(final), file=sys.stderr)
+
+    def _print_stream(self, stream, key: str):
+        """Print tokens as they come; return (final object, answer text)."""
+        final, thinking_open = None, False
+        self.last_answer = ""
+        try:
+            for obj in stream:
+                part = obj.get("message", {}) if key == "message" else obj
+                thinking = part.get("thinking", "")
+                text = part.get("content" if key == "message" else "response", "")
+                if thinking and not self.hide_thinking:
+                    if not thinking_open:
+                        sys.stdout.write("Thinking...\n")
+                        thinking_open = True
+                    sys.stdout.write(thinking)
+                if text:
+                    if thinking_open:
+                        sys.stdout.write("\n...done thinking.\n\n")
+                        thinking_open = False
+                    sys.stdout.write(text)
+                    self.last_answer += text
+                sys.stdout.flush()
+                if obj.get("done"):
+                    final = obj
+        except common.StatusError as exc:
+            raise common.fail(exc.message)
+        return final
+
+    # -- interactive -------------------------------------------------------------------------
+    def repl(self) -> None:
+        try:
+            import readline  # noqa: F401  (line editing and history for input())
+        except ImportError:
+            pass
+        self._load()
+        while True:
+            try:
+                line = self._read()
+            except EOFError:
+                print()
+                return
+            except KeyboardInterrupt:
+                print("\nUse Ctrl + d or /bye to exit.")
+                continue
+            if line is None or not line.strip():
+                continue
+            if line.startswith("/"):
+                if self._command(line.strip()) == "exit":
+                    return
+                continue
+            self._chat(line)
+
+    def _load(self) -> None:
+        body = dict(self._common(), prompt="", stream=False)
+        common.call(self.cli.request, "POST", "/api/generate", body)
+
+    def _read(self):
+        """One message: a line, or a \"\"\"-delimited block spanning several lines."""
+        line = input(">>> ")
+        if not line.lstrip().startswith('"""'):
+            return line
+        body = line.lstrip()[3:]
+        if body.endswith('"""') and len(body) >= 3:
+            return body[:-3]
+        parts = [body] if body else []
+        while True:
+            more = input("... ")
+            if more.rstrip().endswith('"""'):
+                parts.append(more.rstrip()[:-3])
+                return "\n".join(parts)
+            parts.append(more)
+
+    def _chat(self, text: str) -> None:
+        messages = ([{"role": "system", "content": self.system}] if self.system else []) + \
+            self.messages + [{"role": "user", "content": text}]
+        body = dict(self._common(), messages=messages)
+        try:
+            final = self._print_stream(self.cli.chat(**body), "message")
+        except KeyboardInterrupt:
+            # Closing the stream drops the connection: the daemon stops generating.
+            print()
+            return
+        except typer.Exit:
+            return
+        self.messages += [{"role": "user", "content": text},
+                          {"role": "assistant", "content": self.last_answer}]
+        sys.stdout.write("\n\n")
+        sys.stdout.flush()
+        if self.verbose and final:
+            print(render.verbose_stats(final), file=sys.stderr)
+
+    def _command(self, line: str):
+        words = line.split()
+        cmd, args = words[0].lower(), words[1:]
+        if cmd in ("/bye", "/exit"):
+            return "exit"
+        if cmd in ("/?", "/help"):
+            topic = args[0] if args else ""
+            print(SET_HELP if topic == "set" else SHOW_HELP if topic == "show" else HELP,
+                  file=sys.stderr)
+        elif cmd == "/clear":
+            self.messages = []
+            print("Cleared session context")
+        elif cmd == "/set":
+            self._set(args, line)
+        elif cmd == "/show":
+            self._show(args)
+        else:
+            print(f"Unknown command '{words[0]}'. Type /? for help")
+        return None
+
+    def _set(self, args, line: str) -> None:
+        from rkollama.errors import BadRequest
+        from rkollama.models.options import parse_cli_value
+
+        if not args:
+            print(SET_HELP, file=sys.stderr)
+            return
+        what = args[0]
+        if what == "parameter":
+            if len(args) < 3:
+                print("Usage: /set parameter <name> <value>", file=sys.stderr)
+                return
+            try:
+                value = parse_cli_value(args[1], args[2:])
+            except BadRequest as exc:
+                print(f'Couldn\'t set parameter: "{exc.message}"')
+                return
+            self.options[args[1]] = value
+            shown = ", ".join(value) if isinstance(value, list) else value
+            print(f"Set parameter '{args[1]}' to '{shown}'")
+        elif what == "system":
+            text = line.split("system", 1)[1].strip()
+            if text.startswith('"""') and text.endswith('"""') and len(text) >= 6:
+                text = text[3:-3]
+            self.system = text.strip('"')
+            print("Set system message.")
+        elif what in ("verbose", "quiet"):
+            self.verbose = what == "verbose"
+            print(f"Set '{what}' mode.")
+        elif what == "think":
+            self.think = args[1] if len(args) > 1 else True
+            if "thinking" not in self.info.get("capabilities", []):
+                print(f'warning: model "{self.model}" does not support thinking output', file=sys.stderr)
+            print(f"Set 'think' mode{' to ' + repr(args[1]) if len(args) > 1 else ''}.")
+        elif what == "nothink":
+            self.think = False
+            print("Set 'nothink' mode.")
+        elif what == "format" and args[1:] == ["json"]:
+            self.format = "json"
+            print("Set format to 'json' mode.")
+        elif what == "noformat":
+            self.format = None
+            print("Disabled format.")
+        elif what in ("wordwrap", "nowordwrap", "history", "nohistory"):
+            print(f"Set '{what}' mode.")
+        else:
+            print(f"Unknown command '/set {what}'. Type /? for help")
+
+    def _show(self, args) -> None:
+        from rkollama.cli.models import show_info
+
+        what = args[0] if args else ""
+        info = self.info
+        if what == "info":
+            print(show_info(info))
+        elif what == "license":
+            print(info.get("license") or "No license was specified for this model.")
+        elif what == "modelfile":
+            print(info.get("modelfile", ""))
+        elif what == "parameters":
+            print("Model defined parameters:")
+            print(info.get("parameters") or "No parameters were specified for this model.")
+            if self.options:
+                print("\nUser defined parameters:")
+                for key, value in self.options.items():
+                    print(f"{key:<30} {json.dumps(value)}")
+        elif what == "system":
+            print(self.system or info.get("system") or "No system message was specified for this model.")
+        elif what == "template":
+            print(info.get("template") or "No prompt template was specified for this model.")
+        else:
+            print(SHOW_HELP, file=sys.stderr)

@@ -1,0 +1,118 @@
+"""A small HTTP client for the daemon (stdlib only, so the CLI starts fast)."""
+
+import http.client
+import json
+from urllib.parse import urlsplit
+
+
+class StatusError(Exception):
+    """The daemon answered with an error (HTTP status, or an `error` line in a stream)."""
+
+    def __init__(self, message: str, status: int = 500):
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+class ConnectError(Exception):
+    pass
+
+
+class Client:
+    def __init__(self, base_url: str, timeout: float | None = None):
+        parts = urlsplit(base_url)
+        self.scheme, self.host = parts.scheme, parts.hostname or "127.0.0.1"
+        self.port = parts.port or (443 if self.scheme == "https" else 80)
+        self.timeout = timeout
+        self._conn = None
+
+    def _connect(self, timeout=None):
+        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+        return cls(self.host, self.port, timeout=timeout if timeout is not None else self.timeout)
+
+    def _send(self, method: str, path: str, body=None, timeout=None):
+        conn = self._connect(timeout)
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json", "Accept": "application/json",
+                   "User-Agent": "rkollama-cli"}
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            response = conn.getresponse()
+        except (ConnectionError, OSError) as exc:
+            conn.close()
+            raise ConnectError(str(exc))
+        if response.status >= 400:
+            raw = response.read()
+            conn.close()
+            raise StatusError(_error_message(raw, response.status), response.status)
+        return conn, response
+
+    def heartbeat(self, timeout: float = 2.0) -> bool:
+        try:
+            conn, response = self._send("HEAD", "/", timeout=timeout)
+        except (ConnectError, StatusError):
+            return False
+        response.read()
+        conn.close()
+        return True
+
+    def request(self, method: str, path: str, body=None):
+        conn, response = self._send(method, path, body)
+        try:
+            raw = response.read()
+        finally:
+            conn.close()
+        return json.loads(raw) if raw.strip() else None
+
+    def stream(self, method: str, path: str, body):
+        """Yield each NDJSON object; raise StatusError on an `error` line.
+
+        Closing the generator (or Ctrl+C inside it) closes the connection, which is how the
+        daemon learns to stop generating.
+        """
+        conn, response = self._send(method, path, body)
+        try:
+            for line in response:
+                if not line.strip():
+                    continue
+                obj = json.loads(line)
+                if obj.get("error"):
+                    raise StatusError(obj["error"], 500)
+                yield obj
+        finally:
+            conn.close()
+
+    # -- endpoints -----------------------------------------------------------------------------
+    def list(self):
+        return self.request("GET", "/api/tags")["models"]
+
+    def ps(self):
+        return self.request("GET", "/api/ps")["models"]
+
+    def show(self, model: str):
+        return self.request("POST", "/api/show", {"model": model})
+
+    def delete(self, model: str):
+        self.request("DELETE", "/api/delete", {"model": model})
+
+    def copy(self, source: str, destination: str):
+        self.request("POST", "/api/copy", {"source": source, "destination": destination})
+
+    def pull(self, model: str):
+        return self.stream("POST", "/api/pull", {"model": model, "stream": True})
+
+    def generate(self, **body):
+        return self.stream("POST", "/api/generate", dict(body, stream=True))
+
+    def chat(self, **body):
+        return self.stream("POST", "/api/chat", dict(body, stream=True))
+
+
+def _error_message(raw: bytes, status: int) -> str:
+    try:
+        obj = json.loads(raw)
+        if isinstance(obj, dict) and obj.get("error"):
+            return str(obj["error"])
+    except ValueError:
+        pass
+    text = raw.decode("utf-8", "replace").strip()
+    return text or f"HTTP {status}"
