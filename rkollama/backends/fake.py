@@ -15,6 +15,9 @@ from rkollama.core.types import Done, DoneReason, Token
 from rkollama.errors import BackendFailed, LoadFailed
 
 
+THINK_PREFIX = "\x00think:"  # a scripted token starting with this is reasoning text
+
+
 class Script:
     """Shared, thread-safe control panel of fake backends created by one factory."""
 
@@ -27,6 +30,10 @@ class Script:
         self.delay_s = 0.0
         self.fail_on_load = ""
         self.fail_at_token: int | None = None
+        # Tokens after index `hold_after` wait until `release` is set (streaming tests).
+        self.hold_after: int | None = None
+        self.release = threading.Event()
+        self.finished: list = []  # (reason, tokens produced) of every generation that ended
 
     def enqueue(self, tokens: list[str]) -> None:
         with self._lock:
@@ -62,24 +69,33 @@ class ScriptedBackend(Backend):
         tokens = scripted if scripted is not None else _echo(gen)
         limit = gen.options.num_predict
         produced = 0
-        for index, text in enumerate(tokens):
-            if cancel.is_set():
-                yield self._done(DoneReason.CANCELLED, words, produced)
-                return
-            if limit is not None and limit >= 0 and produced >= limit:
-                yield self._done(DoneReason.LENGTH, words, produced)
-                return
-            if self.script.fail_at_token is not None and index == self.script.fail_at_token:
-                raise BackendFailed("scripted failure")
-            if self.script.delay_s:
-                time.sleep(self.script.delay_s)
-            thinking = text.startswith("\x00think:")
-            yield Token(text[len("\x00think:"):] if thinking else text, thinking=thinking)
-            produced += 1
+        try:
+            for index, text in enumerate(tokens):
+                if cancel.is_set():
+                    yield self._done(DoneReason.CANCELLED, words, produced)
+                    return
+                if limit is not None and limit >= 0 and produced >= limit:
+                    yield self._done(DoneReason.LENGTH, words, produced)
+                    return
+                if self.script.fail_at_token is not None and index == self.script.fail_at_token:
+                    raise BackendFailed("scripted failure")
+                if self.script.delay_s:
+                    time.sleep(self.script.delay_s)
+                if self.script.hold_after is not None and index > self.script.hold_after:
+                    while not self.script.release.wait(0.01):
+                        if cancel.is_set():
+                            yield self._done(DoneReason.CANCELLED, words, produced)
+                            return
+                thinking = text.startswith(THINK_PREFIX)
+                yield Token(text[len(THINK_PREFIX):] if thinking else text, thinking=thinking)
+                produced += 1
+        except GeneratorExit:  # the consumer closed the stream (client gone)
+            self.script.finished.append((DoneReason.CANCELLED, produced))
+            raise
         yield self._done(DoneReason.STOP, words, produced)
 
-    @staticmethod
-    def _done(reason, prompt_tokens, produced):
+    def _done(self, reason, prompt_tokens, produced):
+        self.script.finished.append((reason, produced))
         return Done(reason, prompt_tokens, float(prompt_tokens), produced, 10.0 * produced)
 
     def tokenize(self, text: str) -> list[int]:

@@ -24,8 +24,8 @@ PROGRESS_INTERVAL_S = 0.1
 def pull(store: ModelStore, catalog: Catalog, model: str, platform: str):
     """Yield Ollama progress objects while `model` is fetched, verified and registered."""
     name = ModelName.parse(model)
+    entry = catalog.find(name, platform)  # before the first line, so "not found" gets a 404
     yield {"status": "pulling manifest"}
-    entry = catalog.find(name, platform)
     source = entry.source
     expected = source.get("sha256", "")
     if expected and store.has_blob(expected):

@@ -1,0 +1,85 @@
+"""Shared test helpers: a fake clock, model registration, and servers on free ports."""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from rkollama.models.modelfile import Modelfile
+from rkollama.models.names import ModelName
+
+
+class FakeClock:
+    def __init__(self, start: float = 1000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def register_fake(store, name: str, payload: bytes = b"weights", **fields):
+    """Put a model with a small dummy blob into `store` (for the fake backend)."""
+    parsed = ModelName.parse(name)
+    digest = store.write_blob_bytes(payload + name.encode())
+    modelfile = Modelfile(name=parsed.model, tag=parsed.tag, source={"path": "/dev/null"}, **fields)
+    return store.register(parsed, modelfile, digest, len(payload))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ThreadServer:
+    """Waitress serving `app` in a daemon thread on a free port, configured like `serve`."""
+
+    def __init__(self, app):
+        import waitress
+
+        self.server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8,
+                                             send_bytes=1, channel_request_lookahead=1)
+        self.port = self.server.effective_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.close()
+
+
+def wait_for(url: str, process=None, timeout: float = 60.0) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"daemon exited with {process.returncode}")
+        try:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=1)
+            conn.request("HEAD", "/")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answered at {url}")
+
+
+def start_daemon(env_overrides: dict, log_path):
+    """`rkollama serve` as a real subprocess; returns (process, base URL)."""
+    port = free_port()
+    env = dict(os.environ, OLLAMA_HOST=f"127.0.0.1:{port}", **env_overrides)
+    env.pop("RKOLLAMA_HOST", None)
+    log = open(log_path, "wb")
+    process = subprocess.Popen([sys.executable, "-m", "rkollama", "serve"], env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(url, process)
+    return process, url

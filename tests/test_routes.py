@@ -1,0 +1,308 @@
+"""Native API routes on the scripted fake backend: exact shapes, idioms and errors."""
+
+import json
+import re
+
+import pytest
+
+NS_FIELDS = ("total_duration", "load_duration")
+
+
+def lines(response):
+    assert response.content_type == "application/x-ndjson"
+    body = response.get_data(as_text=True)
+    assert body.endswith("\n") and "\n\n" not in body
+    return [json.loads(line) for line in body.splitlines()]
+
+
+def normalise(obj):
+    """Replace the values that vary run to run (timestamps, wall-clock durations)."""
+    obj = dict(obj)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", obj.pop("created_at"))
+    for key in NS_FIELDS:
+        if key in obj:
+            assert isinstance(obj[key], int) and obj[key] >= 0
+            obj[key] = "<ns>"
+    return obj
+
+
+def test_chat_streams_ndjson_by_default_with_role_on_every_object(http, script):
+    script.enqueue(["Hel", "lo", "!"])
+    response = http.post("/api/chat", json={"model": "tiny", "messages": [{"role": "user", "content": "say hi"}]})
+    assert response.status_code == 200
+    assert [normalise(l) for l in lines(response)] == [
+        {"model": "tiny", "message": {"role": "assistant", "content": "Hel"}, "done": False},
+        {"model": "tiny", "message": {"role": "assistant", "content": "lo"}, "done": False},
+        {"model": "tiny", "message": {"role": "assistant", "content": "!"}, "done": False},
+        {"model": "tiny", "message": {"role": "assistant", "content": ""}, "done": True,
+         "done_reason": "stop", "total_duration": "<ns>",
+         "prompt_eval_count": 2, "prompt_eval_duration": 2_000_000, "eval_count": 3,
+         "eval_duration": 30_000_000},
+    ]
+
+
+def test_chat_without_stream_returns_one_object_with_the_whole_answer(http, script):
+    script.enqueue(["Hel", "lo", "!"])
+    response = http.post("/api/chat", json={"model": "tiny", "stream": False,
+                                            "messages": [{"role": "user", "content": "say hi"}]})
+    assert response.content_type == "application/json; charset=utf-8"
+    assert normalise(response.get_json()) == {
+        "model": "tiny", "message": {"role": "assistant", "content": "Hello!"}, "done": True,
+        "done_reason": "stop", "total_duration": "<ns>",
+        "prompt_eval_count": 2, "prompt_eval_duration": 2_000_000, "eval_count": 3,
+        "eval_duration": 30_000_000}
+
+
+def test_generate_streams_response_fields_and_final_metrics(http, script):
+    script.enqueue(["The", " sky"])
+    response = http.post("/api/generate", json={"model": "tiny", "prompt": "why blue"})
+    got = [normalise(l) for l in lines(response)]
+    assert got[:2] == [{"model": "tiny", "response": "The", "done": False},
+                       {"model": "tiny", "response": " sky", "done": False}]
+    assert got[2]["done"] is True and got[2]["response"] == "" and got[2]["done_reason"] == "stop"
+    assert got[2]["eval_count"] == 2
+
+
+def test_generate_non_streaming_concatenates(http, script):
+    script.enqueue(["a", "b", "c"])
+    reply = http.post("/api/generate", json={"model": "tiny", "prompt": "x", "stream": False}).get_json()
+    assert reply["response"] == "abc" and reply["done"] is True and reply["eval_count"] == 3
+
+
+def test_thinking_tokens_go_to_the_thinking_field(http, script):
+    script.enqueue(["\x00think:hmm", "Yes"])
+    got = lines(http.post("/api/chat", json={"model": "thinker:1b", "messages": [{"role": "user", "content": "q"}]}))
+    assert got[0]["message"] == {"role": "assistant", "content": "", "thinking": "hmm"}
+    assert got[1]["message"] == {"role": "assistant", "content": "Yes"}
+
+
+def test_model_is_echoed_as_sent(http, script):
+    reply = http.post("/api/generate", json={"model": "TINY:latest", "prompt": "x", "stream": False})
+    assert reply.status_code == 200 and reply.get_json()["model"] == "TINY:latest"
+
+
+def test_empty_messages_load_the_model(http, scheduler):
+    reply = http.post("/api/chat", json={"model": "tiny", "messages": []})
+    assert reply.content_type == "application/json; charset=utf-8"
+    body = normalise(reply.get_json())
+    assert body == {"model": "tiny", "message": {"role": "assistant", "content": ""}, "done": True,
+                    "done_reason": "load"}
+    assert [m.spec.name.display() for m in scheduler.ps()] == ["tiny:latest"]
+
+
+def test_empty_prompt_with_keep_alive_zero_unloads(http, scheduler):
+    http.post("/api/generate", json={"model": "tiny"})
+    assert scheduler.ps()
+    reply = http.post("/api/generate", json={"model": "tiny", "prompt": "", "keep_alive": 0}).get_json()
+    assert reply["done_reason"] == "unload" and reply["response"] == ""
+    assert scheduler.ps() == []
+
+
+def test_unload_of_a_missing_model_is_404(http):
+    reply = http.post("/api/generate", json={"model": "nope", "keep_alive": 0})
+    assert reply.status_code == 404 and reply.get_json() == {"error": "model 'nope' not found"}
+
+
+@pytest.mark.parametrize("keep_alive", [0, 0.0, "0", "0s"])
+def test_keep_alive_zero_with_a_prompt_answers_then_unloads(http, scheduler, keep_alive):
+    reply = http.post("/api/generate", json={"model": "tiny", "prompt": "hi", "stream": False,
+                                             "keep_alive": keep_alive})
+    assert reply.status_code == 200 and reply.get_json()["response"] == "hi"
+    assert scheduler.ps() == []
+
+
+def test_ps_reports_expiry_of_the_keep_alive(http, clock):
+    http.post("/api/generate", json={"model": "tiny", "keep_alive": "10m"})
+    (model,) = http.get("/api/ps").get_json()["models"]
+    assert model["name"] == model["model"] == "tiny:latest"
+    assert model["size_vram"] == 0 and isinstance(model["context_length"], int)
+    assert re.search(r"[+-]\d\d:\d\d$|Z$", model["expires_at"])
+
+
+def test_mid_stream_failure_ends_with_an_error_line(http, script):
+    script.enqueue(["one", "two", "three"])
+    script.fail_at_token = 2
+    got = lines(http.post("/api/chat", json={"model": "tiny", "messages": [{"role": "user", "content": "x"}]}))
+    assert [l.get("message", {}).get("content") for l in got[:2]] == ["one", "two"]
+    assert got[-1] == {"error": "scripted failure"}
+
+
+def test_failure_before_the_first_token_is_a_status_code(http, script):
+    script.enqueue(["one"])
+    script.fail_at_token = 0
+    reply = http.post("/api/generate", json={"model": "tiny", "prompt": "x"})
+    assert reply.status_code == 500 and reply.get_json() == {"error": "scripted failure"}
+
+
+def test_load_failure_is_a_500_with_the_message(http, script):
+    script.fail_on_load = "out of memory"
+    reply = http.post("/api/generate", json={"model": "tiny", "prompt": "x"})
+    assert reply.status_code == 500 and reply.get_json() == {"error": "out of memory"}
+
+
+def test_options_precedence_and_unknown_options_ignored(http, script):
+    http.post("/api/generate", json={"model": "tiny", "prompt": "x", "stream": False,
+                                     "options": {"top_k": 7, "mirostat": 2, "tfs_z": 1.0, "low_vram": True,
+                                                 "num_predict": 5.0}})
+    options = script.history[-1].options
+    assert options.temperature == 0.5  # from the Modelfile
+    assert options.top_k == 7 and options.num_predict == 5  # request wins; float truncated
+    assert options.top_p == 0.9  # Ollama's built-in default
+
+
+def test_num_predict_ends_with_length(http, script):
+    script.enqueue(["a", "b", "c", "d"])
+    reply = http.post("/api/generate", json={"model": "tiny", "prompt": "x", "stream": False,
+                                             "options": {"num_predict": 2}}).get_json()
+    assert reply["response"] == "ab" and reply["done_reason"] == "length"
+
+
+def test_stop_sequences_are_cut_and_never_emitted(http, script):
+    script.enqueue(["Hello", " wor", "ld", "<|e", "nd|>", "after"])
+    reply = http.post("/api/generate", json={"model": "tiny", "prompt": "x", "stream": False,
+                                             "options": {"stop": ["<|end|>"]}}).get_json()
+    assert reply["response"] == "Hello world" and reply["done_reason"] == "stop"
+
+
+def test_modelfile_system_prompt_is_prepended_unless_the_request_has_one(http, script, store):
+    from helpers import register_fake
+
+    register_fake(store, "sys", system="You are terse.")
+    http.post("/api/chat", json={"model": "sys", "stream": False, "messages": [{"role": "user", "content": "a"}]})
+    assert [(m.role, m.content) for m in script.history[-1].messages] == [("system", "You are terse."), ("user", "a")]
+    http.post("/api/chat", json={"model": "sys", "stream": False, "messages": [
+        {"role": "system", "content": "Mine"}, {"role": "user", "content": "b"}]})
+    assert [(m.role, m.content) for m in script.history[-1].messages] == [("system", "Mine"), ("user", "b")]
+
+
+def test_thinking_model_thinks_by_default(http, script):
+    http.post("/api/chat", json={"model": "thinker:1b", "stream": False, "messages": [{"role": "user", "content": "q"}]})
+    assert script.history[-1].think is True
+    http.post("/api/chat", json={"model": "thinker:1b", "stream": False, "think": False,
+                                 "messages": [{"role": "user", "content": "q"}]})
+    assert script.history[-1].think is False
+
+
+def test_liveness_and_version(http):
+    root = http.get("/")
+    assert root.status_code == 200 and root.get_data(as_text=True) == "Ollama is running"
+    assert http.head("/").status_code == 200
+    version = http.get("/api/version").get_json()["version"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version)
+
+
+def test_tags_lists_every_model_with_name_and_model(http):
+    models = http.get("/api/tags").get_json()["models"]
+    names = {m["name"] for m in models}
+    assert names == {"tiny:latest", "thinker:1b", "embedder:latest", "other:7b"}
+    for m in models:
+        assert m["model"] == m["name"] and len(m["digest"]) == 64 and isinstance(m["size"], int)
+        assert isinstance(m["details"]["families"], list) and "modified_at" in m
+
+
+def test_show_has_model_info_details_and_capabilities(http):
+    body = http.post("/api/show", json={"model": "thinker:1b"}).get_json()
+    assert body["model_info"] == {} or isinstance(body["model_info"], dict)
+    assert body["capabilities"] == ["completion", "thinking"]
+    assert "details" in body and "modified_at" in body and body["modelfile"].startswith("#")
+
+
+def test_show_parameters_use_ollama_layout(http):
+    body = http.post("/api/show", json={"name": "tiny"}).get_json()
+    assert body["parameters"] == "temperature                    0.5"
+
+
+def test_copy_then_delete(http):
+    assert http.post("/api/copy", json={"source": "tiny", "destination": "mine/copy:v1"}).status_code == 200
+    names = {m["name"] for m in http.get("/api/tags").get_json()["models"]}
+    assert "mine/copy:v1" in names
+    reply = http.delete("/api/delete", json={"model": "mine/copy:v1"})
+    assert reply.status_code == 200 and reply.get_data() == b""
+    names = {m["name"] for m in http.get("/api/tags").get_json()["models"]}
+    assert "mine/copy:v1" not in names and "tiny:latest" in names
+
+
+def test_delete_unloads_a_loaded_model(http, scheduler):
+    http.post("/api/generate", json={"model": "other:7b"})
+    assert scheduler.ps()
+    assert http.delete("/api/delete", json={"model": "other:7b"}).status_code == 200
+    assert scheduler.ps() == []
+
+
+# -- bad input: always the documented status and {"error": …}, never a 500 -------------------
+BAD = [
+    ("/api/chat", None, 400, "missing request body"),
+    ("/api/generate", b"{not json", 400, None),
+    ("/api/chat", b"[1, 2]", 400, None),
+    ("/api/chat", {"model": "tiny", "stream": "yes", "messages": []}, 400,
+     "json: cannot unmarshal string into Go struct field ChatRequest.stream of type bool"),
+    ("/api/chat", {"model": "tiny", "messages": "hi"}, 400, None),
+    ("/api/chat", {"model": "tiny", "messages": [42]}, 400, None),
+    ("/api/chat", {"model": "tiny", "messages": [{"content": "no role"}]}, 400, None),
+    ("/api/generate", {"model": 7, "prompt": "x"}, 400, None),
+    ("/api/generate", {"prompt": "x"}, 400, "model is required"),
+    ("/api/generate", {"model": "nope", "prompt": "x"}, 404, "model 'nope' not found"),
+    ("/api/chat", {"model": "../../etc/passwd", "messages": []}, 400, "invalid model name"),
+    ("/api/generate", {"model": "a/b/c/d", "prompt": "x"}, 400, "invalid model name"),
+    ("/api/generate", {"model": "tiny", "prompt": "x", "options": {"temperature": "hot"}}, 400,
+     'option "temperature" must be of type number'),
+    ("/api/generate", {"model": "tiny", "prompt": "x", "options": []}, 400, None),
+    ("/api/generate", {"model": "tiny", "prompt": "x", "keep_alive": "forever"}, 400, None),
+    ("/api/generate", {"model": "tiny", "prompt": "x", "keep_alive": True}, 400, None),
+    ("/api/generate", {"model": "tiny", "prompt": "x", "format": "xml"}, 400, None),
+    ("/api/generate", {"model": "tiny", "prompt": "x", "think": "very"}, 400, None),
+    ("/api/generate", {"model": "tiny", "prompt": "x", "think": True}, 400, '"tiny" does not support thinking'),
+    ("/api/generate", {"model": "embedder", "prompt": "x"}, 400, '"embedder" does not support generate'),
+    ("/api/chat", {"model": "embedder", "messages": [{"role": "user", "content": "x"}]}, 400,
+     '"embedder" does not support chat'),
+    ("/api/generate", {"model": "tiny", "prompt": "x", "raw": True, "system": "s"}, 400,
+     "raw mode does not support template, system, or context"),
+    ("/api/generate", {"model": "tiny", "prompt": "x", "images": ["%%%"]}, 400, None),
+    ("/api/show", {}, 400, "model is required"),
+    ("/api/show", {"model": "nope"}, 404, "model 'nope' not found"),
+    ("/api/copy", {"source": "nope", "destination": "x"}, 404, 'model "nope" not found'),
+    ("/api/copy", {"source": "tiny"}, 400, None),
+    ("/api/copy", {"source": "tiny", "destination": "bad name"}, 400, "invalid model name"),
+    ("/api/pull", {"model": "no-such-model"}, 404, None),
+]
+
+
+@pytest.mark.parametrize("path,body,status,message", BAD)
+def test_bad_input_gets_a_clear_error(http, path, body, status, message):
+    if body is None or isinstance(body, bytes):
+        reply = http.post(path, data=body or b"", content_type="application/json")
+    else:
+        reply = http.post(path, json=body)
+    assert reply.status_code == status
+    error = reply.get_json()["error"]
+    assert isinstance(error, str) and error
+    if message:
+        assert error == message
+
+
+def test_delete_unknown_model_is_404(http):
+    reply = http.delete("/api/delete", json={"model": "nope"})
+    assert reply.status_code == 404 and reply.get_json() == {"error": "model 'nope' not found"}
+
+
+def test_unknown_path_and_wrong_method_are_plain_text(http):
+    missing = http.get("/api/nothing")
+    assert missing.status_code == 404 and missing.get_data(as_text=True) == "404 page not found"
+    wrong = http.get("/api/chat")
+    assert wrong.status_code == 405 and wrong.get_data(as_text=True) == "405 method not allowed"
+
+
+def test_unknown_request_fields_and_field_case_are_tolerated(http, script):
+    reply = http.post("/api/generate", json={"Model": "tiny", "PROMPT": "a b", "Stream": False, "extra": 1})
+    assert reply.status_code == 200 and reply.get_json()["response"] == "a b"
+
+
+def test_dns_rebinding_guard_rejects_foreign_host_headers(http):
+    assert http.get("/api/tags", headers={"Host": "evil.example.com"}).status_code == 403
+    assert http.get("/api/tags", headers={"Host": "localhost:11434"}).status_code == 200
+
+
+def test_cors_allows_local_origins(http):
+    reply = http.get("/api/tags", headers={"Origin": "http://localhost:3000"})
+    assert reply.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    assert "Access-Control-Allow-Origin" not in http.get("/api/tags", headers={"Origin": "https://evil.example"}).headers
