@@ -43,7 +43,7 @@ class ThreadServer:
         import waitress
 
         self.server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8,
-                                             send_bytes=1, channel_request_lookahead=1)
+                                             channel_request_lookahead=1)
         self.port = self.server.effective_port
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -87,8 +87,8 @@ class ScriptedBackend(Backend):
                             yield self._done(DoneReason.CANCELLED, words, produced)
                             return
                 thinking = text.startswith(THINK_PREFIX)
-                yield Token(text[len(THINK_PREFIX):] if thinking else text, thinking=thinking)
                 produced += 1
+                yield Token(text[len(THINK_PREFIX):] if thinking else text, thinking=thinking)
         except GeneratorExit:  # the consumer closed the stream (client gone)
             self.script.finished.append((DoneReason.CANCELLED, produced))
             raise

@@ -30,8 +30,6 @@ def run(settings) -> None:
     host, port = settings.bind_address()
     server = waitress.create_server(
         app, host=host, port=port, threads=settings.http_threads,
-        # One byte: flush every NDJSON line at once instead of batching 18 kB (first-token latency).
-        send_bytes=1,
         # Lets a waiting request notice that its client went away (waitress.client_disconnected).
         channel_request_lookahead=1,
         ident="rkollama", clear_untrusted_proxy_headers=True)

@@ -1,0 +1,132 @@
+"""Names, durations, settings, Modelfiles and the store: the pieces under the API."""
+
+import json
+import os
+
+import pytest
+
+from rkollama.config import SETTINGS, Settings, parse_host
+from rkollama.durations import FOREVER, format_go_duration, parse_keep_alive
+from rkollama.errors import BadRequest, InvalidModelName, ModelfileError, ModelNotFound
+from rkollama.models.catalog import Catalog
+from rkollama.models.modelfile import load_family
+from rkollama.models.names import ModelName
+
+
+@pytest.mark.parametrize("text,display", [
+    ("qwen3", "qwen3:latest"), ("qwen3:0.6b", "qwen3:0.6b"), ("library/qwen3", "qwen3:latest"),
+    ("registry.ollama.ai/library/qwen3:latest", "qwen3:latest"), ("me/foo:7b", "me/foo:7b"),
+    ("localhost:5000/a/b:c", "localhost:5000/a/b:c")])
+def test_names_follow_ollamas_grammar(text, display):
+    assert ModelName.parse(text).display() == display
+
+
+@pytest.mark.parametrize("text", ["", "../x", "a/../b", "a/b/c/d", "x:", ":x", "a b", "-x", "a\\b",
+                                  "x" * 81, "ns.dot/x", 5, None])
+def test_invalid_names_are_rejected(text):
+    with pytest.raises(InvalidModelName):
+        ModelName.parse(text)
+
+
+@pytest.mark.parametrize("value,seconds", [
+    (300, 300.0), (0.0, 0.0), (1.5, 1.5), ("5m", 300.0), ("1h30m", 5400.0), ("10s", 10.0),
+    ("0", 0.0), ("300", 300.0), ("500ms", 0.5), (-1, FOREVER), ("-1m", FOREVER), (-1.0, FOREVER)])
+def test_keep_alive_accepts_numbers_and_go_durations(value, seconds):
+    assert parse_keep_alive(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["forever", "5x", "", True, [], {}])
+def test_keep_alive_rejects_garbage(value):
+    with pytest.raises(BadRequest):
+        parse_keep_alive(value)
+
+
+@pytest.mark.parametrize("ns,text", [
+    (0, "0s"), (123, "123ns"), (12_500, "12.5µs"), (342_546_000, "342.546ms"),
+    (4_535_599_000, "4.535599s"), (62_500_000_000, "1m2.5s"), (3_600_000_000_000, "1h0m0s")])
+def test_durations_print_like_go(ns, text):
+    assert format_go_duration(ns) == text
+
+
+def test_settings_prefer_rkollama_names_then_ollama_aliases():
+    cfg = Settings.from_env({"OLLAMA_HOST": "0.0.0.0:9000", "RKOLLAMA_KEEP_ALIVE": "1m",
+                             "OLLAMA_KEEP_ALIVE": "2m", "OLLAMA_MODELS": "/srv/m"})
+    assert cfg.bind_address() == ("0.0.0.0", 9000)
+    assert cfg.base_url() == "http://127.0.0.1:9000"
+    assert cfg.keep_alive == "1m" and str(cfg.models) == "/srv/m"
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("example.com", ("http", "example.com", 11434)), (":8080", ("http", "127.0.0.1", 8080)),
+    ("http://h", ("http", "h", 80)), ("https://h", ("https", "h", 443)),
+    ("http://h:1/path", ("http", "h", 1))])
+def test_ollama_host_forms(value, expected):
+    assert parse_host(value) == expected
+
+
+def test_configuration_doc_lists_every_setting():
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "configuration.md")).read()
+    for setting in SETTINGS:
+        row = f"| `{'`, `'.join(setting.envs)}` | `{setting.default}` | {setting.help} |"
+        assert row in doc, f"docs/configuration.md is missing or out of date for {setting.envs[0]}"
+
+
+def test_builtin_modelfiles_are_valid_and_ship_the_required_models():
+    catalog = Catalog()
+    for name in ["smollm2:135m", "gemma3:270m", "qwen3:0.6b", "qwen3:1.7b", "gemma3:1b", "smollm2"]:
+        entry = catalog.find(ModelName.parse(name), "cpu")
+        assert entry.source and entry.format == "gguf"
+    assert catalog.find(ModelName.parse("qwen3:1.7b"), "rk3588").format == "rkllm"
+    assert "thinking" in catalog.find(ModelName.parse("qwen3:0.6b"), "cpu").capabilities
+
+
+def test_unknown_modelfile_key_names_the_key_and_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\ntags:\n  x:\n    sources:\n      cpu: {path: a.gguf, colour: red}\n")
+    with pytest.raises(ModelfileError) as error:
+        load_family(path)
+    assert "colour" in error.value.message and str(path) in error.value.message
+
+
+@pytest.mark.parametrize("yaml_text,fragment", [
+    ("name: x\ntags: {a: {sources: {cpu: {path: a}}}}\nparameters: {warp: 9}\n", "unknown parameter 'warp'"),
+    ("name: x\ntags: {a: {sources: {cpu: {path: a}}}}\nparameters: {top_k: fast}\n", "top_k"),
+    ("name: x\ntags: {a: {sources: {mars: {path: a}}}}\n", "unknown key 'mars'"),
+    ("name: x\ntags: {a: {sources: {cpu: {}}}}\n", "exactly one of"),
+    ("name: x\ntags: {a: {sources: {cpu: {path: a}}}}\ncapabilities: [flying]\n", "unknown capability"),
+    ("name: x\ntags: {a: {sources: {cpu: {path: a, sha256: abc}}}}\n", "sha256"),
+    ("name: x\ntags: {}\n", "tags"),
+    ("name: x\ntags: {a: {sources: {cpu: {path: a}}}}\nrkllm: {n_batch: many}\n", "n_batch"),
+    ("- just\n- a list\n", "mapping"),
+])
+def test_modelfile_validation_errors(tmp_path, yaml_text, fragment):
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ModelfileError, match=fragment):
+        load_family(path)
+
+
+def test_store_round_trip_copy_delete_and_prune(store):
+    spec = store.resolve("tiny")
+    assert spec.model_path.is_file()
+    store.copy("tiny", "Tiny2:v")
+    assert store.resolve("tiny2:V").model_path == spec.model_path  # case-insensitive lookup
+    store.delete("tiny")
+    assert spec.model_path.is_file()  # still referenced by the copy
+    store.delete("tiny2:v")
+    assert not spec.model_path.exists()
+    with pytest.raises(ModelNotFound):
+        store.resolve("tiny")
+
+
+def test_store_writes_leave_no_temporary_files(store):
+    leftovers = [p for p in store.root.rglob("*") if p.name.endswith(".partial")]
+    assert leftovers == []
+    manifest = json.loads(next(store.manifests.rglob("latest")).read_text())
+    assert manifest["layers"][0]["digest"].startswith("sha256:")
+
+
+def test_corrupt_manifest_is_skipped_by_list(store):
+    (store.manifests / "registry.ollama.ai" / "library" / "broken").mkdir(parents=True)
+    (store.manifests / "registry.ollama.ai" / "library" / "broken" / "latest").write_text("{oops")
+    assert "broken:latest" not in {s.name.display() for s in store.list()}
