@@ -1,0 +1,252 @@
+"""The `rkollama` command as a user runs it: a real process against a daemon on a free port."""
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import free_port, register_fake
+from rkollama.core.types import DoneReason
+
+
+def rk(args, url=None, stdin=None, env=None, timeout=60):
+    full_env = dict(os.environ, **(env or {}))
+    if url:
+        full_env["OLLAMA_HOST"] = url
+    return subprocess.run([sys.executable, "-m", "rkollama", *args], input=stdin, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_list_prints_ollamas_table(fake_server):
+    out = rk(["list"], fake_server.url)
+    assert out.returncode == 0, out.stderr
+    header, *rows = out.stdout.splitlines()
+    assert header.split() == ["NAME", "ID", "SIZE", "MODIFIED"]
+    assert {r.split()[0] for r in rows} == {"tiny:latest", "thinker:1b", "embedder:latest", "other:7b"}
+    assert rk(["ls", "thi"], fake_server.url).stdout.splitlines()[1].startswith("thinker:1b")
+
+
+def test_ps_shows_loaded_models(fake_server):
+    assert rk(["run", "tiny", "hello"], fake_server.url).returncode == 0
+    out = rk(["ps"], fake_server.url)
+    header, row = out.stdout.splitlines()
+    assert header.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+    assert row.startswith("tiny:latest") and "100% CPU" in row and "from now" in row
+
+
+def test_run_one_shot_prints_the_answer_then_a_blank_line(fake_server, script):
+    script.enqueue(["Hel", "lo"])
+    out = rk(["run", "tiny", "say", "hi"], fake_server.url)
+    assert out.returncode == 0 and out.stdout == "Hello\n\n"
+    assert script.history[-1].messages[-1].content == "say hi"
+
+
+def test_run_reads_a_piped_prompt(fake_server, script):
+    out = rk(["run", "tiny"], fake_server.url, stdin="piped words\n")
+    assert out.stdout == "piped words\n\n"
+
+
+def test_run_verbose_prints_stats_on_stderr(fake_server, script):
+    script.enqueue(["a", "b"])
+    out = rk(["run", "tiny", "x", "--verbose"], fake_server.url)
+    assert "eval count:           2 token(s)" in out.stderr
+    assert "eval rate:            100.00 tokens/s" in out.stderr
+    assert "prompt eval duration: 1ms" in out.stderr
+
+
+def test_show_and_its_flags(fake_server):
+    out = rk(["show", "tiny"], fake_server.url)
+    assert "Capabilities" in out.stdout and "completion" in out.stdout
+    assert rk(["show", "tiny", "--parameters"], fake_server.url).stdout.strip() == "temperature                    0.5"
+    both = rk(["show", "tiny", "--license", "--system"], fake_server.url)
+    assert both.returncode == 1 and both.stderr.startswith("Error: only one of '--license'")
+
+
+def test_cp_then_rm(fake_server):
+    out = rk(["cp", "tiny", "mine:v1"], fake_server.url)
+    assert out.stdout == "copied 'tiny' to 'mine:v1'\n"
+    out = rk(["rm", "mine:v1"], fake_server.url)
+    assert out.stdout == "deleted 'mine:v1'\n"
+    assert "mine:v1" not in rk(["list"], fake_server.url).stdout
+
+
+def test_stop_unloads_a_running_model_and_errors_otherwise(fake_server, scheduler):
+    rk(["run", "tiny", "x"], fake_server.url)
+    assert scheduler.ps()
+    assert rk(["stop", "tiny"], fake_server.url).returncode == 0
+    assert scheduler.ps() == []
+    out = rk(["stop", "tiny"], fake_server.url)
+    assert out.returncode == 1 and out.stderr == 'Error: couldn\'t find model "tiny" to stop\n'
+
+
+def test_errors_are_one_line_and_exit_1(fake_server):
+    out = rk(["rm", "nope"], fake_server.url)
+    assert out.returncode == 1 and out.stderr == "Error: model 'nope' not found\n"
+    out = rk(["run", "bad name!", "x"], fake_server.url)
+    assert out.returncode == 1 and out.stderr.startswith("Error: ") and "Traceback" not in out.stderr
+
+
+def test_no_daemon_is_a_clear_error(tmp_path):
+    url = f"127.0.0.1:{free_port()}"
+    out = rk(["list"], url)
+    assert out.returncode == 1
+    assert out.stderr == "Error: could not connect to rkollama server, run 'rkollama serve' to start it\n"
+    out = rk(["run", "tiny", "x", "--no-autostart"], url)
+    assert out.returncode == 1 and "could not connect" in out.stderr
+
+
+def test_help_lists_commands_and_serve_help_lists_every_setting():
+    out = rk(["--help"])
+    for command in ["serve", "run", "list", "ps", "show", "stop", "rm", "cp", "pull"]:
+        assert f"  {command}" in out.stdout
+    serve_help = rk(["serve", "--help"]).stdout
+    from rkollama.config import SETTINGS
+    for setting in SETTINGS:
+        assert setting.envs[0] in serve_help
+
+
+def test_run_starts_a_daemon_when_none_answers(tmp_path):
+    from rkollama.models.store import ModelStore
+
+    models = tmp_path / "auto-models"
+    register_fake(ModelStore(models), "tiny")
+    port = free_port()
+    env = {"RKOLLAMA_BACKEND": "fake", "RKOLLAMA_MODELS": str(models)}
+    try:
+        out = rk(["run", "tiny", "hello", "auto"], f"127.0.0.1:{port}", env=env)
+        assert out.returncode == 0, out.stderr
+        assert "Starting the rkollama daemon in the background" in out.stderr
+        assert out.stdout == "hello auto\n\n"
+        again = rk(["run", "tiny", "second"], f"127.0.0.1:{port}", env=env)
+        assert "Starting" not in again.stderr and again.stdout == "second\n\n"
+    finally:
+        for pid in _daemons_on(port):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _daemons_on(port: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        if b"rkollama" in cmd and b"serve" in cmd and f"127.0.0.1:{port}".encode() in environ:
+            pids.append(int(entry))
+    return pids
+
+
+# -- the interactive REPL, through a pseudo-terminal ------------------------------------------
+class Terminal:
+    def __init__(self, args, url):
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            os.environ["OLLAMA_HOST"] = url
+            os.environ["TERM"] = "dumb"
+            os.execv(sys.executable, [sys.executable, "-m", "rkollama", *args])
+        self.buffer = b""
+
+    def expect(self, text: str, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        needle = text.encode()
+        while needle not in self.buffer:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"timed out waiting for {text!r}; got {self.buffer[-500:]!r}"
+            ready, _, _ = select.select([self.fd], [], [], remaining)
+            if ready:
+                try:
+                    chunk = os.read(self.fd, 4096)
+                except OSError:
+                    chunk = b""
+                assert chunk, f"terminal closed waiting for {text!r}; got {self.buffer[-500:]!r}"
+                self.buffer += chunk
+        before, _, after = self.buffer.partition(needle)
+        self.buffer = after
+        return before.decode(errors="replace")
+
+    def send(self, text: str) -> None:
+        os.write(self.fd, text.encode())
+
+    def wait(self, timeout: float = 10) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+            try:
+                os.read(self.fd, 4096)
+            except OSError:
+                pass
+            time.sleep(0.05)
+        os.kill(self.pid, signal.SIGKILL)
+        raise AssertionError("REPL did not exit")
+
+
+def test_repl_chats_with_history_commands_and_multiline(fake_server, script):
+    term = Terminal(["run", "tiny"], fake_server.url)
+    term.expect(">>> ")
+    term.send("hello there\r")
+    term.expect("hello there")
+    term.expect(">>> ")
+    term.send('"""\r')
+    term.expect("... ")
+    term.send("line one\r")
+    term.send('line two"""\r')
+    term.expect("line one line two")
+    term.expect(">>> ")
+    chat = script.history[-1]
+    assert [(m.role, m.content) for m in chat.messages] == [
+        ("user", "hello there"), ("assistant", "hello there"), ("user", "line one\nline two")]
+    term.send("/set parameter temperature 0.25\r")
+    term.expect("Set parameter 'temperature' to '0.25'")
+    term.send("/set parameter warp 9\r")
+    term.expect('Couldn\'t set parameter: "unknown parameter \'warp\'"')
+    term.send("/set system Be brief.\r")
+    term.expect("Set system message.")
+    term.send("/show info\r")
+    term.expect("Capabilities")
+    term.send("/clear\r")
+    term.expect("Cleared session context")
+    term.send("/nonsense\r")
+    term.expect("Unknown command '/nonsense'. Type /? for help")
+    term.send("again\r")
+    term.expect("again")
+    term.expect(">>> ")
+    last = script.history[-1]
+    assert [(m.role, m.content) for m in last.messages] == [("system", "Be brief."), ("user", "again")]
+    assert last.options.temperature == 0.25
+    term.send("/bye\r")
+    assert term.wait() == 0
+
+
+def test_repl_ctrl_c_cancels_the_answer_not_the_session(fake_server, script):
+    term = Terminal(["run", "tiny"], fake_server.url)
+    term.expect(">>> ")
+    script.enqueue([f"w{i} " for i in range(2000)])
+    script.delay_s = 0.01
+    term.send("go\r")
+    term.expect("w5 ")
+    term.send("\x03")
+    term.expect(">>> ")
+    deadline = time.monotonic() + 10
+    while not script.finished and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert script.finished[-1][0] is DoneReason.CANCELLED and script.finished[-1][1] < 2000
+    script.delay_s = 0
+    term.send("still here\r")
+    term.expect("still here")
+    term.expect(">>> ")
+    term.send("\x03")
+    term.expect("Use Ctrl + d or /bye to exit.")
+    term.send("\x04")
+    assert term.wait() == 0
