@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from rkollama.core.stops import apply_stops
 from rkollama.core.types import Done
 from rkollama.durations import FOREVER, parse_keep_alive
+from rkollama.engine_thread import EngineThread
 from rkollama.errors import Cancelled, LoadFailed, QueueFull, RkollamaError
 
 POLL_S = 0.1  # how often a waiting request checks whether its client went away
@@ -34,8 +35,9 @@ class LoadedModel:
 
 
 class _Runner:
-    def __init__(self, key, spec, opts, backend, keep_alive: float, now: float):
+    def __init__(self, key, spec, opts, backend, engine, keep_alive: float, now: float):
         self.key, self.spec, self.opts, self.backend = key, spec, opts, backend
+        self.engine = engine
         self.keep_alive = keep_alive
         self.busy = False
         self.expires = now + keep_alive
@@ -180,20 +182,24 @@ class Scheduler:
     def _load_locked(self, key, spec, opts, keep_alive):
         self._loading.add(key)
         self._cond.release()
+        engine = EngineThread(f"engine {spec.name.display()}")
         try:
-            backend = self.factory(spec, opts, self.settings)
+            backend = engine.call(self.factory, spec, opts, self.settings)
         except RkollamaError:
+            engine.stop()
             raise
         except Exception as exc:  # an engine's own exception types: report, never a traceback
+            engine.stop()
             raise LoadFailed(f"failed to load {spec.name.display()}: {exc}") from exc
         finally:
             self._cond.acquire()
             self._loading.discard(key)
         if self._stop.is_set():
-            backend.close()
+            engine.call(backend.close)
+            engine.stop()
             raise LoadFailed("server is shutting down")
         ka = self.default_keep_alive if keep_alive is None else keep_alive
-        runner = _Runner(key, spec, opts, backend, ka, self.clock())
+        runner = _Runner(key, spec, opts, backend, engine, ka, self.clock())
         runner.busy = True
         self._runners[key] = runner
         return runner
@@ -216,9 +222,11 @@ class Scheduler:
         if self._runners.get(runner.key) is runner:
             del self._runners[runner.key]
         try:
-            runner.backend.close()
+            # On the engine thread, after any generation still queued there has stopped.
+            runner.engine.call(runner.backend.close)
         except Exception:  # closing must never take the daemon down
             pass
+        runner.engine.stop()
 
     def _reap_loop(self) -> None:
         while not self._stop.wait(0.5):
@@ -233,7 +241,7 @@ class Stream:
         self.cancel_event = threading.Event()
         self._scheduler, self._runner = scheduler, runner
         self._released = False
-        events = runner.backend.generate(gen, self.cancel_event)
+        events = runner.engine.stream(lambda: runner.backend.generate(gen, self.cancel_event))
         self._events = apply_stops(events, list(gen.options.stop or []), self.cancel_event)
         self._done = False
 
@@ -261,15 +269,17 @@ class Stream:
         self.close()
 
     def close(self) -> None:
-        """Stop the engine (if still running) and give the model back; idempotent."""
+        """Stop the engine at its next token and give the model back; idempotent.
+
+        The engine thread runs jobs in order, so a request that takes the model next starts
+        only after this generation has really ended there.
+        """
         self.cancel_event.set()
         if self._released:
             return
         try:
             self._events.close()
-        except ValueError:
-            # Still running in another thread: the event stops it there, and that thread
-            # releases the model when it sees the end, so it is never shared mid-generation.
+        except ValueError:  # being iterated in another thread: that thread releases it
             return
         self._released = True
         self._scheduler._release(self._runner)

@@ -219,9 +219,10 @@ def test_repl_chats_with_history_commands_and_multiline(fake_server, script):
     term.expect("Cleared session context")
     term.send("/nonsense\r")
     term.expect("Unknown command '/nonsense'. Type /? for help")
-    term.send("again\r")
-    term.expect("again")
     term.expect(">>> ")
+    term.send("again\r")
+    out = term.expect(">>> ")
+    assert out.count("again") == 2, out  # the echo of the input, then the answer
     last = script.history[-1]
     assert [(m.role, m.content) for m in last.messages] == [("system", "Be brief."), ("user", "again")]
     assert last.options.temperature == 0.25

@@ -131,13 +131,15 @@ def test_unexpected_engine_exception_on_load_becomes_load_failed(settings, store
 
 def test_cancelled_stream_frees_the_model_for_the_next_request(scheduler, store, script):
     script.enqueue(["a", "b", "c", "d"])
+    script.hold_after = 0  # the engine produces "a", then waits (it could otherwise run ahead)
     spec = store.resolve("tiny")
     stream = scheduler.submit(spec, gen(), LoadOptions())
     assert next(stream) == Token("a")
     stream.close()
-    assert script.finished[-1] == (DoneReason.CANCELLED, 1)
+    script.hold_after = None
     script.enqueue(["z"])
     assert [e for e in drain(scheduler.submit(spec, gen(), LoadOptions())) if isinstance(e, Token)] == [Token("z")]
+    assert script.finished[0] == (DoneReason.CANCELLED, 1)
 
 
 def test_requests_for_a_busy_model_wait_their_turn_in_order(scheduler, store, script):
