@@ -38,6 +38,7 @@ class _Runner:
     def __init__(self, key, spec, opts, backend, engine, keep_alive: float, now: float):
         self.key, self.spec, self.opts, self.backend = key, spec, opts, backend
         self.engine = engine
+        self.cancel = None  # the running generation's cancel event, for shutdown
         self.keep_alive = keep_alive
         self.busy = False
         self.expires = now + keep_alive
@@ -69,8 +70,12 @@ class Scheduler:
         self._reaper.start()
 
     def shutdown(self) -> None:
+        """Stop running generations at their next token and unload every model."""
         self._stop.set()
         with self._cond:
+            for runner in self._runners.values():
+                if runner.busy and runner.cancel is not None:
+                    runner.cancel.set()
             for runner in list(self._runners.values()):
                 self._close(runner)
             self._cond.notify_all()
@@ -240,6 +245,7 @@ class Stream:
         self.load_duration = load_s
         self.cancel_event = threading.Event()
         self._scheduler, self._runner = scheduler, runner
+        runner.cancel = self.cancel_event
         self._released = False
         events = runner.engine.stream(lambda: runner.backend.generate(gen, self.cancel_event))
         self._events = apply_stops(events, list(gen.options.stop or []), self.cancel_event)

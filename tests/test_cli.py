@@ -251,3 +251,19 @@ def test_repl_ctrl_c_cancels_the_answer_not_the_session(fake_server, script):
     term.expect("Use Ctrl + d or /bye to exit.")
     term.send("\x04")
     assert term.wait() == 0
+
+
+def test_run_pulls_a_missing_catalogue_model_first(fake_server, app, tmp_path):
+    from rkollama.models.catalog import Catalog
+
+    weights = tmp_path / "demo.gguf"
+    weights.write_bytes(b"GGUF demo weights")
+    directory = tmp_path / "modelfiles"
+    directory.mkdir()
+    (directory / "demo.yaml").write_text(
+        f"name: demo\ntags:\n  small:\n    default: true\n    sources:\n      cpu: {{path: {weights}}}\n")
+    app.config["RKOLLAMA"].catalog = Catalog(str(directory))
+    out = rk(["run", "demo", "hello", "pulled"], fake_server.url)
+    assert out.returncode == 0, out.stderr
+    assert "success" in out.stderr and out.stdout == "hello pulled\n\n"
+    assert "demo:latest" in rk(["list"], fake_server.url).stdout

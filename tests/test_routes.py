@@ -306,3 +306,19 @@ def test_cors_allows_local_origins(http):
     reply = http.get("/api/tags", headers={"Origin": "http://localhost:3000"})
     assert reply.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
     assert "Access-Control-Allow-Origin" not in http.get("/api/tags", headers={"Origin": "https://evil.example"}).headers
+
+
+def test_dns_rebinding_guard_understands_ipv6_hosts(http):
+    assert http.get("/api/tags", headers={"Host": "[::1]:11434"}).status_code == 200
+
+
+def test_shutdown_stops_a_running_generation(scheduler, store, script):
+    from rkollama.core.types import DoneReason, Generation, LoadOptions, Message
+
+    script.enqueue([f"t{i}" for i in range(100000)])
+    script.hold_after = 0
+    stream = scheduler.submit(store.resolve("tiny"), Generation(messages=[Message("user", "x")]), LoadOptions())
+    next(stream)
+    scheduler.shutdown()  # would hang if it waited for 100000 tokens
+    assert script.finished[-1][0] is DoneReason.CANCELLED
+    assert scheduler.ps() == []

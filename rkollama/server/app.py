@@ -87,8 +87,13 @@ def _is_loopback(host: str) -> bool:
 
 def _host_allowed(host_header: str) -> bool:
     """DNS-rebinding guard when bound to loopback: only local, private or own host names."""
-    host = host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
-    host = host.strip("[]").lower()
+    if host_header.startswith("["):  # [IPv6]:port
+        host = host_header[1:host_header.find("]")] if "]" in host_header else host_header
+    elif host_header.count(":") == 1:
+        host = host_header.rsplit(":", 1)[0]
+    else:
+        host = host_header
+    host = host.lower()
     if not host or host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
         return True
     if host == socket.gethostname().lower():
