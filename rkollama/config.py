@@ -37,7 +37,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("num_threads", ("RKOLLAMA_NUM_THREADS",), "0",
             "CPU engine threads for prompt and decode (0 = all cores)"),
     Setting("backend", ("RKOLLAMA_BACKEND",), "auto",
-            "Engine: auto (NPU if present, else CPU), llamacpp, or fake (scripted, for tests)"),
+            "Engine: auto (chosen by the model's format), llamacpp, or fake (scripted, for tests)"),
     Setting("platform", ("RKOLLAMA_PLATFORM",), "auto",
             "Platform whose model sources are used: auto, cpu, rk3588, rk3576"),
     Setting("modelfiles", ("RKOLLAMA_MODELFILES",), "",

@@ -183,11 +183,12 @@ class Terminal:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
                 return os.waitstatus_to_exitcode(status)
-            try:
-                os.read(self.fd, 4096)
-            except OSError:
-                pass
-            time.sleep(0.05)
+            ready, _, _ = select.select([self.fd], [], [], 0.05)
+            if ready:
+                try:
+                    os.read(self.fd, 4096)
+                except OSError:
+                    pass
         os.kill(self.pid, signal.SIGKILL)
         raise AssertionError("REPL did not exit")
 
@@ -249,6 +250,7 @@ def test_repl_ctrl_c_cancels_the_answer_not_the_session(fake_server, script):
     term.expect(">>> ")
     term.send("\x03")
     term.expect("Use Ctrl + d or /bye to exit.")
+    term.expect(">>> ")  # readline prints the prompt once it reads again: Ctrl+D is safe now
     term.send("\x04")
     assert term.wait() == 0
 
