@@ -10,9 +10,7 @@ Targets (issue #2): decode tokens/s ratio >= 0.95; median added time to first to
 import argparse
 import http.client
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time

@@ -31,6 +31,11 @@ def parse_keep_alive(value) -> float:
     return FOREVER if seconds < 0 else seconds
 
 
+def keep_alive_seconds(value) -> float | None:
+    """A request's `keep_alive` in seconds; None when absent (the model keeps its current one)."""
+    return None if value is None else parse_keep_alive(value)
+
+
 def _parse_duration_string(text: str) -> float:
     if not text:
         raise BadRequest('time: invalid duration ""')

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 from rkollama.core.stops import apply_stops
 from rkollama.core.types import Done
-from rkollama.durations import FOREVER, parse_keep_alive
+from rkollama.durations import parse_keep_alive
 from rkollama.engine_thread import EngineThread
 from rkollama.errors import Cancelled, LoadFailed, QueueFull, RkollamaError
 
@@ -294,12 +294,3 @@ class Stream:
 def _key(spec):
     return str(spec.model_path)
 
-
-def keep_alive_seconds(value) -> float | None:
-    """Request `keep_alive` → seconds (None when absent). FOREVER for negative values."""
-    if value is None:
-        return None
-    return parse_keep_alive(value)
-
-
-__all__ = ["Scheduler", "Stream", "LoadedModel", "keep_alive_seconds", "FOREVER", "Done"]

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from helpers import free_port, register_fake
 from rkollama.core.types import DoneReason

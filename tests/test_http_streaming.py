@@ -60,7 +60,6 @@ def test_disconnect_stops_generation_and_frees_the_model(fake_server, script):
 
 def test_queue_full_is_503_with_ollamas_message(settings, store, script, clock):
     from dataclasses import replace
-    import threading
 
     from helpers import ThreadServer
     from rkollama.backends.fake import factory

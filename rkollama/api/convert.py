@@ -9,7 +9,7 @@ from rkollama.api.fields import Fields
 from rkollama.core.types import DoneReason, Generation, LoadOptions, Message, SamplingOptions
 from rkollama.errors import BadRequest
 from rkollama.models.options import DEFAULTS, LOAD_OPTIONS, merge_request_options
-from rkollama.scheduler import keep_alive_seconds
+from rkollama.durations import keep_alive_seconds
 
 THINK_LEVELS = ("low", "medium", "high", "max")
 

@@ -129,11 +129,3 @@ def _find_on_path(rel: str) -> Path | None:
             return candidate
     return None
 
-
-def pull_all(store: ModelStore, catalog: Catalog, model: str, platform: str) -> dict:
-    """Run a pull to the end and return the last progress object (for `stream: false`)."""
-    last = {}
-    for last in pull(store, catalog, model, platform):
-        pass
-    return last
-
