@@ -247,9 +247,13 @@ def test_repl_ctrl_c_cancels_the_answer_not_the_session(fake_server, script):
     term.send("still here\r")
     term.expect("still here")
     term.expect(">>> ")
+    # CPython's readline loses a SIGINT that lands between printing the prompt and waiting for
+    # input (microseconds; no person types that fast), so give it a moment to start waiting.
+    time.sleep(0.3)
     term.send("\x03")
     term.expect("Use Ctrl + d or /bye to exit.")
-    term.expect(">>> ")  # readline prints the prompt once it reads again: Ctrl+D is safe now
+    term.expect(">>> ")
+    time.sleep(0.3)
     term.send("\x04")
     assert term.wait() == 0
 
