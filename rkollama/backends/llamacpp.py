@@ -128,6 +128,18 @@ class LlamaCppBackend(Backend):
         if not self._closed:
             self._closed = True
             self.llm.close()
+            _return_freed_memory()
+
+
+def _return_freed_memory() -> None:
+    """Give the freed model and KV buffers back to the OS (glibc keeps them otherwise: an idle
+    daemon measured 92 MB resident after unloading SmolLM2, 65 MB with this)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _grammar(fmt):

@@ -28,6 +28,14 @@ def _body() -> dict:
     return parse_body(request.get_data(cache=False))
 
 
+def _named(f: Fields) -> tuple[Fields, str]:
+    """The request's model name: `model`, or the legacy `name`; 400 when neither is given."""
+    name = f.get("model", str) or f.get("name", str)
+    if not name:
+        raise BadRequest("model is required")
+    return f, name
+
+
 def _disconnected():
     return request.environ.get("waitress.client_disconnected")
 
@@ -59,10 +67,7 @@ def ps():
 
 @bp.route("/api/show", methods=["POST"])
 def show():
-    f = Fields(_body(), "ShowRequest")
-    name = f.get("model", str) or f.get("name", str)
-    if not name:
-        raise BadRequest("model is required")
+    f, name = _named(Fields(_body(), "ShowRequest"))
     return json_response(describe.show(_deps().store.resolve(name)))
 
 
@@ -78,10 +83,7 @@ def copy():
 
 @bp.route("/api/delete", methods=["DELETE"])
 def delete():
-    f = Fields(_body(), "DeleteRequest")
-    name = f.get("model", str) or f.get("name", str)
-    if not name:
-        raise BadRequest("model is required")
+    f, name = _named(Fields(_body(), "DeleteRequest"))
     deps = _deps()
     deps.scheduler.unload(deps.store.resolve(name))
     deps.store.delete(name)
@@ -90,10 +92,7 @@ def delete():
 
 @bp.route("/api/pull", methods=["POST"])
 def pull():
-    f = Fields(_body(), "PullRequest")
-    name = f.get("model", str) or f.get("name", str)
-    if not name:
-        raise BadRequest("model is required")
+    f, name = _named(Fields(_body(), "PullRequest"))
     deps = _deps()
     progress = pull_model(deps.store, deps.catalog, name, deps.platform)
     first = next(progress)  # validates the name before the 200 goes out
