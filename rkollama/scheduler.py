@@ -14,11 +14,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from rkollama.core.parse import parse_output
 from rkollama.core.stops import apply_stops
 from rkollama.core.types import Done
 from rkollama.durations import parse_keep_alive
 from rkollama.engine_thread import EngineThread
-from rkollama.errors import Cancelled, LoadFailed, QueueFull, RkollamaError
+from rkollama.errors import BadRequest, Cancelled, LoadFailed, QueueFull, RkollamaError
 
 POLL_S = 0.1  # how often a waiting request checks whether its client went away
 
@@ -97,6 +98,20 @@ class Scheduler:
         runner = self._acquire(spec, opts, keep_alive, disconnected)
         self._release(runner)
         return self.clock() - start
+
+    def embed(self, spec, opts, texts: list[str], truncate: bool = True, keep_alive=None,
+              disconnected=None) -> tuple[list[list[float]], int, float]:
+        """Embeddings of `texts` on `spec`'s engine thread: (vectors, tokens used, load seconds)."""
+        start = self.clock()
+        runner = self._acquire(spec, opts, keep_alive, disconnected)
+        load_s = self.clock() - start
+        try:
+            vectors, used = runner.engine.call(runner.backend.embed, texts, truncate)
+        except NotImplementedError:
+            raise BadRequest(f'"{spec.name.display()}" does not support embeddings') from None
+        finally:
+            self._release(runner)
+        return vectors, used, load_s
 
     def unload(self, spec) -> None:
         """Expire `spec` now: unloaded at once if idle, else as soon as its request ends."""
@@ -248,7 +263,8 @@ class Stream:
         runner.cancel = self.cancel_event
         self._released = False
         events = runner.engine.stream(lambda: runner.backend.generate(gen, self.cancel_event))
-        self._events = apply_stops(events, list(gen.options.stop or []), self.cancel_event)
+        stopped = apply_stops(events, list(gen.options.stop or []), self.cancel_event)
+        self._events = parse_output(stopped, gen)
         self._done = False
 
     def __iter__(self):

@@ -2,35 +2,13 @@
 
 import base64
 import binascii
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from rkollama.api.fields import Fields
-from rkollama.core.types import DoneReason, Generation, LoadOptions, Message, SamplingOptions
-from rkollama.errors import BadRequest
-from rkollama.models.options import DEFAULTS, LOAD_OPTIONS, merge_request_options
+from rkollama.core.request import THINK_LEVELS, Request, normalise_tool_calls, validate_tools
+from rkollama.core.types import DoneReason, Message
 from rkollama.durations import keep_alive_seconds
-
-THINK_LEVELS = ("low", "medium", "high", "max")
-
-
-@dataclass
-class Request:
-    """A parsed /api/chat or /api/generate request (the fields rkollama acts on)."""
-
-    model: str
-    stream: bool = True
-    options: dict | None = None
-    keep_alive: float | None = None
-    format: object = None
-    think: object = None
-    messages: list = field(default_factory=list)
-    prompt: str = ""
-    system: str | None = None
-    raw: bool = False
-    images: list = field(default_factory=list)
-    suffix: str = ""
-    tools: list = field(default_factory=list)
+from rkollama.errors import BadRequest
 
 
 def _common(body: dict, type_name: str) -> tuple[Fields, Request]:
@@ -46,7 +24,7 @@ def _common(body: dict, type_name: str) -> tuple[Fields, Request]:
                          f"{type_name}.keep_alive of type Duration")
     req = Request(model=model, stream=f.get("stream", bool, True), options=options,
                   keep_alive=keep_alive_seconds(keep_alive), format=_format(f.raw("format")),
-                  think=_think(f.raw("think")), tools=f.get("tools", list, []))
+                  think=_think(f.raw("think")), tools=validate_tools(f.get("tools", list, [])))
     return f, req
 
 
@@ -76,7 +54,7 @@ def _message(data, index: int) -> Message:
     role = f.get("role", str, "").lower()
     if not role:
         raise BadRequest(f"messages[{index}]: role is required")
-    tool_calls = f.get("tool_calls", list, [])
+    tool_calls = normalise_tool_calls(f.get("tool_calls", list, []))
     return Message(role=role, content=f.get("content", str, ""),
                    images=[_image(i) for i in f.get("images", list, [])],
                    tool_calls=tool_calls, tool_name=f.get("tool_name", str, ""),
@@ -112,55 +90,6 @@ def _think(value):
                      f"{', '.join(THINK_LEVELS)})")
 
 
-def check_capabilities(spec, req: Request, endpoint: str) -> None:
-    """Ollama's capability errors: embedding-only models, think without `thinking`, …"""
-    caps = spec.capabilities
-    if "completion" not in caps:
-        raise BadRequest(f'"{req.model}" does not support {endpoint}')
-    if req.think not in (None, False) and "thinking" not in caps:
-        raise BadRequest(f'"{req.model}" does not support thinking')
-    if req.suffix and "insert" not in caps:
-        raise BadRequest(f"{spec.name.full()} does not support insert")
-    if req.tools and "tools" not in caps:
-        raise BadRequest(f"{spec.name.full()} does not support tools")
-
-
-def effective_options(spec, request_options) -> dict:
-    """Built-in defaults < Modelfile parameters < request options (unknown keys ignored)."""
-    return merge_request_options({**DEFAULTS, **spec.modelfile.parameters}, request_options)
-
-
-def load_options(options: dict) -> LoadOptions:
-    return LoadOptions(**{k: options[k] for k in LOAD_OPTIONS if k in options and k in LoadOptions.__dataclass_fields__})
-
-
-def sampling_options(options: dict) -> SamplingOptions:
-    names = SamplingOptions.__dataclass_fields__
-    return SamplingOptions(**{k: v for k, v in options.items() if k in names})
-
-
-def to_generation(spec, req: Request, options: dict) -> Generation:
-    """Assemble the prompt as Ollama does: Modelfile MESSAGEs first, the Modelfile SYSTEM only when
-    the request brings no system message of its own; /api/generate becomes one user turn."""
-    sampling = sampling_options(options)
-    think = req.think
-    if think is None and "thinking" in spec.capabilities:
-        think = True
-    if req.raw:
-        return Generation(prompt=req.prompt, options=sampling, format=req.format, think=think)
-    modelfile = spec.modelfile
-    history = [Message(m["role"], m["content"]) for m in modelfile.messages]
-    if req.messages or req.prompt:
-        turns = req.messages or [Message("user", req.prompt, images=req.images)]
-    else:
-        turns = []
-    system = req.system if req.system is not None else modelfile.system
-    has_system = any(m.role == "system" for m in turns[:1])
-    prefix = [Message("system", system)] if system and not has_system else []
-    return Generation(messages=prefix + history + turns, options=sampling, format=req.format,
-                      think=think)
-
-
 # -- responses ---------------------------------------------------------------------------------
 def created_at() -> str:
     """UTC RFC 3339 with fractional seconds and `Z`, as Ollama writes `created_at`."""
@@ -188,17 +117,28 @@ def metrics(done, load_s: float, total_s: float) -> dict:
 
 
 def done_reason(reason: DoneReason) -> str:
-    return reason.value
+    """Ollama keeps `stop` after tool calls (OpenAI says `tool_calls`)."""
+    return "stop" if reason is DoneReason.TOOL_CALLS else reason.value
 
 
-def chat_chunk(model: str, content: str = "", thinking: str = "", done: bool = False) -> dict:
+def tool_calls(calls) -> list:
+    """Native tool calls: arguments as an object, `index` inside `function`."""
+    return [{"id": c.id, "function": {"index": c.index, "name": c.name, "arguments": c.arguments}}
+            for c in calls]
+
+
+def chat_chunk(model: str, content: str = "", thinking: str = "", done: bool = False,
+               calls=()) -> dict:
     message = {"role": "assistant", "content": content}
     if thinking:
         message["thinking"] = thinking
+    if calls:
+        message["tool_calls"] = tool_calls(calls)
     return {"model": model, "created_at": created_at(), "message": message, "done": done}
 
 
-def generate_chunk(model: str, response: str = "", thinking: str = "", done: bool = False) -> dict:
+def generate_chunk(model: str, response: str = "", thinking: str = "", done: bool = False,
+                   calls=()) -> dict:
     chunk = {"model": model, "created_at": created_at(), "response": response}
     if thinking:
         chunk["thinking"] = thinking

@@ -28,6 +28,10 @@ class Backend:
     def generate(self, gen, cancel) -> Iterator:
         raise NotImplementedError
 
+    def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
+        """One embedding per text (not normalised) and the prompt tokens used."""
+        raise NotImplementedError
+
     def tokenize(self, text: str) -> list[int]:
         raise NotImplementedError
 

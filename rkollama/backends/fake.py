@@ -98,6 +98,12 @@ class ScriptedBackend(Backend):
         self.script.finished.append((reason, produced))
         return Done(reason, prompt_tokens, float(prompt_tokens), produced, 10.0 * produced)
 
+    def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
+        """Deterministic 4-dimensional vectors: word count, length, vowels, 1."""
+        vectors = [[float(len(t.split())), float(len(t)), float(sum(c in "aeiou" for c in t)), 1.0]
+                   for t in texts]
+        return vectors, sum(len(t.split()) for t in texts)
+
     def tokenize(self, text: str) -> list[int]:
         return list(range(len(text.split())))
 

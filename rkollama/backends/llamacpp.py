@@ -20,6 +20,7 @@ class LlamaCppBackend(Backend):
         self.spec, self.llm, self.template = spec, llm, template
         self.context_length = llm.n_ctx()
         self.memory_bytes = spec.size
+        self._embedder = None
         self._closed = False
 
     @classmethod
@@ -57,18 +58,35 @@ class LlamaCppBackend(Backend):
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode(), add_bos=self.llm._model.add_bos_token(), special=True)
 
-    def _prompt_tokens(self, gen) -> list[int]:
-        if gen.prompt is not None:
-            text = gen.prompt
-        else:
-            try:
-                text = self.template.render(gen.messages, add_generation_prompt=True)
-            except TemplateRenderError as exc:
-                raise BadRequest(f"chat template failed: {exc}")
+    def _tokens(self, text: str) -> list[int]:
         add_bos = self.llm._model.add_bos_token()
         if add_bos and self.template.bos_token and text.startswith(self.template.bos_token):
             add_bos = False  # the template already wrote BOS
         return self.llm.tokenize(text.encode(), add_bos=add_bos, special=True)
+
+    def _prompt_tokens(self, gen) -> list[int]:
+        """The prompt's tokens. Chat history that does not fit `num_ctx` loses its oldest
+        messages first, keeping system messages and the last message (as Ollama does)."""
+        if gen.prompt is not None:
+            return self._tokens(gen.prompt)
+        extra = {}
+        if gen.tools:
+            extra["tools"] = gen.tools
+        if gen.parse_thinking:  # Qwen3-style templates switch reasoning with this
+            extra["enable_thinking"] = gen.think not in (False, None)
+        messages = list(gen.messages)
+        while True:
+            try:
+                text = self.template.render(messages, add_generation_prompt=True, **extra)
+            except TemplateRenderError as exc:
+                raise BadRequest(f"chat template failed: {exc}")
+            tokens = self._tokens(text)
+            if len(tokens) < self.llm.n_ctx():
+                return tokens
+            droppable = [i for i, m in enumerate(messages[:-1]) if m.role != "system"]
+            if not droppable:
+                return tokens  # generate() reports that the input exceeds the context
+            del messages[droppable[0]]
 
     def generate(self, gen, cancel):
         import llama_cpp
@@ -124,10 +142,35 @@ class LlamaCppBackend(Backend):
         first = first or end
         yield Done(reason, len(tokens), (first - start) * 1000.0, produced, (end - first) * 1000.0)
 
+    def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
+        """Mean-pooled embeddings (not normalised) of each text, and the tokens they used.
+
+        A second llama.cpp context with embeddings enabled shares the mmapped weights, so a
+        model serves chat and embeddings without a reload.
+        """
+        if self._embedder is None:
+            from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama
+
+            self._embedder = Llama(model_path=str(self.spec.model_path), n_ctx=self.llm.n_ctx(),
+                                   n_batch=self.llm.n_ctx(), n_ubatch=self.llm.n_ctx(),
+                                   n_threads=self.llm.n_threads, embedding=True,
+                                   pooling_type=LLAMA_POOLING_TYPE_MEAN, verbose=False)
+        vectors, used = [], 0
+        limit = self._embedder.n_ctx()
+        for text in texts:
+            count = len(self._embedder.tokenize(text.encode(), add_bos=True, special=False))
+            if count > limit and not truncate:
+                raise BadRequest("the input length exceeds the context length")
+            used += min(count, limit)
+            vectors.append(self._embedder.embed(text, normalize=False, truncate=True))
+        return vectors, used
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self.llm.close()
+            if self._embedder is not None:
+                self._embedder.close()
             _return_freed_memory()
 
 

@@ -1,8 +1,8 @@
 """Accumulating an event stream into one reply (non-streaming responses of every dialect)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from rkollama.core.types import Done, Token
+from rkollama.core.types import Done, Token, ToolCall
 
 
 @dataclass
@@ -10,14 +10,17 @@ class Completion:
     content: str
     thinking: str
     done: Done
+    tool_calls: list = field(default_factory=list)
 
 
 def collect(events) -> Completion:
-    content, thinking = [], []
+    content, thinking, calls = [], [], []
     done = None
     for event in events:
         if isinstance(event, Token):
             (thinking if event.thinking else content).append(event.text)
+        elif isinstance(event, ToolCall):
+            calls.append(event)
         elif isinstance(event, Done):
             done = event
-    return Completion("".join(content), "".join(thinking), done)
+    return Completion("".join(content), "".join(thinking), done, calls)

@@ -68,12 +68,26 @@ class Generation:
     options: SamplingOptions = field(default_factory=SamplingOptions)
     format: object = None
     think: object = None
+    tools: list = field(default_factory=list)
+    """Tool definitions in OpenAI/Ollama shape; the engine renders them into the prompt."""
+    parse_thinking: bool = False
+    """The model may open a `<think>` block: split it out of the answer."""
 
 
 @dataclass(frozen=True)
 class Token:
     text: str
     thinking: bool = False
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A complete tool call parsed from the model's output. `arguments` is an object."""
+
+    name: str
+    arguments: dict
+    id: str = ""
+    index: int = 0
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,12 @@ from rkollama import __version__
 from rkollama.api import convert
 from rkollama.api.fields import Fields, parse_body
 from rkollama.core.collect import collect
-from rkollama.core.types import Done, DoneReason, Token
+from rkollama.core.embed import shape
+from rkollama.core.types import Done, DoneReason, Token, ToolCall
+from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest, RkollamaError
 from rkollama.models.pull import pull as pull_model
-from rkollama.server import describe
+from rkollama.server import describe, generation
 from rkollama.server.streaming import error_response, json_response, ndjson
 
 OLLAMA_VERSION = "0.12.0"
@@ -20,8 +22,8 @@ OLLAMA_VERSION = "0.12.0"
 bp = Blueprint("ollama", __name__)
 
 
-def _deps():
-    return current_app.config["RKOLLAMA"]
+_deps = generation.deps
+_disconnected = generation.disconnected
 
 
 def _body() -> dict:
@@ -34,10 +36,6 @@ def _named(f: Fields) -> tuple[Fields, str]:
     if not name:
         raise BadRequest("model is required")
     return f, name
-
-
-def _disconnected():
-    return request.environ.get("waitress.client_disconnected")
 
 
 @bp.errorhandler(RkollamaError)
@@ -120,22 +118,18 @@ def generate():
 
 def _complete(req, endpoint: str, chunk, started: float):
     """Shared body of chat and generate: the load/unload idioms, then stream or collect."""
-    deps = _deps()
-    spec = deps.store.resolve(req.model)
-    convert.check_capabilities(spec, req, endpoint)
-    options = convert.effective_options(spec, req.options)
-    load_opts = convert.load_options(options)
+    prepared = generation.prepare(req, endpoint)
     has_input = bool(req.messages) if endpoint == "chat" else bool(req.prompt)
     if not has_input:
+        scheduler = _deps().scheduler
         if req.keep_alive == 0:
-            deps.scheduler.unload(spec)
+            scheduler.unload(prepared.spec)
             reason = "unload"
         else:
-            deps.scheduler.load(spec, load_opts, req.keep_alive, _disconnected())
+            scheduler.load(prepared.spec, prepared.load_opts, req.keep_alive, _disconnected())
             reason = "load"
         return json_response(dict(chunk(req.model, done=True), done_reason=reason))
-    gen = convert.to_generation(spec, req, options)
-    stream = deps.scheduler.submit(spec, gen, load_opts, req.keep_alive, _disconnected())
+    stream = generation.submit(req, prepared)
 
     def final(done: Done) -> dict:
         total = time.monotonic() - started
@@ -148,8 +142,8 @@ def _complete(req, endpoint: str, chunk, started: float):
         finally:
             stream.close()
         reply = final(completion.done)
-        reply.update(chunk(req.model, completion.content, completion.thinking, done=True))
-        reply["done"] = True
+        reply.update(chunk(req.model, completion.content, completion.thinking, done=True,
+                           calls=completion.tool_calls))
         return json_response(_ordered(reply))
     try:
         first = next(stream)  # errors before the first token still get a proper status code
@@ -162,10 +156,45 @@ def _complete(req, endpoint: str, chunk, started: float):
             if isinstance(event, Token):
                 yield chunk(req.model, "" if event.thinking else event.text,
                             event.text if event.thinking else "")
+            elif isinstance(event, ToolCall):
+                yield chunk(req.model, calls=[event])
             elif event.reason is not DoneReason.CANCELLED:
                 yield final(event)
 
     return ndjson(lines(), on_close=stream.close)
+
+
+@bp.route("/api/embed", methods=["POST"])
+def embed():
+    started = time.monotonic()
+    f = Fields(_body(), "EmbedRequest")
+    model = f.get("model", str, "")
+    if not model:
+        raise BadRequest("model is required")
+    value = f.raw("input", [])
+    texts = ([value] if value else []) if isinstance(value, str) else value  # "" or [] only loads
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise BadRequest("invalid input type")
+    vectors, tokens, load_s = generation.embed(model, texts, f.get("truncate", bool, True),
+                                               f.get("options", dict),
+                                               keep_alive_seconds(f.raw("keep_alive")))
+    reply = {"model": model, "embeddings": shape(vectors, f.get("dimensions", int))}
+    if texts:
+        reply.update(total_duration=int((time.monotonic() - started) * 1e9),
+                     load_duration=int(load_s * 1e9), prompt_eval_count=tokens)
+    return json_response(reply)
+
+
+@bp.route("/api/embeddings", methods=["POST"])
+def embeddings():
+    f = Fields(_body(), "EmbeddingRequest")
+    model = f.get("model", str, "")
+    if not model:
+        raise BadRequest("model is required")
+    prompt = f.get("prompt", str, "")
+    vectors, _, _ = generation.embed(model, [prompt] if prompt else [], True,
+                                     f.get("options", dict), keep_alive_seconds(f.raw("keep_alive")))
+    return json_response({"embedding": vectors[0] if vectors else []})
 
 
 def _ordered(reply: dict) -> dict:

@@ -1,0 +1,260 @@
+"""Turning a model's raw text into reasoning, answer text and tool calls, as it streams.
+
+Both parsers hold back only text that could still be the start of a tag or call, and release it
+as soon as it cannot be, so ordinary answers stream without delay.
+"""
+
+import json
+import secrets
+import string
+
+from rkollama.core.types import Done, DoneReason, Token, ToolCall
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
+PYTHON_TAG = "<|python_tag|>"
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_call_id() -> str:
+    """`call_` + 8 lowercase alphanumerics, as Ollama makes them."""
+    return "call_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
+
+
+def partial_suffix(text: str, marker: str) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of `marker`."""
+    for n in range(min(len(marker) - 1, len(text)), 0, -1):
+        if text.endswith(marker[:n]):
+            return n
+    return 0
+
+
+class ThinkingSplitter:
+    """Splits a leading `<think>…</think>` block off the answer.
+
+    `keep=False` (the request said `think: false`) drops any reasoning the model emits anyway.
+    """
+
+    def __init__(self, keep: bool = True):
+        self.keep = keep
+        self.state = "start"  # start → thinking → content, or start → content
+        self.buffer = ""
+
+    def feed(self, text: str) -> list[Token]:
+        self.buffer += text
+        out: list[Token] = []
+        while True:
+            if self.state == "start":
+                stripped = self.buffer.lstrip()
+                if stripped.startswith(THINK_OPEN):
+                    self.buffer = stripped[len(THINK_OPEN):].lstrip("\n")
+                    self.state = "thinking"
+                    continue
+                if stripped and THINK_OPEN.startswith(stripped):
+                    return out  # could still become <think>
+                if not stripped:
+                    return out
+                self.state = "content"
+            if self.state == "thinking":
+                end = self.buffer.find(THINK_CLOSE)
+                if end >= 0:
+                    self._think(out, self.buffer[:end].rstrip("\n"))
+                    self.buffer = self.buffer[end + len(THINK_CLOSE):].lstrip()
+                    self.state = "after"
+                    if not self.buffer:
+                        return out
+                    continue
+                # Hold back a possible "</think>" start and the newlines that usually precede it.
+                cut = len(self.buffer) - partial_suffix(self.buffer, THINK_CLOSE)
+                cut = len(self.buffer[:cut].rstrip("\n"))
+                self._think(out, self.buffer[:cut])
+                self.buffer = self.buffer[cut:]
+                return out
+            if self.state == "after":  # drop the blank lines between </think> and the answer
+                self.buffer = self.buffer.lstrip()
+                if not self.buffer:
+                    return out
+                self.state = "content"
+            if self.buffer:
+                out.append(Token(self.buffer))
+            self.buffer = ""
+            return out
+
+    def _think(self, out: list, text: str) -> None:
+        if text and self.keep:
+            out.append(Token(text, thinking=True))
+
+    def finish(self) -> list[Token]:
+        rest, self.buffer = self.buffer, ""
+        if not rest:
+            return []
+        if self.state == "thinking":
+            return [Token(rest, thinking=True)] if self.keep else []
+        return [Token(rest)] if rest.strip() or self.state == "content" else []
+
+
+class ToolCallParser:
+    """Finds tool calls in answer text: `<tool_call>{json}</tool_call>` (Qwen, Hermes, SmolLM)
+    anywhere, and a bare JSON call `{"name": …, "parameters"|"arguments": {…}}` (Llama 3.x) when
+    the answer starts with one. Malformed calls are returned as text, never dropped."""
+
+    def __init__(self, tool_names: set[str]):
+        self.names = tool_names
+        self.buffer = ""
+        self.state = "start"  # start | text | tag | json
+        self.calls = 0
+
+    def feed(self, text: str) -> list:
+        self.buffer += text
+        out: list = []
+        while self.buffer:
+            if self.state == "start":
+                stripped = self.buffer.lstrip()
+                if stripped.startswith(PYTHON_TAG):
+                    stripped = stripped[len(PYTHON_TAG):]
+                if not stripped or PYTHON_TAG.startswith(stripped):
+                    return out
+                if stripped.startswith("{"):
+                    self.buffer, self.state = stripped, "json"
+                    continue
+                self.state = "text"
+            if self.state == "text":
+                start = self.buffer.find(CALL_OPEN)
+                if start >= 0:
+                    if self.buffer[:start]:
+                        out.append(Token(self.buffer[:start]))
+                    self.buffer, self.state = self.buffer[start + len(CALL_OPEN):], "tag"
+                    continue
+                keep = partial_suffix(self.buffer, CALL_OPEN)
+                if len(self.buffer) > keep:
+                    out.append(Token(self.buffer[: len(self.buffer) - keep]))
+                self.buffer = self.buffer[len(self.buffer) - keep:]
+                return out
+            if self.state == "tag":
+                end = self.buffer.find(CALL_CLOSE)
+                if end < 0:
+                    return out
+                body, self.buffer = self.buffer[:end], self.buffer[end + len(CALL_CLOSE):]
+                call = self._call(body, require_known=False)
+                out.append(call or Token(CALL_OPEN + body + CALL_CLOSE))
+                self.state = "between" if call else "text"
+                continue
+            if self.state == "between":  # whitespace after a call is not content
+                self.buffer = self.buffer.lstrip()
+                if not self.buffer:
+                    return out
+                self.state = "text"
+                continue
+            if self.state == "json":
+                end = _json_object_end(self.buffer)
+                if end is None:
+                    return out
+                body, rest = self.buffer[:end], self.buffer[end:]
+                call = self._call(body, require_known=True)
+                if call is None:
+                    out.append(Token(self.buffer))
+                    self.buffer, self.state = "", "text"
+                    return out
+                out.append(call)
+                self.buffer, self.state = rest, "json_more"
+                continue
+            if self.state == "json_more":  # after a bare call: another call, or nothing
+                stripped = self.buffer.lstrip().lstrip(";,").lstrip()
+                if not stripped:
+                    return out
+                self.buffer = stripped
+                self.state = "json" if stripped.startswith("{") else "text"
+        return out
+
+    def _call(self, body: str, require_known: bool):
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            return None
+        args = data.get("arguments", data.get("parameters", {}))
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except ValueError:
+                return None
+        if not isinstance(args, dict):
+            return None
+        if require_known and data["name"] not in self.names:
+            return None
+        call = ToolCall(data["name"], args, new_call_id(), self.calls)
+        self.calls += 1
+        return call
+
+    def finish(self) -> list:
+        rest, self.buffer = self.buffer, ""
+        if self.state == "tag":
+            call = self._call(rest.strip(), require_known=False)  # a missing closing tag at EOS
+            return [call] if call else [Token(CALL_OPEN + rest)]
+        if self.state in ("between", "json_more") and not rest.strip():
+            return []
+        return [Token(rest)] if rest else []
+
+
+def _json_object_end(text: str):
+    """Index just past the top-level JSON object starting at text[0], or None if incomplete."""
+    depth, in_string, escaped = 0, False, False
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return None
+
+
+def parse_output(events, gen):
+    """Apply the thinking split and tool-call parsing a request asks for to an event stream.
+
+    A `Done` after tool calls that stopped normally becomes `TOOL_CALLS`.
+    """
+    thinking = ThinkingSplitter(keep=gen.think not in (False, None)) if gen.parse_thinking else None
+    tools = ToolCallParser({t.get("function", {}).get("name", "") for t in gen.tools}) if gen.tools else None
+    if thinking is None and tools is None:
+        yield from events
+        return
+    called = False
+
+    def through_tools(items):
+        nonlocal called
+        for item in items:
+            if tools is not None and isinstance(item, Token) and not item.thinking:
+                for parsed in tools.feed(item.text):
+                    called = called or isinstance(parsed, ToolCall)
+                    yield parsed
+            else:
+                yield item
+
+    for event in events:
+        if isinstance(event, Done):
+            tail = thinking.finish() if thinking else []
+            yield from through_tools(tail)
+            if tools is not None:
+                for parsed in tools.finish():
+                    called = called or isinstance(parsed, ToolCall)
+                    yield parsed
+            if called and event.reason is DoneReason.STOP:
+                event = Done(DoneReason.TOOL_CALLS, event.prompt_tokens, event.prompt_ms,
+                             event.eval_tokens, event.eval_ms)
+            yield event
+            return
+        if isinstance(event, Token) and not event.thinking and thinking is not None:
+            yield from through_tools(thinking.feed(event.text))
+        else:
+            yield from through_tools([event])

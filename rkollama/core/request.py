@@ -1,0 +1,112 @@
+"""The engine-neutral request both dialects convert to, and how it becomes a `Generation`:
+prompt assembly, option precedence and capability checks, the same for /api and /v1."""
+
+from dataclasses import dataclass, field
+
+from rkollama.core.types import Generation, LoadOptions, Message, SamplingOptions
+from rkollama.errors import BadRequest
+from rkollama.models.options import DEFAULTS, LOAD_OPTIONS, merge_request_options
+
+THINK_LEVELS = ("low", "medium", "high", "max")
+
+
+@dataclass
+class Request:
+    """One request of either dialect (/api/chat, /api/generate, /v1/chat/completions, …)."""
+
+    model: str
+    stream: bool = True
+    options: dict | None = None
+    keep_alive: float | None = None
+    format: object = None
+    think: object = None
+    messages: list = field(default_factory=list)
+    prompt: str = ""
+    system: str | None = None
+    raw: bool = False
+    images: list = field(default_factory=list)
+    suffix: str = ""
+    tools: list = field(default_factory=list)
+    include_usage: bool = False
+
+
+def check_capabilities(spec, req: Request, endpoint: str) -> None:
+    """Ollama's capability errors: embedding-only models, think without `thinking`, …"""
+    caps = spec.capabilities
+    if "completion" not in caps:
+        raise BadRequest(f'"{req.model}" does not support {endpoint}')
+    if req.think not in (None, False) and "thinking" not in caps:
+        raise BadRequest(f'"{req.model}" does not support thinking')
+    if req.suffix and "insert" not in caps:
+        raise BadRequest(f"{spec.name.full()} does not support insert")
+    if req.tools and "tools" not in caps:
+        raise BadRequest(f"{spec.name.full()} does not support tools")
+
+
+def effective_options(spec, request_options) -> dict:
+    """Built-in defaults < Modelfile parameters < request options (unknown keys ignored)."""
+    return merge_request_options({**DEFAULTS, **spec.modelfile.parameters}, request_options)
+
+
+def load_options(options: dict) -> LoadOptions:
+    return LoadOptions(**{k: options[k] for k in LOAD_OPTIONS if k in options and k in LoadOptions.__dataclass_fields__})
+
+
+def sampling_options(options: dict) -> SamplingOptions:
+    names = SamplingOptions.__dataclass_fields__
+    return SamplingOptions(**{k: v for k, v in options.items() if k in names})
+
+
+def to_generation(spec, req: Request, options: dict) -> Generation:
+    """Assemble the prompt as Ollama does: Modelfile MESSAGEs first, the Modelfile SYSTEM only when
+    the request brings no system message of its own; /api/generate becomes one user turn."""
+    sampling = sampling_options(options)
+    think = req.think
+    if think is None and "thinking" in spec.capabilities:
+        think = True
+    if req.raw:
+        return Generation(prompt=req.prompt, options=sampling, format=req.format, think=think,
+                          parse_thinking="thinking" in spec.capabilities)
+    modelfile = spec.modelfile
+    history = [Message(m["role"], m["content"]) for m in modelfile.messages]
+    if req.messages or req.prompt:
+        turns = req.messages or [Message("user", req.prompt, images=req.images)]
+    else:
+        turns = []
+    system = req.system if req.system is not None else modelfile.system
+    has_system = any(m.role == "system" for m in turns[:1])
+    prefix = [Message("system", system)] if system and not has_system else []
+    return Generation(messages=prefix + history + turns, options=sampling, format=req.format,
+                      think=think, tools=req.tools, parse_thinking="thinking" in spec.capabilities)
+
+
+def validate_tools(tools) -> list:
+    """Tool definitions must be `{"type": "function", "function": {"name": …}}` objects."""
+    if not isinstance(tools, list):
+        raise BadRequest("tools must be an array")
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+            raise BadRequest("invalid tool: each tool needs {\"type\": \"function\", \"function\": {\"name\": …}}")
+    return tools
+
+
+def normalise_tool_calls(calls) -> list:
+    """Tool calls of an earlier assistant turn, in the shape chat templates expect."""
+    if not isinstance(calls, list):
+        raise BadRequest("tool_calls must be an array")
+    out = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise BadRequest("invalid tool call: it needs function.name")
+        arguments = function.get("arguments", {})
+        if not isinstance(arguments, dict):
+            raise BadRequest("invalid tool call arguments")
+        item = {"type": "function", "function": {"name": function["name"], "arguments": arguments}}
+        if isinstance(call.get("id"), str):
+            item["id"] = call["id"]
+        out.append(item)
+    return out
+
+

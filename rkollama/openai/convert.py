@@ -1,0 +1,271 @@
+"""OpenAI requests → core `Request`, and core events → OpenAI objects (chat, completions,
+models, embeddings). Shapes and defaults follow Ollama's OpenAI layer."""
+
+import base64
+import json
+import random
+import struct
+import time
+
+from rkollama.api.fields import Fields
+from rkollama.core.request import Request, validate_tools
+from rkollama.core.types import DoneReason, Message
+from rkollama.durations import keep_alive_seconds
+from rkollama.errors import BadRequest
+
+FINGERPRINT = "fp_ollama"
+EFFORTS = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high",
+           "max": "max", "xhigh": "max", "ultra": "max"}
+
+
+def error_body(message: str, status: int) -> dict:
+    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def _sampling(f: Fields) -> dict:
+    """OpenAI sampling fields as Ollama options; temperature and top_p default to 1.0."""
+    options = {"temperature": f.get("temperature", (int, float), 1.0),
+               "top_p": f.get("top_p", (int, float), 1.0) or 1.0}
+    for name in ("seed", "frequency_penalty", "presence_penalty"):
+        if f.has(name):
+            options[name] = f.get(name, (int, float))
+    limit = f.get("max_completion_tokens", int) or f.get("max_tokens", int)
+    if limit is not None:
+        options["num_predict"] = limit
+    stop = f.raw("stop")
+    if stop is not None:
+        if isinstance(stop, str):
+            options["stop"] = [stop]
+        elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+            options["stop"] = stop
+        else:
+            raise BadRequest("stop must be a string or an array of strings")
+    return options
+
+
+def _common(body: dict, type_name: str) -> tuple[Fields, Request]:
+    f = Fields(body, type_name)
+    model = f.get("model", str, "")
+    if not model:
+        raise BadRequest("model is required")
+    stream_options = f.get("stream_options", dict, {})
+    req = Request(model=model, stream=f.get("stream", bool, False), options=_sampling(f),
+                  keep_alive=keep_alive_seconds(f.raw("keep_alive")))
+    req.include_usage = bool(stream_options.get("include_usage"))
+    return f, req
+
+
+def from_chat_request(body: dict) -> Request:
+    f, req = _common(body, "ChatCompletionRequest")
+    messages = f.get("messages", list)
+    if not messages:
+        raise BadRequest("[] is too short - 'messages'")
+    req.messages = _messages(messages)
+    req.format = _response_format(f.get("response_format", dict))
+    req.think = _effort(f)
+    tools = validate_tools(f.get("tools", list, []))
+    choice = f.raw("tool_choice")
+    req.tools = [] if choice == "none" else tools
+    return req
+
+
+def from_completion_request(body: dict) -> Request:
+    f, req = _common(body, "CompletionRequest")
+    prompt = f.raw("prompt", "")
+    if not isinstance(prompt, str):
+        raise BadRequest("invalid type for 'prompt': only a single string is supported")
+    req.prompt = prompt
+    req.suffix = f.get("suffix", str, "")
+    return req
+
+
+def _effort(f: Fields):
+    reasoning = f.get("reasoning", dict, {})
+    effort = f.get("reasoning_effort", str) or reasoning.get("effort")
+    if effort is None:
+        return None
+    if effort not in EFFORTS:
+        raise BadRequest(f"invalid reasoning value: '{effort}' (must be one of "
+                         f"{', '.join(EFFORTS)})")
+    return EFFORTS[effort]
+
+
+def _response_format(value):
+    if not value or value.get("type") in (None, "text"):
+        return None
+    if value["type"] == "json_object":
+        return "json"
+    if value["type"] == "json_schema":
+        schema = (value.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise BadRequest("response_format json_schema needs json_schema.schema (an object)")
+        return schema
+    raise BadRequest(f"invalid response_format type: {value['type']!r}")
+
+
+def _messages(items: list) -> list[Message]:
+    """OpenAI messages → core messages: parts merged, data-URI images kept, tool-call arguments
+    parsed, tool results named after the call they answer."""
+    names_by_id: dict[str, str] = {}
+    out = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise BadRequest(f"messages[{index}] must be an object")
+        f = Fields(item, "Message")
+        role = f.get("role", str, "")
+        if not role:
+            raise BadRequest(f"messages[{index}]: role is required")
+        content, images = _content(f.raw("content", ""))
+        message = Message(role=role.lower(), content=content, images=images,
+                          thinking=f.get("reasoning", str, "") or f.get("reasoning_content", str, ""))
+        for call in f.get("tool_calls", list, []):
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise BadRequest("invalid tool call")
+            arguments = function.get("arguments") or "{}"
+            try:
+                parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
+            except ValueError:
+                raise BadRequest("invalid tool call arguments") from None
+            if not isinstance(parsed, dict):
+                raise BadRequest("invalid tool call arguments")
+            call_id = call.get("id") if isinstance(call.get("id"), str) else ""
+            if call_id:
+                names_by_id[call_id] = function["name"]
+            message.tool_calls.append({"type": "function", "id": call_id,
+                                       "function": {"name": function["name"], "arguments": parsed}})
+        if message.role == "tool":
+            message.tool_name = names_by_id.get(f.get("tool_call_id", str, ""), "") or f.get("name", str, "")
+        out.append(message)
+    return out
+
+
+def _content(value) -> tuple[str, list]:
+    if isinstance(value, str):
+        return value, []
+    if not isinstance(value, list):
+        raise BadRequest("message content must be a string or an array of parts")
+    texts, images = [], []
+    for part in value:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            texts.append(str(part.get("text", "")))
+        elif kind == "image_url":
+            url = part.get("image_url")
+            url = url.get("url", "") if isinstance(url, dict) else url
+            images.append(_data_uri(url))
+        else:
+            raise BadRequest(f"unsupported content part type: {kind!r}")
+    return "\n".join(texts), images
+
+
+def _data_uri(url) -> str:
+    if not isinstance(url, str) or not url.startswith("data:"):
+        raise BadRequest("image URLs are not currently supported, please use base64 encoded data instead")
+    header, _, data = url.partition(",")
+    if ";base64" not in header:
+        raise BadRequest("invalid image input")
+    try:
+        base64.b64decode(data, validate=True)
+    except ValueError:
+        raise BadRequest("invalid image input") from None
+    return data
+
+
+# -- responses ---------------------------------------------------------------------------------
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{random.randint(0, 998)}"
+
+
+def finish_reason(reason: DoneReason) -> str:
+    return {DoneReason.LENGTH: "length", DoneReason.TOOL_CALLS: "tool_calls"}.get(reason, "stop")
+
+
+def usage(done) -> dict:
+    return {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.eval_tokens,
+            "total_tokens": done.prompt_tokens + done.eval_tokens}
+
+
+def tool_calls(calls) -> list:
+    """OpenAI tool calls: arguments as a JSON string, `index` at the top level."""
+    return [{"id": c.id, "index": c.index, "type": "function",
+             "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
+            for c in calls]
+
+
+def to_chat_completion(req: Request, completion, cid: str, created: int) -> dict:
+    message = {"role": "assistant", "content": completion.content}
+    if completion.thinking:
+        message["reasoning"] = completion.thinking
+    if completion.tool_calls:
+        message["tool_calls"] = tool_calls(completion.tool_calls)
+    return {"id": cid, "object": "chat.completion", "created": created, "model": req.model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": [{"index": 0, "message": message,
+                         "finish_reason": finish_reason(completion.done.reason)}],
+            "usage": usage(completion.done)}
+
+
+def chat_chunk(req: Request, cid: str, created: int, delta: dict, finish=None) -> dict:
+    return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": req.model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def usage_chunk(req: Request, cid: str, created: int, obj: str, done) -> dict:
+    return {"id": cid, "object": obj, "created": created, "model": req.model,
+            "system_fingerprint": FINGERPRINT, "choices": [], "usage": usage(done)}
+
+
+def to_completion(req: Request, completion, cid: str, created: int) -> dict:
+    return {"id": cid, "object": "text_completion", "created": created, "model": req.model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": [{"text": completion.content, "index": 0,
+                         "finish_reason": finish_reason(completion.done.reason)}],
+            "usage": usage(completion.done)}
+
+
+def completion_chunk(req: Request, cid: str, created: int, text: str, finish=None) -> dict:
+    return {"id": cid, "object": "text_completion", "created": created, "model": req.model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": [{"text": text, "index": 0, "finish_reason": finish}]}
+
+
+def model_entry(spec) -> dict:
+    return {"id": spec.name.display(), "object": "model",
+            "created": int(spec.modified_at.timestamp()), "owned_by": spec.name.namespace}
+
+
+def parse_embedding_request(body: dict) -> tuple[str, list[str], str, int | None]:
+    f = Fields(body, "EmbedRequest")
+    model = f.get("model", str, "")
+    if not model:
+        raise BadRequest("model is required")
+    value = f.raw("input")
+    if isinstance(value, str):
+        texts = [value]
+    elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        texts = value
+    else:
+        raise BadRequest("invalid input")
+    encoding = f.get("encoding_format", str, "float").lower()
+    if encoding not in ("float", "base64"):
+        raise BadRequest(f"invalid encoding format: {encoding!r} (must be float or base64)")
+    return model, texts, encoding, f.get("dimensions", int)
+
+
+def to_embeddings(model: str, vectors, encoding: str, tokens: int) -> dict:
+    data = []
+    for index, vector in enumerate(vectors):
+        if encoding == "base64":  # little-endian float32, as the openai SDK decodes it
+            value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        else:
+            value = vector
+        data.append({"object": "embedding", "embedding": value, "index": index})
+    return {"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def now() -> int:
+    return int(time.time())

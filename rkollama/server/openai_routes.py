@@ -1,0 +1,131 @@
+"""OpenAI's API (/v1/*), translated to and from the same core as the native routes."""
+
+import itertools
+
+from flask import Blueprint, Response
+
+from rkollama.api.fields import parse_body
+from rkollama.core.collect import collect
+from rkollama.core.embed import shape
+from rkollama.core.types import DoneReason, Token, ToolCall
+from rkollama.errors import ModelNotFound, RkollamaError
+from rkollama.openai import convert
+from rkollama.server import generation
+from rkollama.server.streaming import dumps, json_response
+
+bp = Blueprint("openai", __name__, url_prefix="/v1")
+
+
+@bp.errorhandler(RkollamaError)
+def _error(exc: RkollamaError):
+    return json_response(convert.error_body(exc.message, exc.status), exc.status)
+
+
+def _body() -> dict:
+    from flask import request
+
+    return parse_body(request.get_data(cache=False))
+
+
+@bp.route("/models", methods=["GET"])
+def models():
+    return json_response({"object": "list",
+                          "data": [convert.model_entry(s) for s in generation.deps().store.list()]})
+
+
+@bp.route("/models/<path:model>", methods=["GET"])
+def model(model: str):
+    try:
+        spec = generation.deps().store.resolve(model)
+    except (ModelNotFound, RkollamaError):
+        raise ModelNotFound(f"model '{model}' not found") from None
+    return json_response(dict(convert.model_entry(spec), id=model))
+
+
+@bp.route("/embeddings", methods=["POST"])
+def embeddings():
+    name, texts, encoding, dimensions = convert.parse_embedding_request(_body())
+    vectors, tokens, _ = generation.embed(name, texts, True, None, None)
+    return json_response(convert.to_embeddings(name, shape(vectors, dimensions), encoding, tokens))
+
+
+@bp.route("/chat/completions", methods=["POST"])
+def chat_completions():
+    req = convert.from_chat_request(_body())
+    stream = generation.submit(req, generation.prepare(req, "chat"))
+    cid, created = convert.new_id("chatcmpl"), convert.now()
+    if not req.stream:
+        return json_response(convert.to_chat_completion(req, _collect(stream), cid, created))
+
+    def chunk(delta, finish=None):
+        return convert.chat_chunk(req, cid, created, delta, finish)
+
+    def frames(events):
+        yield chunk({"role": "assistant", "content": ""})
+        for event in events:
+            if isinstance(event, Token):
+                yield chunk({"reasoning": event.text} if event.thinking else {"content": event.text})
+            elif isinstance(event, ToolCall):
+                yield chunk({"tool_calls": convert.tool_calls([event])})
+            elif event.reason is not DoneReason.CANCELLED:
+                yield chunk({}, convert.finish_reason(event.reason))
+                if req.include_usage:
+                    yield convert.usage_chunk(req, cid, created, "chat.completion.chunk", event)
+
+    return _sse(stream, frames)
+
+
+@bp.route("/completions", methods=["POST"])
+def completions():
+    req = convert.from_completion_request(_body())
+    stream = generation.submit(req, generation.prepare(req, "generate"))
+    cid, created = convert.new_id("cmpl"), convert.now()
+    if not req.stream:
+        return json_response(convert.to_completion(req, _collect(stream), cid, created))
+
+    def frames(events):
+        for event in events:
+            if isinstance(event, Token):
+                if not event.thinking:
+                    yield convert.completion_chunk(req, cid, created, event.text)
+            elif not isinstance(event, ToolCall) and event.reason is not DoneReason.CANCELLED:
+                yield convert.completion_chunk(req, cid, created, "", convert.finish_reason(event.reason))
+                if req.include_usage:
+                    yield convert.usage_chunk(req, cid, created, "text_completion", event)
+
+    return _sse(stream, frames)
+
+
+def _collect(stream):
+    try:
+        return collect(stream)
+    finally:
+        stream.close()
+
+
+def _sse(stream, frames) -> Response:
+    """Server-sent events: `data: {json}` frames, `data: [DONE]`; an error after the first frame
+    becomes an OpenAI-shaped error frame (the openai SDK raises it)."""
+    try:
+        first = next(stream)  # errors before any output keep their status code
+    except BaseException:
+        stream.close()
+        raise
+
+    def body():
+        try:
+            for frame in frames(itertools.chain([first], stream)):
+                yield f"data: {dumps(frame)}\n\n"
+            yield "data: [DONE]\n\n"
+        except RkollamaError as exc:
+            yield f"data: {dumps(convert.error_body(exc.message, exc.status))}\n\n"
+        except Exception as exc:  # never a traceback on the wire
+            yield f"data: {dumps(convert.error_body(f'internal error: {exc}', 500))}\n\n"
+        finally:
+            stream.close()
+
+    return Response(body(), status=200, content_type="text/event-stream",
+                    headers={"Cache-Control": "no-cache"})
+
+
+
