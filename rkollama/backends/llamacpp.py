@@ -100,7 +100,7 @@ class LlamaCppBackend(Backend):
         self.llm.set_seed(opts.seed if opts.seed >= 0 else random.randrange(2**31))
         limit = opts.num_predict if opts.num_predict >= 0 else n_ctx
         budget = min(limit, n_ctx - len(tokens))
-        grammar = _grammar(gen.format)
+        grammar = _grammar(gen.format or _forced_call_schema(gen))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         vocab = self.llm._model.vocab
         start = time.perf_counter()
@@ -183,6 +183,23 @@ def _return_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+
+
+def _forced_call_schema(gen):
+    """With tool_choice required (or one named tool), a JSON schema that admits only a call:
+    {"name": <a tool>, "arguments": <its parameters>}. The output parser reads it as a call."""
+    if not gen.tool_choice or not gen.tools:
+        return None
+    options = []
+    for tool in gen.tools:
+        function = tool["function"]
+        if gen.tool_choice not in ("required", function["name"]):
+            continue
+        parameters = function.get("parameters") or {"type": "object"}
+        options.append({"type": "object", "properties": {"name": {"const": function["name"]},
+                                                         "arguments": parameters},
+                        "required": ["name", "arguments"]})
+    return options[0] if len(options) == 1 else {"anyOf": options}
 
 
 def _grammar(fmt):

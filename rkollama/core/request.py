@@ -28,6 +28,7 @@ class Request:
     suffix: str = ""
     tools: list = field(default_factory=list)
     include_usage: bool = False
+    tool_choice: str | None = None  # None (auto), "required", or the name of one tool
 
 
 def check_capabilities(spec, req: Request, endpoint: str) -> None:
@@ -77,7 +78,8 @@ def to_generation(spec, req: Request, options: dict) -> Generation:
     has_system = any(m.role == "system" for m in turns[:1])
     prefix = [Message("system", system)] if system and not has_system else []
     return Generation(messages=prefix + history + turns, options=sampling, format=req.format,
-                      think=think, tools=req.tools, parse_thinking="thinking" in spec.capabilities)
+                      think=think, tools=req.tools, parse_thinking="thinking" in spec.capabilities,
+                      tool_choice=req.tool_choice if req.tools else None)
 
 
 def validate_tools(tools) -> list:

@@ -72,6 +72,9 @@ class Generation:
     """Tool definitions in OpenAI/Ollama shape; the engine renders them into the prompt."""
     parse_thinking: bool = False
     """The model may open a `<think>` block: split it out of the answer."""
+    tool_choice: str | None = None
+    """None lets the model choose; "required" or a tool's name forces a call where the engine
+    can constrain sampling (the CPU engine does, with a grammar)."""
 
 
 @dataclass(frozen=True)

@@ -65,9 +65,25 @@ def from_chat_request(body: dict) -> Request:
     req.format = _response_format(f.get("response_format", dict))
     req.think = _effort(f)
     tools = validate_tools(f.get("tools", list, []))
-    choice = f.raw("tool_choice")
-    req.tools = [] if choice == "none" else tools
+    req.tools, req.tool_choice = _tool_choice(f.raw("tool_choice"), tools)
     return req
+
+
+def _tool_choice(choice, tools: list) -> tuple[list, str | None]:
+    """`none` hides the tools; `auto` (default) lets the model choose; `required` or a named
+    function forces a call."""
+    if choice in (None, "auto"):
+        return tools, None
+    if choice == "none":
+        return [], None
+    if choice == "required":
+        return tools, "required"
+    name = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+    if not isinstance(name, str):
+        raise BadRequest("invalid tool_choice: use none, auto, required or a function")
+    if name not in {t["function"]["name"] for t in tools}:
+        raise BadRequest(f"tool_choice names '{name}', which is not in tools")
+    return tools, name
 
 
 def from_completion_request(body: dict) -> Request:
