@@ -61,7 +61,7 @@ def test_list_show_ps(client):
     names = [m.model for m in client.list().models]
     assert MODEL in names
     shown = client.show(MODEL)
-    assert shown.capabilities == ["completion"] and shown.details.format == "gguf"
+    assert shown.capabilities == ["completion", "tools"] and shown.details.format == "gguf"
     assert shown.modelinfo is not None
     client.generate(model=MODEL, prompt="hi", options={"num_predict": 1})
     running = client.ps().models
@@ -124,3 +124,94 @@ def test_malformed_requests_never_500_on_the_real_daemon(live_daemon):
     # The one case above that is a valid request elsewhere: /api/generate ignores `messages`.
     reply = requests.post(live_daemon + "/api/chat", timeout=30, data=cases[-1])
     assert reply.status_code == 400
+
+
+# -- the official openai client against the same daemon -----------------------------------------
+@pytest.fixture(scope="module")
+def oai(live_daemon):
+    import openai
+
+    return openai.OpenAI(base_url=live_daemon + "/v1", api_key="unused")
+
+
+def test_openai_chat_with_usage(oai):
+    reply = oai.chat.completions.create(model=MODEL, temperature=0, max_tokens=40, messages=[
+        {"role": "user", "content": "What is the capital of France? Answer in one word."}])
+    assert "paris" in reply.choices[0].message.content.lower()
+    assert reply.usage.completion_tokens > 0 and reply.usage.prompt_tokens > 10
+
+
+def test_openai_streaming_with_usage(oai):
+    chunks = list(oai.chat.completions.create(model=MODEL, temperature=0, max_tokens=30, stream=True,
+                                              stream_options={"include_usage": True},
+                                              messages=[{"role": "user", "content": "Say hello."}]))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "hello" in text.lower()
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens > 0
+
+
+def test_openai_legacy_completion(oai):
+    reply = oai.completions.create(model=MODEL, prompt="What is 2 + 2?", temperature=0, max_tokens=20)
+    assert "4" in reply.choices[0].text
+
+
+def test_openai_models(oai):
+    assert MODEL in [m.id for m in oai.models.list().data]
+    assert oai.models.retrieve(MODEL).id == MODEL
+
+
+def test_openai_embeddings_in_both_encodings(oai):
+    as_b64 = oai.embeddings.create(model=MODEL, input=["The cat sat.", "Stocks fell today."])
+    as_float = oai.embeddings.create(model=MODEL, input=["The cat sat.", "Stocks fell today."],
+                                     encoding_format="float")
+    assert len(as_b64.data) == 2 and len(as_b64.data[0].embedding) == 576
+    assert as_b64.data[0].embedding == pytest.approx(as_float.data[0].embedding, abs=1e-5)
+    assert sum(x * x for x in as_float.data[1].embedding) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_native_embed_ranks_related_text_closer(client):
+    vectors = client.embed(model=MODEL, input=["A kitten is a young cat.", "Cats are small pets.",
+                                               "The stock market fell sharply today."]).embeddings
+    def cos(a, b):
+        return sum(x * y for x, y in zip(a, b))
+    assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2])
+
+
+def test_json_schema_output_parses_and_validates(oai):
+    import json
+
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+              "required": ["city", "population"], "additionalProperties": False}
+    reply = oai.chat.completions.create(model=MODEL, temperature=0, max_tokens=60, messages=[
+        {"role": "user", "content": "Give the largest city of Japan and its population."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema}})
+    data = json.loads(reply.choices[0].message.content)
+    assert set(data) == {"city", "population"}
+    assert isinstance(data["city"], str) and isinstance(data["population"], int)
+
+
+def test_tool_round_trip_with_a_forced_call(oai):
+    import json
+
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Current weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    reply = oai.chat.completions.create(model=MODEL, messages=messages, tools=tools, tool_choice="required",
+                                        temperature=0, max_tokens=60)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather" and "city" in json.loads(call.function.arguments)
+    messages += [choice.message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "sunny", "celsius": 21}'}]
+    final = oai.chat.completions.create(model=MODEL, messages=messages, tools=tools, temperature=0, max_tokens=60)
+    assert final.choices[0].message.content and final.choices[0].finish_reason in ("stop", "tool_calls")
+
+
+def test_tools_reach_the_model_through_the_ollama_client(client):
+    tools = [{"type": "function", "function": {"name": "get_time", "description": "Current time",
+                                               "parameters": {"type": "object", "properties": {}}}}]
+    reply = client.chat(model=MODEL, tools=tools, options={"temperature": 0, "num_predict": 40},
+                        messages=[{"role": "user", "content": "Hello!"}])
+    assert reply.message.role == "assistant" and reply.done

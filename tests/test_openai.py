@@ -1,0 +1,253 @@
+"""OpenAI's /v1 API on the fake backend: shapes, streaming, tools, reasoning, errors, and parity
+with the native API (one core, two translators)."""
+
+import base64
+import json
+import struct
+
+import openai
+import pytest
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Tokyo"}}\n</tool_call>'
+
+
+@pytest.fixture
+def oai(fake_server):
+    return openai.OpenAI(base_url=fake_server.url + "/v1", api_key="ignored")
+
+
+@pytest.fixture
+def tooly(store):
+    from helpers import register_fake
+
+    register_fake(store, "tooly", capabilities=["completion", "tools", "thinking"])
+
+
+def sse(response):
+    assert response.content_type.startswith("text/event-stream")
+    frames = [f for f in response.get_data(as_text=True).split("\n\n") if f]
+    assert all(f.startswith("data: ") for f in frames)
+    assert frames[-1] == "data: [DONE]"
+    return [json.loads(f[6:]) for f in frames[:-1]]
+
+
+def test_chat_completion_shape_and_usage(oai, script):
+    script.enqueue(["Hel", "lo"])
+    reply = oai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi there"}])
+    assert reply.object == "chat.completion" and reply.model == "tiny"
+    assert reply.choices[0].message.content == "Hello" and reply.choices[0].finish_reason == "stop"
+    assert reply.usage.prompt_tokens == 2 and reply.usage.completion_tokens == 2 and reply.usage.total_tokens == 4
+    assert reply.system_fingerprint == "fp_ollama" and reply.id.startswith("chatcmpl-")
+
+
+def test_openai_defaults_override_the_modelfile_temperature(oai, script):
+    oai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}])
+    assert script.history[-1].options.temperature == 1.0 and script.history[-1].options.top_p == 1.0
+    oai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}], temperature=0.3,
+                                max_completion_tokens=7, stop="END", seed=5)
+    options = script.history[-1].options
+    assert (options.temperature, options.num_predict, options.stop, options.seed) == (0.3, 7, ["END"], 5)
+
+
+def test_stream_has_a_role_chunk_content_a_finish_chunk_usage_and_done(http, script):
+    script.enqueue(["a", "b"])
+    frames = sse(http.post("/v1/chat/completions", json={
+        "model": "tiny", "stream": True, "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "x"}]}))
+    deltas = [f["choices"][0]["delta"] if f["choices"] else None for f in frames]
+    assert deltas == [{"role": "assistant", "content": ""}, {"content": "a"}, {"content": "b"}, {}, None]
+    assert frames[3]["choices"][0]["finish_reason"] == "stop"
+    assert frames[4]["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    assert len({f["id"] for f in frames}) == 1 and len({f["created"] for f in frames}) == 1
+
+
+def test_streamed_text_through_the_openai_client(oai, script):
+    script.enqueue(["one ", "two"])
+    stream = oai.chat.completions.create(model="tiny", stream=True, messages=[{"role": "user", "content": "x"}])
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "one two"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_length_finish_reason(oai, script):
+    script.enqueue(["a", "b", "c"])
+    reply = oai.chat.completions.create(model="tiny", max_tokens=2, messages=[{"role": "user", "content": "x"}])
+    assert reply.choices[0].finish_reason == "length" and reply.choices[0].message.content == "ab"
+
+
+def test_tool_call_round_trip(oai, script, tooly):
+    script.enqueue(list(CALL))
+    reply = oai.chat.completions.create(model="tooly", tools=TOOLS, messages=[{"role": "user", "content": "weather?"}])
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and not choice.message.content
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Tokyo"}
+    assert call.id.startswith("call_") and len(call.id) == 13 and call.type == "function"
+    script.enqueue(["Sunny", "."])
+    follow = oai.chat.completions.create(model="tooly", tools=TOOLS, messages=[
+        {"role": "user", "content": "weather?"},
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "18C"}])
+    assert follow.choices[0].message.content == "Sunny."
+    sent = script.history[-1]
+    assert sent.tools == TOOLS
+    assert sent.messages[1].tool_calls[0]["function"] == {"name": "get_weather", "arguments": {"city": "Tokyo"}}
+    assert (sent.messages[2].role, sent.messages[2].tool_name, sent.messages[2].content) == ("tool", "get_weather", "18C")
+
+
+def test_streamed_tool_call_is_one_complete_delta(oai, script, tooly):
+    script.enqueue(["Checking. "] + list(CALL))
+    chunks = list(oai.chat.completions.create(model="tooly", tools=TOOLS, stream=True,
+                                              messages=[{"role": "user", "content": "w"}]))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    calls = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+    assert text == "Checking. " and len(calls) == 1
+    assert json.loads(calls[0].function.arguments) == {"city": "Tokyo"}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_tool_choice_none_hides_the_tools(oai, script, tooly):
+    oai.chat.completions.create(model="tooly", tools=TOOLS, tool_choice="none", messages=[{"role": "user", "content": "w"}])
+    assert script.history[-1].tools == [] and script.history[-1].tool_choice is None
+    oai.chat.completions.create(model="tooly", tools=TOOLS, tool_choice="required", messages=[{"role": "user", "content": "w"}])
+    assert script.history[-1].tool_choice == "required"
+
+
+def test_reasoning_is_split_out_as_it_streams(oai, script, tooly):
+    script.enqueue(["<th", "ink>plan", "ning</think>", "\n\nAnswer"])
+    reply = oai.chat.completions.create(model="tooly", messages=[{"role": "user", "content": "q"}])
+    message = reply.choices[0].message
+    assert message.content == "Answer" and message.model_extra["reasoning"] == "planning"
+    script.enqueue(["<think>plan</think>", "Answer"])
+    chunks = list(oai.chat.completions.create(model="tooly", stream=True, messages=[{"role": "user", "content": "q"}]))
+    reasoning = [c.choices[0].delta.model_extra.get("reasoning") for c in chunks]
+    assert "plan" in reasoning
+
+
+@pytest.mark.parametrize("effort,think", [("none", False), ("minimal", "low"), ("high", "high"), ("xhigh", "max")])
+def test_reasoning_effort_maps_to_think(oai, script, tooly, effort, think):
+    oai.chat.completions.create(model="tooly", reasoning_effort=effort, messages=[{"role": "user", "content": "q"}])
+    assert script.history[-1].think == think
+
+
+def test_image_parts_become_images_and_http_urls_are_refused(http, script):
+    pixel = base64.b64encode(b"\x89PNG fake").decode()
+    reply = http.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is"}, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{pixel}"}}]}]})
+    assert reply.status_code == 200 and script.history[-1].messages[0].images == [pixel]
+    reply = http.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]})
+    assert reply.status_code == 400
+    assert reply.get_json()["error"]["message"] == "image URLs are not currently supported, please use base64 encoded data instead"
+
+
+def test_legacy_completions(oai, script):
+    script.enqueue(["four"])
+    reply = oai.completions.create(model="tiny", prompt="2+2=", max_tokens=5)
+    assert reply.object == "text_completion" and reply.choices[0].text == "four"
+    assert reply.choices[0].finish_reason == "stop" and reply.usage.completion_tokens == 1
+    script.enqueue(["a", "b"])
+    chunks = list(oai.completions.create(model="tiny", prompt="x", stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == "ab" and chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_models_list_and_retrieve(oai):
+    ids = {m.id for m in oai.models.list().data}
+    assert {"tiny:latest", "thinker:1b", "other:7b"} <= ids
+    assert oai.models.retrieve("tiny:latest").owned_by == "library"
+    with pytest.raises(openai.NotFoundError):
+        oai.models.retrieve("nope")
+
+
+def test_embeddings_in_both_encodings_are_normalised(oai, http):
+    floats = oai.embeddings.create(model="tiny", input=["a b", "hello"], encoding_format="float")
+    default = oai.embeddings.create(model="tiny", input=["a b", "hello"])  # the SDK asks for base64
+    for item, other in zip(floats.data, default.data):
+        assert item.embedding == pytest.approx(other.embedding, abs=1e-6)
+        assert sum(x * x for x in item.embedding) == pytest.approx(1.0)
+    raw = http.post("/v1/embeddings", json={"model": "tiny", "input": "a", "encoding_format": "base64"}).get_json()
+    vector = struct.unpack("<4f", base64.b64decode(raw["data"][0]["embedding"]))
+    assert sum(x * x for x in vector) == pytest.approx(1.0, abs=1e-5)
+    short = oai.embeddings.create(model="tiny", input="a b c", dimensions=2, encoding_format="float")
+    assert len(short.data[0].embedding) == 2
+
+
+def test_native_embed_normalises_and_legacy_does_not(http):
+    reply = http.post("/api/embed", json={"model": "tiny", "input": ["a b", "c"]}).get_json()
+    assert len(reply["embeddings"]) == 2 and reply["prompt_eval_count"] == 3
+    assert sum(x * x for x in reply["embeddings"][0]) == pytest.approx(1.0)
+    legacy = http.post("/api/embeddings", json={"model": "tiny", "prompt": "a b"}).get_json()
+    assert legacy["embedding"] == [2.0, 3.0, 1.0, 1.0]
+    assert http.post("/api/embed", json={"model": "tiny", "input": []}).get_json() == {"model": "tiny", "embeddings": []}
+    assert http.post("/api/embeddings", json={"model": "tiny", "prompt": ""}).get_json() == {"embedding": []}
+    missing = http.post("/api/embed", json={"model": "nope", "input": "x"})
+    assert missing.status_code == 404 and missing.get_json() == {"error": 'model "nope" not found, try pulling it first'}
+    assert http.post("/api/embed", json={"model": "tiny", "input": [1, 2]}).get_json() == {"error": "invalid input type"}
+
+
+def test_one_script_through_both_dialects_gives_the_same_answer(http, script, tooly):
+    tokens = ["<think>", "why", "</think>", "Sure. "] + list(CALL)
+    script.enqueue(tokens)
+    native = http.post("/api/chat", json={"model": "tooly", "stream": False, "tools": TOOLS,
+                                          "messages": [{"role": "user", "content": "go now"}]}).get_json()
+    script.enqueue(tokens)
+    oa = http.post("/v1/chat/completions", json={"model": "tooly", "tools": TOOLS,
+                                                 "messages": [{"role": "user", "content": "go now"}]}).get_json()
+    message = oa["choices"][0]["message"]
+    assert native["message"]["content"] == message["content"] == "Sure. "
+    assert native["message"]["thinking"] == message["reasoning"] == "why"
+    (n_call,), (o_call,) = native["message"]["tool_calls"], message["tool_calls"]
+    assert n_call["function"]["arguments"] == json.loads(o_call["function"]["arguments"]) == {"city": "Tokyo"}
+    assert n_call["function"]["name"] == o_call["function"]["name"] == "get_weather"
+    assert native["done_reason"] == "stop" and oa["choices"][0]["finish_reason"] == "tool_calls"
+    assert native["prompt_eval_count"] == oa["usage"]["prompt_tokens"]
+    assert native["eval_count"] == oa["usage"]["completion_tokens"] == len(tokens)
+
+
+def test_native_streamed_tool_call_has_object_arguments(http, script, tooly):
+    script.enqueue(list(CALL))
+    lines = [json.loads(l) for l in http.post("/api/chat", json={
+        "model": "tooly", "tools": TOOLS, "messages": [{"role": "user", "content": "w"}]}).get_data(as_text=True).splitlines()]
+    calls = [l["message"]["tool_calls"] for l in lines if "tool_calls" in l["message"]]
+    assert calls == [[{"id": calls[0][0]["id"], "function": {"index": 0, "name": "get_weather", "arguments": {"city": "Tokyo"}}}]]
+    assert all(l["message"]["role"] == "assistant" for l in lines)
+
+
+OPENAI_BAD = [
+    ("/v1/chat/completions", {"model": "tiny", "messages": []}, 400, "[] is too short - 'messages'"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}, 400, "model is required"),
+    ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "x"}]}, 404, "model 'nope' not found"),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "reasoning_effort": "huge"}, 400, None),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "yaml"}}, 400, None),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{oops"}}]}]}, 400, "invalid tool call arguments"),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": 5}]}, 400, None),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, 400, None),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "stop": 5}, 400, None),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, 400, None),
+    ("/v1/completions", {"model": "tiny", "prompt": ["a", "b"]}, 400, None),
+    ("/v1/embeddings", {"model": "tiny", "input": []}, 400, "invalid input"),
+    ("/v1/embeddings", {"model": "tiny", "input": [[1, 2]]}, 400, "invalid input"),
+    ("/v1/embeddings", {"model": "tiny", "input": "x", "encoding_format": "hex"}, 400, None),
+    ("/v1/chat/completions", None, 400, "missing request body"),
+]
+
+
+@pytest.mark.parametrize("path,body,status,message", OPENAI_BAD)
+def test_openai_errors_have_openais_shape(http, path, body, status, message):
+    reply = http.post(path, json=body) if body is not None else http.post(path, data=b"", content_type="application/json")
+    assert reply.status_code == status
+    error = reply.get_json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == {400: "invalid_request_error", 404: "not_found_error"}[status]
+    if message:
+        assert error["message"] == message
+
+
+def test_mid_stream_failure_is_an_error_frame(http, script):
+    script.enqueue(["a", "b", "c"])
+    script.fail_at_token = 2
+    frames = http.post("/v1/chat/completions", json={"model": "tiny", "stream": True,
+                                                     "messages": [{"role": "user", "content": "x"}]}).get_data(as_text=True)
+    assert frames.rstrip().endswith('data: {"error":{"message":"scripted failure","type":"api_error","param":null,"code":null}}')
