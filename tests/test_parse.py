@@ -1,8 +1,6 @@
 """Reasoning and tool calls parsed from scripted model output, split across tokens every way."""
 
-import threading
 
-import pytest
 
 from rkollama.core.parse import ThinkingSplitter, ToolCallParser, parse_output
 from rkollama.core.types import Done, DoneReason, Generation, Token, ToolCall
