@@ -258,12 +258,15 @@ class Stream:
 
     def __init__(self, scheduler: Scheduler, runner: _Runner, gen, load_s: float):
         self.load_duration = load_s
+        self.constrains_format = runner.backend.constrains_format
         self.cancel_event = threading.Event()
         self._scheduler, self._runner = scheduler, runner
         runner.cancel = self.cancel_event
         self._released = False
-        events = runner.engine.stream(lambda: runner.backend.generate(gen, self.cancel_event))
-        stopped = apply_stops(events, list(gen.options.stop or []), self.cancel_event)
+        def events():  # lazy: the engine starts at the first next(), so an unread stream costs nothing
+            yield from runner.engine.stream(lambda: runner.backend.generate(gen, self.cancel_event))
+
+        stopped = apply_stops(events(), list(gen.options.stop or []), self.cancel_event)
         self._events = parse_output(stopped, gen)
         self._done = False
 

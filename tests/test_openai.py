@@ -251,3 +251,33 @@ def test_mid_stream_failure_is_an_error_frame(http, script):
     frames = http.post("/v1/chat/completions", json={"model": "tiny", "stream": True,
                                                      "messages": [{"role": "user", "content": "x"}]}).get_data(as_text=True)
     assert frames.rstrip().endswith('data: {"error":{"message":"scripted failure","type":"api_error","param":null,"code":null}}')
+
+
+def test_format_on_an_engine_that_cannot_constrain_is_validated_and_retried(http, script):
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    script.enqueue(["not json"])
+    script.enqueue(['{"n": "three"}'])
+    script.enqueue(['{"n": 3}'])
+    reply = http.post("/api/chat", json={"model": "tiny", "stream": False, "format": schema,
+                                         "messages": [{"role": "user", "content": "count"}]}).get_json()
+    assert reply["message"]["content"] == '{"n": 3}' and reply["eval_count"] == 3
+    first, second, third = script.history[-3:]
+    assert first.messages[-1].content.startswith("count\n\nReply with a single JSON value")
+    assert "not valid JSON" in second.messages[-1].content
+    assert "$.n should be integer" in third.messages[-1].content
+
+
+def test_format_failure_after_the_retries_is_reported(http, script):
+    for _ in range(3):
+        script.enqueue(["nope"])
+    reply = http.post("/v1/chat/completions", json={"model": "tiny", "response_format": {"type": "json_object"},
+                                                    "messages": [{"role": "user", "content": "x"}]})
+    assert reply.status_code == 500
+    assert reply.get_json()["error"]["message"].startswith("the model did not produce the requested format after 3 attempts")
+
+
+def test_validated_format_streams_too(http, script):
+    script.enqueue(['{"ok": true}'])
+    lines = [json.loads(l) for l in http.post("/api/generate", json={
+        "model": "tiny", "prompt": "x", "format": "json"}).get_data(as_text=True).splitlines()]
+    assert lines[0]["response"] == '{"ok": true}' and lines[-1]["done"] is True

@@ -119,3 +119,20 @@ def test_answer_without_think_block_passes_through_on_a_thinking_model():
 def test_unclosed_think_at_the_end_is_reasoning():
     out = run(["<think>still thinking"], tools=[], thinking=True)
     assert text(out, thinking=True) == "still thinking" and text(out) == ""
+
+
+@pytest.mark.parametrize("text,fmt,ok", [
+    ('{"a": 1}', "json", True), ("nope", "json", False), ("[1, 2]", "json", True),
+    ('{"a": 1}', {"type": "object", "required": ["a"], "properties": {"a": {"type": "integer"}}}, True),
+    ('{"a": 1.5}', {"type": "object", "properties": {"a": {"type": "integer"}}}, False),
+    ('{"a": true}', {"type": "object", "properties": {"a": {"type": "number"}}}, False),
+    ('{"b": 1}', {"type": "object", "required": ["a"]}, False),
+    ('{"a": 1, "x": 2}', {"type": "object", "properties": {"a": {}}, "additionalProperties": False}, False),
+    ('["r", "g"]', {"type": "array", "items": {"enum": ["r", "g", "b"]}}, True),
+    ('["r", "y"]', {"type": "array", "items": {"enum": ["r", "g", "b"]}}, False),
+    ('"x"', {"anyOf": [{"type": "integer"}, {"type": "string"}]}, True),
+])
+def test_structured_output_validation(text, fmt, ok):
+    from rkollama.core.structured import problem
+
+    assert (problem(text, fmt) is None) is ok

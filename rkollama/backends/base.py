@@ -15,6 +15,9 @@ class Backend:
     kind: ClassVar[str] = ""
     device: ClassVar[str] = "cpu"
     supports_images: ClassVar[bool] = False
+    constrains_format: ClassVar[bool] = False
+    """True when the engine enforces `format` while sampling (a grammar); otherwise the answer
+    is validated afterwards and retried (core.structured)."""
 
     context_length: int = 0
     """Tokens of context this instance was loaded with."""

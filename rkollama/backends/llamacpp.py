@@ -15,6 +15,7 @@ from rkollama.errors import BackendFailed, BadRequest, LoadFailed
 class LlamaCppBackend(Backend):
     kind = "llamacpp"
     device = "cpu"
+    constrains_format = True
 
     def __init__(self, spec, llm, template: ChatTemplate):
         self.spec, self.llm, self.template = spec, llm, template

@@ -1,11 +1,15 @@
 """The steps every generating route shares, whatever its dialect: resolve the model, check its
 capabilities, merge options, build the `Generation`, and hand it to the scheduler."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from flask import current_app, request
 
+from rkollama.core import structured
+from rkollama.core.collect import collect
 from rkollama.core.request import check_capabilities, effective_options, load_options, to_generation
+from rkollama.core.types import Done, Token
+from rkollama.errors import BackendFailed
 
 
 @dataclass
@@ -32,8 +36,62 @@ def prepare(req, endpoint: str) -> Prepared:
 
 
 def submit(req, prepared: Prepared):
-    return deps().scheduler.submit(prepared.spec, prepared.gen, prepared.load_opts,
-                                   req.keep_alive, disconnected())
+    """The event stream of the request. A `format` that the engine cannot enforce is checked
+    after the fact (and retried): the reply is then replayed from the validated answer."""
+    def start(gen):
+        return deps().scheduler.submit(prepared.spec, gen, prepared.load_opts, req.keep_alive,
+                                       disconnected())
+
+    gen = prepared.gen
+    stream = start(gen)
+    if not gen.format or stream.constrains_format or gen.messages is None:
+        return stream
+    stream.close()
+    return _validated(gen, start)
+
+
+def _validated(gen, start):
+    messages = structured.with_instruction(gen.messages, gen.format)
+    load_s, prompt_tokens, eval_tokens, prompt_ms, eval_ms = 0.0, 0, 0, 0.0, 0.0
+    reason = ""
+    for _ in range(structured.MAX_ATTEMPTS):
+        stream = start(replace(gen, messages=messages))
+        load_s += stream.load_duration
+        try:
+            completion = collect(stream)
+        finally:
+            stream.close()
+        done = completion.done
+        prompt_tokens, prompt_ms = done.prompt_tokens, prompt_ms + done.prompt_ms
+        eval_tokens, eval_ms = eval_tokens + done.eval_tokens, eval_ms + done.eval_ms
+        reason = structured.problem(completion.content, gen.format)
+        if reason is None:
+            events = ([Token(completion.thinking, thinking=True)] if completion.thinking else []) + \
+                [Token(completion.content)] + list(completion.tool_calls) + \
+                [Done(done.reason, prompt_tokens, prompt_ms, eval_tokens, eval_ms)]
+            return Replay(events, load_s)
+        messages = structured.retry_messages(messages, completion.content, reason, gen.format)
+    raise BackendFailed(f"the model did not produce the requested format after "
+                        f"{structured.MAX_ATTEMPTS} attempts: {reason}")
+
+
+class Replay:
+    """A finished answer served like a live stream (same iterator, close and load_duration)."""
+
+    constrains_format = True
+
+    def __init__(self, events: list, load_s: float):
+        self._events = iter(events)
+        self.load_duration = load_s
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._events)
+
+    def close(self) -> None:
+        pass
 
 
 def embed(model: str, texts: list[str], truncate: bool, options, keep_alive):
