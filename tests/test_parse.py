@@ -1,6 +1,6 @@
 """Reasoning and tool calls parsed from scripted model output, split across tokens every way."""
 
-
+import pytest
 
 from rkollama.core.parse import ThinkingSplitter, ToolCallParser, parse_output
 from rkollama.core.types import Done, DoneReason, Generation, Token, ToolCall
