@@ -215,3 +215,14 @@ def test_tools_reach_the_model_through_the_ollama_client(client):
     reply = client.chat(model=MODEL, tools=tools, options={"temperature": 0, "num_predict": 40},
                         messages=[{"role": "user", "content": "Hello!"}])
     assert reply.message.role == "assistant" and reply.done
+
+
+def test_a_conversation_longer_than_the_context_drops_its_oldest_turns(client):
+    filler = "This is an old message about nothing in particular. " * 12
+    messages = [{"role": "system", "content": "You are terse."}]
+    for _ in range(8):
+        messages += [{"role": "user", "content": filler}, {"role": "assistant", "content": "Noted."}]
+    messages.append({"role": "user", "content": "What is the capital of France? Answer in one word."})
+    reply = client.chat(model=MODEL, messages=messages,
+                        options={"num_ctx": 512, "temperature": 0, "num_predict": 16})
+    assert reply.prompt_eval_count < 512 and reply.message.content
