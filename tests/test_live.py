@@ -114,7 +114,8 @@ def test_malformed_requests_never_500_on_the_real_daemon(live_daemon):
     cases = [b"", b"{", b"null", b'{"model": 1}', b'{"model": "smollm2:135m", "prompt": 5}',
              b'{"model": "smollm2:135m", "prompt": "x", "options": {"num_ctx": "big"}}',
              b'{"model": "smollm2:135m", "messages": [{"role": "user", "content": ["a"]}]}']
-    for path in ("/api/generate", "/api/chat", "/api/show", "/api/copy", "/api/pull"):
+    for path in ("/api/generate", "/api/chat", "/api/show", "/api/copy", "/api/pull", "/api/embed",
+                 "/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
         for body in cases:
             reply = requests.post(live_daemon + path, data=body, timeout=30)
             assert reply.status_code < 500, (path, body, reply.status_code, reply.text)

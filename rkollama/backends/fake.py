@@ -3,9 +3,11 @@
 Scripts are queued with `enqueue(["Hel", "lo"])` on the class-independent `Script` object passed
 to `factory()`; every `Generation` received is recorded in `script.history`. Without a script it
 echoes the last user message word by word. Metrics are deterministic: prompt tokens = words in
-the prompt, 1 ms per prompt token, 10 ms per generated token.
+the prompt, 1 ms per prompt token, 10 ms per generated token. With a `format`, the echo is the
+JSON object {"echo": "<first words>"}.
 """
 
+import json
 import threading
 import time
 from collections import deque
@@ -125,6 +127,8 @@ def _echo(gen) -> list[str]:
         if message.role == "user":
             text = message.content
             break
+    if gen.format:  # keep to the requested format, as far as a fake can: {"echo": "<words>"}
+        return [json.dumps({"echo": " ".join(text.split()[:3])})]
     words = text.split()
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
 

@@ -8,7 +8,7 @@ from flask import current_app, request
 from rkollama.core import structured
 from rkollama.core.collect import collect
 from rkollama.core.request import check_capabilities, effective_options, load_options, to_generation
-from rkollama.core.types import Done, Token
+from rkollama.core.types import Done, DoneReason, Token
 from rkollama.errors import BackendFailed
 
 
@@ -64,7 +64,10 @@ def _validated(gen, start):
         done = completion.done
         prompt_tokens, prompt_ms = done.prompt_tokens, prompt_ms + done.prompt_ms
         eval_tokens, eval_ms = eval_tokens + done.eval_tokens, eval_ms + done.eval_ms
-        reason = structured.problem(completion.content, gen.format)
+        # An answer cut off by num_predict cannot match a format; it is returned as it is (with
+        # done_reason "length"), as an engine with a grammar would return it.
+        truncated = done.reason is not DoneReason.STOP
+        reason = None if truncated else structured.problem(completion.content, gen.format)
         if reason is None:
             events = ([Token(completion.thinking, thinking=True)] if completion.thinking else []) + \
                 [Token(completion.content)] + list(completion.tool_calls) + \
