@@ -121,7 +121,9 @@ def test_malformed_requests_never_500_on_the_real_daemon(live_daemon):
             assert reply.status_code < 500, (path, body, reply.status_code, reply.text)
             assert "Traceback" not in reply.text
             if reply.status_code >= 400:
-                assert isinstance(reply.json()["error"], str)
+                error = reply.json()["error"]
+                message = error["message"] if path.startswith("/v1/") else error
+                assert isinstance(message, str) and message
     # The one case above that is a valid request elsewhere: /api/generate ignores `messages`.
     reply = requests.post(live_daemon + "/api/chat", timeout=30, data=cases[-1])
     assert reply.status_code == 400
