@@ -1,0 +1,1 @@
+"""The NPU engine: Rockchip's RKLLM runtime (librkllmrt.so) through ctypes."""

@@ -1,0 +1,42 @@
+"""The ctypes layouts of both ABI families agree with the measured layouts file, field by field."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rkollama.backends.rkllm import abi
+
+import os
+
+# The measured layouts live beside the project (../shared), for developers and CI alike.
+LAYOUTS_PATH = Path(os.environ.get("RKOLLAMA_SHARED", Path(__file__).resolve().parents[2] / "shared")) \
+    / "data" / "rkllm_abi_layouts.json"
+LAYOUTS = json.loads(LAYOUTS_PATH.read_text())
+RELEASES = {"1.2": ["1.2.1", "1.2.2", "1.2.3"], "1.3": ["1.3.0"]}
+
+
+def releases():
+    return [(fam, rel) for fam, rels in RELEASES.items() for rel in rels]
+
+
+@pytest.mark.parametrize("family_name,release", releases())
+def test_every_struct_matches_the_measured_layout(family_name, release):
+    fam = abi.family(family_name)
+    measured = {k: v for k, v in LAYOUTS["releases"][release].items() if not k.startswith("_")}
+    for struct, expected in measured.items():
+        cls = getattr(fam, struct)
+        assert abi.sizeof(cls) == expected["size"], (release, struct, "size")
+        assert abi.alignment(cls) == expected["align"], (release, struct, "align")
+        ours = abi.layout(cls)
+        for field, (offset, size) in expected["fields"].items():
+            assert ours.get(field) == (offset, size), (release, struct, field, ours.get(field))
+
+
+def test_families_are_distinct_and_unknown_ones_refused():
+    assert abi.sizeof(abi.family("1.2").RKLLMParam) == 208
+    assert abi.sizeof(abi.family("1.3").RKLLMParam) == 184
+    with pytest.raises(AttributeError):
+        abi.family("1.2").RKLLMSamplingParam
+    with pytest.raises(ValueError):
+        abi.family("1.1")
