@@ -98,3 +98,19 @@ def live_daemon(smollm2_store, tmp_path_factory):
     yield url
     process.terminate()
     process.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def fake_runtime(tmp_path_factory):
+    """The C test double of librkllmrt.so, compiled once per ABI family: {family: path}."""
+    import subprocess
+
+    source = Path(__file__).parent / "fakes" / "fake_rkllm.c"
+    out = tmp_path_factory.mktemp("fake-rkllm")
+    libs = {}
+    for family, flags in (("1.2", []), ("1.3", ["-DRKLLM_ABI_13"])):
+        target = out / f"librkllmrt-{family}.so"
+        subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-pthread", *flags, str(source), "-o", str(target)],
+                       check=True)
+        libs[family] = target
+    return libs

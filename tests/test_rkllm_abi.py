@@ -40,3 +40,20 @@ def test_families_are_distinct_and_unknown_ones_refused():
         abi.family("1.2").RKLLMSamplingParam
     with pytest.raises(ValueError):
         abi.family("1.1")
+
+
+@pytest.mark.parametrize("family_name,release", [("1.2", "1.2.3"), ("1.3", "1.3.0")])
+def test_the_c_double_agrees_with_the_layouts_file_and_ctypes(fake_runtime, family_name, release):
+    import ctypes
+
+    lib = ctypes.CDLL(str(fake_runtime[family_name]))
+    lib.fake_layout_json.restype = ctypes.c_char_p
+    double = json.loads(lib.fake_layout_json())
+    measured = {k: v for k, v in LAYOUTS["releases"][release].items() if not k.startswith("_")}
+    assert set(double) == set(measured)
+    fam = abi.family(family_name)
+    for struct, expected in measured.items():
+        assert double[struct]["size"] == expected["size"] == abi.sizeof(getattr(fam, struct)), struct
+        assert double[struct]["align"] == expected["align"], struct
+        for field, place in expected["fields"].items():
+            assert double[struct]["fields"][field] == place, (struct, field)

@@ -1,0 +1,532 @@
+/*
+ * A test double of Rockchip's librkllmrt.so, for the ctypes binding's tests.
+ *
+ * Written from rkollama's fact sheet (no Rockchip file is copied). Build for ABI family 1.2
+ * (runtime 1.2.1-1.2.3) by default, or 1.3 (runtime 1.3.0) with -DRKLLM_ABI_13:
+ *     cc -shared -fPIC -O1 -pthread [-DRKLLM_ABI_13] fake_rkllm.c -o librkllmrt.so
+ *
+ * Behaviour is chosen by the prompt (it answers on a thread of its own, like a runtime may):
+ *   default        echo the prompt's words, one NORMAL callback per word, then FINISH + perf
+ *   "__utf8__"     "héllo wörld €" with multibyte characters split across WAITING callbacks
+ *   "__error__"    one NORMAL, then ERROR
+ *   "__slow__"     200 words, 20 ms apart, stopping at the next word after rkllm_abort
+ *   "__crash__"    abort() the process
+ *   "__tool__"     a Qwen-style <tool_call> block
+ *   "__think__"    a <think>...</think> block, then an answer
+ * It records what it was given; fake_last_json() reports it, fake_layout_json() its own
+ * sizeof/offsetof of every struct.
+ */
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef void *LLMHandle;
+typedef enum { RKLLM_RUN_NORMAL = 0, RKLLM_RUN_WAITING = 1, RKLLM_RUN_FINISH = 2, RKLLM_RUN_ERROR = 3 } LLMCallState;
+typedef enum { RKLLM_INPUT_PROMPT = 0, RKLLM_INPUT_TOKEN = 1, RKLLM_INPUT_EMBED = 2, RKLLM_INPUT_MULTIMODAL = 3 } RKLLMInputType;
+
+typedef struct {
+    int32_t base_domain_id;
+    int8_t embed_flash;
+    int8_t enabled_cpus_num;
+    uint32_t enabled_cpus_mask;
+    uint8_t n_batch;
+    int8_t use_cross_attn;
+    uint8_t reserved[104];
+} RKLLMExtendParam;
+
+typedef struct {
+    const char *model_path;
+    int32_t max_context_len;
+    int32_t max_new_tokens;
+    int32_t top_k;
+    int32_t n_keep;
+    float top_p;
+    float temperature;
+    float repeat_penalty;
+    float frequency_penalty;
+    float presence_penalty;
+    int32_t mirostat;
+    float mirostat_tau;
+    float mirostat_eta;
+    bool skip_special_token;
+#ifdef RKLLM_ABI_13
+    bool ignore_eos_token;
+    bool is_async;
+#else
+    bool is_async;
+    const char *img_start;
+    const char *img_end;
+    const char *img_content;
+#endif
+    RKLLMExtendParam extend_param;
+} RKLLMParam;
+
+typedef struct { const char *lora_adapter_path; const char *lora_adapter_name; float scale; } RKLLMLoraAdapter;
+typedef struct { float *embed; size_t n_tokens; } RKLLMEmbedInput;
+typedef struct { int32_t *input_ids; size_t n_tokens; } RKLLMTokenInput;
+
+#ifdef RKLLM_ABI_13
+typedef struct {
+    const char *prompt;
+    struct {
+        float *image_embed; size_t n_image_tokens; size_t n_image;
+        const char *image_start; const char *image_end; const char *image_content;
+        size_t image_width; size_t image_height;
+    } image;
+    struct {
+        float *video_embed; size_t n_frame_tokens; size_t n_frame_per_video; size_t n_video;
+        const char *video_start; const char *video_end; const char *video_content;
+        size_t frame_width; size_t frame_height;
+    } video;
+} RKLLMMultiModalInput;
+#else
+typedef struct {
+    const char *prompt; float *image_embed; size_t n_image_tokens; size_t n_image;
+    size_t image_width; size_t image_height;
+} RKLLMMultiModalInput;
+#endif
+
+typedef struct {
+    const char *role;
+    bool enable_thinking;
+    RKLLMInputType input_type;
+    union {
+        const char *prompt_input;
+        RKLLMEmbedInput embed_input;
+        RKLLMTokenInput token_input;
+        RKLLMMultiModalInput multimodal_input;
+    };
+} RKLLMInput;
+
+typedef struct { const char *lora_adapter_name; } RKLLMLoraParam;
+typedef struct { int save_prompt_cache; const char *prompt_cache_path; } RKLLMPromptCacheParam;
+typedef struct { float *encoder_k_cache; float *encoder_v_cache; float *encoder_mask; int32_t *encoder_pos; int num_tokens; } RKLLMCrossAttnParam;
+typedef struct {
+    int32_t top_k; float top_p; float temperature; float repeat_penalty; float frequency_penalty;
+    float presence_penalty; int32_t mirostat; float mirostat_tau; float mirostat_eta;
+} RKLLMSamplingParam;
+
+typedef struct {
+    int mode;
+    RKLLMLoraParam *lora_params;
+    RKLLMPromptCacheParam *prompt_cache_params;
+#ifdef RKLLM_ABI_13
+    RKLLMSamplingParam *sampling_params;
+    int keep_history;
+    int32_t max_new_tokens;
+#else
+    int keep_history;
+#endif
+} RKLLMInferParam;
+
+typedef struct { const float *hidden_states; int embd_size; int num_tokens; } RKLLMResultLastHiddenLayer;
+typedef struct { const float *logits; int vocab_size; int num_tokens; } RKLLMResultLogits;
+typedef struct { float prefill_time_ms; int prefill_tokens; float generate_time_ms; int generate_tokens; float memory_usage_mb; } RKLLMPerfStat;
+typedef struct {
+    const char *text; int32_t token_id; RKLLMResultLastHiddenLayer last_hidden_layer;
+    RKLLMResultLogits logits; RKLLMPerfStat perf;
+} RKLLMResult;
+
+typedef int (*LLMResultCallback)(RKLLMResult *result, void *userdata, LLMCallState state);
+#ifdef RKLLM_ABI_13
+typedef int (*LLMTokenizerCallback)(void *, const char *, int32_t, int32_t *, int32_t);
+typedef int (*LLMGetEmbedCallback)(void *, int32_t *, uint64_t, void *, uint64_t);
+typedef struct {
+    LLMResultCallback result_callback; void *result_userdata;
+    LLMTokenizerCallback tokenizer_callback; void *tokenizer_userdata;
+    LLMGetEmbedCallback embed_callback; void *embed_userdata;
+} RKLLMCallback;
+#endif
+
+/* ---- the fake runtime ------------------------------------------------------------------- */
+typedef struct {
+    RKLLMParam param;
+    char model_path[512];
+    LLMResultCallback callback;
+    void *default_userdata;
+    volatile int abort_flag;
+    volatile int running;
+    int kv_tokens;               /* words "in the KV cache" when keep_history is used */
+} FakeHandle;
+
+typedef struct {
+    FakeHandle *h;
+    RKLLMInput *inputs;
+    RKLLMInferParam *infer;
+    void *userdata;
+    int n_batch;
+} RunJob;
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static char g_last[40000];
+static char g_template[3][2048], g_tools[3][4096], g_prompt[4096], g_role[64], g_lora[256], g_cache_path[512];
+static int g_enable_thinking = -1, g_keep_history = -1, g_clear_calls = 0, g_init_calls = 0, g_destroy_calls = 0;
+static int g_abort_calls = 0, g_runs = 0, g_max_new_tokens_run = -99, g_input_type = -1, g_n_batch_run = 0;
+static void *g_userdata = NULL;
+static RKLLMParam g_param;
+static RKLLMSamplingParam g_sampling;
+static int g_have_sampling = 0;
+
+static void copy_str(char *dst, size_t n, const char *src) { snprintf(dst, n, "%s", src ? src : "(null)"); }
+
+static void json_escape(char *out, size_t n, const char *in) {
+    size_t j = 0;
+    for (size_t i = 0; in && in[i] && j + 7 < n; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (c == '"' || c == '\\') { out[j++] = '\\'; out[j++] = c; }
+        else if (c == '\n') { out[j++] = '\\'; out[j++] = 'n'; }
+        else if (c < 0x20) { j += snprintf(out + j, n - j, "\\u%04x", c); }
+        else out[j++] = c;
+    }
+    out[j] = 0;
+}
+
+RKLLMParam rkllm_createDefaultParam(void) {
+    RKLLMParam p;
+    memset(&p, 0, sizeof p);
+    p.max_context_len = 512; p.max_new_tokens = -1; p.top_k = 40; p.n_keep = 0; p.top_p = 0.9f;
+    p.temperature = 0.8f; p.repeat_penalty = 1.1f; p.mirostat_tau = 5.0f; p.mirostat_eta = 0.1f;
+    p.extend_param.enabled_cpus_num = 4; p.extend_param.n_batch = 1;
+    return p;
+}
+
+#ifdef RKLLM_ABI_13
+int rkllm_init(LLMHandle *handle, RKLLMParam *param, RKLLMCallback *callback) {
+    LLMResultCallback cb = callback ? callback->result_callback : NULL;
+    void *ud = callback ? callback->result_userdata : NULL;
+#else
+int rkllm_init(LLMHandle *handle, RKLLMParam *param, LLMResultCallback callback) {
+    LLMResultCallback cb = callback;
+    void *ud = NULL;
+#endif
+    fprintf(stderr, "I rkllm: rkllm-runtime version: %s, rknpu driver version: 0.9.8, platform: RK3588\n",
+#ifdef RKLLM_ABI_13
+            "1.3.0"
+#else
+            "1.2.3"
+#endif
+    );
+    pthread_mutex_lock(&g_lock);
+    g_init_calls++;
+    g_param = *param;
+    pthread_mutex_unlock(&g_lock);
+    if (!param->model_path || access(param->model_path, R_OK) != 0) {
+        fprintf(stderr, "E rkllm: failed to open model file %s\n", param->model_path ? param->model_path : "(null)");
+        *handle = NULL;
+        return -1;
+    }
+    FakeHandle *h = calloc(1, sizeof *h);
+    h->param = *param;
+    copy_str(h->model_path, sizeof h->model_path, param->model_path);
+    h->param.model_path = h->model_path;
+    h->callback = cb;
+    h->default_userdata = ud;
+    *handle = h;
+    return 0;
+}
+
+static int words_in(const char *s) {
+    int n = 0, in = 0;
+    for (; s && *s; s++) { if (*s == ' ' || *s == '\n') in = 0; else if (!in) { in = 1; n++; } }
+    return n;
+}
+
+static int emit(FakeHandle *h, void *ud, const char *text, LLMCallState state, int token) {
+    RKLLMResult r;
+    memset(&r, 0, sizeof r);
+    r.text = text;
+    r.token_id = token;
+    return h->callback(&r, ud, state);
+}
+
+static void finish(FakeHandle *h, void *ud, int prefill, int generated) {
+    RKLLMResult r;
+    memset(&r, 0, sizeof r);
+    r.perf.prefill_tokens = prefill;
+    r.perf.prefill_time_ms = 2.0f * prefill;
+    r.perf.generate_tokens = generated;
+    r.perf.generate_time_ms = 30.0f * generated;
+    r.perf.memory_usage_mb = 512.0f;
+    h->callback(&r, ud, RKLLM_RUN_FINISH);
+}
+
+static void *run_thread(void *arg) {
+    RunJob *job = arg;
+    FakeHandle *h = job->h;
+    void *ud = job->userdata ? job->userdata : h->default_userdata;
+    const char *prompt = job->inputs[0].input_type == RKLLM_INPUT_PROMPT ? job->inputs[0].prompt_input : "";
+    int words = words_in(prompt);
+    int prefill = words;
+    if (job->infer && job->infer->keep_history) { h->kv_tokens += words; } else { h->kv_tokens = 0; }
+    int generated = 0;
+    if (job->n_batch > 1) {
+        /* one step per word of the longest prompt; each result slot of the array has its batch's word */
+        RKLLMResult *rs = calloc((size_t)job->n_batch, sizeof *rs);
+        char bufs[8][64];
+        for (int step = 0; step < 3; step++) {
+            for (int b = 0; b < job->n_batch && b < 8; b++) {
+                snprintf(bufs[b], sizeof bufs[b], "b%d-%d ", b, step);
+                rs[b].text = (step < b + 1) ? bufs[b] : NULL;
+                rs[b].token_id = (step < b + 1) ? 100 + step : -1;
+            }
+            h->callback(rs, ud, RKLLM_RUN_NORMAL);
+            generated++;
+        }
+        memset(rs, 0, sizeof *rs * (size_t)job->n_batch);
+        rs[0].perf.prefill_tokens = prefill; rs[0].perf.generate_tokens = generated;
+        h->callback(rs, ud, RKLLM_RUN_FINISH);
+        free(rs);
+        return NULL;
+    }
+    if (strstr(prompt, "__crash__")) { abort(); }
+    if (strstr(prompt, "__error__")) {
+        emit(h, ud, "partial", RKLLM_RUN_NORMAL, 1);
+        emit(h, ud, NULL, RKLLM_RUN_ERROR, -1);
+        return NULL;
+    }
+    if (strstr(prompt, "__utf8__")) {
+        /* "héllo wörld €": é = c3 a9, ö = c3 b6, € = e2 82 ac, each split across callbacks */
+        const char *pieces[] = {"h", "\xc3", "\xa9llo", " w", "\xc3", "\xb6rld ", "\xe2", "\x82", "\xac"};
+        const LLMCallState states[] = {RKLLM_RUN_NORMAL, RKLLM_RUN_WAITING, RKLLM_RUN_NORMAL, RKLLM_RUN_NORMAL,
+                                       RKLLM_RUN_WAITING, RKLLM_RUN_NORMAL, RKLLM_RUN_WAITING, RKLLM_RUN_WAITING, RKLLM_RUN_NORMAL};
+        for (int i = 0; i < 9; i++) { emit(h, ud, pieces[i], states[i], 10 + i); generated++; }
+        finish(h, ud, prefill, generated);
+        return NULL;
+    }
+    const char *canned = NULL;
+    if (strstr(prompt, "__tool__")) canned = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+    if (strstr(prompt, "__think__")) canned = "<think>\nLet me think.\n</think>\n\nThe answer is 42.";
+    if (canned) {
+        char piece[8];
+        for (size_t i = 0; canned[i]; i += 4) {
+            snprintf(piece, sizeof piece, "%.4s", canned + i);
+            emit(h, ud, piece, RKLLM_RUN_NORMAL, (int)i);
+            generated++;
+        }
+        finish(h, ud, prefill, generated);
+        return NULL;
+    }
+    int slow = strstr(prompt, "__slow__") != NULL;
+    int limit = job->infer ?
+#ifdef RKLLM_ABI_13
+        (job->infer->max_new_tokens > 0 ? job->infer->max_new_tokens : h->param.max_new_tokens)
+#else
+        h->param.max_new_tokens
+#endif
+        : h->param.max_new_tokens;
+    char word[256];
+    const char *p = prompt;
+    int total = slow ? 200 : words;
+    for (int i = 0; i < total; i++) {
+        if (h->abort_flag) break;
+        if (limit > 0 && generated >= limit) break;
+        if (slow) { snprintf(word, sizeof word, "w%d ", i); usleep(20000); }
+        else {
+            while (*p == ' ' || *p == '\n') p++;
+            size_t n = strcspn(p, " \n");
+            snprintf(word, sizeof word, "%s%.*s", i ? " " : "", (int)n, p);
+            p += n;
+        }
+        int rc = emit(h, ud, word, RKLLM_RUN_NORMAL, 1000 + i);
+        generated++;
+        if (rc == 1) break;  /* pause requested */
+    }
+    if (job->infer && job->infer->keep_history) h->kv_tokens += generated;
+    finish(h, ud, prefill, generated);
+    return NULL;
+}
+
+static void record_run(FakeHandle *h, RKLLMInput *input, RKLLMInferParam *infer, void *userdata) {
+    pthread_mutex_lock(&g_lock);
+    g_runs++;
+    g_userdata = userdata;
+    copy_str(g_role, sizeof g_role, input->role);
+    g_enable_thinking = input->enable_thinking;
+    g_input_type = input->input_type;
+    copy_str(g_prompt, sizeof g_prompt, input->input_type == RKLLM_INPUT_PROMPT ? input->prompt_input : "");
+    g_keep_history = infer ? infer->keep_history : -1;
+    copy_str(g_lora, sizeof g_lora, infer && infer->lora_params ? infer->lora_params->lora_adapter_name : NULL);
+    copy_str(g_cache_path, sizeof g_cache_path, infer && infer->prompt_cache_params ? infer->prompt_cache_params->prompt_cache_path : NULL);
+#ifdef RKLLM_ABI_13
+    g_max_new_tokens_run = infer ? infer->max_new_tokens : -99;
+    g_have_sampling = infer && infer->sampling_params;
+    if (g_have_sampling) g_sampling = *infer->sampling_params;
+#endif
+    g_n_batch_run = h->param.extend_param.n_batch;
+    pthread_mutex_unlock(&g_lock);
+}
+
+int rkllm_run(LLMHandle handle, RKLLMInput *input, RKLLMInferParam *infer_params, void *userdata) {
+    FakeHandle *h = handle;
+    if (!h || !input || !h->callback) return -1;
+    record_run(h, input, infer_params, userdata);
+    RunJob job = {h, input, infer_params, userdata, h->param.extend_param.n_batch > 1 ? h->param.extend_param.n_batch : 1};
+    h->abort_flag = 0;
+    h->running = 1;
+    pthread_t t;
+    pthread_create(&t, NULL, run_thread, &job);   /* callbacks come from another thread */
+    pthread_join(t, NULL);
+    h->running = 0;
+    return 0;
+}
+
+int rkllm_run_async(LLMHandle handle, RKLLMInput *input, RKLLMInferParam *infer_params, void *userdata) {
+    return rkllm_run(handle, input, infer_params, userdata);
+}
+
+int rkllm_abort(LLMHandle handle) {
+    FakeHandle *h = handle;
+    if (!h) return -1;
+    pthread_mutex_lock(&g_lock); g_abort_calls++; pthread_mutex_unlock(&g_lock);
+    h->abort_flag = 1;
+    return 0;
+}
+
+int rkllm_is_running(LLMHandle handle) { FakeHandle *h = handle; return h && h->running ? 1 : 0; }
+
+int rkllm_destroy(LLMHandle handle) {
+    pthread_mutex_lock(&g_lock); g_destroy_calls++; pthread_mutex_unlock(&g_lock);
+    free(handle);
+    return 0;
+}
+
+int rkllm_clear_kv_cache(LLMHandle handle, int keep_system_prompt, int *start_pos, int *end_pos) {
+    FakeHandle *h = handle;
+    (void)keep_system_prompt;
+    if (start_pos || end_pos) return -1;  /* ranges are only valid when paused; the binding passes NULL */
+    pthread_mutex_lock(&g_lock); g_clear_calls++; pthread_mutex_unlock(&g_lock);
+    if (h) h->kv_tokens = 0;
+    return 0;
+}
+
+int rkllm_get_kv_cache_size(LLMHandle handle, int *cache_sizes) {
+    FakeHandle *h = handle;
+    if (!h || !cache_sizes) return -1;
+    for (int b = 0; b < (h->param.extend_param.n_batch > 0 ? h->param.extend_param.n_batch : 1); b++) cache_sizes[b] = h->kv_tokens;
+    return 0;
+}
+
+int rkllm_set_chat_template(LLMHandle handle, const char *system_prompt, const char *prompt_prefix, const char *prompt_postfix) {
+    (void)handle;
+    pthread_mutex_lock(&g_lock);
+    copy_str(g_template[0], sizeof g_template[0], system_prompt);
+    copy_str(g_template[1], sizeof g_template[1], prompt_prefix);
+    copy_str(g_template[2], sizeof g_template[2], prompt_postfix);
+    pthread_mutex_unlock(&g_lock);
+    return 0;
+}
+
+int rkllm_set_function_tools(LLMHandle handle, const char *system_prompt, const char *tools, const char *tool_response_str) {
+    (void)handle;
+    pthread_mutex_lock(&g_lock);
+    copy_str(g_tools[0], sizeof g_tools[0], system_prompt);
+    copy_str(g_tools[1], sizeof g_tools[1], tools);
+    copy_str(g_tools[2], sizeof g_tools[2], tool_response_str);
+    pthread_mutex_unlock(&g_lock);
+    return 0;
+}
+
+int rkllm_load_lora(LLMHandle handle, RKLLMLoraAdapter *adapter) { (void)handle; return adapter && adapter->lora_adapter_path ? 0 : -1; }
+int rkllm_load_prompt_cache(LLMHandle handle, const char *path) { (void)handle; return path ? 0 : -1; }
+int rkllm_release_prompt_cache(LLMHandle handle) { (void)handle; return 0; }
+int rkllm_set_cross_attn_params(LLMHandle handle, RKLLMCrossAttnParam *p) { (void)handle; return p ? 0 : -1; }
+
+/* ---- test hooks (not part of the runtime's API) ------------------------------------------ */
+const char *fake_last_json(void) {
+    char e[8][4200];
+    pthread_mutex_lock(&g_lock);
+    json_escape(e[0], sizeof e[0], g_template[0]); json_escape(e[1], sizeof e[1], g_template[1]);
+    json_escape(e[2], sizeof e[2], g_template[2]); json_escape(e[3], sizeof e[3], g_tools[0]);
+    json_escape(e[4], sizeof e[4], g_tools[1]); json_escape(e[5], sizeof e[5], g_tools[2]);
+    json_escape(e[6], sizeof e[6], g_prompt); json_escape(e[7], sizeof e[7], g_role);
+    snprintf(g_last, sizeof g_last,
+        "{\"template\": [\"%s\", \"%s\", \"%s\"], \"tools\": [\"%s\", \"%s\", \"%s\"], \"prompt\": \"%s\", "
+        "\"role\": \"%s\", \"enable_thinking\": %d, \"keep_history\": %d, \"runs\": %d, \"inits\": %d, "
+        "\"destroys\": %d, \"aborts\": %d, \"clears\": %d, \"input_type\": %d, \"userdata\": %llu, "
+        "\"max_new_tokens_run\": %d, \"lora\": \"%s\", \"prompt_cache\": \"%s\", \"n_batch\": %d, "
+        "\"param\": {\"max_context_len\": %d, \"max_new_tokens\": %d, \"top_k\": %d, \"n_keep\": %d, "
+        "\"top_p\": %.3f, \"temperature\": %.3f, \"repeat_penalty\": %.3f, \"skip_special_token\": %d, "
+        "\"is_async\": %d, \"base_domain_id\": %d, \"embed_flash\": %d, \"enabled_cpus_num\": %d, "
+        "\"enabled_cpus_mask\": %u, \"n_batch\": %d}, "
+        "\"sampling\": {\"present\": %d, \"top_k\": %d, \"top_p\": %.3f, \"temperature\": %.3f, \"repeat_penalty\": %.3f}}",
+        e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7], g_enable_thinking, g_keep_history, g_runs, g_init_calls,
+        g_destroy_calls, g_abort_calls, g_clear_calls, g_input_type, (unsigned long long)(uintptr_t)g_userdata,
+        g_max_new_tokens_run, g_lora, g_cache_path, g_n_batch_run,
+        g_param.max_context_len, g_param.max_new_tokens, g_param.top_k, g_param.n_keep, g_param.top_p,
+        g_param.temperature, g_param.repeat_penalty, g_param.skip_special_token, g_param.is_async,
+        g_param.extend_param.base_domain_id, g_param.extend_param.embed_flash,
+        g_param.extend_param.enabled_cpus_num, g_param.extend_param.enabled_cpus_mask, g_param.extend_param.n_batch,
+        g_have_sampling, g_sampling.top_k, g_sampling.top_p, g_sampling.temperature, g_sampling.repeat_penalty);
+    pthread_mutex_unlock(&g_lock);
+    return g_last;
+}
+
+#define S(T) n += snprintf(buf + n, sizeof buf - n, "%s\"%s\": {\"size\": %zu, \"align\": %zu, \"fields\": {", first ? "" : ", ", #T, sizeof(T), _Alignof(T)); first = 0; ff = 1
+#define F(T, f) n += snprintf(buf + n, sizeof buf - n, "%s\"%s\": [%zu, %zu]", ff ? "" : ", ", #f, offsetof(T, f), sizeof(((T *)0)->f)); ff = 0
+#define E() n += snprintf(buf + n, sizeof buf - n, "}}")
+const char *fake_layout_json(void) {
+    static char buf[16384];
+    int n = 0, first = 1, ff = 1;
+    n += snprintf(buf + n, sizeof buf - n, "{");
+    S(RKLLMExtendParam); F(RKLLMExtendParam, base_domain_id); F(RKLLMExtendParam, embed_flash); F(RKLLMExtendParam, enabled_cpus_num);
+    F(RKLLMExtendParam, enabled_cpus_mask); F(RKLLMExtendParam, n_batch); F(RKLLMExtendParam, use_cross_attn); F(RKLLMExtendParam, reserved); E();
+    S(RKLLMParam); F(RKLLMParam, model_path); F(RKLLMParam, max_context_len); F(RKLLMParam, max_new_tokens); F(RKLLMParam, top_k);
+    F(RKLLMParam, n_keep); F(RKLLMParam, top_p); F(RKLLMParam, temperature); F(RKLLMParam, repeat_penalty);
+    F(RKLLMParam, frequency_penalty); F(RKLLMParam, presence_penalty); F(RKLLMParam, mirostat); F(RKLLMParam, mirostat_tau);
+    F(RKLLMParam, mirostat_eta); F(RKLLMParam, skip_special_token);
+#ifdef RKLLM_ABI_13
+    F(RKLLMParam, ignore_eos_token);
+#else
+    F(RKLLMParam, img_start); F(RKLLMParam, img_end); F(RKLLMParam, img_content);
+#endif
+    F(RKLLMParam, is_async); F(RKLLMParam, extend_param); E();
+    S(RKLLMLoraAdapter); F(RKLLMLoraAdapter, lora_adapter_path); F(RKLLMLoraAdapter, lora_adapter_name); F(RKLLMLoraAdapter, scale); E();
+    S(RKLLMEmbedInput); F(RKLLMEmbedInput, embed); F(RKLLMEmbedInput, n_tokens); E();
+    S(RKLLMTokenInput); F(RKLLMTokenInput, input_ids); F(RKLLMTokenInput, n_tokens); E();
+    S(RKLLMMultiModalInput); F(RKLLMMultiModalInput, prompt);
+#ifdef RKLLM_ABI_13
+    F(RKLLMMultiModalInput, image); F(RKLLMMultiModalInput, image.image_embed); F(RKLLMMultiModalInput, image.n_image_tokens);
+    F(RKLLMMultiModalInput, image.n_image); F(RKLLMMultiModalInput, image.image_start); F(RKLLMMultiModalInput, image.image_end);
+    F(RKLLMMultiModalInput, image.image_content); F(RKLLMMultiModalInput, image.image_width); F(RKLLMMultiModalInput, image.image_height);
+    F(RKLLMMultiModalInput, video); F(RKLLMMultiModalInput, video.video_embed); F(RKLLMMultiModalInput, video.n_frame_tokens);
+    F(RKLLMMultiModalInput, video.n_frame_per_video); F(RKLLMMultiModalInput, video.n_video); F(RKLLMMultiModalInput, video.video_start);
+    F(RKLLMMultiModalInput, video.video_end); F(RKLLMMultiModalInput, video.video_content); F(RKLLMMultiModalInput, video.frame_width);
+    F(RKLLMMultiModalInput, video.frame_height);
+#else
+    F(RKLLMMultiModalInput, image_embed); F(RKLLMMultiModalInput, n_image_tokens); F(RKLLMMultiModalInput, n_image);
+    F(RKLLMMultiModalInput, image_width); F(RKLLMMultiModalInput, image_height);
+#endif
+    E();
+    S(RKLLMInput); F(RKLLMInput, role); F(RKLLMInput, enable_thinking); F(RKLLMInput, input_type); F(RKLLMInput, prompt_input);
+    F(RKLLMInput, embed_input); F(RKLLMInput, token_input); F(RKLLMInput, multimodal_input); E();
+    S(RKLLMLoraParam); E();
+    S(RKLLMPromptCacheParam); F(RKLLMPromptCacheParam, save_prompt_cache); F(RKLLMPromptCacheParam, prompt_cache_path); E();
+    S(RKLLMCrossAttnParam); F(RKLLMCrossAttnParam, encoder_k_cache); F(RKLLMCrossAttnParam, encoder_v_cache);
+    F(RKLLMCrossAttnParam, encoder_mask); F(RKLLMCrossAttnParam, encoder_pos); F(RKLLMCrossAttnParam, num_tokens); E();
+#ifdef RKLLM_ABI_13
+    S(RKLLMSamplingParam); F(RKLLMSamplingParam, top_k); F(RKLLMSamplingParam, top_p); F(RKLLMSamplingParam, temperature);
+    F(RKLLMSamplingParam, repeat_penalty); F(RKLLMSamplingParam, frequency_penalty); F(RKLLMSamplingParam, presence_penalty);
+    F(RKLLMSamplingParam, mirostat); F(RKLLMSamplingParam, mirostat_tau); F(RKLLMSamplingParam, mirostat_eta); E();
+#endif
+    S(RKLLMInferParam); F(RKLLMInferParam, mode); F(RKLLMInferParam, lora_params); F(RKLLMInferParam, prompt_cache_params);
+#ifdef RKLLM_ABI_13
+    F(RKLLMInferParam, sampling_params); F(RKLLMInferParam, max_new_tokens);
+#endif
+    F(RKLLMInferParam, keep_history); E();
+    S(RKLLMResultLastHiddenLayer); F(RKLLMResultLastHiddenLayer, hidden_states); F(RKLLMResultLastHiddenLayer, embd_size); F(RKLLMResultLastHiddenLayer, num_tokens); E();
+    S(RKLLMResultLogits); F(RKLLMResultLogits, logits); F(RKLLMResultLogits, vocab_size); F(RKLLMResultLogits, num_tokens); E();
+    S(RKLLMPerfStat); F(RKLLMPerfStat, prefill_time_ms); F(RKLLMPerfStat, prefill_tokens); F(RKLLMPerfStat, generate_time_ms);
+    F(RKLLMPerfStat, generate_tokens); F(RKLLMPerfStat, memory_usage_mb); E();
+    S(RKLLMResult); F(RKLLMResult, text); F(RKLLMResult, token_id); F(RKLLMResult, last_hidden_layer); F(RKLLMResult, logits); F(RKLLMResult, perf); E();
+#ifdef RKLLM_ABI_13
+    S(RKLLMCallback); F(RKLLMCallback, result_callback); F(RKLLMCallback, result_userdata); F(RKLLMCallback, tokenizer_callback);
+    F(RKLLMCallback, tokenizer_userdata); F(RKLLMCallback, embed_callback); F(RKLLMCallback, embed_userdata); E();
+#endif
+    n += snprintf(buf + n, sizeof buf - n, "}");
+    return buf;
+}
