@@ -40,6 +40,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Engine: auto (chosen by the model's format), llamacpp, or fake (scripted, for tests)"),
     Setting("platform", ("RKOLLAMA_PLATFORM",), "auto",
             "Platform whose model sources are used: auto, cpu, rk3588, rk3576"),
+    Setting("rkllm_lib", ("RKOLLAMA_RKLLM_LIB",), "",
+            "Path of librkllmrt.so (default: external/, then the system library paths)"),
     Setting("modelfiles", ("RKOLLAMA_MODELFILES",), "",
             "Extra directory of YAML Modelfiles searched before the built-in ones"),
     Setting("origins", ("RKOLLAMA_ORIGINS", "OLLAMA_ORIGINS"), "",
@@ -71,6 +73,7 @@ class Settings:
     num_threads: int = 0
     backend: str = "auto"
     platform: str = "auto"
+    rkllm_lib: str = ""
     modelfiles: str = ""
     origins: str = ""
     http_threads: int = 16

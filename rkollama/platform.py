@@ -6,9 +6,19 @@ from pathlib import Path
 _SOCS = (("rockchip,rk3588", "rk3588"), ("rockchip,rk3576", "rk3576"),
          ("rockchip,rk3562", "rk3562"), ("rockchip,rv1126b", "rv1126b"))
 
-# Platforms whose NPU engine rkollama can drive today. The NPU engine arrives in a later release;
-# until then every board uses the CPU engine and its `cpu` sources.
-NPU_ENGINE_PLATFORMS: tuple[str, ...] = ()
+# Per-platform runtime defaults: the big cores (CPU4-7 on RK3588 and RK3576; the small SoCs have
+# none, so CPU0-3) and the NPU core count.
+_DEFAULTS = {
+    "rk3588": {"cpus_mask": 0xF0, "npu_cores": 3},
+    "rk3576": {"cpus_mask": 0xF0, "npu_cores": 2},
+    "rk3562": {"cpus_mask": 0x0F, "npu_cores": 1},
+    "rv1126b": {"cpus_mask": 0x0F, "npu_cores": 1},
+}
+NPU_ENGINE_PLATFORMS = tuple(_DEFAULTS)
+
+
+def platform_defaults(platform: str) -> dict:
+    return dict(_DEFAULTS.get(platform, {"cpus_mask": 0x0F, "npu_cores": 1}))
 
 
 def detect_soc(root: Path = Path("/proc/device-tree")) -> str:
@@ -23,9 +33,30 @@ def detect_soc(root: Path = Path("/proc/device-tree")) -> str:
     return "cpu"
 
 
-def source_platform(setting: str) -> str:
-    """Platform whose Modelfile sources are pulled: the override, else the SoC if its engine exists."""
+def source_platform(setting: str, rkllm_lib: str = "") -> str:
+    """Platform whose Modelfile sources are pulled: the override; else the SoC when it has an NPU
+    and an RKLLM runtime is installed; else `cpu`."""
     if setting and setting != "auto":
         return setting
     soc = detect_soc()
-    return soc if soc in NPU_ENGINE_PLATFORMS else "cpu"
+    if soc in NPU_ENGINE_PLATFORMS:
+        from rkollama.backends.rkllm.runtime import find_library
+
+        if find_library(rkllm_lib) is not None:
+            return soc
+    return "cpu"
+
+
+def npu_driver_version(root: Path = Path("/sys/kernel/debug/rknpu")) -> str:
+    """The RKNPU driver version ("0.9.8"), from debugfs or the kernel log; "" when unknown."""
+    import re
+
+    for candidate in (root / "version", Path("/proc/debug/rknpu/version")):
+        try:
+            text = candidate.read_text()
+        except OSError:
+            continue
+        match = re.search(r"(\d+\.\d+\.\d+)", text)
+        if match:
+            return match.group(1)
+    return ""

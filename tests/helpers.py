@@ -26,7 +26,8 @@ def register_fake(store, name: str, payload: bytes = b"weights", **fields):
     """Put a model with a small dummy blob into `store` (for the fake backend)."""
     parsed = ModelName.parse(name)
     digest = store.write_blob_bytes(payload + name.encode())
-    modelfile = Modelfile(name=parsed.model, tag=parsed.tag, source={"path": "/dev/null"}, **fields)
+    fields.setdefault("source", {"path": "/dev/null"})
+    modelfile = Modelfile(name=parsed.model, tag=parsed.tag, **fields)
     return store.register(parsed, modelfile, digest, len(payload))
 
 

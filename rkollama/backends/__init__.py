@@ -10,9 +10,8 @@ def load_backend(spec, opts, settings):
         from rkollama.backends.fake import Script, ScriptedBackend
         return ScriptedBackend.load(spec, opts, settings, script=Script())
     if spec.format == "rkllm":
-        raise LoadFailed(
-            f"{spec.name.display()} is an .rkllm model for the NPU, and this rkollama has no NPU "
-            "engine yet; pull the model on a machine with RKOLLAMA_PLATFORM=cpu to get its GGUF")
+        from rkollama.backends.rkllm.backend import RKLLMBackend
+        return RKLLMBackend.load(spec, opts, settings)
     if choice not in ("auto", "llamacpp"):
         raise LoadFailed(f"unknown backend {choice!r} (RKOLLAMA_BACKEND): use auto, llamacpp or fake")
     from rkollama.backends.llamacpp import LlamaCppBackend

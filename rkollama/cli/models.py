@@ -121,7 +121,7 @@ def pull(model: str):
     from rkollama.platform import source_platform
 
     progress = pull_local(ModelStore(cfg.models), Catalog(cfg.modelfiles), model,
-                          source_platform(cfg.platform))
+                          source_platform(cfg.platform, cfg.rkllm_lib))
     try:
         _draw_progress(progress)
     except RkollamaError as exc:

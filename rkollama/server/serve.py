@@ -16,7 +16,7 @@ def build(settings, backend_factory=None):
     store = ModelStore(settings.models)
     scheduler = Scheduler(settings, backend_factory=backend_factory)
     app = create_app(settings, scheduler, store, Catalog(settings.modelfiles),
-                     source_platform(settings.platform))
+                     source_platform(settings.platform, settings.rkllm_lib))
     return app, scheduler
 
 

@@ -1,0 +1,297 @@
+"""RKLLMBackend: one .rkllm model on the NPU through the RKLLM runtime.
+
+rkllm_run blocks until the answer is complete, so each generation runs it on a run thread of its
+own; the result callback (called from a runtime thread) finds that generation's queue through
+`userdata` and feeds it, and generate() yields from the queue on the engine thread. Cancelling
+calls rkllm_abort and waits for rkllm_run to return. The handle is destroyed only when no run is
+in flight.
+"""
+
+import codecs
+import ctypes
+import itertools
+import json
+import queue
+import threading
+
+from rkollama.backends.base import Backend
+from rkollama.backends.rkllm import abi
+from rkollama.backends.rkllm.runtime import open_runtime
+from rkollama.core.prompt import ChatTemplate, TemplateRenderError
+from rkollama.core.types import Done, DoneReason, Token
+from rkollama.errors import BackendFailed, BadRequest, LoadFailed
+from rkollama.platform import platform_defaults
+
+_END = object()
+
+
+class _Run:
+    """Per-generation state reached from the callback through `userdata` (never a global)."""
+
+    def __init__(self):
+        self.events: queue.Queue = queue.Queue()
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.perf = None
+        self.error = False
+        self.tokens = 0  # one NORMAL or WAITING callback per generated token
+
+
+class RKLLMBackend(Backend):
+    kind = "rkllm"
+    device = "npu"
+
+    def __init__(self, spec, runtime, handle, callback_refs, template, context_length: int):
+        self.spec, self.rt, self.handle = spec, runtime, handle
+        self._refs = callback_refs  # the CFUNCTYPE objects must outlive the handle
+        self.template = template
+        self.context_length = context_length
+        self.memory_bytes = spec.size
+        self._runs: dict[int, _Run] = {}
+        self._ids = itertools.count(1)
+        self._history: list = []   # messages the runtime holds in its KV cache
+        self._tools_json = None
+        self._closed = False
+
+    # -- loading -------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, spec, opts, settings) -> "RKLLMBackend":
+        rt = open_runtime(settings.rkllm_lib)
+        fam = rt.family
+        mf = spec.modelfile
+        rk = dict(mf.rkllm)
+        param = rt.default_param()
+        path = str(spec.model_path).encode()
+        param.model_path = path
+        ctx = opts.num_ctx or rk.get("max_context_len") or settings.context_length
+        param.max_context_len = ctx
+        param.max_new_tokens = rk.get("max_new_tokens", ctx)
+        param.n_keep = rk.get("n_keep", -1)
+        sampling = {**mf.parameters}
+        param.top_k = int(rk.get("top_k", sampling.get("top_k", 40)))
+        param.top_p = float(rk.get("top_p", sampling.get("top_p", 0.9)))
+        param.temperature = float(rk.get("temperature", sampling.get("temperature", 0.8)))
+        param.repeat_penalty = float(rk.get("repeat_penalty", sampling.get("repeat_penalty", 1.1)))
+        param.frequency_penalty = float(rk.get("frequency_penalty", sampling.get("frequency_penalty", 0.0)))
+        param.presence_penalty = float(rk.get("presence_penalty", sampling.get("presence_penalty", 0.0)))
+        param.mirostat = int(rk.get("mirostat", 0))
+        param.mirostat_tau = float(rk.get("mirostat_tau", 5.0))
+        param.mirostat_eta = float(rk.get("mirostat_eta", 0.1))
+        param.skip_special_token = bool(rk.get("skip_special_token", True))
+        param.is_async = False
+        if rt.identity.family == "1.3":
+            param.ignore_eos_token = bool(rk.get("ignore_eos_token", False))
+        defaults = platform_defaults(spec.modelfile.source.get("platform", ""))
+        ext = param.extend_param
+        ext.base_domain_id = int(rk.get("base_domain_id", 0))
+        ext.embed_flash = 1 if rk.get("embed_flash", True) else 0
+        ext.enabled_cpus_mask = int(rk.get("enabled_cpus_mask", defaults["cpus_mask"]))
+        ext.enabled_cpus_num = int(rk.get("enabled_cpus_num", bin(ext.enabled_cpus_mask).count("1")))
+        ext.n_batch = 1
+        ext.use_cross_attn = 0
+
+        backend = cls.__new__(cls)
+        result_cb = fam.LLMResultCallback(backend._on_result)
+        refs = [result_cb, path]
+        if rt.identity.family == "1.3":
+            callbacks = fam.RKLLMCallback()
+            callbacks.result_callback = result_cb
+            callbacks.result_userdata = None
+            refs.append(callbacks)
+            third = ctypes.byref(callbacks)
+        else:
+            third = result_cb
+        handle = abi.LLMHandle()
+        rc = rt.rkllm_init(ctypes.byref(handle), ctypes.byref(param), third)
+        if rc != 0 or not handle.value:
+            raise LoadFailed(f"the RKLLM runtime could not load {spec.model_path} (rkllm_init returned "
+                             f"{rc}); check that the model was converted for this platform and runtime")
+        template = None
+        if mf.template and mf.template != "builtin":
+            template = ChatTemplate(mf.template)
+            # The prompt arrives fully rendered: no pieces of the built-in template around it.
+            rt.rkllm_set_chat_template(handle, b"", b"", b"")
+        cls.__init__(backend, spec, rt, handle, refs, template, ctx)
+        return backend
+
+    # -- the result callback (runtime thread) ----------------------------------------------------
+    def _on_result(self, result, userdata, state) -> int:
+        run = self._runs.get(userdata or 0)
+        if run is None:
+            return 0
+        try:
+            if state in (abi.RKLLM_RUN_NORMAL, abi.RKLLM_RUN_WAITING):
+                run.tokens += 1
+                raw = result.contents.text if result else None
+                if raw:  # bytes; WAITING pieces are incomplete UTF-8, the decoder joins them
+                    text = run.decoder.decode(raw)
+                    if text:
+                        run.events.put((text, run.tokens))
+            elif state == abi.RKLLM_RUN_FINISH:
+                perf = result.contents.perf if result else None
+                run.perf = (perf.prefill_tokens, perf.prefill_time_ms, perf.generate_tokens,
+                            perf.generate_time_ms) if perf else None
+            elif state == abi.RKLLM_RUN_ERROR:
+                run.error = True
+        except Exception:  # nothing may escape into the runtime's thread
+            run.error = True
+        return 0  # continue (1 would pause, 2 release buffers)
+
+    # -- generation ------------------------------------------------------------------------------
+    def generate(self, gen, cancel):
+        fam = self.rt.family
+        prompt, role, keep_history = self._prepare(gen)
+        data = prompt.encode()
+        inp = fam.RKLLMInput()
+        inp.role = role.encode()
+        inp.enable_thinking = gen.think not in (False, None) if gen.parse_thinking else False
+        inp.input_type = abi.RKLLM_INPUT_PROMPT
+        inp.prompt_input = data
+        infer = fam.RKLLMInferParam()
+        infer.mode = abi.RKLLM_INFER_GENERATE
+        infer.keep_history = 1 if keep_history else 0
+        sampling = None
+        if self.rt.identity.family == "1.3":
+            opts = gen.options
+            sampling = fam.RKLLMSamplingParam(top_k=opts.top_k, top_p=opts.top_p,
+                                              temperature=opts.temperature,
+                                              repeat_penalty=opts.repeat_penalty,
+                                              frequency_penalty=opts.frequency_penalty,
+                                              presence_penalty=opts.presence_penalty,
+                                              mirostat=0, mirostat_tau=5.0, mirostat_eta=0.1)
+            infer.sampling_params = ctypes.pointer(sampling)
+            infer.max_new_tokens = opts.num_predict if opts.num_predict > 0 else 0
+        cached = self._kv_size() if keep_history else 0
+        run_id = next(self._ids)
+        run = self._runs[run_id] = _Run()
+        thread = threading.Thread(target=self._run, name="rkllm_run",
+                                  args=(run, inp, infer, run_id, data, sampling), daemon=True)
+        thread.start()
+        texts = []
+        reason = DoneReason.STOP
+        # num_predict: 1.3.0 takes it per run; 1.2.x only at init, so the limit is also kept here.
+        limit = gen.options.num_predict if gen.options.num_predict > 0 else None
+        try:
+            while True:
+                try:
+                    item = run.events.get(timeout=0.05)
+                except queue.Empty:
+                    item = None
+                if item is _END:
+                    break
+                if item is not None and reason is DoneReason.STOP:
+                    text, count = item
+                    texts.append(text)
+                    yield Token(text)
+                    if limit is not None and count >= limit:
+                        reason = DoneReason.LENGTH
+                        self.rt.rkllm_abort(self.handle)
+                if cancel.is_set() and reason is DoneReason.STOP:
+                    reason = DoneReason.CANCELLED
+                    self.rt.rkllm_abort(self.handle)  # lands at the next decode step
+        finally:
+            if thread.is_alive():
+                self.rt.rkllm_abort(self.handle)
+                thread.join()  # never leave rkllm_run running behind us
+            self._runs.pop(run_id, None)
+        if run.error:
+            self._forget()
+            raise BackendFailed("the NPU runtime reported an error during generation")
+        tail = run.decoder.decode(b"", final=True)
+        if tail:
+            texts.append(tail)
+            yield Token(tail)
+        if reason is DoneReason.CANCELLED:
+            self._forget()
+        else:
+            self._remember(gen, "".join(texts), keep_history)
+        prefill, prefill_ms, generated, generate_ms = run.perf or (0, 0.0, run.tokens, 0.0)
+        if limit is not None and generated >= limit and reason is DoneReason.STOP:
+            reason = DoneReason.LENGTH
+        yield Done(reason, cached + prefill, prefill_ms, min(generated, limit or generated), generate_ms)
+
+    def _run(self, run, inp, infer, run_id, data, sampling) -> None:
+        try:
+            rc = self.rt.rkllm_run(self.handle, ctypes.byref(inp), ctypes.byref(infer), run_id)
+            if rc != 0:
+                run.error = True
+        finally:
+            run.events.put(_END)
+
+    def _prepare(self, gen) -> tuple[str, str, bool]:
+        """(prompt text, role, keep_history) for this request.
+
+        With the model's built-in template, a request that extends the conversation already in
+        the KV cache sends only its new message (keep_history=1), so a second turn prefills only
+        the new tokens; anything else clears the cache first.
+        """
+        if gen.prompt is not None:
+            self._clear()
+            return gen.prompt, "user", False
+        messages = list(gen.messages)
+        if self.template is not None:
+            self._clear()
+            try:
+                return self.template.render(messages, add_generation_prompt=True,
+                                            **({"tools": gen.tools} if gen.tools else {})), "user", False
+            except TemplateRenderError as exc:
+                raise BadRequest(f"chat template failed: {exc}") from None
+        system = "\n\n".join(m.content for m in messages if m.role == "system")
+        turns = [m for m in messages if m.role != "system"]
+        if not turns:
+            raise BadRequest("nothing to answer: the conversation has no user message")
+        self._set_tools(system, gen.tools)
+        key = _turn_keys(turns[:-1])
+        last = turns[-1]
+        if key and key == self._history:
+            return last.content, "tool" if last.role == "tool" else "user", True
+        self._clear()
+        earlier = "".join(f"{m.role.capitalize()}: {m.content}\n" for m in turns[:-1])
+        text = last.content
+        if earlier:  # a conversation the cache never saw: replay it as context
+            text = f"Earlier in this conversation:\n{earlier}\n{text}"
+        if system and not gen.tools:
+            text = f"{system}\n\n{text}"
+        return text, "tool" if last.role == "tool" else "user", True
+
+    def _set_tools(self, system: str, tools: list) -> None:
+        tools_json = json.dumps(tools) if tools else None
+        if tools_json != self._tools_json:
+            # Tool definitions and the system prompt that goes with them; "tool_response" is the
+            # tag the official servers use to mark tool results.
+            self.rt.rkllm_set_function_tools(self.handle, system.encode(),
+                                             (tools_json or "[]").encode(), b"tool_response")
+            self._tools_json = tools_json
+            self._clear()
+
+    def _remember(self, gen, _answer: str, keep_history: bool) -> None:
+        if not keep_history or gen.messages is None:
+            return
+        turns = [m for m in gen.messages if m.role != "system"]
+        self._history = _turn_keys(turns) + [("assistant", "")]
+
+    def _forget(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
+        if self._history:
+            # int rkllm_clear_kv_cache(handle, keep_system_prompt, NULL, NULL)
+            self.rt.rkllm_clear_kv_cache(self.handle, 1, None, None)
+        self._history = []
+
+    def _kv_size(self) -> int:
+        sizes = (ctypes.c_int * 8)()
+        if self.rt.rkllm_get_kv_cache_size(self.handle, sizes) != 0:
+            return 0
+        return int(sizes[0])
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.rt.rkllm_destroy(self.handle)
+
+
+def _turn_keys(turns) -> list:
+    """What identifies a conversation in the KV cache: user and tool turns by content, assistant
+    turns by position only (clients send answers back post-processed: reasoning stripped, tool
+    calls structured; the cache holds the runtime's own version anyway)."""
+    return [(m.role, "" if m.role == "assistant" else m.content) for m in turns]

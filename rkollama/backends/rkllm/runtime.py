@@ -1,0 +1,213 @@
+"""Finding librkllmrt.so, telling which ABI family it speaks before the first real call, and
+declaring its functions for that family (each prototype is quoted above its binding)."""
+
+import ctypes
+import hashlib
+import re
+import subprocess
+import sys
+from ctypes import POINTER, c_char_p, c_int, c_void_p
+from dataclasses import dataclass
+from pathlib import Path
+
+from rkollama.backends.rkllm import abi
+from rkollama.errors import LoadFailed
+
+# Git blob ids of Rockchip's official builds (fact sheet §2.2): id -> runtime version.
+KNOWN_BLOBS = {
+    "a026cbe60905af0ad6c07dfa2fcc339dd4b9fa10": "1.0.1", "66dfdc7c25cdca9ccf9930798118e17abf7592ff": "1.1.0",
+    "bfca051375287d0f5aa754a7b8681b4ede52e259": "1.1.1", "e8f4afc38c7394beeff83003dbc772412f649a44": "1.1.2",
+    "68e79327e82f675413956be615f48c62ccd0f16e": "1.1.3", "3bb8cb6172c4c06e1c622c8f8c579888378784f4": "1.1.4",
+    "3f173bdf016d346690d2ccad52480efc53234b3e": "1.1.4", "d45ee9b8dcb9ef27d7dd875ce3be3d5e6dfb654d": "1.2.0",
+    "d61b58e295a1e88f3c690df316bfd83eec4bd16d": "1.2.0", "db041c01bba5e0e8f624bb2ff50d48825dde1bfc": "1.2.1b1",
+    "08dc9db1a201c0a87f596c7667d5dc98ca16a7d9": "1.2.1b1", "6b9439d59f2fe4bb8ef5ee2b09c102f1bf993da9": "1.2.1",
+    "7025f35825e04ad75d839d10392e3c02cc88e57a": "1.2.1", "4464ccb4f167d72dbd61fe1c92b44976ed45dda5": "1.2.1",
+    "8ed9cca16f8d5ad8f7cdd7d393de6561182b3395": "1.2.2", "d5953fdad6e60521f1dc696f6d638425c93ba08d": "1.2.2",
+    "471639b60c2c7fdcb2c8dffd553acc8548d10c2e": "1.2.2", "0084abc34ab43359cfa9fd5d4c92ece34127dbd0": "1.2.3",
+    "fe1ca6849603a770c54f82d26b826a120c79a01a": "1.2.3", "348986e7a8170ddb2c3b43e99257d2e64d9699f6": "1.2.3",
+    "34167b32f99cb7ab19e21fb579fb750d96b878f1": "1.3.0", "17c9063b46168c4e7d093d6fedb097874f92d076": "1.3.0",
+    "5f0bd5f39bd05263a59786733687d29e66982aa6": "1.3.0",
+}
+SYSTEM_PATHS = ("/usr/lib/librkllmrt.so", "/usr/lib/aarch64-linux-gnu/librkllmrt.so",
+                "/usr/local/lib/librkllmrt.so", "/lib/librkllmrt.so")
+INSTALL_HINT = ("install runtime 1.2.3 or 1.3.0 from github.com/airockchip/rknn-llm "
+                "(rkllm-runtime/Linux/librkllm_api/aarch64/librkllmrt.so) into external/ or /usr/lib, "
+                "or set RKOLLAMA_RKLLM_LIB")
+
+
+def family_of(version: str) -> str | None:
+    """The ABI family of a runtime version, or None when rkollama does not support it."""
+    if version in ("1.2.1", "1.2.2", "1.2.3"):
+        return "1.2"
+    if version == "1.3.0":
+        return "1.3"
+    return None
+
+
+@dataclass(frozen=True)
+class Identity:
+    path: Path
+    family: str
+    version: str  # "" when only the family is known
+    how: str      # which rung of the ladder decided
+
+
+def find_library(setting: str = "") -> Path | None:
+    """RKOLLAMA_RKLLM_LIB, then external/ beside the package, then the system library paths."""
+    candidates = [setting] if setting else []
+    candidates.append(str(Path(__file__).resolve().parents[3] / "external" / "librkllmrt.so"))
+    candidates += SYSTEM_PATHS
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def blob_id(path: Path) -> str:
+    data = Path(path).read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def identify(path: Path, probe: bool = True) -> Identity:
+    """Tell the ABI family before any real call (fact sheet §2.2): file identity, exported
+    symbols, the default-parameter fingerprint, and, when those disagree or are unsure, a probe
+    rkllm_init in a child process that reads the version the runtime prints. Raises LoadFailed
+    naming what was found and what to install."""
+    version = KNOWN_BLOBS.get(blob_id(path), "")
+    if version:
+        fam = family_of(version)
+        if fam is None:
+            raise LoadFailed(f"{path} is RKLLM runtime {version}, which rkollama does not support; {INSTALL_HINT}")
+        return Identity(Path(path), fam, version, "known file")
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as exc:
+        raise LoadFailed(f"cannot load {path}: {exc}") from None
+    if not hasattr(lib, "rkllm_init"):
+        raise LoadFailed(f"{path} is not an RKLLM runtime (no rkllm_init); {INSTALL_HINT}")
+    if not hasattr(lib, "rkllm_set_function_tools"):
+        found = "1.2.0" if hasattr(lib, "rkllm_set_chat_template") else "1.1.x or older"
+        raise LoadFailed(f"{path} is RKLLM runtime {found} (by its exported functions), which "
+                         f"rkollama does not support; {INSTALL_HINT}")
+    fingerprint = default_param_family(lib)
+    if fingerprint and not probe:
+        return Identity(Path(path), fingerprint, "", "default parameters")
+    probed = probe_version(path) if probe else ""
+    fam = family_of(probed) if probed else None
+    if probed and fam is None:
+        raise LoadFailed(f"{path} is RKLLM runtime {probed}, which rkollama does not support; {INSTALL_HINT}")
+    if fam and fingerprint and fam != fingerprint:
+        raise LoadFailed(f"{path}: the runtime says {probed} but its default parameters look like "
+                         f"ABI {fingerprint}; refusing to guess. {INSTALL_HINT}")
+    if fam:
+        return Identity(Path(path), fam, probed, "probe")
+    if fingerprint:
+        return Identity(Path(path), fingerprint, "", "default parameters")
+    raise LoadFailed(f"cannot tell which RKLLM runtime {path} is (unknown file, no version printed, "
+                     f"unrecognised defaults); {INSTALL_HINT}")
+
+
+class _Opaque(ctypes.Structure):
+    # Bigger than RKLLMParam of any release: rkllm_createDefaultParam returns the struct by value
+    # into a caller buffer sized by the caller, so a 208-byte (1.2) write never overruns it.
+    _fields_ = [("raw", ctypes.c_uint8 * 256)]
+
+
+def default_param_bytes(lib) -> bytes:
+    # RKLLMParam rkllm_createDefaultParam();
+    fn = lib.rkllm_createDefaultParam
+    fn.argtypes, fn.restype = [], _Opaque
+    return bytes(fn().raw)
+
+
+def default_param_family(lib) -> str | None:
+    """ABI family from where the runtime's defaults sit (enabled_cpus_num 4, n_batch 1)."""
+    raw = default_param_bytes(lib)
+    if raw[65] == 4 and raw[72] == 1:   # extend_param at 60 (1.3.0)
+        return "1.3"
+    if raw[93] == 4 and raw[100] == 1:  # extend_param at 88 (1.2.x)
+        return "1.2"
+    return None
+
+
+_PROBE = """
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+param = (ctypes.c_uint8 * 256)()
+missing = b"/nonexistent/rkollama-probe.rkllm"
+ctypes.memmove(param, ctypes.byref(ctypes.c_char_p(missing)), 8)
+callbacks = (ctypes.c_uint8 * 64)()
+handle = ctypes.c_void_p()
+lib.rkllm_init.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+lib.rkllm_init(ctypes.byref(handle), param, callbacks)
+"""
+
+
+def probe_version(path: Path, timeout: float = 20.0) -> str:
+    """The version printed by rkllm_init with a missing model, in a child process (a crash
+    there cannot take the daemon down). "" when nothing was printed."""
+    try:
+        run = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True,
+                             text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    match = re.search(r"rkllm-runtime version:\s*([0-9][0-9.a-z]*)", run.stdout + run.stderr)
+    return match.group(1).rstrip(",") if match else ""
+
+
+class Runtime:
+    """A loaded librkllmrt.so with every function declared for its ABI family."""
+
+    def __init__(self, identity: Identity):
+        self.identity = identity
+        self.family = abi.family(identity.family)
+        self.lib = ctypes.CDLL(str(identity.path))  # CDLL: calls release the GIL
+        f = self.family
+        handle_p = POINTER(abi.LLMHandle)
+        # int rkllm_init(LLMHandle* handle, RKLLMParam* param, LLMResultCallback callback);  (1.2)
+        # int rkllm_init(LLMHandle* handle, RKLLMParam* param, RKLLMCallback* callback);      (1.3)
+        third = POINTER(f.RKLLMCallback) if identity.family == "1.3" else f.LLMResultCallback
+        self._bind("rkllm_init", [handle_p, POINTER(f.RKLLMParam), third])
+        # int rkllm_run(LLMHandle handle, RKLLMInput* rkllm_input, RKLLMInferParam* rkllm_infer_params, void* userdata);
+        self._bind("rkllm_run", [abi.LLMHandle, POINTER(f.RKLLMInput), POINTER(f.RKLLMInferParam), c_void_p])
+        # int rkllm_abort(LLMHandle handle);
+        self._bind("rkllm_abort", [abi.LLMHandle])
+        # int rkllm_is_running(LLMHandle handle);
+        self._bind("rkllm_is_running", [abi.LLMHandle])
+        # int rkllm_destroy(LLMHandle handle);
+        self._bind("rkllm_destroy", [abi.LLMHandle])
+        # int rkllm_clear_kv_cache(LLMHandle handle, int keep_system_prompt, int* start_pos, int* end_pos);
+        # (four arguments since 1.2.1: always pass NULL, NULL, never leave them to chance)
+        self._bind("rkllm_clear_kv_cache", [abi.LLMHandle, c_int, POINTER(c_int), POINTER(c_int)])
+        # int rkllm_get_kv_cache_size(LLMHandle handle, int* cache_sizes);
+        self._bind("rkllm_get_kv_cache_size", [abi.LLMHandle, POINTER(c_int)])
+        # int rkllm_set_chat_template(LLMHandle handle, const char* system_prompt, const char* prompt_prefix, const char* prompt_postfix);
+        self._bind("rkllm_set_chat_template", [abi.LLMHandle, c_char_p, c_char_p, c_char_p])
+        # int rkllm_set_function_tools(LLMHandle handle, const char* system_prompt, const char* tools, const char* tool_response_str);
+        self._bind("rkllm_set_function_tools", [abi.LLMHandle, c_char_p, c_char_p, c_char_p])
+        # int rkllm_load_lora(LLMHandle handle, RKLLMLoraAdapter* lora_adapter);
+        self._bind("rkllm_load_lora", [abi.LLMHandle, POINTER(f.RKLLMLoraAdapter)])
+        # int rkllm_load_prompt_cache(LLMHandle handle, const char* prompt_cache_path);
+        self._bind("rkllm_load_prompt_cache", [abi.LLMHandle, c_char_p])
+        # int rkllm_release_prompt_cache(LLMHandle handle);
+        self._bind("rkllm_release_prompt_cache", [abi.LLMHandle])
+
+    def _bind(self, name: str, argtypes: list) -> None:
+        fn = getattr(self.lib, name)
+        fn.argtypes, fn.restype = argtypes, c_int
+        setattr(self, name, fn)
+
+    def default_param(self):
+        """The runtime's own defaults, read through an oversized buffer (see _Opaque)."""
+        raw = default_param_bytes(self.lib)
+        param = self.family.RKLLMParam()
+        ctypes.memmove(ctypes.byref(param), raw, ctypes.sizeof(param))
+        return param
+
+
+def open_runtime(setting: str = "") -> Runtime:
+    path = find_library(setting)
+    if path is None:
+        raise LoadFailed(f"no RKLLM runtime found; {INSTALL_HINT}")
+    return Runtime(identify(path))
+

@@ -1,0 +1,150 @@
+"""The whole daemon on the C test double of librkllmrt.so, for both ABI families, driven by the
+official ollama and openai clients."""
+
+import ctypes
+import json
+import socket
+import time
+
+import ollama
+import openai
+import pytest
+
+from helpers import ThreadServer, register_fake
+from rkollama.config import Settings
+from rkollama.models.store import ModelStore
+from rkollama.server.serve import build
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
+                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+
+
+@pytest.fixture(params=["1.2", "1.3"])
+def npu(request, fake_runtime, tmp_path):
+    """(base URL, recorder) of a daemon whose NPU engine is the double of one ABI family."""
+    lib_path = fake_runtime[request.param]
+    models = tmp_path / "npu-models"
+    store = ModelStore(models)
+    source = {"path": "model.rkllm", "format": "rkllm", "platform": "rk3588"}
+    register_fake(store, "qwen-npu", source=source, capabilities=["completion", "tools", "thinking"],
+                  rkllm={"max_context_len": 1024, "n_keep": -1})
+    register_fake(store, "plain-npu", source=source)
+    settings = Settings.from_env({}, models=models, rkllm_lib=str(lib_path), platform="rk3588")
+    app, scheduler = build(settings)
+    server = ThreadServer(app)
+    lib = ctypes.CDLL(str(lib_path))  # the same loaded library: its recorder is shared
+    lib.fake_last_json.restype = ctypes.c_char_p
+    yield server.url, (lambda: json.loads(lib.fake_last_json())), request.param
+    server.close()
+    scheduler.shutdown()
+
+
+def test_streaming_joins_utf8_split_across_waiting_callbacks(npu):
+    url, last, _ = npu
+    parts = list(ollama.Client(host=url).chat(model="plain-npu", stream=True,
+                                              messages=[{"role": "user", "content": "__utf8__"}]))
+    assert "".join(p.message.content for p in parts) == "héllo wörld €"
+    final = parts[-1]
+    assert final.done and final.eval_count == 9 and final.eval_duration == 9 * 30 * 1_000_000
+
+
+def test_init_parameters_reach_the_runtime(npu):
+    url, last, family = npu
+    ollama.Client(host=url).generate(model="qwen-npu", prompt="hello there", think=False)
+    param = last()["param"]
+    assert param["max_context_len"] == 1024 and param["n_keep"] == -1
+    assert param["enabled_cpus_mask"] == 0xF0 and param["enabled_cpus_num"] == 4
+    assert param["embed_flash"] == 1 and param["n_batch"] == 1 and param["is_async"] == 0
+    assert last()["userdata"] != 0
+
+
+def test_a_second_chat_turn_sends_only_the_new_message_with_history_kept(npu):
+    url, last, _ = npu
+    client = ollama.Client(host=url)
+    first = client.chat(model="plain-npu", messages=[{"role": "user", "content": "one two three"}])
+    assert last()["keep_history"] == 1 and first.prompt_eval_count == 3
+    clears = last()["clears"]
+    second = client.chat(model="plain-npu", messages=[
+        {"role": "user", "content": "one two three"},
+        {"role": "assistant", "content": first.message.content},
+        {"role": "user", "content": "four five"}])
+    assert last()["prompt"] == "four five" and last()["keep_history"] == 1
+    assert last()["clears"] == clears  # the cache was kept
+    assert second.prompt_eval_count == 3 + 3 + 2  # cached turn and answer, plus the new words
+    client.chat(model="plain-npu", messages=[{"role": "user", "content": "unrelated"}])
+    assert last()["clears"] == clears + 1 and last()["prompt"] == "unrelated"
+
+
+def test_tools_and_thinking_flags_reach_the_runtime(npu):
+    url, last, _ = npu
+    client = ollama.Client(host=url)
+    reply = client.chat(model="qwen-npu", tools=TOOLS, messages=[
+        {"role": "system", "content": "Be helpful."}, {"role": "user", "content": "__tool__ weather?"}])
+    recorded = last()
+    assert recorded["tools"] == ["Be helpful.", json.dumps(TOOLS), "tool_response"]
+    assert recorded["enable_thinking"] == 1 and recorded["role"] == "user"
+    (call,) = reply.message.tool_calls
+    assert call.function.name == "get_weather" and call.function.arguments == {"city": "Paris"}
+    client.chat(model="qwen-npu", tools=TOOLS, messages=[
+        {"role": "system", "content": "Be helpful."}, {"role": "user", "content": "__tool__ weather?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "content": '{"sky": "clear"}', "tool_name": "get_weather"}])
+    assert last()["role"] == "tool" and last()["prompt"] == '{"sky": "clear"}'
+    client.chat(model="qwen-npu", think=False, messages=[{"role": "user", "content": "hi"}])
+    assert last()["enable_thinking"] == 0
+
+
+def test_thinking_is_split_out(npu):
+    url, _, _ = npu
+    reply = ollama.Client(host=url).chat(model="qwen-npu", messages=[{"role": "user", "content": "__think__"}])
+    assert reply.message.thinking == "Let me think." and reply.message.content == "The answer is 42."
+
+
+def test_runtime_error_is_reported(npu):
+    url, _, _ = npu
+    with pytest.raises(ollama.ResponseError) as error:
+        ollama.Client(host=url).generate(model="plain-npu", prompt="__error__")
+    assert "NPU runtime reported an error" in error.value.error
+
+
+def test_disconnect_aborts_the_run_and_the_model_keeps_serving(npu):
+    url, last, _ = npu
+    aborts = last()["aborts"]
+    host, port = url.split("//")[1].split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    body = json.dumps({"model": "plain-npu", "prompt": "__slow__"}).encode()
+    sock.sendall(b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    buffer = b""
+    while b"w2 " not in buffer:
+        buffer += sock.recv(4096)
+    sock.close()
+    deadline = time.monotonic() + 10
+    while last()["aborts"] == aborts and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert last()["aborts"] > aborts
+    reply = ollama.Client(host=url).generate(model="plain-npu", prompt="still here")
+    assert reply.response == "still here"
+
+
+def test_openai_client_and_sampling_per_request(npu):
+    url, last, family = npu
+    client = openai.OpenAI(base_url=url + "/v1", api_key="x")
+    reply = client.chat.completions.create(model="plain-npu", temperature=0.3, max_tokens=2,
+                                           messages=[{"role": "user", "content": "a b c d"}])
+    assert reply.choices[0].message.content == "a b" and reply.choices[0].finish_reason == "length"
+    sampling = last()["sampling"]
+    if family == "1.3":
+        assert sampling["present"] == 1 and sampling["temperature"] == pytest.approx(0.3)
+        assert last()["max_new_tokens_run"] == 2
+    else:
+        assert sampling["present"] == 0  # 1.2.x: sampling is fixed at init
+
+
+def test_unloading_destroys_the_handle(npu):
+    url, last, _ = npu
+    client = ollama.Client(host=url)
+    client.generate(model="plain-npu", prompt="x")
+    destroys = last()["destroys"]
+    client.generate(model="plain-npu", prompt="", keep_alive=0)
+    assert last()["destroys"] == destroys + 1
