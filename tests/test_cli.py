@@ -272,3 +272,14 @@ def test_run_pulls_a_missing_catalogue_model_first(fake_server, app, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "success" in out.stderr and out.stdout == "hello pulled\n\n"
     assert "demo:latest" in rk(["list"], fake_server.url).stdout
+
+
+def test_doctor_on_a_machine_without_npu_says_so_and_reports_what_it_can(fake_server, fake_runtime):
+    rk(["run", "tiny", "x"], fake_server.url)
+    out = rk(["doctor"], fake_server.url, env={"RKOLLAMA_RKLLM_LIB": str(fake_runtime["1.3"])})
+    assert out.returncode == 0, out.stderr
+    assert "no Rockchip NPU (CPU engine)" in out.stdout and "free memory" in out.stdout
+    assert "version 1.3.0, ABI family 1.3" in out.stdout
+    assert "tiny:latest" in out.stdout
+    pinned = rk(["doctor", "--pin-frequencies"], fake_server.url)
+    assert pinned.returncode == 1 and pinned.stderr.startswith("Error: frequency pinning is for RK3588 and RK3576")

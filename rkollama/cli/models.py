@@ -16,6 +16,7 @@ def register(app: typer.Typer) -> None:
     app.command("rm", help="Remove a model")(rm)
     app.command("cp", help="Copy a model")(cp)
     app.command("pull", help="Pull a model from its sources")(pull)
+    app.command("doctor", help="Check the NPU, its driver and runtime, and frequencies")(doctor)
 
 
 def list_models(prefix: str = typer.Argument("", help="Only models whose name starts with this")):
@@ -157,3 +158,28 @@ def _draw_progress(lines) -> None:
             else:
                 progress.console.print(status)
     sys.stderr.flush()
+
+
+def doctor(pin_frequencies: bool = typer.Option(
+        False, "--pin-frequencies", help="As root: pin NPU, CPU and DDR frequencies as Rockchip's scripts do")):
+    """Check what this machine offers the NPU engine."""
+    from rkollama import doctor as checks
+
+    if pin_frequencies:
+        try:
+            for line in checks.pin_frequencies():
+                print(line)
+        except PermissionError as exc:
+            raise common.fail(str(exc))
+        return
+    cfg = common.settings()
+    cli = common.Client(cfg.base_url())
+    loaded = [m["name"] for m in cli.ps()] if cli.heartbeat() else None
+    report = checks.check(cfg, loaded)
+    width = max(len(label) for label, _ in report.facts)
+    for label, value in report.facts:
+        print(f"{label:<{width}}  {value}")
+    if report.problems:
+        print()
+        for problem, fix in report.problems:
+            print(f"- {problem}\n  fix: {fix}")

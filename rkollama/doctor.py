@@ -1,0 +1,139 @@
+"""`rkollama doctor`: what this machine offers the NPU engine, and the command that fixes each
+problem. Reads only; pinning frequencies is a separate, explicit, root-only step."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rkollama.platform import detect_soc, npu_driver_version
+
+REQUIRED_DRIVER = (0, 9, 8)
+
+# What Rockchip's fix_freq_<platform>.sh scripts set (fact sheet §3.8): sysfs file -> value.
+PINS = {
+    "rk3588": {
+        "/sys/class/devfreq/fdab0000.npu/governor": "userspace",
+        "/sys/class/devfreq/fdab0000.npu/userspace/set_freq": "1000000000",
+        "/sys/devices/system/cpu/cpufreq/policy0/scaling_governor": "userspace",
+        "/sys/devices/system/cpu/cpufreq/policy0/scaling_setspeed": "1800000",
+        "/sys/devices/system/cpu/cpufreq/policy4/scaling_governor": "userspace",
+        "/sys/devices/system/cpu/cpufreq/policy4/scaling_setspeed": "2352000",
+        "/sys/devices/system/cpu/cpufreq/policy6/scaling_governor": "userspace",
+        "/sys/devices/system/cpu/cpufreq/policy6/scaling_setspeed": "2352000",
+        "/sys/class/devfreq/dmc/governor": "userspace",
+        "/sys/class/devfreq/dmc/userspace/set_freq": "2112000000",
+    },
+    "rk3576": {
+        "/sys/class/devfreq/27700000.npu/governor": "userspace",
+        "/sys/class/devfreq/27700000.npu/userspace/set_freq": "1000000000",
+        "/sys/devices/system/cpu/cpufreq/policy0/scaling_governor": "userspace",
+        "/sys/devices/system/cpu/cpufreq/policy0/scaling_setspeed": "2208000",
+        "/sys/devices/system/cpu/cpufreq/policy4/scaling_governor": "userspace",
+        "/sys/devices/system/cpu/cpufreq/policy4/scaling_setspeed": "2304000",
+        "/sys/class/devfreq/dmc/governor": "userspace",
+        "/sys/class/devfreq/dmc/userspace/set_freq": "2112000000",
+    },
+}
+
+
+@dataclass
+class Report:
+    facts: list = field(default_factory=list)     # (label, value)
+    problems: list = field(default_factory=list)  # (problem, fix)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip().strip("\x00")
+    except OSError:
+        return ""
+
+
+def _freq(path: str, scale: float, unit: str) -> str:
+    value = _read(path)
+    return f"{int(value) / scale:g} {unit}" if value.isdigit() else "unknown"
+
+
+def check(settings, loaded: list | None) -> Report:
+    report = Report()
+    soc = detect_soc()
+    board = _read("/proc/device-tree/model") or "unknown"
+    report.facts += [("platform", soc if soc != "cpu" else "no Rockchip NPU (CPU engine)"), ("board", board)]
+    if soc == "cpu":
+        report.problems.append(("This machine has no Rockchip NPU: models run on the CPU engine "
+                                "(llama.cpp), which needs nothing more.",
+                                "nothing to do; on an RK3588/RK3576 board run ./install.sh there"))
+    driver = npu_driver_version()
+    report.facts.append(("NPU driver", driver or ("unknown (needs root to read debugfs)" if soc != "cpu" else "none")))
+    if driver and tuple(int(x) for x in driver.split(".")) < REQUIRED_DRIVER:
+        report.problems.append((f"RKNPU driver {driver} is older than 0.9.8, which the runtime needs",
+                                "upgrade the board's kernel (5.10.209 or 6.1.84 ship 0.9.8) or build the "
+                                "driver from rknn-llm's rknpu-driver tarball"))
+    report.facts.append(("NPU device", next((d for d in ("/dev/rknpu", "/dev/dri/renderD129") if os.path.exists(d)), "none")))
+    _runtime(settings, soc, report)
+    policies = sorted(Path("/sys/devices/system/cpu/cpufreq").glob("policy*"))
+    for policy in policies:
+        report.facts.append((f"CPU {policy.name}", f"{_read(str(policy / 'scaling_governor')) or 'unknown'}, "
+                             + _freq(str(policy / "scaling_cur_freq"), 1000, "MHz")))
+    if not policies:
+        report.facts.append(("CPU frequency", "not exposed by this kernel"))
+    devfreq = sorted(Path("/sys/class/devfreq").glob("*")) if Path("/sys/class/devfreq").is_dir() else []
+    shown = 0
+    for device in devfreq:
+        kind = "NPU" if "npu" in device.name else "DDR" if device.name == "dmc" else None
+        if kind:
+            shown += 1
+            report.facts.append((f"{kind} {device.name}", f"{_read(str(device / 'governor')) or 'unknown'}, "
+                                 + _freq(str(device / "cur_freq"), 1e6, "MHz")))
+    if not shown:
+        report.facts.append(("NPU/DDR frequency", "not exposed (no devfreq devices)"))
+    if soc in PINS and _read(next(iter(PINS[soc]))) not in ("userspace", "performance"):
+        report.problems.append(("NPU, CPU and DDR frequencies are not pinned; Rockchip's figures assume they are",
+                                "sudo rkollama doctor --pin-frequencies"))
+    report.facts.append(("free memory", _meminfo()))
+    report.facts.append(("loaded models", ", ".join(loaded) if loaded else ("none" if loaded is not None else "daemon not running")))
+    return report
+
+
+def _runtime(settings, soc: str, report: Report) -> None:
+    from rkollama.backends.rkllm.runtime import INSTALL_HINT, find_library, identify
+    from rkollama.errors import LoadFailed
+
+    path = find_library(settings.rkllm_lib)
+    if path is None:
+        report.facts.append(("RKLLM runtime", "not installed"))
+        if soc != "cpu":
+            report.problems.append(("no RKLLM runtime (librkllmrt.so) found", INSTALL_HINT))
+        return
+    try:
+        found = identify(path)
+    except LoadFailed as exc:
+        report.facts.append(("RKLLM runtime", str(path)))
+        report.problems.append((exc.message, INSTALL_HINT))
+        return
+    report.facts.append(("RKLLM runtime", f"{path} (version {found.version or 'unknown'}, "
+                                          f"ABI family {found.family}, by {found.how})"))
+
+
+def _meminfo() -> str:
+    for line in _read("/proc/meminfo").splitlines():
+        if line.startswith("MemAvailable:"):
+            return f"{int(line.split()[1]) // 1024} MB available"
+    return "unknown"
+
+
+def pin_frequencies() -> list[str]:
+    """Write Rockchip's frequency settings for this SoC; returns what was written. Root only."""
+    soc = detect_soc()
+    if soc not in PINS:
+        raise PermissionError(f"frequency pinning is for RK3588 and RK3576 boards; this is {soc}")
+    if os.geteuid() != 0:
+        raise PermissionError("pinning frequencies writes to /sys: run it as root (sudo)")
+    done = []
+    for path, value in PINS[soc].items():
+        try:
+            Path(path).write_text(value)
+            done.append(f"{path} = {value}")
+        except OSError as exc:
+            done.append(f"{path}: not written ({exc.strerror})")
+    return done

@@ -1,0 +1,85 @@
+"""Finding and identifying the runtime before the first real call, and platform detection."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rkollama.backends.rkllm import runtime
+from rkollama.errors import LoadFailed
+from rkollama.platform import detect_soc, platform_defaults, source_platform
+
+
+def compile_lib(tmp_path: Path, name: str, source: str) -> Path:
+    c_file = tmp_path / f"{name}.c"
+    c_file.write_text(source)
+    target = tmp_path / f"{name}.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", str(c_file), "-o", str(target)], check=True)
+    return target
+
+
+@pytest.mark.parametrize("family,version", [("1.2", "1.2.3"), ("1.3", "1.3.0")])
+def test_the_double_is_identified_by_probe_and_by_its_defaults(fake_runtime, family, version):
+    probed = runtime.identify(fake_runtime[family])
+    assert (probed.family, probed.version, probed.how) == (family, version, "probe")
+    quick = runtime.identify(fake_runtime[family], probe=False)
+    assert (quick.family, quick.how) == (family, "default parameters")
+
+
+def test_a_known_official_file_is_identified_by_its_blob_id(tmp_path, monkeypatch, fake_runtime):
+    monkeypatch.setitem(runtime.KNOWN_BLOBS, runtime.blob_id(fake_runtime["1.3"]), "1.3.0")
+    found = runtime.identify(fake_runtime["1.3"])
+    assert (found.family, found.version, found.how) == ("1.3", "1.3.0", "known file")
+
+
+def test_an_unsupported_known_release_is_refused_with_what_to_install(monkeypatch, fake_runtime):
+    monkeypatch.setitem(runtime.KNOWN_BLOBS, runtime.blob_id(fake_runtime["1.2"]), "1.1.4")
+    with pytest.raises(LoadFailed, match=r"runtime 1\.1\.4.*install runtime 1\.2\.3 or 1\.3\.0"):
+        runtime.identify(fake_runtime["1.2"])
+
+
+def test_a_1_2_0_runtime_is_refused_by_its_exported_symbols(tmp_path):
+    lib = compile_lib(tmp_path, "old", "int rkllm_init(void){return 0;} int rkllm_set_chat_template(void){return 0;}")
+    with pytest.raises(LoadFailed, match="1.2.0 \\(by its exported functions\\)"):
+        runtime.identify(lib)
+
+
+def test_a_library_that_is_not_rkllm_is_refused(tmp_path):
+    lib = compile_lib(tmp_path, "other", "int something(void){return 0;}")
+    with pytest.raises(LoadFailed, match="not an RKLLM runtime"):
+        runtime.identify(lib)
+
+
+def test_an_unrecognisable_runtime_is_refused(tmp_path):
+    lib = compile_lib(tmp_path, "odd", """
+        #include <string.h>
+        typedef struct { unsigned char raw[256]; } P;
+        P rkllm_createDefaultParam(void) { P p; memset(&p, 0, sizeof p); return p; }
+        int rkllm_init(void){return -1;} int rkllm_set_function_tools(void){return 0;}""")
+    with pytest.raises(LoadFailed, match="cannot tell which RKLLM runtime"):
+        runtime.identify(lib)
+
+
+def test_the_library_is_found_from_the_setting_first(tmp_path, fake_runtime):
+    assert runtime.find_library(str(fake_runtime["1.2"])) == fake_runtime["1.2"]
+    assert runtime.find_library(str(tmp_path / "missing.so")) != tmp_path / "missing.so"
+
+
+@pytest.mark.parametrize("compatible,soc", [
+    (b"radxa,rock-5b\x00rockchip,rk3588\x00", "rk3588"), (b"xunlong,orangepi-5\x00rockchip,rk3588s\x00", "rk3588"),
+    (b"rockchip,rk3576-evb\x00rockchip,rk3576\x00", "rk3576"), (b"rockchip,rk3562\x00", "rk3562"),
+    (b"rockchip,rv1126b\x00", "rv1126b"), (b"raspberrypi,4-model-b\x00brcm,bcm2711\x00", "cpu")])
+def test_soc_from_the_device_tree(tmp_path, compatible, soc):
+    (tmp_path / "compatible").write_bytes(compatible)
+    assert detect_soc(tmp_path) == soc
+
+
+def test_no_device_tree_means_cpu(tmp_path):
+    assert detect_soc(tmp_path / "none") == "cpu"
+
+
+def test_platform_override_and_defaults():
+    assert source_platform("rk3576") == "rk3576"
+    assert source_platform("auto") == "cpu"  # this machine has no Rockchip device tree
+    assert platform_defaults("rk3588") == {"cpus_mask": 0xF0, "npu_cores": 3}
+    assert platform_defaults("rk3576")["npu_cores"] == 2 and platform_defaults("rk3562")["cpus_mask"] == 0x0F
