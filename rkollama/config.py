@@ -42,6 +42,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Platform whose model sources are used: auto, cpu, rk3588, rk3576"),
     Setting("rkllm_lib", ("RKOLLAMA_RKLLM_LIB",), "",
             "Path of librkllmrt.so (default: external/, then the system library paths)"),
+    Setting("npu_isolation", ("RKOLLAMA_NPU_ISOLATION",), "true",
+            "Run each NPU model in a worker process, so a runtime crash cannot take the daemon down"),
     Setting("modelfiles", ("RKOLLAMA_MODELFILES",), "",
             "Extra directory of YAML Modelfiles searched before the built-in ones"),
     Setting("origins", ("RKOLLAMA_ORIGINS", "OLLAMA_ORIGINS"), "",
@@ -74,6 +76,7 @@ class Settings:
     backend: str = "auto"
     platform: str = "auto"
     rkllm_lib: str = ""
+    npu_isolation: bool = True
     modelfiles: str = ""
     origins: str = ""
     http_threads: int = 16

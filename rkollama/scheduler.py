@@ -234,7 +234,8 @@ class Scheduler:
             runner.busy = False
             runner.last_used = now
             runner.expires = now + runner.keep_alive
-            if runner.keep_alive <= 0 or self._stop.is_set():
+            # A backend whose process died is dropped; the next request loads the model again.
+            if runner.keep_alive <= 0 or self._stop.is_set() or getattr(runner.backend, "dead", False):
                 self._close(runner)
             self._cond.notify_all()
 

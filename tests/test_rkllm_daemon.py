@@ -1,7 +1,6 @@
 """The whole daemon on the C test double of librkllmrt.so, for both ABI families, driven by the
 official ollama and openai clients."""
 
-import ctypes
 import json
 import socket
 import time
@@ -20,9 +19,12 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
 
 
 @pytest.fixture(params=["1.2", "1.3"])
-def npu(request, fake_runtime, tmp_path):
-    """(base URL, recorder) of a daemon whose NPU engine is the double of one ABI family."""
+def npu(request, fake_runtime, tmp_path, monkeypatch):
+    """(base URL, recorder, family) of a daemon whose NPU engine is the double of one ABI family,
+    running (as in production) in a worker process; the double writes what it saw to a file."""
     lib_path = fake_runtime[request.param]
+    record = tmp_path / "rkllm-record.json"
+    monkeypatch.setenv("FAKE_RKLLM_RECORD", str(record))
     models = tmp_path / "npu-models"
     store = ModelStore(models)
     source = {"path": "model.rkllm", "format": "rkllm", "platform": "rk3588"}
@@ -32,9 +34,7 @@ def npu(request, fake_runtime, tmp_path):
     settings = Settings.from_env({}, models=models, rkllm_lib=str(lib_path), platform="rk3588")
     app, scheduler = build(settings)
     server = ThreadServer(app)
-    lib = ctypes.CDLL(str(lib_path))  # the same loaded library: its recorder is shared
-    lib.fake_last_json.restype = ctypes.c_char_p
-    yield server.url, (lambda: json.loads(lib.fake_last_json())), request.param
+    yield server.url, (lambda: json.loads(record.read_text())), request.param
     server.close()
     scheduler.shutdown()
 
@@ -109,6 +109,7 @@ def test_runtime_error_is_reported(npu):
 
 def test_disconnect_aborts_the_run_and_the_model_keeps_serving(npu):
     url, last, _ = npu
+    ollama.Client(host=url).generate(model="plain-npu", prompt="warm up")
     aborts = last()["aborts"]
     host, port = url.split("//")[1].split(":")
     sock = socket.create_connection((host, int(port)), timeout=10)
@@ -148,3 +149,17 @@ def test_unloading_destroys_the_handle(npu):
     destroys = last()["destroys"]
     client.generate(model="plain-npu", prompt="", keep_alive=0)
     assert last()["destroys"] == destroys + 1
+
+
+def test_a_runtime_crash_fails_the_request_and_the_next_one_reloads(npu):
+    url, last, _ = npu
+    client = ollama.Client(host=url)
+    assert client.generate(model="plain-npu", prompt="before").response == "before"
+    inits = last()["inits"]
+    with pytest.raises(ollama.ResponseError) as error:
+        client.generate(model="plain-npu", prompt="__crash__")
+    assert error.value.status_code == 500 and "NPU runtime crashed" in error.value.error
+    assert client.ps().models == []  # the dead worker was dropped
+    assert client.generate(model="plain-npu", prompt="after crash").response == "after crash"
+    assert last()["inits"] == 1  # a fresh worker process: its recorder starts again
+    assert inits >= 1

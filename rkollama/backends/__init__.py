@@ -10,6 +10,9 @@ def load_backend(spec, opts, settings):
         from rkollama.backends.fake import Script, ScriptedBackend
         return ScriptedBackend.load(spec, opts, settings, script=Script())
     if spec.format == "rkllm":
+        if settings.npu_isolation:
+            from rkollama.backends.rkllm.worker import WorkerBackend
+            return WorkerBackend.load(spec, opts, settings)
         from rkollama.backends.rkllm.backend import RKLLMBackend
         return RKLLMBackend.load(spec, opts, settings)
     if choice not in ("auto", "llamacpp"):

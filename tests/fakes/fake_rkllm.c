@@ -143,6 +143,22 @@ typedef struct {
 } RKLLMCallback;
 #endif
 
+const char *fake_last_json(void);
+
+/* With FAKE_RKLLM_RECORD=<file>, the recorder is also written there after every recorded call,
+   so tests can read it when the runtime lives in another process. */
+static void persist(void) {
+    const char *path = getenv("FAKE_RKLLM_RECORD");
+    if (!path || !*path) return;
+    char tmp[1024];
+    snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) return;
+    fputs(fake_last_json(), f);
+    fclose(f);
+    rename(tmp, path);
+}
+
 /* ---- the fake runtime ------------------------------------------------------------------- */
 typedef struct {
     RKLLMParam param;
@@ -215,6 +231,7 @@ int rkllm_init(LLMHandle *handle, RKLLMParam *param, LLMResultCallback callback)
     g_init_calls++;
     g_param = *param;
     pthread_mutex_unlock(&g_lock);
+    persist();
     if (!param->model_path || access(param->model_path, R_OK) != 0) {
         fprintf(stderr, "E rkllm: failed to open model file %s\n", param->model_path ? param->model_path : "(null)");
         *handle = NULL;
@@ -359,6 +376,7 @@ static void record_run(FakeHandle *h, RKLLMInput *input, RKLLMInferParam *infer,
 #endif
     g_n_batch_run = h->param.extend_param.n_batch;
     pthread_mutex_unlock(&g_lock);
+    persist();
 }
 
 int rkllm_run(LLMHandle handle, RKLLMInput *input, RKLLMInferParam *infer_params, void *userdata) {
@@ -383,6 +401,7 @@ int rkllm_abort(LLMHandle handle) {
     FakeHandle *h = handle;
     if (!h) return -1;
     pthread_mutex_lock(&g_lock); g_abort_calls++; pthread_mutex_unlock(&g_lock);
+    persist();
     h->abort_flag = 1;
     return 0;
 }
@@ -391,6 +410,7 @@ int rkllm_is_running(LLMHandle handle) { FakeHandle *h = handle; return h && h->
 
 int rkllm_destroy(LLMHandle handle) {
     pthread_mutex_lock(&g_lock); g_destroy_calls++; pthread_mutex_unlock(&g_lock);
+    persist();
     free(handle);
     return 0;
 }
@@ -400,6 +420,7 @@ int rkllm_clear_kv_cache(LLMHandle handle, int keep_system_prompt, int *start_po
     (void)keep_system_prompt;
     if (start_pos || end_pos) return -1;  /* ranges are only valid when paused; the binding passes NULL */
     pthread_mutex_lock(&g_lock); g_clear_calls++; pthread_mutex_unlock(&g_lock);
+    persist();
     if (h) h->kv_tokens = 0;
     return 0;
 }
@@ -418,6 +439,7 @@ int rkllm_set_chat_template(LLMHandle handle, const char *system_prompt, const c
     copy_str(g_template[1], sizeof g_template[1], prompt_prefix);
     copy_str(g_template[2], sizeof g_template[2], prompt_postfix);
     pthread_mutex_unlock(&g_lock);
+    persist();
     return 0;
 }
 
@@ -428,6 +450,7 @@ int rkllm_set_function_tools(LLMHandle handle, const char *system_prompt, const 
     copy_str(g_tools[1], sizeof g_tools[1], tools);
     copy_str(g_tools[2], sizeof g_tools[2], tool_response_str);
     pthread_mutex_unlock(&g_lock);
+    persist();
     return 0;
 }
 
