@@ -11,7 +11,7 @@ import itertools
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 from rkollama.core.parse import parse_output
@@ -201,6 +201,9 @@ class Scheduler:
 
     def _load_locked(self, key, spec, opts, keep_alive):
         self._loading.add(key)
+        if spec.format == "rkllm":  # distinct NPU address spaces for models loaded side by side
+            used = {r.opts.npu_domain for r in self._runners.values()}
+            opts = replace(opts, npu_domain=next(d for d in range(16) if d not in used))
         self._cond.release()
         engine = EngineThread(f"engine {spec.name.display()}")
         try:

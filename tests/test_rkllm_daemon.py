@@ -163,3 +163,45 @@ def test_a_runtime_crash_fails_the_request_and_the_next_one_reloads(npu):
     assert client.generate(model="plain-npu", prompt="after crash").response == "after crash"
     assert last()["inits"] == 1  # a fresh worker process: its recorder starts again
     assert inits >= 1
+
+
+def test_lora_adapter_and_prompt_cache_from_the_modelfile(npu, tmp_path):
+    url, last, _ = npu
+    adapter, cache = tmp_path / "style.rkllm-lora", tmp_path / "system.cache"
+    adapter.write_bytes(b"lora")
+    cache.write_bytes(b"cache")
+    from rkollama.models.store import ModelStore
+
+    store = ModelStore(tmp_path / "npu-models")
+    register_fake(store, "lora-npu", source={"path": "m.rkllm", "format": "rkllm"},
+                  rkllm={"lora": [{"path": str(adapter), "name": "style", "scale": 0.5}],
+                         "prompt_cache": str(cache)})
+    ollama.Client(host=url).generate(model="lora-npu", prompt="hi")
+    recorded = last()
+    assert recorded["loaded_lora"] == f"style@{adapter}*0.50" and recorded["lora"] == "style"
+    assert recorded["loaded_prompt_cache"] == str(cache)
+
+
+def test_models_loaded_side_by_side_get_distinct_npu_domains(fake_runtime, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    record = tmp_path / "record.json"
+    monkeypatch.setenv("FAKE_RKLLM_RECORD", str(record))
+    store = ModelStore(tmp_path / "m")
+    source = {"path": "m.rkllm", "format": "rkllm"}
+    register_fake(store, "first", source=source)
+    register_fake(store, "second", source=source)
+    settings = replace(Settings.from_env({}, models=tmp_path / "m", rkllm_lib=str(fake_runtime["1.3"])),
+                       max_loaded_models=2)
+    app, scheduler = build(settings)
+    server = ThreadServer(app)
+    try:
+        client = ollama.Client(host=server.url)
+        client.generate(model="first", prompt="a")
+        assert json.loads(record.read_text())["param"]["base_domain_id"] == 0
+        client.generate(model="second", prompt="b")
+        assert json.loads(record.read_text())["param"]["base_domain_id"] == 1
+        assert len(client.ps().models) == 2
+    finally:
+        server.close()
+        scheduler.shutdown()

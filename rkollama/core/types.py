@@ -29,6 +29,8 @@ class LoadOptions:
     num_batch: int | None = None
     num_thread: int | None = None
     use_mmap: bool | None = None
+    npu_domain: int | None = None
+    """NPU IOMMU domain the scheduler gives each loaded NPU model (not a user option)."""
 
     def compatible_with(self, loaded: "LoadOptions") -> bool:
         """True when a model loaded with `loaded` can serve a request asking for `self`."""

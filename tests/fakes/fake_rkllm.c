@@ -187,6 +187,7 @@ static void *g_userdata = NULL;
 static RKLLMParam g_param;
 static RKLLMSamplingParam g_sampling;
 static int g_have_sampling = 0;
+static char g_loaded_lora[512], g_loaded_cache[512];
 
 static void copy_str(char *dst, size_t n, const char *src) { snprintf(dst, n, "%s", src ? src : "(null)"); }
 
@@ -454,8 +455,22 @@ int rkllm_set_function_tools(LLMHandle handle, const char *system_prompt, const 
     return 0;
 }
 
-int rkllm_load_lora(LLMHandle handle, RKLLMLoraAdapter *adapter) { (void)handle; return adapter && adapter->lora_adapter_path ? 0 : -1; }
-int rkllm_load_prompt_cache(LLMHandle handle, const char *path) { (void)handle; return path ? 0 : -1; }
+int rkllm_load_lora(LLMHandle handle, RKLLMLoraAdapter *adapter) {
+    (void)handle;
+    if (!adapter || !adapter->lora_adapter_path || access(adapter->lora_adapter_path, R_OK) != 0) return -1;
+    pthread_mutex_lock(&g_lock);
+    snprintf(g_loaded_lora, sizeof g_loaded_lora, "%s@%s*%.2f", adapter->lora_adapter_name, adapter->lora_adapter_path, adapter->scale);
+    pthread_mutex_unlock(&g_lock);
+    persist();
+    return 0;
+}
+int rkllm_load_prompt_cache(LLMHandle handle, const char *path) {
+    (void)handle;
+    if (!path || access(path, R_OK) != 0) return -1;
+    pthread_mutex_lock(&g_lock); copy_str(g_loaded_cache, sizeof g_loaded_cache, path); pthread_mutex_unlock(&g_lock);
+    persist();
+    return 0;
+}
 int rkllm_release_prompt_cache(LLMHandle handle) { (void)handle; return 0; }
 int rkllm_set_cross_attn_params(LLMHandle handle, RKLLMCrossAttnParam *p) { (void)handle; return p ? 0 : -1; }
 
@@ -472,6 +487,7 @@ const char *fake_last_json(void) {
         "\"role\": \"%s\", \"enable_thinking\": %d, \"keep_history\": %d, \"runs\": %d, \"inits\": %d, "
         "\"destroys\": %d, \"aborts\": %d, \"clears\": %d, \"input_type\": %d, \"userdata\": %llu, "
         "\"max_new_tokens_run\": %d, \"lora\": \"%s\", \"prompt_cache\": \"%s\", \"n_batch\": %d, "
+        "\"loaded_lora\": \"%s\", \"loaded_prompt_cache\": \"%s\", "
         "\"param\": {\"max_context_len\": %d, \"max_new_tokens\": %d, \"top_k\": %d, \"n_keep\": %d, "
         "\"top_p\": %.3f, \"temperature\": %.3f, \"repeat_penalty\": %.3f, \"skip_special_token\": %d, "
         "\"is_async\": %d, \"base_domain_id\": %d, \"embed_flash\": %d, \"enabled_cpus_num\": %d, "
@@ -479,7 +495,7 @@ const char *fake_last_json(void) {
         "\"sampling\": {\"present\": %d, \"top_k\": %d, \"top_p\": %.3f, \"temperature\": %.3f, \"repeat_penalty\": %.3f}}",
         e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7], g_enable_thinking, g_keep_history, g_runs, g_init_calls,
         g_destroy_calls, g_abort_calls, g_clear_calls, g_input_type, (unsigned long long)(uintptr_t)g_userdata,
-        g_max_new_tokens_run, g_lora, g_cache_path, g_n_batch_run,
+        g_max_new_tokens_run, g_lora, g_cache_path, g_n_batch_run, g_loaded_lora, g_loaded_cache,
         g_param.max_context_len, g_param.max_new_tokens, g_param.top_k, g_param.n_keep, g_param.top_p,
         g_param.temperature, g_param.repeat_penalty, g_param.skip_special_token, g_param.is_async,
         g_param.extend_param.base_domain_id, g_param.extend_param.embed_flash,

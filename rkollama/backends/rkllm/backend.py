@@ -50,6 +50,7 @@ class RKLLMBackend(Backend):
         self._ids = itertools.count(1)
         self._history: list = []   # messages the runtime holds in its KV cache
         self._tools_json = None
+        self._lora = None
         self._closed = False
 
     # -- loading -------------------------------------------------------------------------------
@@ -82,7 +83,7 @@ class RKLLMBackend(Backend):
             param.ignore_eos_token = bool(rk.get("ignore_eos_token", False))
         defaults = platform_defaults(spec.modelfile.source.get("platform", ""))
         ext = param.extend_param
-        ext.base_domain_id = int(rk.get("base_domain_id", 0))
+        ext.base_domain_id = int(rk.get("base_domain_id", opts.npu_domain or 0))
         ext.embed_flash = 1 if rk.get("embed_flash", True) else 0
         ext.enabled_cpus_mask = int(rk.get("enabled_cpus_mask", defaults["cpus_mask"]))
         ext.enabled_cpus_num = int(rk.get("enabled_cpus_num", bin(ext.enabled_cpus_mask).count("1")))
@@ -105,12 +106,23 @@ class RKLLMBackend(Backend):
         if rc != 0 or not handle.value:
             raise LoadFailed(f"the RKLLM runtime could not load {spec.model_path} (rkllm_init returned "
                              f"{rc}); check that the model was converted for this platform and runtime")
+        for adapter in rk.get("lora", []):
+            lora = fam.RKLLMLoraAdapter(adapter["path"].encode(), adapter["name"].encode(),
+                                        float(adapter.get("scale", 1.0)))
+            if rt.rkllm_load_lora(handle, ctypes.byref(lora)) != 0:
+                rt.rkllm_destroy(handle)
+                raise LoadFailed(f"the RKLLM runtime could not load the LoRA adapter {adapter['path']}")
+        if rk.get("prompt_cache") and rt.rkllm_load_prompt_cache(handle, rk["prompt_cache"].encode()) != 0:
+            rt.rkllm_destroy(handle)
+            raise LoadFailed(f"the RKLLM runtime could not load the prompt cache {rk['prompt_cache']}")
         template = None
         if mf.template and mf.template != "builtin":
             template = ChatTemplate(mf.template)
             # The prompt arrives fully rendered: no pieces of the built-in template around it.
             rt.rkllm_set_chat_template(handle, b"", b"", b"")
         cls.__init__(backend, spec, rt, handle, refs, template, ctx)
+        adapters = rk.get("lora", [])
+        backend._lora = fam.RKLLMLoraParam(adapters[0]["name"].encode()) if adapters else None
         return backend
 
     # -- the result callback (runtime thread) ----------------------------------------------------
@@ -149,6 +161,8 @@ class RKLLMBackend(Backend):
         infer = fam.RKLLMInferParam()
         infer.mode = abi.RKLLM_INFER_GENERATE
         infer.keep_history = 1 if keep_history else 0
+        if self._lora is not None:  # the Modelfile's adapter applies to every run, as ADAPTER does
+            infer.lora_params = ctypes.pointer(self._lora)
         sampling = None
         if self.rt.identity.family == "1.3":
             opts = gen.options
