@@ -156,3 +156,10 @@ def describe() -> list[tuple[str, str, str]]:
 
 def models_dir_default() -> Path:
     return Path(os.path.expanduser("~/.rkollama/models"))
+
+
+def markdown_table() -> str:
+    """The settings table of docs/configuration.md (regenerate it with
+    `python -c "from rkollama.config import markdown_table; print(markdown_table())"`)."""
+    rows = [f"| `{'`, `'.join(s.envs)}` | `{s.default}` | {s.help} |" for s in SETTINGS]
+    return "\n".join(["| Environment variable | Default | Meaning |", "|---|---|---|", *rows])

@@ -65,10 +65,12 @@ def test_ollama_host_forms(value, expected):
 
 
 def test_configuration_doc_lists_every_setting():
+    from rkollama.config import markdown_table
+
     doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "configuration.md")).read()
+    assert markdown_table() in doc, "docs/configuration.md is out of date: regenerate its table"
     for setting in SETTINGS:
-        row = f"| `{'`, `'.join(setting.envs)}` | `{setting.default}` | {setting.help} |"
-        assert row in doc, f"docs/configuration.md is missing or out of date for {setting.envs[0]}"
+        assert f"`{setting.envs[0]}`" in doc
 
 
 def test_builtin_modelfiles_are_valid_and_ship_the_required_models():
