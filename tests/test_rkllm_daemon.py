@@ -205,3 +205,22 @@ def test_models_loaded_side_by_side_get_distinct_npu_domains(fake_runtime, tmp_p
     finally:
         server.close()
         scheduler.shutdown()
+
+
+def test_system_prompt_goes_through_the_runtime_template_when_its_pieces_are_known(npu, tmp_path):
+    url, last, _ = npu
+    store = ModelStore(tmp_path / "npu-models")
+    register_fake(store, "chatml-npu", source={"path": "m.rkllm", "format": "rkllm"},
+                  rkllm={"system_template": "<|im_start|>system\n{system}<|im_end|>\n",
+                         "prompt_prefix": "<|im_start|>user\n",
+                         "prompt_postfix": "<|im_end|>\n<|im_start|>assistant\n"})
+    client = ollama.Client(host=url)
+    client.chat(model="chatml-npu", messages=[{"role": "system", "content": "Be terse."},
+                                              {"role": "user", "content": "hi"}])
+    recorded = last()
+    assert recorded["template"] == ["<|im_start|>system\nBe terse.<|im_end|>\n", "<|im_start|>user\n",
+                                    "<|im_end|>\n<|im_start|>assistant\n"]
+    assert recorded["prompt"] == "hi"
+    client.chat(model="plain-npu", messages=[{"role": "system", "content": "Be terse."},
+                                             {"role": "user", "content": "hi"}])
+    assert last()["prompt"] == "Be terse.\n\nhi"  # pieces unknown: the system text leads the message

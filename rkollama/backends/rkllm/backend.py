@@ -50,6 +50,7 @@ class RKLLMBackend(Backend):
         self._ids = itertools.count(1)
         self._history: list = []   # messages the runtime holds in its KV cache
         self._tools_json = None
+        self._system = None  # the system prompt last set through rkllm_set_chat_template
         self._lora = None
         self._closed = False
 
@@ -254,6 +255,7 @@ class RKLLMBackend(Backend):
         if not turns:
             raise BadRequest("nothing to answer: the conversation has no user message")
         self._set_tools(system, gen.tools)
+        system_in_template = not gen.tools and self._set_system(system)
         key = _turn_keys(turns[:-1])
         last = turns[-1]
         if key and key == self._history:
@@ -263,7 +265,7 @@ class RKLLMBackend(Backend):
         text = last.content
         if earlier:  # a conversation the cache never saw: replay it as context
             text = f"Earlier in this conversation:\n{earlier}\n{text}"
-        if system and not gen.tools:
+        if system and not gen.tools and not system_in_template:
             text = f"{system}\n\n{text}"
         return text, "tool" if last.role == "tool" else "user", True
 
@@ -276,6 +278,20 @@ class RKLLMBackend(Backend):
                                              (tools_json or "[]").encode(), b"tool_response")
             self._tools_json = tools_json
             self._clear()
+
+    def _set_system(self, system: str) -> bool:
+        """Put the system prompt into the runtime's template when the Modelfile describes the
+        template's pieces (rkllm.system_template with {system}, prompt_prefix, prompt_postfix).
+        Returns False when it cannot (the caller then puts it in front of the message)."""
+        rk = self.spec.modelfile.rkllm
+        if not system or "prompt_prefix" not in rk or "system_template" not in rk:
+            return False
+        if system != self._system:
+            self.rt.rkllm_set_chat_template(self.handle, rk["system_template"].replace("{system}", system).encode(),
+                                            rk["prompt_prefix"].encode(), rk.get("prompt_postfix", "").encode())
+            self._system = system
+            self._clear()
+        return True
 
     def _remember(self, gen, _answer: str, keep_history: bool) -> None:
         if not keep_history or gen.messages is None:
