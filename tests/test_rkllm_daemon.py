@@ -224,3 +224,12 @@ def test_system_prompt_goes_through_the_runtime_template_when_its_pieces_are_kno
     client.chat(model="plain-npu", messages=[{"role": "system", "content": "Be terse."},
                                              {"role": "user", "content": "hi"}])
     assert last()["prompt"] == "Be terse.\n\nhi"  # pieces unknown: the system text leads the message
+
+
+def test_embeddings_come_from_the_last_hidden_layer(npu):
+    url, last, _ = npu
+    client = ollama.Client(host=url)
+    raw = client.embeddings(model="plain-npu", prompt="ab cdef").embedding
+    assert raw == pytest.approx([0.5, 3.0, 1, 1, 1, 1, 1, 1])  # the double: index, length, 1s
+    normalised = client.embed(model="plain-npu", input=["ab cdef", "x"]).embeddings
+    assert len(normalised) == 2 and sum(v * v for v in normalised[0]) == pytest.approx(1.0)

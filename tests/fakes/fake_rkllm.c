@@ -302,6 +302,29 @@ static void *run_thread(void *arg) {
         return NULL;
     }
     if (strstr(prompt, "__crash__")) { abort(); }
+    if (job->infer && job->infer->mode == 1) {  /* RKLLM_INFER_GET_LAST_HIDDEN_LAYER */
+        /* 8 values per token: token index, word length, then constants; one NORMAL, then FINISH */
+        int n = words > 0 ? words : 1;
+        float *hidden = calloc((size_t)n * 8, sizeof *hidden);
+        const char *q = prompt;
+        for (int t = 0; t < n; t++) {
+            while (*q == ' ' || *q == '\n') q++;
+            size_t len = strcspn(q, " \n");
+            q += len;
+            hidden[t * 8 + 0] = (float)t;
+            hidden[t * 8 + 1] = (float)len;
+            for (int k = 2; k < 8; k++) hidden[t * 8 + k] = 1.0f;
+        }
+        RKLLMResult r;
+        memset(&r, 0, sizeof r);
+        r.last_hidden_layer.hidden_states = hidden;
+        r.last_hidden_layer.embd_size = 8;
+        r.last_hidden_layer.num_tokens = n;
+        h->callback(&r, ud, RKLLM_RUN_NORMAL);
+        free(hidden);  /* only valid during the callback, as the runtime documents */
+        finish(h, ud, prefill, 0);
+        return NULL;
+    }
     if (strstr(prompt, "__error__")) {
         emit(h, ud, "partial", RKLLM_RUN_NORMAL, 1);
         emit(h, ud, NULL, RKLLM_RUN_ERROR, -1);

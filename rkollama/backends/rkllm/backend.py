@@ -34,6 +34,7 @@ class _Run:
         self.perf = None
         self.error = False
         self.tokens = 0  # one NORMAL or WAITING callback per generated token
+        self.hidden: list | None = None  # mean of the last hidden layer (embedding runs)
 
 
 class RKLLMBackend(Backend):
@@ -132,6 +133,14 @@ class RKLLMBackend(Backend):
         if run is None:
             return 0
         try:
+            if state == abi.RKLLM_RUN_NORMAL and result and result.contents.last_hidden_layer.num_tokens > 0:
+                layer = result.contents.last_hidden_layer
+                if layer.hidden_states:  # valid only during this callback: pool it now
+                    size, count = layer.embd_size, layer.num_tokens
+                    values = (ctypes.c_float * (size * count)).from_address(
+                        ctypes.addressof(layer.hidden_states.contents))
+                    run.hidden = [sum(values[t * size + d] for t in range(count)) / count for d in range(size)]
+                return 0
             if state in (abi.RKLLM_RUN_NORMAL, abi.RKLLM_RUN_WAITING):
                 run.tokens += 1
                 raw = result.contents.text if result else None
@@ -223,6 +232,33 @@ class RKLLMBackend(Backend):
         if limit is not None and generated >= limit and reason is DoneReason.STOP:
             reason = DoneReason.LENGTH
         yield Done(reason, cached + prefill, prefill_ms, min(generated, limit or generated), generate_ms)
+
+    def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
+        """Mean of the last hidden layer over each text's tokens (RKLLM_INFER_GET_LAST_HIDDEN_LAYER),
+        each text on its own (the KV cache is cleared first)."""
+        fam = self.rt.family
+        vectors, used = [], 0
+        self._clear()
+        for text in texts:
+            data = text.encode()
+            inp = fam.RKLLMInput()
+            inp.role = b"user"
+            inp.input_type = abi.RKLLM_INPUT_PROMPT
+            inp.prompt_input = data
+            infer = fam.RKLLMInferParam()
+            infer.mode = abi.RKLLM_INFER_GET_LAST_HIDDEN_LAYER
+            infer.keep_history = 0
+            run_id = next(self._ids)
+            run = self._runs[run_id] = _Run()
+            try:
+                self._run(run, inp, infer, run_id, data, None)
+            finally:
+                self._runs.pop(run_id, None)
+            if run.error or run.hidden is None:
+                raise BackendFailed("the NPU runtime returned no hidden states for the embedding")
+            vectors.append(run.hidden)
+            used += run.perf[0] if run.perf else len(text.split())
+        return vectors, used
 
     def _run(self, run, inp, infer, run_id, data, sampling) -> None:
         try:
