@@ -83,3 +83,20 @@ def test_platform_override_and_defaults():
     assert source_platform("auto") == "cpu"  # this machine has no Rockchip device tree
     assert platform_defaults("rk3588") == {"cpus_mask": 0xF0, "npu_cores": 3}
     assert platform_defaults("rk3576")["npu_cores"] == 2 and platform_defaults("rk3562")["cpus_mask"] == 0x0F
+
+
+def test_an_old_npu_driver_is_refused_with_the_fix(fake_runtime, tmp_path, monkeypatch):
+    from helpers import register_fake
+    from rkollama.backends.rkllm import backend
+    from rkollama.config import Settings
+    from rkollama.core.types import LoadOptions
+    from rkollama.models.store import ModelStore
+
+    spec = register_fake(ModelStore(tmp_path), "m", source={"path": "m.rkllm", "format": "rkllm"})
+    settings = Settings.from_env({}, models=tmp_path, rkllm_lib=str(fake_runtime["1.2"]))
+    monkeypatch.setattr(backend, "npu_driver_version", lambda: "0.8.2")
+    with pytest.raises(LoadFailed, match="RKNPU driver is 0.8.2; the RKLLM runtime needs 0.9.8"):
+        backend.RKLLMBackend.load(spec, LoadOptions(), settings)
+    monkeypatch.setattr(backend, "npu_driver_version", lambda: "0.9.8")
+    loaded = backend.RKLLMBackend.load(spec, LoadOptions(), settings)
+    loaded.close()

@@ -20,7 +20,8 @@ from rkollama.backends.rkllm.runtime import open_runtime
 from rkollama.core.prompt import ChatTemplate, TemplateRenderError
 from rkollama.core.types import Done, DoneReason, Token
 from rkollama.errors import BackendFailed, BadRequest, LoadFailed
-from rkollama.platform import platform_defaults
+from rkollama.doctor import REQUIRED_DRIVER
+from rkollama.platform import npu_driver_version, platform_defaults
 
 _END = object()
 
@@ -58,6 +59,11 @@ class RKLLMBackend(Backend):
     # -- loading -------------------------------------------------------------------------------
     @classmethod
     def load(cls, spec, opts, settings) -> "RKLLMBackend":
+        driver = npu_driver_version()
+        if driver and tuple(int(x) for x in driver.split(".")) < REQUIRED_DRIVER:
+            raise LoadFailed(f"the RKNPU driver is {driver}; the RKLLM runtime needs 0.9.8 or newer. "
+                             "Upgrade the board's kernel (5.10.209 or 6.1.84 ship 0.9.8); "
+                             "`rkollama doctor` shows the details")
         rt = open_runtime(settings.rkllm_lib)
         fam = rt.family
         mf = spec.modelfile
