@@ -283,3 +283,15 @@ def test_doctor_on_a_machine_without_npu_says_so_and_reports_what_it_can(fake_se
     assert "tiny:latest" in out.stdout
     pinned = rk(["doctor", "--pin-frequencies"], fake_server.url)
     assert pinned.returncode == 1 and pinned.stderr.startswith("Error: frequency pinning is for RK3588 and RK3576")
+
+
+def test_run_shows_thinking_like_ollama_and_hides_it_on_request(fake_server, script):
+    script.enqueue(["<think>", "hmm", "</think>", "Yes."])
+    out = rk(["run", "thinker:1b", "q"], fake_server.url)
+    assert out.stdout == "Thinking...\nhmm\n...done thinking.\n\nYes.\n\n"
+    assert script.history[-1].think is True
+    script.enqueue(["<think>", "hmm", "</think>", "Yes."])
+    out = rk(["run", "thinker:1b", "q", "--hidethinking"], fake_server.url)
+    assert out.stdout == "Yes.\n\n"
+    rk(["run", "thinker:1b", "q", "--think", "false"], fake_server.url)
+    assert script.history[-1].think is False
