@@ -9,10 +9,12 @@ from rkollama.backends.rkllm import abi
 
 import os
 
-# The measured layouts live beside the project (../shared), for developers and CI alike.
-LAYOUTS_PATH = Path(os.environ.get("RKOLLAMA_SHARED", Path(__file__).resolve().parents[2] / "shared")) \
+# The measured layouts live beside the project (../shared/data); tests/data keeps a copy so a
+# checkout elsewhere still tests against them, and a test keeps the copy identical.
+SHARED_PATH = Path(os.environ.get("RKOLLAMA_SHARED", Path(__file__).resolve().parents[2] / "shared")) \
     / "data" / "rkllm_abi_layouts.json"
-LAYOUTS = json.loads(LAYOUTS_PATH.read_text())
+COPY_PATH = Path(__file__).parent / "data" / "rkllm_abi_layouts.json"
+LAYOUTS = json.loads((SHARED_PATH if SHARED_PATH.is_file() else COPY_PATH).read_text())
 RELEASES = {"1.2": ["1.2.1", "1.2.2", "1.2.3"], "1.3": ["1.3.0"]}
 
 
@@ -31,6 +33,11 @@ def test_every_struct_matches_the_measured_layout(family_name, release):
         ours = abi.layout(cls)
         for field, (offset, size) in expected["fields"].items():
             assert ours.get(field) == (offset, size), (release, struct, field, ours.get(field))
+
+
+@pytest.mark.skipif(not SHARED_PATH.is_file(), reason="no ../shared beside this checkout")
+def test_the_copy_of_the_layouts_file_is_identical():
+    assert json.loads(COPY_PATH.read_text()) == json.loads(SHARED_PATH.read_text())
 
 
 def test_families_are_distinct_and_unknown_ones_refused():
