@@ -39,11 +39,21 @@ class _Runner:
     def __init__(self, key, spec, opts, backend, engine, keep_alive: float, now: float):
         self.key, self.spec, self.opts, self.backend = key, spec, opts, backend
         self.engine = engine
-        self.cancel = None  # the running generation's cancel event, for shutdown
+        self.slots = max(1, getattr(backend, "slots", 1))  # generations it can run at once
+        self.cancels: set = set()  # cancel events of its running generations, for shutdown
         self.keep_alive = keep_alive
-        self.busy = False
+        self.active = 0
         self.expires = now + keep_alive
         self.last_used = now
+
+    @property
+    def busy(self) -> bool:
+        """Running at least one generation (keep-alive paused, cannot be unloaded)."""
+        return self.active > 0
+
+    @property
+    def full(self) -> bool:
+        return self.active >= self.slots
 
 
 class Scheduler:
@@ -75,8 +85,8 @@ class Scheduler:
         self._stop.set()
         with self._cond:
             for runner in self._runners.values():
-                if runner.busy and runner.cancel is not None:
-                    runner.cancel.set()
+                for cancel in list(runner.cancels):
+                    cancel.set()
             for runner in list(self._runners.values()):
                 self._close(runner)
             self._cond.notify_all()
@@ -171,11 +181,11 @@ class Scheduler:
                         self._cond.wait(POLL_S)
                         continue
                     runner = self._runners.get(key)
-                    if runner is not None and not runner.busy:
-                        if opts.compatible_with(runner.opts):
-                            runner.busy = True
-                            self._set_keep_alive(runner, keep_alive)
-                            return runner
+                    if runner is not None and not runner.full and opts.compatible_with(runner.opts):
+                        runner.active += 1
+                        self._set_keep_alive(runner, keep_alive)
+                        return runner
+                    if runner is not None and not runner.busy:  # other load options: reload
                         self._close(runner)
                         continue
                     if runner is None and key not in self._loading and self._make_room():
@@ -223,7 +233,7 @@ class Scheduler:
             raise LoadFailed("server is shutting down")
         ka = self.default_keep_alive if keep_alive is None else keep_alive
         runner = _Runner(key, spec, opts, backend, engine, ka, self.clock())
-        runner.busy = True
+        runner.active = 1
         self._runners[key] = runner
         return runner
 
@@ -234,8 +244,11 @@ class Scheduler:
     def _release(self, runner) -> None:
         with self._cond:
             now = self.clock()
-            runner.busy = False
+            runner.active -= 1
             runner.last_used = now
+            if runner.busy:  # others still generating: keep-alive starts when the last ends
+                self._cond.notify_all()
+                return
             runner.expires = now + runner.keep_alive
             # A backend whose process died is dropped; the next request loads the model again.
             if runner.keep_alive <= 0 or self._stop.is_set() or getattr(runner.backend, "dead", False):
@@ -265,10 +278,15 @@ class Stream:
         self.constrains_format = runner.backend.constrains_format
         self.cancel_event = threading.Event()
         self._scheduler, self._runner = scheduler, runner
-        runner.cancel = self.cancel_event
+        runner.cancels.add(self.cancel_event)
         self._released = False
         def events():  # lazy: the engine starts at the first next(), so an unread stream costs nothing
-            yield from runner.engine.stream(lambda: runner.backend.generate(gen, self.cancel_event))
+            if runner.slots > 1:
+                # A multi-slot backend batches concurrent generations itself (NPU n_batch, behind
+                # its worker process); serialising them on the engine thread would defeat that.
+                yield from runner.backend.generate(gen, self.cancel_event)
+            else:
+                yield from runner.engine.stream(lambda: runner.backend.generate(gen, self.cancel_event))
 
         stopped = apply_stops(events(), list(gen.options.stop or []), self.cancel_event)
         self._events = parse_output(stopped, gen)
@@ -311,6 +329,7 @@ class Stream:
         except ValueError:  # being iterated in another thread: that thread releases it
             return
         self._released = True
+        self._runner.cancels.discard(self.cancel_event)
         self._scheduler._release(self._runner)
 
 

@@ -219,3 +219,25 @@ def test_unload_of_a_busy_model_waits_for_the_request(scheduler, store, script):
     events = drain(stream)
     assert isinstance(events[-1], Done)
     assert loaded(scheduler) == [] and script.closes == 1
+
+
+def test_a_model_with_two_slots_serves_two_requests_at_once(scheduler, store, script):
+    script.slots = 2
+    spec = store.resolve("tiny")
+    first = scheduler.submit(spec, gen("one"), LoadOptions())
+    second = scheduler.submit(spec, gen("two"), LoadOptions())  # does not wait for the first
+    assert scheduler.ps()[0].expires_at is None
+    third_started = threading.Event()
+
+    def third():
+        drain(scheduler.submit(spec, gen("three"), LoadOptions()))
+        third_started.set()
+
+    waiter = threading.Thread(target=third)
+    waiter.start()
+    assert not third_started.wait(0.3)  # both slots taken
+    drain(first)
+    assert third_started.wait(5)
+    drain(second)
+    waiter.join(5)
+    assert len(script.loads) == 1 and scheduler.ps()[0].expires_at is not None

@@ -23,6 +23,9 @@ class Backend:
     """Tokens of context this instance was loaded with."""
     memory_bytes: int = 0
     """Approximate resident bytes (weights + KV cache), for `ps`."""
+    slots: int = 1
+    """Generations the loaded model serves at once. Above 1 (NPU n_batch), generate() is called
+    from several threads concurrently and the backend batches them itself."""
 
     @classmethod
     def load(cls, spec, opts, settings) -> "Backend":

@@ -36,6 +36,7 @@ class Script:
         self.hold_after: int | None = None
         self.release = threading.Event()
         self.finished: list = []  # (reason, tokens produced) of every generation that ended
+        self.slots = 1  # generations one loaded model runs at once (like NPU n_batch)
 
     def enqueue(self, tokens: list[str]) -> None:
         with self._lock:
@@ -55,6 +56,7 @@ class ScriptedBackend(Backend):
         self.spec, self.opts, self.script = spec, opts, script
         self.context_length = opts.num_ctx or 4096
         self.memory_bytes = spec.size
+        self.slots = script.slots
         self.closed = False
 
     @classmethod
