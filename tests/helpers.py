@@ -47,10 +47,19 @@ class ThreadServer:
                                              channel_request_lookahead=1)
         self.port = self.server.effective_port
         self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.closing = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    def _run(self):
+        try:
+            self.server.run()
+        except Exception:
+            if not self.closing:  # the loop may trip over its closed socket during teardown
+                raise
+
     def close(self):
+        self.closing = True
         self.server.close()
 
 

@@ -233,3 +233,29 @@ def test_embeddings_come_from_the_last_hidden_layer(npu):
     assert raw == pytest.approx([0.5, 3.0, 1, 1, 1, 1, 1, 1])  # the double: index, length, 1s
     normalised = client.embed(model="plain-npu", input=["ab cdef", "x"]).embeddings
     assert len(normalised) == 2 and sum(v * v for v in normalised[0]) == pytest.approx(1.0)
+
+
+def test_n_batch_serves_concurrent_requests_in_one_forward_pass(npu, tmp_path):
+    import threading
+
+    url, last, _ = npu
+    store = ModelStore(tmp_path / "npu-models")
+    register_fake(store, "batch-npu", source={"path": "m.rkllm", "format": "rkllm"},
+                  rkllm={"n_batch": 2, "batch_window_ms": 1000})  # ample, so both always meet
+    client = ollama.Client(host=url)
+    client.generate(model="batch-npu", prompt="")  # load it, so both requests meet a loaded model
+    answers, runs_before = [], last()["runs"]
+
+    def ask(word):
+        answers.append(ollama.Client(host=url).generate(model="batch-npu", prompt=word).response)
+
+    threads = [threading.Thread(target=ask, args=(w,)) for w in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert sorted(answers) == ["b0-0 ", "b1-0 b1-1 "]  # the double's per-slot output, one run
+    assert last()["runs"] == runs_before + 1 and last()["n_batch"] == 2
+    assert last()["param"]["n_batch"] == 2
+    assert [m.model for m in client.ps().models] == ["batch-npu:latest"]
+    assert client.generate(model="batch-npu", prompt="alone").response == "b0-0 "  # spare slot dropped

@@ -37,7 +37,7 @@ _RKLLM = {
     "base_domain_id": int, "enabled_cpus_num": int, "enabled_cpus_mask": int, "n_batch": int,
     "use_cross_attn": bool, "img_start": str, "img_end": str, "img_content": str,
     "prompt_cache": str, "lora": [{"path": str, "name": str, "scale": float}],
-    "system_template": str, "prompt_prefix": str, "prompt_postfix": str,
+    "system_template": str, "prompt_prefix": str, "prompt_postfix": str, "batch_window_ms": int,
 }
 _MESSAGE = {"role": str, "content": str}
 _COMMON = {

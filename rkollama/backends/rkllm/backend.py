@@ -34,6 +34,7 @@ class _Run:
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.perf = None
         self.error = False
+        self.slot_decoders: list = []  # batch runs: one decoder per slot
         self.tokens = 0  # one NORMAL or WAITING callback per generated token
         self.hidden: list | None = None  # mean of the last hidden layer (embedding runs)
 
@@ -95,7 +96,8 @@ class RKLLMBackend(Backend):
         ext.embed_flash = 1 if rk.get("embed_flash", True) else 0
         ext.enabled_cpus_mask = int(rk.get("enabled_cpus_mask", defaults["cpus_mask"]))
         ext.enabled_cpus_num = int(rk.get("enabled_cpus_num", bin(ext.enabled_cpus_mask).count("1")))
-        ext.n_batch = 1
+        n_batch = max(1, min(8, int(rk.get("n_batch", 1))))
+        ext.n_batch = n_batch
         ext.use_cross_attn = 0
 
         backend = cls.__new__(cls)
@@ -129,6 +131,7 @@ class RKLLMBackend(Backend):
             # The prompt arrives fully rendered: no pieces of the built-in template around it.
             rt.rkllm_set_chat_template(handle, b"", b"", b"")
         cls.__init__(backend, spec, rt, handle, refs, template, ctx)
+        backend.slots = n_batch
         adapters = rk.get("lora", [])
         backend._lora = fam.RKLLMLoraParam(adapters[0]["name"].encode()) if adapters else None
         return backend
@@ -138,6 +141,8 @@ class RKLLMBackend(Backend):
         run = self._runs.get(userdata or 0)
         if run is None:
             return 0
+        if run.slot_decoders:
+            return self._on_batch_result(run, result, state)
         try:
             if state == abi.RKLLM_RUN_NORMAL and result and result.contents.last_hidden_layer.num_tokens > 0:
                 layer = result.contents.last_hidden_layer
@@ -265,6 +270,124 @@ class RKLLMBackend(Backend):
             vectors.append(run.hidden)
             used += run.perf[0] if run.perf else len(text.split())
         return vectors, used
+
+    def _on_batch_result(self, run, result, state) -> int:
+        """n_batch > 1: `result` points to an array of n_batch results, one per slot; a slot whose
+        token_id is negative has finished and carries no text."""
+        try:
+            if state in (abi.RKLLM_RUN_NORMAL, abi.RKLLM_RUN_WAITING) and result:
+                for slot, decoder in enumerate(run.slot_decoders):
+                    item = result[slot]
+                    if item.token_id < 0 or not item.text:
+                        continue
+                    text = decoder.decode(item.text)
+                    run.events.put((slot, text))
+            elif state == abi.RKLLM_RUN_FINISH and result:
+                perf = result[0].perf
+                run.perf = (perf.prefill_tokens, perf.prefill_time_ms, perf.generate_tokens,
+                            perf.generate_time_ms)
+            elif state == abi.RKLLM_RUN_ERROR:
+                run.error = True
+        except Exception:  # nothing may escape into the runtime's thread
+            run.error = True
+        return 0
+
+    def generate_batch(self, batch):
+        """Run up to n_batch requests in one forward pass; yield (request_id, event).
+
+        Each request is sent whole (its earlier turns replayed as context, no KV-cache reuse);
+        spare slots repeat the first prompt and their output is dropped. A cancelled request ends
+        at once; the run is aborted when no request is left.
+        """
+        fam = self.rt.family
+        n = self.slots
+        self._clear()
+        first_gen = batch[0][1]
+        self._set_tools("\n\n".join(m.content for m in first_gen.messages or [] if m.role == "system"),
+                        first_gen.tools)
+        inputs = (fam.RKLLMInput * n)()
+        keep = []
+        for slot in range(n):
+            gen = batch[min(slot, len(batch) - 1)][1]
+            text, role = self._whole_prompt(gen)
+            data = text.encode()
+            keep.append(data)
+            inputs[slot].role = role.encode()
+            inputs[slot].enable_thinking = gen.think not in (False, None) if gen.parse_thinking else False
+            inputs[slot].input_type = abi.RKLLM_INPUT_PROMPT
+            inputs[slot].prompt_input = data
+        infer = fam.RKLLMInferParam()
+        infer.mode = abi.RKLLM_INFER_GENERATE
+        infer.keep_history = 0
+        run_id = next(self._ids)
+        run = self._runs[run_id] = _Run()
+        run.slot_decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(n)]
+        counts = [0] * n
+        ended = [False] * len(batch)
+        reasons = [DoneReason.STOP] * len(batch)
+        thread = threading.Thread(target=self._run_batch, args=(run, inputs, infer, run_id, keep),
+                                  name="rkllm_run", daemon=True)
+        thread.start()
+        try:
+            while True:
+                try:
+                    item = run.events.get(timeout=0.05)
+                except queue.Empty:
+                    item = None
+                if item is _END:
+                    break
+                for index, (request_id, gen, cancel) in enumerate(batch):
+                    if not ended[index] and cancel.is_set():
+                        ended[index], reasons[index] = True, DoneReason.CANCELLED
+                        yield request_id, Done(DoneReason.CANCELLED, 0, 0.0, counts[index], 0.0)
+                if item is not None:
+                    slot, text = item
+                    if slot < len(batch) and not ended[slot]:
+                        counts[slot] += 1
+                        yield batch[slot][0], Token(text)
+                        limit = batch[slot][1].options.num_predict
+                        if limit > 0 and counts[slot] >= limit:
+                            ended[slot], reasons[slot] = True, DoneReason.LENGTH
+                if all(ended):
+                    self.rt.rkllm_abort(self.handle)
+        finally:
+            if thread.is_alive():
+                self.rt.rkllm_abort(self.handle)
+                thread.join()
+            self._runs.pop(run_id, None)
+        if run.error:
+            raise BackendFailed("the NPU runtime reported an error during generation")
+        prefill, prefill_ms, _, generate_ms = run.perf or (0, 0.0, 0, 0.0)
+        for index, (request_id, gen, _) in enumerate(batch):
+            if reasons[index] is DoneReason.CANCELLED:
+                continue
+            yield request_id, Done(reasons[index], prefill // n, prefill_ms, counts[index], generate_ms)
+
+    def _whole_prompt(self, gen) -> tuple[str, str]:
+        """The request as one self-contained prompt (for batch slots, which keep no history)."""
+        if gen.prompt is not None:
+            return gen.prompt, "user"
+        if self.template is not None:
+            try:
+                return self.template.render(list(gen.messages), add_generation_prompt=True,
+                                            **({"tools": gen.tools} if gen.tools else {})), "user"
+            except TemplateRenderError as exc:
+                raise BadRequest(f"chat template failed: {exc}") from None
+        turns = [m for m in gen.messages if m.role != "system"]
+        earlier = "".join(f"{m.role.capitalize()}: {m.content}\n" for m in turns[:-1])
+        text = turns[-1].content if turns else ""
+        if earlier:
+            text = f"Earlier in this conversation:\n{earlier}\n{text}"
+        return text, "tool" if turns and turns[-1].role == "tool" else "user"
+
+    def _run_batch(self, run, inputs, infer, run_id, keep) -> None:
+        try:
+            rc = self.rt.rkllm_run(self.handle, ctypes.cast(inputs, ctypes.POINTER(self.rt.family.RKLLMInput)),
+                                   ctypes.byref(infer), run_id)
+            if rc != 0:
+                run.error = True
+        finally:
+            run.events.put(_END)
 
     def _run(self, run, inp, infer, run_id, data, sampling) -> None:
         try:

@@ -7,8 +7,8 @@ marks itself dead (the scheduler then drops it) and the next request loads the m
 The boundary costs one pickled event per token (measured in benchmarks/bench_npu_worker.py).
 
 With `n_batch > 1` the worker batches concurrent generations into one rkllm_run: requests that
-arrive within BATCH_WINDOW_S of each other (up to n_batch, same tools and system prompt) share a
-forward pass; later ones wait for the next.
+arrive within the batch window of each other (Modelfile rkllm.batch_window_ms, default 20 ms; up
+to n_batch, same tools and system prompt) share a forward pass; later ones wait for the next.
 """
 
 import multiprocessing
@@ -21,7 +21,7 @@ from rkollama.core.types import Done
 from rkollama.errors import BackendFailed, LoadFailed
 
 POLL_S = 0.05
-BATCH_WINDOW_S = 0.02
+BATCH_WINDOW_MS = 20
 _CRASH = object()
 
 
@@ -184,7 +184,8 @@ def _serve(conn, spec, opts, settings, backend_cls) -> None:
         with send_lock:
             conn.send(message)
 
-    batcher = _Batcher(backend, slots, send)
+    window = spec.modelfile.rkllm.get("batch_window_ms", BATCH_WINDOW_MS) / 1000.0
+    batcher = _Batcher(backend, slots, send, window)
     batcher.start()
     while True:
         try:
@@ -213,9 +214,9 @@ def _serve(conn, spec, opts, settings, backend_cls) -> None:
 class _Batcher(threading.Thread):
     """Runs generations on the model: one at a time, or n_batch at a time in one forward pass."""
 
-    def __init__(self, backend, slots: int, send):
+    def __init__(self, backend, slots: int, send, window_s: float):
         super().__init__(name="npu-batcher", daemon=True)
-        self.backend, self.slots, self.send = backend, slots, send
+        self.backend, self.slots, self.send, self.window_s = backend, slots, send, window_s
         self.cond = threading.Condition()
         self.pending: list = []           # (request_id, gen, cancel event)
         self.cancels: dict = {}
@@ -256,7 +257,7 @@ class _Batcher(threading.Thread):
                 if self.stopping and not self.pending:
                     return
                 if self.slots > 1:  # give concurrent requests a moment to join this batch
-                    deadline = time.monotonic() + BATCH_WINDOW_S
+                    deadline = time.monotonic() + self.window_s
                     while len(self.pending) < self.slots and time.monotonic() < deadline:
                         self.cond.wait(deadline - time.monotonic())
                 batch = self._take()
