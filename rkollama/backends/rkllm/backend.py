@@ -52,6 +52,7 @@ class RKLLMBackend(Backend):
         self._runs: dict[int, _Run] = {}
         self._ids = itertools.count(1)
         self._history: list = []   # messages the runtime holds in its KV cache
+        self._cache_used = False   # a keep_history run may have left something in the KV cache
         self._tools_json = None
         self._system = None  # the system prompt last set through rkllm_set_chat_template
         self._lora = None
@@ -196,6 +197,7 @@ class RKLLMBackend(Backend):
             infer.sampling_params = ctypes.pointer(sampling)
             infer.max_new_tokens = opts.num_predict if opts.num_predict > 0 else 0
         cached = self._kv_size() if keep_history else 0
+        self._cache_used = self._cache_used or keep_history
         run_id = next(self._ids)
         run = self._runs[run_id] = _Run()
         thread = threading.Thread(target=self._run, name="rkllm_run",
@@ -468,9 +470,10 @@ class RKLLMBackend(Backend):
         self._clear()
 
     def _clear(self) -> None:
-        if self._history:
+        if self._cache_used:
             # int rkllm_clear_kv_cache(handle, keep_system_prompt, NULL, NULL)
             self.rt.rkllm_clear_kv_cache(self.handle, 1, None, None)
+            self._cache_used = False
         self._history = []
 
     def _kv_size(self) -> int:
