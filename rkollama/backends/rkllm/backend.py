@@ -198,23 +198,13 @@ class RKLLMBackend(Backend):
             infer.max_new_tokens = opts.num_predict if opts.num_predict > 0 else 0
         cached = self._kv_size() if keep_history else 0
         self._cache_used = self._cache_used or keep_history
-        run_id = next(self._ids)
-        run = self._runs[run_id] = _Run()
-        thread = threading.Thread(target=self._run, name="rkllm_run",
-                                  args=(run, inp, infer, run_id, data, sampling), daemon=True)
-        thread.start()
+        run_id, run, thread = self._launch(ctypes.pointer(inp), infer, keep=(data, sampling))
         texts = []
         reason = DoneReason.STOP
         # num_predict: 1.3.0 takes it per run; 1.2.x only at init, so the limit is also kept here.
         limit = gen.options.num_predict if gen.options.num_predict > 0 else None
         try:
-            while True:
-                try:
-                    item = run.events.get(timeout=0.05)
-                except queue.Empty:
-                    item = None
-                if item is _END:
-                    break
+            for item in self._poll(run):
                 if item is not None and reason is DoneReason.STOP:
                     text, count = item
                     texts.append(text)
@@ -226,10 +216,7 @@ class RKLLMBackend(Backend):
                     reason = DoneReason.CANCELLED
                     self.rt.rkllm_abort(self.handle)  # lands at the next decode step
         finally:
-            if thread.is_alive():
-                self.rt.rkllm_abort(self.handle)
-                thread.join()  # never leave rkllm_run running behind us
-            self._runs.pop(run_id, None)
+            self._join(run_id, thread)
         if run.error:
             self._forget()
             raise BackendFailed("the NPU runtime reported an error during generation")
@@ -261,12 +248,10 @@ class RKLLMBackend(Backend):
             infer = fam.RKLLMInferParam()
             infer.mode = abi.RKLLM_INFER_GET_LAST_HIDDEN_LAYER
             infer.keep_history = 0
-            run_id = next(self._ids)
-            run = self._runs[run_id] = _Run()
-            try:
-                self._run(run, inp, infer, run_id, data, None)
-            finally:
-                self._runs.pop(run_id, None)
+            run_id, run, thread = self._launch(ctypes.pointer(inp), infer, keep=data)
+            for _ in self._poll(run):
+                pass
+            self._join(run_id, thread)
             if run.error or run.hidden is None:
                 raise BackendFailed("the NPU runtime returned no hidden states for the embedding")
             vectors.append(run.hidden)
@@ -321,23 +306,13 @@ class RKLLMBackend(Backend):
         infer = fam.RKLLMInferParam()
         infer.mode = abi.RKLLM_INFER_GENERATE
         infer.keep_history = 0
-        run_id = next(self._ids)
-        run = self._runs[run_id] = _Run()
-        run.slot_decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(n)]
+        run_id, run, thread = self._launch(ctypes.cast(inputs, ctypes.POINTER(fam.RKLLMInput)), infer,
+                                           keep=(inputs, keep), slots=n)
         counts = [0] * n
         ended = [False] * len(batch)
         reasons = [DoneReason.STOP] * len(batch)
-        thread = threading.Thread(target=self._run_batch, args=(run, inputs, infer, run_id, keep),
-                                  name="rkllm_run", daemon=True)
-        thread.start()
         try:
-            while True:
-                try:
-                    item = run.events.get(timeout=0.05)
-                except queue.Empty:
-                    item = None
-                if item is _END:
-                    break
+            for item in self._poll(run):
                 for index, (request_id, gen, cancel) in enumerate(batch):
                     if not ended[index] and cancel.is_set():
                         ended[index], reasons[index] = True, DoneReason.CANCELLED
@@ -353,10 +328,7 @@ class RKLLMBackend(Backend):
                 if all(ended):
                     self.rt.rkllm_abort(self.handle)
         finally:
-            if thread.is_alive():
-                self.rt.rkllm_abort(self.handle)
-                thread.join()
-            self._runs.pop(run_id, None)
+            self._join(run_id, thread)
         if run.error:
             raise BackendFailed("the NPU runtime reported an error during generation")
         prefill, prefill_ms, _, generate_ms = run.perf or (0, 0.0, 0, 0.0)
@@ -375,29 +347,45 @@ class RKLLMBackend(Backend):
                                             **({"tools": gen.tools} if gen.tools else {})), "user"
             except TemplateRenderError as exc:
                 raise BadRequest(f"chat template failed: {exc}") from None
-        turns = [m for m in gen.messages if m.role != "system"]
-        earlier = "".join(f"{m.role.capitalize()}: {m.content}\n" for m in turns[:-1])
-        text = turns[-1].content if turns else ""
-        if earlier:
-            text = f"Earlier in this conversation:\n{earlier}\n{text}"
-        return text, "tool" if turns and turns[-1].role == "tool" else "user"
+        return _replay([m for m in gen.messages if m.role != "system"])
 
-    def _run_batch(self, run, inputs, infer, run_id, keep) -> None:
-        try:
-            rc = self.rt.rkllm_run(self.handle, ctypes.cast(inputs, ctypes.POINTER(self.rt.family.RKLLMInput)),
-                                   ctypes.byref(infer), run_id)
-            if rc != 0:
-                run.error = True
-        finally:
-            run.events.put(_END)
+    def _launch(self, inputs, infer, keep, slots: int = 0):
+        """Start rkllm_run on a run thread of its own; `keep` holds the buffers the runtime reads.
+        With `slots`, the run is a batch and the callback receives an array of results."""
+        run_id = next(self._ids)
+        run = self._runs[run_id] = _Run()
+        if slots:
+            run.slot_decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(slots)]
 
-    def _run(self, run, inp, infer, run_id, data, sampling) -> None:
-        try:
-            rc = self.rt.rkllm_run(self.handle, ctypes.byref(inp), ctypes.byref(infer), run_id)
-            if rc != 0:
-                run.error = True
-        finally:
-            run.events.put(_END)
+        def target():
+            try:
+                if self.rt.rkllm_run(self.handle, inputs, ctypes.byref(infer), run_id) != 0:
+                    run.error = True
+            finally:
+                run.events.put(_END)
+
+        thread = threading.Thread(target=target, name="rkllm_run", daemon=True)
+        thread.keep = (inputs, infer, keep)
+        thread.start()
+        return run_id, run, thread
+
+    @staticmethod
+    def _poll(run):
+        """The run's events as they come, and None every 50 ms so callers can check cancellation."""
+        while True:
+            try:
+                item = run.events.get(timeout=0.05)
+            except queue.Empty:
+                item = None
+            if item is _END:
+                return
+            yield item
+
+    def _join(self, run_id: int, thread) -> None:
+        if thread.is_alive():  # never leave rkllm_run running behind us
+            self.rt.rkllm_abort(self.handle)
+            thread.join()
+        self._runs.pop(run_id, None)
 
     def _prepare(self, gen) -> tuple[str, str, bool]:
         """(prompt text, role, keep_history) for this request.
@@ -428,13 +416,10 @@ class RKLLMBackend(Backend):
         if key and key == self._history:
             return last.content, "tool" if last.role == "tool" else "user", True
         self._clear()
-        earlier = "".join(f"{m.role.capitalize()}: {m.content}\n" for m in turns[:-1])
-        text = last.content
-        if earlier:  # a conversation the cache never saw: replay it as context
-            text = f"Earlier in this conversation:\n{earlier}\n{text}"
+        text, role = _replay(turns)  # a conversation the cache never saw: earlier turns as context
         if system and not gen.tools and not system_in_template:
             text = f"{system}\n\n{text}"
-        return text, "tool" if last.role == "tool" else "user", True
+        return text, role, True
 
     def _set_tools(self, system: str, tools: list) -> None:
         tools_json = json.dumps(tools) if tools else None
@@ -486,6 +471,18 @@ class RKLLMBackend(Backend):
         if not self._closed:
             self._closed = True
             self.rt.rkllm_destroy(self.handle)
+
+
+def _replay(turns) -> tuple[str, str]:
+    """(prompt, role) for the last turn with the earlier ones in front as plain context: the
+    built-in template cannot be given earlier assistant turns any other way."""
+    if not turns:
+        return "", "user"
+    earlier = "".join(f"{m.role.capitalize()}: {m.content}\n" for m in turns[:-1])
+    text = turns[-1].content
+    if earlier:
+        text = f"Earlier in this conversation:\n{earlier}\n{text}"
+    return text, "tool" if turns[-1].role == "tool" else "user"
 
 
 def _turn_keys(turns) -> list:
