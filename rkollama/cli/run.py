@@ -134,7 +134,7 @@ class Session:
             print(render.verbose_stats(final), file=sys.stderr)
 
     def _print_stream(self, stream, key: str):
-        """Print tokens as they come; return (final object, answer text)."""
+        """Print tokens as they come (the answer is kept in `last_answer`); return the final object."""
         final, thinking_open = None, False
         self.last_answer = ""
         try:
