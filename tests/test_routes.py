@@ -202,7 +202,7 @@ def test_tags_lists_every_model_with_name_and_model(http):
 
 def test_show_has_model_info_details_and_capabilities(http):
     body = http.post("/api/show", json={"model": "thinker:1b"}).get_json()
-    assert body["model_info"] == {} or isinstance(body["model_info"], dict)
+    assert body["model_info"] == {}  # present even when empty: clients index it
     assert body["capabilities"] == ["completion", "thinking"]
     assert "details" in body and "modified_at" in body and body["modelfile"].startswith("#")
 
