@@ -154,10 +154,6 @@ def describe() -> list[tuple[str, str, str]]:
     return [(", ".join(s.envs), s.default, s.help) for s in SETTINGS]
 
 
-def models_dir_default() -> Path:
-    return Path(os.path.expanduser("~/.rkollama/models"))
-
-
 def markdown_table() -> str:
     """The settings table of docs/configuration.md (regenerate it with
     `python -c "from rkollama.config import markdown_table; print(markdown_table())"`)."""

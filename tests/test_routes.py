@@ -70,7 +70,7 @@ def test_generate_non_streaming_concatenates(http, script):
 
 
 def test_thinking_tokens_go_to_the_thinking_field(http, script):
-    script.enqueue(["\x00think:hmm", "Yes"])
+    script.enqueue(["<think>hmm</think>", "Yes"])
     got = lines(http.post("/api/chat", json={"model": "thinker:1b", "messages": [{"role": "user", "content": "q"}]}))
     assert got[0]["message"] == {"role": "assistant", "content": "", "thinking": "hmm"}
     assert got[1]["message"] == {"role": "assistant", "content": "Yes"}

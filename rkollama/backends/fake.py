@@ -17,9 +17,6 @@ from rkollama.core.types import Done, DoneReason, Token
 from rkollama.errors import BackendFailed, LoadFailed
 
 
-THINK_PREFIX = "\x00think:"  # a scripted token starting with this is reasoning text
-
-
 class Script:
     """Shared, thread-safe control panel of fake backends created by one factory."""
 
@@ -90,9 +87,8 @@ class ScriptedBackend(Backend):
                         if cancel.is_set():
                             yield self._done(DoneReason.CANCELLED, words, produced)
                             return
-                thinking = text.startswith(THINK_PREFIX)
                 produced += 1
-                yield Token(text[len(THINK_PREFIX):] if thinking else text, thinking=thinking)
+                yield Token(text)
         except GeneratorExit:  # the consumer closed the stream (client gone)
             self.script.finished.append((DoneReason.CANCELLED, produced))
             raise

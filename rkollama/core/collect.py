@@ -14,13 +14,18 @@ class Completion:
 
 
 def collect(events) -> Completion:
+    """Read the whole stream; a stream with `close()` is closed however this ends."""
     content, thinking, calls = [], [], []
     done = None
-    for event in events:
-        if isinstance(event, Token):
-            (thinking if event.thinking else content).append(event.text)
-        elif isinstance(event, ToolCall):
-            calls.append(event)
-        elif isinstance(event, Done):
-            done = event
+    try:
+        for event in events:
+            if isinstance(event, Token):
+                (thinking if event.thinking else content).append(event.text)
+            elif isinstance(event, ToolCall):
+                calls.append(event)
+            elif isinstance(event, Done):
+                done = event
+    finally:
+        if hasattr(events, "close"):
+            events.close()
     return Completion("".join(content), "".join(thinking), done, calls)

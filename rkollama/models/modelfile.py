@@ -93,9 +93,6 @@ class Family:
     path: Path
     data: dict
 
-    def tag_names(self) -> list[str]:
-        return list(self.data["tags"])
-
     def default_tag(self) -> str:
         tags = self.data["tags"]
         for tag, spec in tags.items():

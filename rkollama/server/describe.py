@@ -94,7 +94,7 @@ def modelfile_text(spec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def show(spec, backend_template: str = "") -> dict:
+def show(spec) -> dict:
     mf = spec.modelfile
     out = {}
     if mf.license:
@@ -102,9 +102,8 @@ def show(spec, backend_template: str = "") -> dict:
     out["modelfile"] = modelfile_text(spec)
     if mf.parameters:
         out["parameters"] = parameters_text(mf.parameters)
-    template = mf.template if mf.template != "builtin" else backend_template
-    if template:
-        out["template"] = template
+    if mf.template != "builtin":  # the engine's own template is not known without loading it
+        out["template"] = mf.template
     if mf.system:
         out["system"] = mf.system
     out["details"] = details(spec)

@@ -57,10 +57,7 @@ def _validated(gen, start):
     for _ in range(structured.MAX_ATTEMPTS):
         stream = start(replace(gen, messages=messages))
         load_s += stream.load_duration
-        try:
-            completion = collect(stream)
-        finally:
-            stream.close()
+        completion = collect(stream)
         done = completion.done
         prompt_tokens, prompt_ms = done.prompt_tokens, prompt_ms + done.prompt_ms
         eval_tokens, eval_ms = eval_tokens + done.eval_tokens, eval_ms + done.eval_ms

@@ -137,10 +137,7 @@ def _complete(req, endpoint: str, chunk, started: float):
                     **convert.metrics(done, stream.load_duration, total))
 
     if not req.stream:
-        try:
-            completion = collect(stream)
-        finally:
-            stream.close()
+        completion = collect(stream)
         reply = final(completion.done)
         reply.update(chunk(req.model, completion.content, completion.thinking, done=True,
                            calls=completion.tool_calls))

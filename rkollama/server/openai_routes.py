@@ -55,7 +55,7 @@ def chat_completions():
     stream = generation.submit(req, generation.prepare(req, "chat"))
     cid, created = convert.new_id("chatcmpl"), convert.now()
     if not req.stream:
-        return json_response(convert.to_chat_completion(req, _collect(stream), cid, created))
+        return json_response(convert.to_chat_completion(req, collect(stream), cid, created))
 
     def chunk(delta, finish=None):
         return convert.chat_chunk(req, cid, created, delta, finish)
@@ -81,7 +81,7 @@ def completions():
     stream = generation.submit(req, generation.prepare(req, "generate"))
     cid, created = convert.new_id("cmpl"), convert.now()
     if not req.stream:
-        return json_response(convert.to_completion(req, _collect(stream), cid, created))
+        return json_response(convert.to_completion(req, collect(stream), cid, created))
 
     def frames(events):
         for event in events:
@@ -94,13 +94,6 @@ def completions():
                     yield convert.usage_chunk(req, cid, created, "text_completion", event)
 
     return _sse(stream, frames)
-
-
-def _collect(stream):
-    try:
-        return collect(stream)
-    finally:
-        stream.close()
 
 
 def _sse(stream, frames) -> Response:
