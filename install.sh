@@ -44,7 +44,30 @@ if ! command -v cc >/dev/null && ! command -v gcc >/dev/null; then
   die "a C compiler is needed to build llama.cpp; on Debian/Ubuntu: sudo apt install build-essential cmake"
 fi
 "${pip[@]}" install -q --upgrade pip
-"${pip[@]}" install -q -e "$here[$extras]"
+
+# llama-cpp-python compiles llama.cpp for this CPU. On x86-64 its AMX kernels crash on some
+# machines (seen: a segfault in ggml_backend_amx_mul_mat on a Xeon VM for any prompt longer
+# than one token), so build without them, keeping AVX-512 where the CPU has it. The wheel is
+# kept in a cache keyed by the build flags (pip's own cache ignores CMAKE_ARGS). An explicit
+# CMAKE_ARGS wins.
+llama_pin="$(sed -n 's/^ *\(llama-cpp-python==[^ ]*\).*/\1/p' "$here/setup.cfg")"
+cmake_args="${CMAKE_ARGS:-}"
+if [ -z "$cmake_args" ] && [ "$(uname -m)" = x86_64 ]; then
+  cmake_args="-DGGML_NATIVE=OFF"
+  if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
+    cmake_args="$cmake_args -DGGML_AVX512=ON"
+    for feature in vbmi vnni bf16; do
+      grep -qw "avx512_\?$feature" /proc/cpuinfo && cmake_args="$cmake_args -DGGML_AVX512_${feature^^}=ON"
+    done
+  fi
+fi
+wheels="${XDG_CACHE_HOME:-$HOME/.cache}/rkollama/wheels/$(printf '%s %s' "$llama_pin" "$cmake_args" | sha256sum | cut -c1-16)"
+if [ ! -d "$wheels" ] || ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+  step "building $llama_pin (CMAKE_ARGS: ${cmake_args:-none})"
+  mkdir -p "$wheels"
+  CMAKE_ARGS="$cmake_args" "${pip[@]}" wheel -q --no-deps --no-cache-dir -w "$wheels" "$llama_pin"
+fi
+"${pip[@]}" install -q --find-links "$wheels" -e "$here[$extras]"
 
 # On an RK3588/RK3576 board: Rockchip's RKLLM runtime for the NPU engine, verified by its git
 # blob id (the identity rkollama also uses to recognise it), into external/.

@@ -42,14 +42,21 @@ SETTINGS: tuple[Setting, ...] = (
             "Platform whose model sources are used: auto, cpu, rk3588, rk3576"),
     Setting("rkllm_lib", ("RKOLLAMA_RKLLM_LIB",), "",
             "Path of librkllmrt.so (default: external/, then the system library paths)"),
-    Setting("npu_isolation", ("RKOLLAMA_NPU_ISOLATION",), "true",
-            "Run each NPU model in a worker process, so a runtime crash cannot take the daemon down"),
+    Setting("isolation", ("RKOLLAMA_ISOLATION", "RKOLLAMA_NPU_ISOLATION"), "true",
+            "Run each loaded model in a runner process, so an engine crash cannot take the daemon down"),
     Setting("modelfiles", ("RKOLLAMA_MODELFILES",), "",
             "Extra directory of YAML Modelfiles searched before the built-in ones"),
     Setting("origins", ("RKOLLAMA_ORIGINS", "OLLAMA_ORIGINS"), "",
             "Extra allowed CORS origins (comma-separated, * wildcards)"),
     Setting("http_threads", ("RKOLLAMA_HTTP_THREADS",), "16",
-            "HTTP worker threads (waiting requests each hold one)"),
+            "HTTP threads for running long requests (generating, pulling), beyond one per queued "
+            "request; control routes (/api/tags, /api/ps, …) have threads of their own"),
+    Setting("max_connections", ("RKOLLAMA_MAX_CONNECTIONS",), "4096",
+            "Client connections held open at once (idle and slow ones included)"),
+    Setting("connection_timeout", ("RKOLLAMA_CONNECTION_TIMEOUT",), "60",
+            "Seconds an idle client connection stays open"),
+    Setting("max_body_bytes", ("RKOLLAMA_MAX_BODY_BYTES",), "33554432",
+            "Largest request body in bytes (413 beyond it)"),
     Setting("debug", ("RKOLLAMA_DEBUG", "OLLAMA_DEBUG"), "false", "Log debug information"),
     Setting("no_autostart", ("RKOLLAMA_NO_AUTOSTART",), "false",
             "CLI: never start a background daemon when none answers"),
@@ -76,10 +83,13 @@ class Settings:
     backend: str = "auto"
     platform: str = "auto"
     rkllm_lib: str = ""
-    npu_isolation: bool = True
+    isolation: bool = True
     modelfiles: str = ""
     origins: str = ""
     http_threads: int = 16
+    max_connections: int = 4096
+    connection_timeout: int = 60
+    max_body_bytes: int = 33554432
     debug: bool = False
     no_autostart: bool = False
 

@@ -10,6 +10,8 @@ _UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, 
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 
 FOREVER = math.inf
+MAX_DURATION_S = (2**63 - 1) / 1e9
+"""Go's longest time.Duration (about 292 years): a longer keep-alive means forever."""
 
 
 def parse_keep_alive(value) -> float:
@@ -28,7 +30,7 @@ def parse_keep_alive(value) -> float:
         raise BadRequest(f"invalid keep_alive: {value!r}")
     if math.isnan(seconds):
         raise BadRequest(f"invalid keep_alive: {value!r}")
-    return FOREVER if seconds < 0 else seconds
+    return FOREVER if seconds < 0 or seconds >= MAX_DURATION_S else seconds
 
 
 def keep_alive_seconds(value) -> float | None:

@@ -41,6 +41,15 @@ class QueueFull(RkollamaError):
         super().__init__(message)
 
 
+class ShuttingDown(RkollamaError):
+    """The daemon is stopping: queued requests and running streams end with this."""
+
+    status = 503
+
+    def __init__(self, message: str = "server is shutting down"):
+        super().__init__(message)
+
+
 class Cancelled(RkollamaError):
     status = 499
 

@@ -8,6 +8,7 @@ whose `close()`/`cancel()` stops the engine at the next token and frees the mode
 """
 
 import itertools
+import logging
 import math
 import threading
 import time
@@ -16,12 +17,16 @@ from datetime import datetime, timedelta, timezone
 
 from rkollama.core.parse import parse_output
 from rkollama.core.stops import apply_stops
-from rkollama.core.types import Done
+from rkollama.core.types import Done, DoneReason
 from rkollama.durations import parse_keep_alive
 from rkollama.engine_thread import EngineThread
-from rkollama.errors import BadRequest, Cancelled, LoadFailed, QueueFull, RkollamaError
+from rkollama.durations import MAX_DURATION_S
+from rkollama.errors import BadRequest, Cancelled, LoadFailed, QueueFull, RkollamaError, ShuttingDown
 
 POLL_S = 0.1  # how often a waiting request checks whether its client went away
+WATCH_S = 0.1  # how often running generations check whether their client went away
+
+log = logging.getLogger("rkollama.scheduler")
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,8 @@ class Scheduler:
         self._pending: dict[int, str] = {}  # ticket -> model key, in arrival order (FIFO per model)
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
+        self._watched: set[Stream] = set()  # running streams whose client may go away
+        self._watcher: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -80,8 +87,16 @@ class Scheduler:
         self._reaper = threading.Thread(target=self._reap_loop, name="keep-alive", daemon=True)
         self._reaper.start()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def shutdown(self) -> None:
-        """Stop running generations at their next token and unload every model."""
+        """Stop running generations at their next token (their streams end with ShuttingDown),
+        refuse queued and new requests with ShuttingDown, and unload every model."""
+        if not self._stop.is_set():
+            log.info("shutting down: %d model(s) loaded, %d request(s) waiting",
+                     len(self._runners), self._waiting)
         self._stop.set()
         with self._cond:
             for runner in self._runners.values():
@@ -100,7 +115,10 @@ class Scheduler:
         """
         start = self.clock()
         runner = self._acquire(spec, opts, keep_alive, disconnected)
-        return Stream(self, runner, gen, load_s=self.clock() - start)
+        stream = Stream(self, runner, gen, load_s=self.clock() - start)
+        if disconnected is not None:
+            self._watch(stream, disconnected)
+        return stream
 
     def load(self, spec, opts, keep_alive=None, disconnected=None) -> float:
         """Make sure `spec` is loaded; return the seconds it took. Sets its keep-alive."""
@@ -143,8 +161,8 @@ class Scheduler:
                 expires = None
                 if not runner.busy:
                     remaining = runner.expires - now_mono
-                    if math.isinf(remaining):
-                        remaining = 292 * 365.25 * 86400
+                    if math.isinf(remaining) or remaining > MAX_DURATION_S:
+                        remaining = MAX_DURATION_S  # "forever", as Ollama shows it
                     expires = now_wall + timedelta(seconds=max(0.0, remaining))
                 backend = runner.backend
                 snapshots.append(LoadedModel(runner.spec, expires, backend.context_length,
@@ -166,7 +184,11 @@ class Scheduler:
     def _acquire(self, spec, opts, keep_alive, disconnected):
         key = _key(spec)
         with self._cond:
+            if self._stop.is_set():
+                raise ShuttingDown()
             if self._waiting >= self.settings.max_queue:
+                log.warning("queue full (%d waiting): refused a request for %s", self._waiting,
+                            spec.name.display())
                 raise QueueFull()
             ticket = next(self._tickets)
             self._pending[ticket] = key
@@ -174,18 +196,24 @@ class Scheduler:
             try:
                 while True:
                     if self._stop.is_set():
-                        raise LoadFailed("server is shutting down")
+                        raise ShuttingDown()
                     if disconnected is not None and disconnected():
                         raise Cancelled()
                     if self._first_for(key) != ticket:
                         self._cond.wait(POLL_S)
                         continue
                     runner = self._runners.get(key)
+                    if runner is not None and runner.backend.dead and not runner.busy:
+                        log.warning("%s: its runner died while idle; loading it again",
+                                    spec.name.display())
+                        self._close(runner)
+                        continue
                     if runner is not None and not runner.full and opts.compatible_with(runner.opts):
                         runner.active += 1
                         self._set_keep_alive(runner, keep_alive)
                         return runner
                     if runner is not None and not runner.busy:  # other load options: reload
+                        log.info("reloading %s: load options changed", spec.name.display())
                         self._close(runner)
                         continue
                     if runner is None and key not in self._loading and self._make_room():
@@ -230,7 +258,7 @@ class Scheduler:
         if self._stop.is_set():
             engine.call(backend.close)
             engine.stop()
-            raise LoadFailed("server is shutting down")
+            raise ShuttingDown()
         ka = self.default_keep_alive if keep_alive is None else keep_alive
         runner = _Runner(key, spec, opts, backend, engine, ka, self.clock())
         runner.active = 1
@@ -251,13 +279,14 @@ class Scheduler:
                 return
             runner.expires = now + runner.keep_alive
             # A backend whose process died is dropped; the next request loads the model again.
-            if runner.keep_alive <= 0 or self._stop.is_set() or getattr(runner.backend, "dead", False):
+            if runner.keep_alive <= 0 or self._stop.is_set() or runner.backend.dead:
                 self._close(runner)
             self._cond.notify_all()
 
     def _close(self, runner) -> None:
         if self._runners.get(runner.key) is runner:
             del self._runners[runner.key]
+        log.info("unloading %s", runner.spec.name.display())
         try:
             # On the engine thread, after any generation still queued there has stopped.
             runner.engine.call(runner.backend.close)
@@ -269,6 +298,37 @@ class Scheduler:
         while not self._stop.wait(0.5):
             self.reap()
 
+    # -- clients that go away ------------------------------------------------------------------
+    def _watch(self, stream: "Stream", disconnected) -> None:
+        """Cancel `stream` within WATCH_S of its client disconnecting, whether the route is
+        streaming or collecting, and during prefill as during decode."""
+        with self._cond:
+            stream.disconnected = disconnected
+            self._watched.add(stream)
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch_loop, name="disconnects",
+                                                 daemon=True)
+                self._watcher.start()
+
+    def _unwatch(self, stream: "Stream") -> None:
+        with self._cond:
+            self._watched.discard(stream)
+
+    def _watch_loop(self) -> None:
+        while not self._stop.wait(WATCH_S):
+            with self._cond:
+                streams = list(self._watched)
+            for stream in streams:
+                try:
+                    gone = stream.disconnected()
+                except Exception:  # a probe that fails counts as a connection that is gone
+                    gone = True
+                if gone and not stream.cancel_event.is_set():
+                    log.info("client went away: cancelling its generation on %s",
+                             stream.model_name)
+                    stream.cancel_event.set()
+                    self._unwatch(stream)
+
 
 class Stream:
     """Events of one generation: `Token`s then one `Done`. Closing it cancels the generation."""
@@ -278,12 +338,14 @@ class Stream:
         self.constrains_format = runner.backend.constrains_format
         self.cancel_event = threading.Event()
         self._scheduler, self._runner = scheduler, runner
+        self.model_name = runner.spec.name.display()
+        self.disconnected = _never
         runner.cancels.add(self.cancel_event)
         self._released = False
         def events():  # lazy: the engine starts at the first next(), so an unread stream costs nothing
-            if runner.slots > 1:
-                # A multi-slot backend batches concurrent generations itself (NPU n_batch, behind
-                # its worker process); serialising them on the engine thread would defeat that.
+            if runner.slots > 1 or runner.backend.thread_safe:
+                # A runner process owns its engine thread (and batches NPU n_batch generations
+                # itself); a second hop through a thread here would only add latency.
                 yield from runner.backend.generate(gen, self.cancel_event)
             else:
                 yield from runner.engine.stream(lambda: runner.backend.generate(gen, self.cancel_event))
@@ -303,12 +365,19 @@ class Stream:
         except StopIteration:
             self.close()
             raise
+        except RkollamaError:
+            self.close()
+            if self._scheduler.stopping:
+                raise ShuttingDown() from None  # e.g. a runner that ended with the daemon
+            raise
         except BaseException:
             self.close()
             raise
         if isinstance(event, Done):
             self._done = True
             self.close()
+            if event.reason is DoneReason.CANCELLED and self._scheduler.stopping:
+                raise ShuttingDown()  # a final error line, not a silent end
         return event
 
     def cancel(self) -> None:
@@ -330,7 +399,12 @@ class Stream:
             return
         self._released = True
         self._runner.cancels.discard(self.cancel_event)
+        self._scheduler._unwatch(self)
         self._scheduler._release(self._runner)
+
+
+def _never() -> bool:
+    return False
 
 
 def _key(spec):

@@ -41,10 +41,9 @@ class ThreadServer:
     """Waitress serving `app` in a daemon thread on a free port, configured like `serve`."""
 
     def __init__(self, app):
-        import waitress
+        from rkollama.server.serve import create_server
 
-        self.server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8,
-                                             channel_request_lookahead=1)
+        self.server = create_server(app, app.config["RKOLLAMA"].settings, "127.0.0.1", 0)
         self.port = self.server.effective_port
         self.url = f"http://127.0.0.1:{self.port}"
         self.closing = False

@@ -70,7 +70,7 @@ def test_digest_mismatch_fails_and_leaves_nothing(tmp_path, hub):
     store = ModelStore(tmp_path / "models")
     with pytest.raises(RkollamaError, match="digest mismatch"):
         list(pull(store, catalog, "demo", "cpu"))
-    assert [p for p in (tmp_path / "models").rglob("*") if p.is_file()] == []
+    assert [p for p in (tmp_path / "models").rglob("*") if p.is_file() and p.name != ".lock"] == []
 
 
 def test_http_error_is_reported(tmp_path, hub):

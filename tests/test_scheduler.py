@@ -102,12 +102,19 @@ def test_changing_num_ctx_reloads_the_model(scheduler, store, script):
     assert scheduler.ps()[0].context_length == 4096
 
 
-def test_automatic_num_ctx_and_sampling_changes_do_not_reload(scheduler, store, script):
+def test_sampling_changes_do_not_reload(scheduler, store, script):
     spec = store.resolve("tiny")
     scheduler.load(spec, LoadOptions(num_ctx=2048))
     hot = Generation(messages=[Message("user", "x")], options=SamplingOptions(temperature=1.5))
-    drain(scheduler.submit(spec, hot, LoadOptions()))
+    drain(scheduler.submit(spec, hot, LoadOptions(num_ctx=2048)))
     assert len(script.loads) == 1
+
+
+def test_a_request_without_num_ctx_does_not_inherit_the_last_ones(scheduler, store, script):
+    spec = store.resolve("tiny")
+    scheduler.load(spec, LoadOptions(num_ctx=10))
+    drain(scheduler.submit(spec, gen(), LoadOptions()))
+    assert [opts.num_ctx for _, opts in script.loads] == [10, None]  # reloaded at the default
 
 
 def test_failed_load_leaves_nothing_loaded(scheduler, store, script):

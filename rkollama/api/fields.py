@@ -2,8 +2,15 @@
 names case-insensitive) and its strictness (a wrong type is a 400 that names the field)."""
 
 import json
+import re
 
 from rkollama.errors import BadRequest
+
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects a request may have (tool and format schemas included):
+deeper documents are refused before anything recurses over them."""
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_STRUCTURE = re.compile(rb'\\.|["\[\]{}]', re.DOTALL)  # an escape pair, a quote or a bracket
 
 _GO_TYPES = {bool: "bool", str: "string", list: "array", dict: "object", int: "number", float: "number"}
 
@@ -12,13 +19,48 @@ def parse_body(raw: bytes) -> dict:
     """Decode a request body; empty → `missing request body`; non-object JSON → 400."""
     if not raw or not raw.strip():
         raise BadRequest("missing request body")
+    _check_depth(raw)
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest(f"invalid JSON: {exc}")
     if not isinstance(body, dict):
         raise BadRequest(f"json: cannot unmarshal {_json_kind(body)} into Go value of type request")
+    if _SURROGATE_ESCAPE.search(raw):
+        body = _replace_lone_surrogates(body)
     return body
+
+
+def _check_depth(raw: bytes) -> None:
+    """Refuse nesting deeper than MAX_DEPTH, counting brackets outside strings, in one pass."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return
+    depth = 0
+    in_string = escaped = False
+    for match in _STRUCTURE.finditer(raw):
+        token = match.group()
+        if in_string:
+            if token == b'"':
+                in_string = False
+        elif token == b'"':
+            in_string = True
+        elif token in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise BadRequest(f"invalid JSON: nested deeper than {MAX_DEPTH} levels")
+        elif token in (b"]", b"}"):
+            depth -= 1
+
+
+def _replace_lone_surrogates(value):
+    """Lone UTF-16 surrogates (`"\\ud800"`) become U+FFFD, as Go's JSON decoder makes them."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
+    return value
 
 
 class Fields:

@@ -12,12 +12,19 @@ from typing import ClassVar, Iterator
 
 
 class Backend:
-    kind: ClassVar[str] = ""
-    device: ClassVar[str] = "cpu"
+    kind: str = ""
+    """Engine name: "llamacpp", "rkllm" or "fake"."""
+    device: str = "cpu"
+    """"cpu" or "npu"."""
     supports_images: ClassVar[bool] = False
-    constrains_format: ClassVar[bool] = False
+    constrains_format: bool = False
     """True when the engine enforces `format` while sampling (a grammar); otherwise the answer
     is validated afterwards and retried (core.structured)."""
+    thread_safe: ClassVar[bool] = False
+    """generate() may be called from any thread (a runner process owns the engine); otherwise
+    the scheduler runs every call on the model's one engine thread."""
+    dead: bool = False
+    """The engine's process died: the scheduler drops this instance and loads the model again."""
 
     context_length: int = 0
     """Tokens of context this instance was loaded with."""
@@ -32,6 +39,11 @@ class Backend:
         raise NotImplementedError
 
     def generate(self, gen, cancel) -> Iterator:
+        raise NotImplementedError
+
+    def generate_batch(self, batch: list) -> Iterator:
+        """Several generations in one forward pass (NPU n_batch): `batch` is [(id, gen, cancel)];
+        yields (id, event)."""
         raise NotImplementedError
 
     def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:

@@ -10,6 +10,7 @@ from rkollama.backends.base import Backend
 from rkollama.core.prompt import CHATML, ChatTemplate, TemplateRenderError
 from rkollama.core.types import Done, DoneReason, Token
 from rkollama.errors import BackendFailed, BadRequest, LoadFailed
+from rkollama.models.options import DEFAULT_NUM_BATCH
 
 
 class LlamaCppBackend(Backend):
@@ -17,8 +18,11 @@ class LlamaCppBackend(Backend):
     device = "cpu"
     constrains_format = True
 
-    def __init__(self, spec, llm, template: ChatTemplate):
+    def __init__(self, spec, llm, template: ChatTemplate, max_token_bytes: int = 64):
         self.spec, self.llm, self.template = spec, llm, template
+        self.max_token_bytes = max(1, max_token_bytes)
+        """Longest token of the vocabulary in UTF-8 bytes: text of B bytes has at least
+        B / max_token_bytes tokens, which refuses or drops what cannot fit without tokenizing."""
         self.context_length = llm.n_ctx()
         self.memory_bytes = spec.size
         self._embedder = None
@@ -26,7 +30,8 @@ class LlamaCppBackend(Backend):
 
     @classmethod
     def load(cls, spec, opts, settings) -> "LlamaCppBackend":
-        """Load the GGUF at `spec.model_path`; num_ctx is capped at the model's training context."""
+        """Load the GGUF at `spec.model_path`. num_ctx is capped at the model's training context
+        and refused (BadRequest) when its KV cache cannot fit in the available memory."""
         try:
             from llama_cpp import Llama
         except ImportError as exc:
@@ -34,13 +39,26 @@ class LlamaCppBackend(Backend):
         if not os.path.isfile(spec.model_path):
             raise LoadFailed(f"model file missing: {spec.model_path}; pull {spec.name.display()} again")
         threads = opts.num_thread or settings.threads
+        try:
+            # The vocabulary and metadata only: the context is sized from them before any
+            # KV cache is allocated.
+            probe = Llama(model_path=str(spec.model_path), vocab_only=True, verbose=False)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise LoadFailed(f"failed to load {spec.name.display()}: {exc}")
+        try:
+            shape = _KVShape.from_metadata(probe.metadata)
+            max_token_bytes = _max_token_bytes(probe)
+        finally:
+            probe.close()
         n_ctx = opts.num_ctx or settings.context_length
-        train_ctx = spec.modelfile.details.get("context_length") or 0
+        train_ctx = shape.train_ctx or spec.modelfile.details.get("context_length") or 0
         if train_ctx:
             n_ctx = min(n_ctx, train_ctx)
+        _check_memory(spec, shape, n_ctx)
+        n_batch = min(opts.num_batch or DEFAULT_NUM_BATCH, n_ctx)
         try:
-            llm = Llama(model_path=str(spec.model_path), n_ctx=n_ctx, n_batch=opts.num_batch or 512,
-                        n_threads=threads, n_threads_batch=threads,
+            llm = Llama(model_path=str(spec.model_path), n_ctx=n_ctx, n_batch=n_batch,
+                        n_ubatch=n_batch, n_threads=threads, n_threads_batch=threads,
                         use_mmap=True if opts.use_mmap is None else opts.use_mmap, verbose=False)
         except (ValueError, RuntimeError, OSError) as exc:
             raise LoadFailed(f"failed to load {spec.name.display()}: {exc}")
@@ -54,7 +72,7 @@ class LlamaCppBackend(Backend):
         except Exception as exc:  # jinja2 syntax errors in a Modelfile template
             llm.close()
             raise LoadFailed(f"invalid chat template for {spec.name.display()}: {exc}")
-        return cls(spec, llm, template)
+        return cls(spec, llm, template, max_token_bytes)
 
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode(), add_bos=self.llm._model.add_bos_token(), special=True)
@@ -65,10 +83,20 @@ class LlamaCppBackend(Backend):
             add_bos = False  # the template already wrote BOS
         return self.llm.tokenize(text.encode(), add_bos=add_bos, special=True)
 
+    def _min_tokens(self, text: str) -> int:
+        """A lower bound of the tokens of `text`, from its length alone."""
+        return -(-len(text.encode("utf-8", "surrogatepass")) // self.max_token_bytes)
+
     def _prompt_tokens(self, gen) -> list[int]:
         """The prompt's tokens. Chat history that does not fit `num_ctx` loses its oldest
-        messages first, keeping system messages and the last message (as Ollama does)."""
+        messages first, keeping system messages and the last message (as Ollama does).
+
+        Linear in the history: messages that cannot fit by their length alone are dropped
+        without rendering, then a binary search finds how many of the oldest to drop (each probe
+        renders and tokenizes once)."""
+        n_ctx = self.llm.n_ctx()
         if gen.prompt is not None:
+            self._refuse_if_too_long(self._min_tokens(gen.prompt))
             return self._tokens(gen.prompt)
         extra = {}
         if gen.tools:
@@ -76,18 +104,65 @@ class LlamaCppBackend(Backend):
         if gen.parse_thinking:  # Qwen3-style templates switch reasoning with this
             extra["enable_thinking"] = gen.think not in (False, None)
         messages = list(gen.messages)
-        while True:
+        kept = [i for i, m in enumerate(messages) if m.role == "system" or i == len(messages) - 1]
+        self._refuse_if_too_long(sum(self._min_tokens(messages[i].content) for i in kept))
+        droppable = [i for i in range(len(messages) - 1) if messages[i].role != "system"]
+        floor = sum(self._min_tokens(m.content) for m in messages)
+        skip = 0  # oldest droppable messages that cannot fit by their length alone
+        while skip < len(droppable) and floor >= n_ctx:
+            floor -= self._min_tokens(messages[droppable[skip]].content)
+            skip += 1
+
+        def render(dropped: int) -> list[int]:
+            gone = set(droppable[:dropped])
+            keep = [m for i, m in enumerate(messages) if i not in gone]
             try:
-                text = self.template.render(messages, add_generation_prompt=True, **extra)
+                text = self.template.render(keep, add_generation_prompt=True, **extra)
             except TemplateRenderError as exc:
                 raise BadRequest(f"chat template failed: {exc}")
-            tokens = self._tokens(text)
-            if len(tokens) < self.llm.n_ctx():
-                return tokens
-            droppable = [i for i, m in enumerate(messages[:-1]) if m.role != "system"]
-            if not droppable:
-                return tokens  # generate() reports that the input exceeds the context
-            del messages[droppable[0]]
+            return self._tokens(text)
+
+        tokens = render(skip)
+        if len(tokens) < n_ctx or skip == len(droppable):
+            return tokens  # generate() reports an input that still exceeds the context
+        low, high = skip + 1, len(droppable)  # the answer lies in [low, high]
+        best = render(high)
+        if len(best) >= n_ctx:
+            return best
+        while low < high:
+            middle = (low + high) // 2
+            candidate = render(middle)
+            if len(candidate) < n_ctx:
+                best, high = candidate, middle
+            else:
+                low = middle + 1
+        return best
+
+    def _refuse_if_too_long(self, min_tokens: int) -> None:
+        n_ctx = self.llm.n_ctx()
+        if min_tokens >= n_ctx:
+            raise BadRequest(f"the input length (at least {min_tokens} tokens) exceeds the "
+                             f"context length ({n_ctx})")
+
+    def _prefill(self, tokens: list[int], cancel) -> bool:
+        """Evaluate all but the last prompt token in n_batch chunks, checking `cancel` between
+        them, reusing the prefix already in the KV cache; False when cancelled. llama.cpp's own
+        generate() then evaluates the last token (it needs fresh logits) and samples."""
+        llm = self.llm
+        target = len(tokens) - 1
+        cached = 0
+        for a, b in zip(llm.input_ids[: llm.n_tokens], tokens[:target]):
+            if a != b:
+                break
+            cached += 1
+        if cached >= target:
+            return True
+        llm.n_tokens = cached
+        for start in range(cached, target, llm.n_batch):
+            if cancel.is_set():
+                return False
+            llm.eval(tokens[start:min(target, start + llm.n_batch)])
+        return True
 
     def generate(self, gen, cancel):
         import llama_cpp
@@ -98,7 +173,8 @@ class LlamaCppBackend(Backend):
         if len(tokens) >= n_ctx:
             raise BadRequest(
                 f"the input length ({len(tokens)} tokens) exceeds the context length ({n_ctx})")
-        self.llm.set_seed(opts.seed if opts.seed >= 0 else random.randrange(2**31))
+        # llama.cpp seeds are 32-bit: a larger request seed keeps its low bits.
+        self.llm.set_seed(opts.seed & 0xFFFFFFFF if opts.seed >= 0 else random.randrange(2**31))
         limit = opts.num_predict if opts.num_predict >= 0 else n_ctx
         budget = min(limit, n_ctx - len(tokens))
         grammar = _grammar(gen.format or _forced_call_schema(gen))
@@ -108,6 +184,13 @@ class LlamaCppBackend(Backend):
         first = None
         produced = 0
         reason = DoneReason.STOP
+        try:
+            if not self._prefill(tokens, cancel):
+                now = time.perf_counter()
+                yield Done(DoneReason.CANCELLED, len(tokens), (now - start) * 1000.0, 0, 0.0)
+                return
+        except (RuntimeError, ValueError) as exc:
+            raise BackendFailed(f"generation failed: {exc}")
         stream = self.llm.generate(
             tokens, top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p, typical_p=opts.typical_p,
             temp=opts.temperature, repeat_penalty=opts.repeat_penalty,
@@ -159,6 +242,12 @@ class LlamaCppBackend(Backend):
         vectors, used = [], 0
         limit = self._embedder.n_ctx()
         for text in texts:
+            if self._min_tokens(text) > limit:
+                if not truncate:
+                    raise BadRequest("the input length exceeds the context length")
+                # Nothing past this many bytes can be within the first `limit` tokens.
+                text = text.encode("utf-8", "replace")[: (limit + 1) * self.max_token_bytes].decode(
+                    "utf-8", "ignore")
             count = len(self._embedder.tokenize(text.encode(), add_bos=True, special=False))
             if count > limit and not truncate:
                 raise BadRequest("the input length exceeds the context length")
@@ -173,6 +262,62 @@ class LlamaCppBackend(Backend):
             if self._embedder is not None:
                 self._embedder.close()
             _return_freed_memory()
+
+
+class _KVShape:
+    """What sizes a llama.cpp KV cache, from GGUF metadata."""
+
+    def __init__(self, layers: int, kv_width: int, train_ctx: int):
+        self.layers, self.kv_width, self.train_ctx = layers, kv_width, train_ctx
+
+    @classmethod
+    def from_metadata(cls, meta: dict) -> "_KVShape":
+        arch = meta.get("general.architecture", "")
+
+        def number(key: str) -> int:
+            try:
+                return int(meta.get(f"{arch}.{key}", 0))
+            except ValueError:
+                return 0
+
+        heads = number("attention.head_count") or 1
+        kv_heads = number("attention.head_count_kv") or heads
+        head_dim = number("attention.key_length") or number("embedding_length") // heads
+        return cls(number("block_count"), kv_heads * head_dim, number("context_length"))
+
+    def kv_bytes(self, n_ctx: int) -> int:
+        """Bytes of an f16 K and V cache for `n_ctx` tokens."""
+        return 2 * 2 * self.layers * self.kv_width * n_ctx
+
+
+def _check_memory(spec, shape: _KVShape, n_ctx: int) -> None:
+    """Refuse a context whose KV cache (plus the weights) exceeds the memory available now."""
+    available = _available_memory()
+    needed = shape.kv_bytes(n_ctx) + spec.size
+    if available and needed > available:
+        raise BadRequest(f"num_ctx {n_ctx} needs about {needed / 2**30:.1f} GiB of memory for "
+                         f"{spec.name.display()}; {available / 2**30:.1f} GiB are available")
+
+
+def _available_memory() -> int:
+    """MemAvailable of /proc/meminfo in bytes; 0 when unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _max_token_bytes(llm) -> int:
+    """The longest token of the vocabulary, in bytes."""
+    model = llm._model
+    longest = 1
+    for token in range(model.n_vocab()):
+        longest = max(longest, len(model.token_get_text(token).encode("utf-8", "replace")))
+    return longest
 
 
 def _return_freed_memory() -> None:
@@ -213,5 +358,5 @@ def _grammar(fmt):
         if fmt == "json":
             return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
         return LlamaGrammar.from_json_schema(json.dumps(fmt), verbose=False)
-    except (ValueError, RuntimeError, TypeError) as exc:
-        raise BadRequest(f"invalid format: {exc}")
+    except Exception as exc:  # the schema converter's errors are of any type: all are the schema's fault
+        raise BadRequest(f"invalid format: {type(exc).__name__}: {exc}") from None

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from rkollama.core.types import Generation, LoadOptions, Message, SamplingOptions
 from rkollama.errors import BadRequest
-from rkollama.models.options import DEFAULTS, LOAD_OPTIONS, merge_request_options
+from rkollama.models.options import DEFAULTS, LOAD_OPTIONS, NUM_CTX_FLOOR, merge_request_options
 
 THINK_LEVELS = ("low", "medium", "high", "max")
 
@@ -50,7 +50,15 @@ def effective_options(spec, request_options) -> dict:
 
 
 def load_options(options: dict) -> LoadOptions:
-    return LoadOptions(**{k: options[k] for k in LOAD_OPTIONS if k in options and k in LoadOptions.__dataclass_fields__})
+    """The load-time part of merged options; 0 (and absent) mean the default, a num_ctx under
+    Ollama's floor becomes the floor."""
+    values = {k: options.get(k) for k in LOAD_OPTIONS if k in LoadOptions.__dataclass_fields__}
+    for name in ("num_ctx", "num_batch", "num_thread"):
+        if not values.get(name):
+            values[name] = None
+    if values["num_ctx"] is not None:
+        values["num_ctx"] = max(NUM_CTX_FLOOR, values["num_ctx"])
+    return LoadOptions(**values)
 
 
 def sampling_options(options: dict) -> SamplingOptions:

@@ -23,7 +23,9 @@ class Message:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """Options fixed when a model is loaded; None means "automatic" (never forces a reload)."""
+    """Options fixed when a model is loaded; None means the default (the settings' or the
+    Modelfile's), so a request that names none runs at the defaults, never at another
+    request's values."""
 
     num_ctx: int | None = None
     num_batch: int | None = None
@@ -33,12 +35,10 @@ class LoadOptions:
     """NPU IOMMU domain the scheduler gives each loaded NPU model (not a user option)."""
 
     def compatible_with(self, loaded: "LoadOptions") -> bool:
-        """True when a model loaded with `loaded` can serve a request asking for `self`."""
-        for name in ("num_ctx", "num_batch", "num_thread", "use_mmap"):
-            wanted = getattr(self, name)
-            if wanted is not None and wanted != getattr(loaded, name):
-                return False
-        return True
+        """True when a model loaded with `loaded` can serve a request asking for `self`: the
+        same options, defaults included (as Ollama reloads when a request's differ)."""
+        return all(getattr(self, name) == getattr(loaded, name)
+                   for name in ("num_ctx", "num_batch", "num_thread", "use_mmap"))
 
 
 @dataclass

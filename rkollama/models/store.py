@@ -4,15 +4,19 @@
     <root>/manifests/<host>/<namespace>/<model>/<tag>   JSON manifest naming the blobs
 """
 
+import errno
+import fcntl
 import hashlib
 import json
+import logging
 import os
-import tempfile
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rkollama.errors import ModelNotFound, RkollamaError
+from rkollama.errors import BadRequest, ModelNotFound, RkollamaError
 from rkollama.fsutil import write_bytes_atomic
 from rkollama.models.modelfile import Modelfile
 from rkollama.models.names import ModelName
@@ -20,6 +24,24 @@ from rkollama.models.names import ModelName
 CONFIG_TYPE = "application/vnd.rkollama.modelfile.v1+json"
 MANIFEST_TYPE = "application/vnd.rkollama.manifest.v1+json"
 MODEL_TYPE = "application/vnd.rkollama.model.{fmt}"
+STALE_PARTIAL_S = 7 * 86400
+"""A partial download untouched this long (seconds) is removed when the daemon starts; younger
+ones are kept so that the next pull of the same file resumes them."""
+HASH_CHUNK = 1 << 20
+
+log = logging.getLogger("rkollama.store")
+
+
+class CorruptModel(RkollamaError):
+    """A manifest or config blob that cannot be read: `rm` and `pull` still work on the name."""
+
+    status = 500
+
+
+class StoreFull(RkollamaError):
+    """The disk filled up while writing a blob; the partial file has been removed."""
+
+    status = 507
 
 
 @dataclass(frozen=True)
@@ -59,6 +81,62 @@ class ModelStore:
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
 
+    def verify_blob(self, digest: str, size: int = 0) -> bool:
+        """True when the blob exists with this sha256 (and size, when given); a damaged blob is
+        removed, so that the caller fetches it again."""
+        path = self.blob_path(digest)
+        try:
+            if size and path.stat().st_size != size:
+                raise ValueError("size")
+            hasher = hashlib.sha256()
+            with open(path, "rb") as handle:
+                while block := handle.read(HASH_CHUNK):
+                    hasher.update(block)
+            if hasher.hexdigest() != digest.split(":", 1)[-1]:
+                raise ValueError("digest")
+            return True
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError):
+            log.warning("blob %s is damaged: removing it to fetch it again", path.name)
+            path.unlink(missing_ok=True)
+            return False
+
+    @contextmanager
+    def lock(self):
+        """Serialise operations that change manifests or remove blobs (pull, cp, rm), across
+        threads and processes (an advisory lock on <root>/.lock)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def partial_path(self, key: str) -> Path:
+        """Where a download identified by `key` (a digest or a source URL) is resumed from."""
+        return self.blobs / f".partial-{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+    def clean_partials(self, now: float | None = None) -> int:
+        """Remove partial downloads older than STALE_PARTIAL_S and leftovers of writers that
+        cannot be resumed; returns how many files went."""
+        if not self.blobs.is_dir():
+            return 0
+        now = time.time() if now is None else now
+        removed = 0
+        for path in self.blobs.glob(".*"):
+            try:
+                stale = path.name.startswith(".incoming-") or now - path.stat().st_mtime > STALE_PARTIAL_S
+                if stale and path.is_file():
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                continue
+        if removed:
+            log.info("removed %d stale partial download(s) from %s", removed, self.blobs)
+        return removed
+
     def write_blob_bytes(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
         path = self.blob_path(digest)
@@ -76,9 +154,11 @@ class ModelStore:
                 writer.write(chunk)
         return writer.digest, writer.size
 
-    def blob_writer(self, expected_sha256: str = "") -> "BlobWriter":
+    def blob_writer(self, expected_sha256: str = "", resume_key: str = "") -> "BlobWriter":
+        """A writer for one blob; with `resume_key` it continues the partial file of an earlier
+        interrupted download of the same thing (see BlobWriter.resumed)."""
         self.blobs.mkdir(parents=True, exist_ok=True)
-        return BlobWriter(self, expected_sha256)
+        return BlobWriter(self, expected_sha256, resume_key)
 
     # -- manifests -----------------------------------------------------------------------------
     def _manifest_path(self, name: ModelName) -> Path:
@@ -98,8 +178,16 @@ class ModelStore:
             return []
         return [p for p in self.manifests.glob("*/*/*/*") if p.is_file() and not p.name.startswith(".")]
 
+    def check_name_free(self, name: ModelName) -> None:
+        """Ollama's rule: a name that differs from an existing model's only in case is taken."""
+        for path in self._manifest_files():
+            other = _name_from_path(self.manifests, path)
+            if other.key() == name.key() and other != name:
+                raise BadRequest("a model with that name already exists")
+
     def register(self, name: ModelName, modelfile: Modelfile, model_digest: str, model_size: int) -> "ModelSpec":
-        """Write the config blob and the manifest for `name` (atomically replacing any old one)."""
+        """Write the config blob and the manifest for `name` (atomically replacing any old one).
+        Call it under `lock()`."""
         config = json.dumps(modelfile.to_dict(), sort_keys=True).encode()
         config_digest = self.write_blob_bytes(config)
         manifest = {
@@ -109,9 +197,7 @@ class ModelStore:
             "layers": [{"mediaType": MODEL_TYPE.format(fmt=modelfile.format),
                         "digest": f"sha256:{model_digest}", "size": model_size}],
         }
-        old = self._find_manifest(name)
-        if old is not None and old != self._manifest_path(name):
-            old.unlink()
+        self.check_name_free(name)
         write_bytes_atomic(self._manifest_path(name), json.dumps(manifest, indent=2).encode())
         return self.resolve(name)
 
@@ -131,8 +217,10 @@ class ModelStore:
             layer = manifest["layers"][0]
             config = json.loads(self.blob_path(config_digest).read_bytes())
             modelfile = Modelfile.from_dict(config, origin=str(path))
-        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-            raise RkollamaError(f"corrupt manifest {path}: {exc}")
+        except (OSError, ValueError, KeyError, IndexError, TypeError, RkollamaError) as exc:
+            label = _name_from_path(self.manifests, path).display()
+            raise CorruptModel(f"model '{label}' is damaged (its manifest or configuration "
+                               f"cannot be read: {exc}); pull it again or remove it") from None
         size = sum(int(l.get("size", 0)) for l in manifest["layers"]) + int(manifest["config"].get("size", 0))
         modified = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).astimezone()
         return ModelSpec(
@@ -150,33 +238,38 @@ class ModelStore:
         for path in self._manifest_files():
             try:
                 specs.append(self._load(path))
-            except RkollamaError:
-                continue
+            except CorruptModel as exc:
+                log.warning("%s", exc.message)
         return sorted(specs, key=lambda s: s.modified_at, reverse=True)
 
     def copy(self, source: str, destination: str) -> None:
+        """Another name for the same blobs; an existing `destination` is replaced (Ollama)."""
         src = ModelName.parse(source)
         dst = ModelName.parse(destination)
-        path = self._find_manifest(src)
-        if path is None:
-            raise ModelNotFound(f'model "{source}" not found')
-        write_bytes_atomic(self._manifest_path(dst), path.read_bytes())
+        with self.lock():
+            path = self._find_manifest(src)
+            if path is None:
+                raise ModelNotFound(f'model "{source}" not found')
+            self._load(path)  # a damaged source is reported, not copied
+            self.check_name_free(dst)
+            write_bytes_atomic(self._manifest_path(dst), path.read_bytes())
 
     def delete(self, name: str) -> None:
         """Remove the manifest, then every blob no manifest references any more."""
         parsed = ModelName.parse(name)
-        path = self._find_manifest(parsed)
-        if path is None:
-            raise ModelNotFound(f"model '{name}' not found")
-        path.unlink()
-        for parent in path.parents:
-            if parent == self.manifests:
-                break
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-        self.prune()
+        with self.lock():
+            path = self._find_manifest(parsed)
+            if path is None:
+                raise ModelNotFound(f"model '{name}' not found")
+            path.unlink()
+            for parent in path.parents:
+                if parent == self.manifests:
+                    break
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+            self.prune()
 
     def prune(self) -> None:
         referenced = set()
@@ -194,37 +287,85 @@ class ModelStore:
 
 
 class BlobWriter:
-    """Context manager: `write()` chunks; on clean exit the blob is verified and renamed in place."""
+    """Context manager: `write()` chunks; on clean exit the blob is verified and renamed in place
+    (call `finish()` under the store lock to register it in the same critical section).
 
-    def __init__(self, store: "ModelStore", expected_sha256: str):
+    With a resume key the bytes go to a partial file that outlives an interruption: `resumed`
+    says how many bytes of it are already there (the source is asked for the rest). A digest
+    mismatch or a full disk removes the partial file."""
+
+    def __init__(self, store: "ModelStore", expected_sha256: str, resume_key: str = ""):
         self.store, self.expected = store, expected_sha256
         self.hasher, self.size, self.digest = hashlib.sha256(), 0, ""
-        fd, self.tmp = tempfile.mkstemp(prefix=".incoming-", suffix=".partial", dir=store.blobs)
-        self.handle = os.fdopen(fd, "wb")
+        self.resumed = 0
+        if resume_key:
+            self.tmp = str(store.partial_path(resume_key))
+            self.handle = open(self.tmp, "a+b")
+            self.handle.seek(0)
+            while block := self.handle.read(HASH_CHUNK):
+                self.hasher.update(block)
+                self.resumed += len(block)
+            self.size = self.resumed
+            self.keep_on_error = True
+        else:
+            self.tmp = str(store.blobs / f".incoming-{os.getpid()}-{id(self):x}")
+            self.handle = open(self.tmp, "wb")
+            self.keep_on_error = False
+        self._finished = False
+
+    def restart(self) -> None:
+        """Drop what was resumed (the source sent the whole file again)."""
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.hasher, self.size, self.resumed = hashlib.sha256(), 0, 0
 
     def write(self, chunk: bytes) -> None:
-        self.handle.write(chunk)
+        try:
+            self.handle.write(chunk)
+        except OSError as exc:
+            self._fail_disk(exc)
         self.hasher.update(chunk)
         self.size += len(chunk)
+
+    def _fail_disk(self, exc: OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self.keep_on_error = False
+            raise StoreFull(f"no space left on the device of {self.store.root} after "
+                            f"{self.size} bytes; nothing was registered") from None
+        raise exc
 
     def __enter__(self):
         return self
 
+    def finish(self) -> None:
+        """Flush, verify and move the blob into place; idempotent."""
+        if self._finished:
+            return
+        try:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+        except OSError as exc:
+            self._fail_disk(exc)
+        self.handle.close()
+        self.digest = self.hasher.hexdigest()
+        if self.expected and self.digest != self.expected:
+            self.keep_on_error = False
+            raise RkollamaError(
+                f"digest mismatch, expected sha256:{self.expected}, got sha256:{self.digest}")
+        os.replace(self.tmp, self.store.blob_path(self.digest))
+        self._finished = True
+
     def __exit__(self, exc_type, exc, tb):
         try:
             if exc_type is None:
-                self.handle.flush()
-                os.fsync(self.handle.fileno())
-            self.handle.close()
-            if exc_type is not None:
-                return False
-            self.digest = self.hasher.hexdigest()
-            if self.expected and self.digest != self.expected:
-                raise RkollamaError(
-                    f"digest mismatch, expected sha256:{self.expected}, got sha256:{self.digest}")
-            os.replace(self.tmp, self.store.blob_path(self.digest))
+                self.finish()
         finally:
-            Path(self.tmp).unlink(missing_ok=True)
+            if not self.handle.closed:
+                self.handle.close()
+            # An interrupted download (client gone, connection dropped, daemon stopping) stays
+            # resumable; a bad digest, a full disk or a writer without a key leaves nothing.
+            if not self._finished and not (exc_type is not None and self.keep_on_error):
+                Path(self.tmp).unlink(missing_ok=True)
         return False
 
 

@@ -2,10 +2,12 @@
 
 import fnmatch
 import ipaddress
+import logging
 import socket
+import time
 from dataclasses import dataclass
 
-from flask import Flask, request
+from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
 from rkollama import __version__
@@ -35,15 +37,31 @@ def create_app(settings, scheduler, store, catalog, platform: str = "cpu") -> Fl
 
     app = Flask("rkollama")
     app.config["RKOLLAMA"] = Deps(settings, scheduler, store, catalog, platform)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.url_map.merge_slashes = False  # "//" is a 404 like any unknown path, not an HTML redirect
+    access = logging.getLogger("rkollama.access")
     app.register_blueprint(ollama_routes.bp)
     app.register_blueprint(openai_routes.bp)
     origins = list(_LOCAL_ORIGINS) + [o.strip() for o in settings.origins.split(",") if o.strip()]
     bind_host, _ = settings.bind_address()
     guard_host = _is_loopback(bind_host)
 
+    def allowed_origin(origin: str) -> bool:
+        return any(fnmatch.fnmatchcase(origin, pattern) for pattern in origins)
+
     @app.before_request
     def _guard():
+        g.started = time.monotonic()
         if guard_host and not _host_allowed(request.host):
+            access.warning("refused %s %s: host %r is not allowed", request.method, request.path,
+                           request.host)
+            return error_response("forbidden", 403)
+        # A web page may send "simple" requests (text/plain bodies, no preflight) to any
+        # address; like Ollama, anything from an origin that is not allowed is refused.
+        origin = request.headers.get("Origin")
+        if origin is not None and not allowed_origin(origin):
+            access.warning("refused %s %s: origin %r is not allowed (OLLAMA_ORIGINS)",
+                           request.method, request.path, origin)
             return error_response("forbidden", 403)
         if request.method == "OPTIONS":
             return app.response_class(b"", status=204)
@@ -52,11 +70,12 @@ def create_app(settings, scheduler, store, catalog, platform: str = "cpu") -> Fl
     @app.after_request
     def _headers(response):
         origin = request.headers.get("Origin")
-        if origin and any(fnmatch.fnmatchcase(origin, pattern) for pattern in origins):
+        if origin and allowed_origin(origin):
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Allow-Headers"] = _ALLOWED_HEADERS
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
         response.headers["X-Rkollama-Version"] = __version__
+        _log_access(access, response)
         return response
 
     @app.errorhandler(404)
@@ -67,9 +86,14 @@ def create_app(settings, scheduler, store, catalog, platform: str = "cpu") -> Fl
     def _not_allowed(_exc):
         return app.response_class("405 method not allowed", status=405, content_type="text/plain")
 
+    @app.errorhandler(413)
+    def _too_large(_exc):
+        return _dialect_error(f"request body too large (limit {settings.max_body_bytes} bytes, "
+                              "RKOLLAMA_MAX_BODY_BYTES)", 413)
+
     @app.errorhandler(HTTPException)
     def _http(exc):
-        return error_response(exc.description or exc.name, exc.code or 500)
+        return _dialect_error(exc.description or exc.name, exc.code or 500)
 
     @app.errorhandler(Exception)
     def _unexpected(exc):
@@ -77,6 +101,28 @@ def create_app(settings, scheduler, store, catalog, platform: str = "cpu") -> Fl
         return error_response(f"internal error: {type(exc).__name__}: {exc}", 500)
 
     return app
+
+
+def _dialect_error(message: str, status: int):
+    """An error in the shape of the API the request was for (OpenAI's under /v1)."""
+    if request.path.startswith("/v1/"):
+        from rkollama.openai.convert import error_body
+        from rkollama.server.streaming import json_response
+
+        return json_response(error_body(message, status), status)
+    return error_response(message, status)
+
+
+def _log_access(access: logging.Logger, response) -> None:
+    """One line per request: method, path, status, milliseconds to the response head, model.
+
+    Streams log when their head is sent; generation time is in the scheduler's lines."""
+    started = g.get("started")
+    elapsed = (time.monotonic() - started) * 1000.0 if started is not None else 0.0
+    model = g.get("model", "")
+    level = logging.INFO if request.path.startswith(("/api/", "/v1/")) else logging.DEBUG
+    access.log(level, "%s %s %s %.1fms%s", request.method, request.path, response.status_code,
+               elapsed, f" model={model}" if model else "")
 
 
 def _is_loopback(host: str) -> bool:

@@ -3,7 +3,7 @@ capabilities, merge options, build the `Generation`, and hand it to the schedule
 
 from dataclasses import dataclass, replace
 
-from flask import current_app, request
+from flask import current_app, g, request
 
 from rkollama.core import structured
 from rkollama.core.collect import collect
@@ -29,6 +29,7 @@ def disconnected():
 
 
 def prepare(req, endpoint: str) -> Prepared:
+    g.model = req.model  # for the access log
     spec = deps().store.resolve(req.model)
     check_capabilities(spec, req, endpoint)
     options = effective_options(spec, req.options)
@@ -98,6 +99,7 @@ def embed(model: str, texts: list[str], truncate: bool, options, keep_alive):
     """(vectors, tokens, load seconds) for `texts`; 404 as the embed endpoints word it."""
     from rkollama.errors import ModelNotFound
 
+    g.model = model
     try:
         spec = deps().store.resolve(model)
     except ModelNotFound:

@@ -14,6 +14,7 @@ from rkollama.core.types import Done, DoneReason, Token, ToolCall
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest, RkollamaError
 from rkollama.models.pull import pull as pull_model
+from rkollama.models.store import CorruptModel
 from rkollama.server import describe, generation
 from rkollama.server.streaming import error_response, json_response, ndjson
 
@@ -83,7 +84,10 @@ def copy():
 def delete():
     f, name = _named(Fields(_body(), "DeleteRequest"))
     deps = _deps()
-    deps.scheduler.unload(deps.store.resolve(name))
+    try:
+        deps.scheduler.unload(deps.store.resolve(name))
+    except CorruptModel:
+        pass  # a damaged model cannot be loaded either: removing it is all that is left
     deps.store.delete(name)
     return current_app.response_class(b"", status=200)
 

@@ -1,0 +1,394 @@
+"""Runner processes: every loaded model lives in a child process of the daemon, as Ollama runs
+its runners.
+
+Native engines can segfault, abort or run out of memory (llama.cpp with a hostile option, the
+vendor's NPU runtime). `RunnerBackend` looks like any backend to the scheduler but forwards
+load/generate/embed/close over a pipe to a child process that holds the real backend. If the
+child dies, the requests in flight fail with a clear error, the backend marks itself dead (the
+scheduler then drops it) and the next request loads the model again. Unloading ends the process,
+which returns all of the model's memory to the system. The boundary costs one pickled event per
+token (benchmarks/bench_npu_worker.py, benchmarks/bench_generate.py).
+
+In the child one engine thread runs every generation and embedding, so a llama.cpp built with
+OpenMP keeps one thread team. With `n_batch > 1` (NPU) it batches concurrent generations into
+one rkllm_run: requests that arrive within the batch window of each other (Modelfile
+rkllm.batch_window_ms, default 20 ms; up to n_batch, same tools and system prompt) share a
+forward pass; later ones wait for the next.
+"""
+
+import logging
+import multiprocessing
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from rkollama.backends.base import Backend
+from rkollama.core.types import Done, DoneReason, Generation, LoadOptions
+from rkollama.errors import BackendFailed, LoadFailed
+
+POLL_S = 0.05
+"""How often a waiting generation checks its cancel event, in seconds."""
+BATCH_WINDOW_MS = 20
+CLOSE_TIMEOUT_S = 30
+_CRASH = object()
+
+log = logging.getLogger("rkollama.runner")
+
+
+class RunnerBackend(Backend):
+    """The daemon's side of one runner process. Its methods may be called from any thread."""
+
+    thread_safe = True
+
+    def __init__(self, process, conn: Connection, info: dict, label: str):
+        self.process, self.conn, self.label = process, conn, label
+        self.kind = info["kind"]
+        self.device = info["device"]
+        self.constrains_format = info["constrains_format"]
+        self.context_length = info["context_length"]
+        self.memory_bytes = info["memory_bytes"]
+        self.slots = info.get("slots", 1)
+        self.dead = False
+        self._ids = 0
+        self._lock = threading.Lock()       # sending, ids, inboxes
+        self._inboxes: dict[int, queue.Queue] = {}
+        self._closed = False
+        self._reader = threading.Thread(target=self._read, name=f"runner-reader {label}", daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    @classmethod
+    def load(cls, spec, opts: LoadOptions, settings, backend_cls: type[Backend] | None = None
+             ) -> "RunnerBackend":
+        """Start a runner process that loads `spec` with `backend_cls`; block until it is ready."""
+        if backend_cls is None:
+            raise LoadFailed("no engine given for the runner")
+        label = spec.name.display()
+        ctx = multiprocessing.get_context("spawn")  # never fork a threaded daemon
+        parent, child = ctx.Pipe()
+        process = ctx.Process(target=_serve, args=(child, spec, opts, settings, backend_cls),
+                              name=f"rkollama-runner {label}", daemon=True)
+        process.start()
+        child.close()
+        try:
+            kind, payload = parent.recv()
+        except (EOFError, OSError):
+            process.join(5)
+            log.warning("runner for %s died while loading (exit code %s)", label, process.exitcode)
+            raise LoadFailed(f"the runner for {label} died while loading "
+                             f"(exit code {process.exitcode})") from None
+        if kind == "error":
+            process.join(5)
+            raise payload
+        log.info("loaded %s in runner process %s (%s, context %s)", label, process.pid,
+                 payload["kind"], payload["context_length"])
+        return cls(process, parent, payload, label)
+
+    # -- the pipe ----------------------------------------------------------------------------------
+    def _read(self) -> None:
+        """Route every message from the runner to the inbox of the request it answers."""
+        while True:
+            try:
+                kind, request_id, payload = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            except Exception:  # an unpicklable message: the runner is beyond trust
+                log.exception("runner for %s sent an unreadable message", self.label)
+                break
+            with self._lock:
+                inbox = self._inboxes.get(request_id)
+            if inbox is not None:
+                inbox.put((kind, payload))
+        with self._lock:
+            if not self._closed:
+                self.dead = True
+            for inbox in self._inboxes.values():
+                inbox.put((_CRASH, None))
+
+    def _open(self, kind: str, payload: Any) -> tuple[int, queue.Queue]:
+        inbox: queue.Queue = queue.Queue()
+        with self._lock:
+            self._ids += 1
+            request_id = self._ids
+            self._inboxes[request_id] = inbox
+            if self.dead:
+                inbox.put((_CRASH, None))
+                return request_id, inbox
+            try:
+                self.conn.send((kind, request_id, payload))
+            except (OSError, EOFError, ValueError):
+                inbox.put((_CRASH, None))
+        return request_id, inbox
+
+    def _send(self, message: tuple) -> None:
+        with self._lock:
+            try:
+                self.conn.send(message)
+            except (OSError, EOFError, ValueError):
+                pass
+
+    def _done(self, request_id: int) -> None:
+        with self._lock:
+            self._inboxes.pop(request_id, None)
+
+    def _crashed(self) -> BackendFailed:
+        self.dead = True
+        self.process.join(1)
+        code = self.process.exitcode
+        log.error("runner for %s crashed (exit code %s)", self.label, code)
+        engine = "the NPU runtime" if self.device == "npu" else "the CPU engine (llama.cpp)"
+        return BackendFailed(f"{engine} crashed (runner exit code {code}); "
+                             "the model will be loaded again on the next request")
+
+    # -- backend interface ---------------------------------------------------------------------
+    def generate(self, gen: Generation, cancel: threading.Event) -> Iterator:
+        request_id, inbox = self._open("generate", gen)
+        cancelled = finished = False
+        try:
+            while True:
+                try:
+                    kind, payload = inbox.get(timeout=POLL_S)
+                except queue.Empty:
+                    kind = None
+                if cancel.is_set() and not cancelled:
+                    cancelled = True
+                    self._send(("cancel", request_id, None))
+                if kind is None:
+                    continue
+                if kind is _CRASH:
+                    finished = True
+                    raise self._crashed()
+                if kind == "error":
+                    finished = True
+                    raise payload
+                if isinstance(payload, Done):
+                    finished = True
+                yield payload
+                if finished:
+                    return
+        finally:
+            if not finished and not cancelled:  # abandoned by its reader: stop it in the runner
+                self._send(("cancel", request_id, None))
+            self._done(request_id)
+
+    def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
+        request_id, inbox = self._open("embed", (texts, truncate))
+        try:
+            kind, payload = inbox.get()
+        finally:
+            self._done(request_id)
+        if kind is _CRASH:
+            raise self._crashed()
+        if kind == "error":
+            raise payload
+        return payload
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        if not self.dead:
+            request_id, inbox = self._open("close", None)
+            try:
+                inbox.get(timeout=CLOSE_TIMEOUT_S)
+            except queue.Empty:
+                pass
+            self._done(request_id)
+        self._closed = True
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+        self.conn.close()
+        log.info("unloaded %s (runner process %s ended)", self.label, self.process.pid)
+
+
+# -- the runner process ----------------------------------------------------------------------------
+def _serve(conn: Connection, spec, opts: LoadOptions, settings, backend_cls: type[Backend]) -> None:
+    """Load the model, then serve requests until told to close (or the daemon goes away)."""
+    # Ctrl+C in the daemon's terminal reaches the whole process group: the daemon decides.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    try:
+        backend = backend_cls.load(spec, opts, settings)
+    except Exception as exc:  # sent to the daemon, which reports it
+        conn.send(("error", _portable(exc)))
+        return
+    slots = max(1, backend.slots)
+    conn.send(("loaded", {"kind": backend.kind, "device": backend.device,
+                          "constrains_format": backend.constrains_format,
+                          "context_length": backend.context_length,
+                          "memory_bytes": backend.memory_bytes, "slots": slots}))
+    send_lock = threading.Lock()
+
+    def send(message: tuple) -> None:
+        with send_lock:
+            try:
+                conn.send(message)
+            except (OSError, EOFError, ValueError):
+                pass  # the daemon went away; the receive loop ends too
+
+    window = spec.modelfile.rkllm.get("batch_window_ms", BATCH_WINDOW_MS) / 1000.0
+    engine = _Engine(backend, slots, send, window)
+    engine.start()
+    while True:
+        try:
+            kind, request_id, payload = conn.recv()
+        except (EOFError, OSError):
+            break
+        if kind == "generate":
+            engine.add(request_id, payload)
+        elif kind == "cancel":
+            engine.cancel(request_id)
+        elif kind == "embed":
+            engine.call(request_id, backend.embed, *payload)
+        elif kind == "close":
+            engine.stop()
+            backend.close()
+            send(("closed", request_id, None))
+            return
+    engine.stop()
+    backend.close()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to end this process when the daemon dies, even by SIGKILL (PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux/glibc: the closed pipe still ends the runner
+        pass
+
+
+@dataclass
+class _Job:
+    request_id: int
+    gen: Generation | None = None
+    cancel: threading.Event | None = None
+    call: Callable[[], Any] | None = None
+
+
+class _Engine(threading.Thread):
+    """Runs the model's work on one thread: generations one at a time, or n_batch at a time in
+    one forward pass; other calls (embeddings) between them."""
+
+    def __init__(self, backend: Backend, slots: int, send: Callable[[tuple], None], window_s: float):
+        super().__init__(name="runner-engine", daemon=True)
+        self.backend, self.slots, self.send, self.window_s = backend, slots, send, window_s
+        self.cond = threading.Condition()
+        self.pending: list[_Job] = []
+        self.cancels: dict[int, threading.Event] = {}
+        self.stopping = False
+
+    def add(self, request_id: int, gen: Generation) -> None:
+        with self.cond:
+            event = threading.Event()
+            self.cancels[request_id] = event
+            self.pending.append(_Job(request_id, gen, event))
+            self.cond.notify_all()
+
+    def call(self, request_id: int, fn: Callable, *args) -> None:
+        with self.cond:
+            self.pending.append(_Job(request_id, call=lambda: fn(*args)))
+            self.cond.notify_all()
+
+    def cancel(self, request_id: int) -> None:
+        with self.cond:
+            event = self.cancels.get(request_id)
+            # Cancelled while still waiting: it never starts.
+            for job in list(self.pending):
+                if job.request_id == request_id and job.cancel is not None:
+                    self.pending.remove(job)
+                    self.cancels.pop(request_id, None)
+                    self.send(("event", request_id, Done(DoneReason.CANCELLED)))
+        if event is not None:
+            event.set()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            for event in self.cancels.values():
+                event.set()
+            self.cond.notify_all()
+        self.join()
+
+    def run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.pending and not self.stopping:
+                    self.cond.wait()
+                if self.stopping and not self.pending:
+                    return
+                first = self.pending[0]
+                if first.call is None and self.slots > 1:  # let concurrent requests join the batch
+                    deadline = time.monotonic() + self.window_s
+                    while len(self.pending) < self.slots and time.monotonic() < deadline:
+                        self.cond.wait(deadline - time.monotonic())
+                batch = [self.pending.pop(0)] if first.call is not None else self._take()
+            try:
+                self._run(batch)
+            finally:
+                with self.cond:
+                    for job in batch:
+                        self.cancels.pop(job.request_id, None)
+                    self.cond.notify_all()
+
+    def _take(self) -> list[_Job]:
+        """Up to `slots` pending generations that can share a forward pass (same batch key)."""
+        key = _batch_key(self.pending[0].gen)
+        batch = [j for j in self.pending if j.call is None and _batch_key(j.gen) == key][: self.slots]
+        for job in batch:
+            self.pending.remove(job)
+        return batch
+
+    def _run(self, batch: list[_Job]) -> None:
+        first = batch[0]
+        if first.call is not None:
+            try:
+                self.send(("result", first.request_id, first.call()))
+            except Exception as exc:
+                self.send(("error", first.request_id, _portable(exc)))
+            return
+        if len(batch) == 1 and self.slots == 1:
+            try:
+                for event in self.backend.generate(first.gen, first.cancel):
+                    self.send(("event", first.request_id, event))
+            except Exception as exc:
+                self.send(("error", first.request_id, _portable(exc)))
+            return
+        try:
+            for request_id, event in self.backend.generate_batch(
+                    [(j.request_id, j.gen, j.cancel) for j in batch]):
+                self.send(("event", request_id, event))
+        except Exception as exc:
+            for job in batch:
+                self.send(("error", job.request_id, _portable(exc)))
+
+
+def _batch_key(gen: Generation | None) -> tuple:
+    """Requests share one rkllm_run only with the same tools and system prompt (set per handle)."""
+    import json
+
+    if gen is None:
+        return ("", "")
+    system = "\n".join(m.content for m in gen.messages or [] if m.role == "system")
+    return json.dumps(gen.tools, sort_keys=True), system
+
+
+def _portable(exc: Exception) -> Exception:
+    """The exception itself when it pickles (rkollama's errors do), else a BackendFailed."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return BackendFailed(f"{type(exc).__name__}: {exc}")
