@@ -48,6 +48,7 @@ class _Runner:
         self.cancels: set = set()  # cancel events of its running generations, for shutdown
         self.keep_alive = keep_alive
         self.active = 0
+        self.closed = False
         self.expires = now + keep_alive
         self.last_used = now
 
@@ -284,8 +285,12 @@ class Scheduler:
             self._cond.notify_all()
 
     def _close(self, runner) -> None:
+        """Unload `runner` (idempotent: shutdown and a stream ending at once both call it)."""
         if self._runners.get(runner.key) is runner:
             del self._runners[runner.key]
+        if runner.closed:
+            return
+        runner.closed = True
         log.info("unloading %s", runner.spec.name.display())
         try:
             # On the engine thread, after any generation still queued there has stopped.

@@ -92,3 +92,20 @@ def start_daemon(env_overrides: dict, log_path):
     url = f"http://127.0.0.1:{port}"
     wait_for(url, process)
     return process, url
+
+
+def wait_for_http(url: str, process=None, timeout: float = 120.0) -> None:
+    """Wait until GET `url` answers 200 (a server that is not rkollama, e.g. a benchmark peer)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"nothing answered at {url}")

@@ -24,8 +24,8 @@ class ModelName:
     @classmethod
     def parse(cls, text) -> "ModelName":
         """Parse and validate; raise InvalidModelName for anything outside the grammar."""
-        if not isinstance(text, str):
-            raise InvalidModelName()
+        if not isinstance(text, str) or any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise InvalidModelName()  # control characters (a newline in a name) never pass
         text = text.strip()
         if not text or ".." in text or "\\" in text or len(text) > 600:
             raise InvalidModelName()

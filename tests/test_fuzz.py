@@ -1,0 +1,120 @@
+"""Property-based fuzzing of every endpoint of both dialects through real HTTP (Waitress, the
+scripted engine): random and mutated bodies never produce a 5xx other than 503, never a traceback,
+and the daemon answers a normal request afterwards."""
+
+import json
+
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from helpers import ThreadServer, register_fake
+from rkollama.backends.fake import Script, factory
+from rkollama.config import Settings
+from rkollama.models.catalog import Catalog
+from rkollama.models.store import ModelStore
+from rkollama.scheduler import Scheduler
+from rkollama.server.app import create_app
+
+ENDPOINTS = [("POST", "/api/chat"), ("POST", "/api/generate"), ("POST", "/api/embed"),
+             ("POST", "/api/embeddings"), ("POST", "/api/show"), ("POST", "/api/copy"),
+             ("DELETE", "/api/delete"), ("POST", "/api/pull"), ("GET", "/api/tags"),
+             ("GET", "/api/ps"), ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"),
+             ("POST", "/v1/embeddings"), ("GET", "/v1/models"), ("GET", "/v1/models/tiny")]
+
+VALID = {
+    "/api/chat": {"model": "tiny", "stream": False, "messages": [{"role": "user", "content": "hi"}]},
+    "/api/generate": {"model": "tiny", "prompt": "hi", "stream": False},
+    "/api/embed": {"model": "tiny", "input": ["a", "b"]},
+    "/api/embeddings": {"model": "tiny", "prompt": "a"},
+    "/api/show": {"model": "tiny"},
+    "/api/copy": {"source": "tiny", "destination": "copy"},
+    "/api/delete": {"model": "copy"},
+    "/api/pull": {"model": "nothing-like-this", "stream": False},
+    "/v1/chat/completions": {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]},
+    "/v1/completions": {"model": "tiny", "prompt": "hi"},
+    "/v1/embeddings": {"model": "tiny", "input": "hi"},
+}
+
+# Field names the routes read, so random objects reach real code paths.
+KEYS = ["model", "name", "messages", "role", "content", "prompt", "stream", "options", "format",
+        "keep_alive", "think", "tools", "images", "system", "raw", "suffix", "input", "truncate",
+        "num_ctx", "num_batch", "num_thread", "temperature", "top_p", "seed", "stop", "num_predict",
+        "response_format", "type", "json_schema", "schema", "tool_choice", "function", "arguments",
+        "tool_calls", "max_tokens", "stream_options", "source", "destination", "dimensions",
+        "encoding_format", "reasoning_effort", "pattern", "properties", "items", "enum"]
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
+                    st.floats(allow_nan=False), st.text(max_size=40),
+                    st.sampled_from(["tiny", "", "json", "\ud800", "5m", "-1", "user", "system",
+                                     "assistant", "tool", "string", "object", "^a$", "nonsense"]))
+values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4),
+    st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), inner, max_size=5)), max_leaves=25)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuzz")
+    settings = Settings.from_env({}, models=root / "models", max_body_bytes=1 << 20)
+    store = ModelStore(settings.models)
+    register_fake(store, "tiny", capabilities=["completion", "tools", "thinking", "embedding"])
+    scheduler = Scheduler(settings, backend_factory=factory(Script()))
+    server = ThreadServer(create_app(settings, scheduler, store, Catalog(str(root / "none")), "cpu"))
+    session = requests.Session()
+    yield server.url, session
+    server.close()
+    scheduler.shutdown()
+
+
+def check(response: requests.Response) -> None:
+    assert response.status_code < 500 or response.status_code == 503, \
+        (response.status_code, response.text[:300])
+    assert "Traceback" not in response.text and "internal error" not in response.text, response.text[:300]
+
+
+def send(daemon, method: str, path: str, data: bytes) -> None:
+    url, session = daemon
+    check(session.request(method, url + path, data=data, timeout=30,
+                          headers={"Content-Type": "application/json"}))
+
+
+def mutate(body: dict, key: str, value) -> dict:
+    """`body` with one field (top level, or in its first message/options) replaced."""
+    out = json.loads(json.dumps(body))
+    target = out
+    if "messages" in out and key in ("role", "content", "images", "tool_calls", "thinking"):
+        target = out["messages"][0]
+    elif key in ("num_ctx", "num_batch", "num_thread", "temperature", "top_p", "seed", "stop",
+                 "num_predict"):
+        target = out.setdefault("options", {})
+    target[key] = value
+    return out
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(endpoint=st.sampled_from(ENDPOINTS), body=values)
+def test_random_bodies_never_break_the_daemon(daemon, endpoint, body):
+    method, path = endpoint
+    send(daemon, method, path, json.dumps(body).encode())
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(path=st.sampled_from(sorted(VALID)), key=st.sampled_from(KEYS), value=values)
+def test_valid_bodies_with_one_field_mutated_never_break_the_daemon(daemon, path, key, value):
+    method = "DELETE" if path == "/api/delete" else "POST"
+    send(daemon, method, path, json.dumps(mutate(VALID[path], key, value)).encode())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(endpoint=st.sampled_from(ENDPOINTS), data=st.binary(max_size=200))
+def test_arbitrary_bytes_never_break_the_daemon(daemon, endpoint, data):
+    method, path = endpoint
+    send(daemon, method, path, data)
+
+
+def test_the_daemon_still_answers_normally_after_the_fuzzing(daemon):
+    url, session = daemon
+    reply = session.post(f"{url}/api/chat", json=VALID["/api/chat"], timeout=10)
+    assert reply.status_code == 200 and reply.json()["message"]["content"] == "hi"
