@@ -111,3 +111,121 @@ def test_pull_route_streams_progress(http, tmp_path, hub, app):
     quiet = http.post("/api/pull", json={"model": "demo", "stream": False})
     assert quiet.get_json() == {"status": "success"}
     assert "demo:latest" in {m["name"] for m in http.get("/api/tags").get_json()["models"]}
+
+
+@pytest.fixture
+def flaky_hub():
+    """Serves PAYLOAD with HTTP Range; the first response drops the connection half way."""
+    seen: list = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            start = 0
+            if self.headers.get("Range"):
+                start = int(self.headers["Range"].split("=")[1].rstrip("-"))
+            seen.append(start)
+            body = PAYLOAD[start:]
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if len(seen) == 1:
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.connection.shutdown(2)  # the connection drops mid-download
+                return
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+
+
+def test_a_dropped_download_resumes_where_it_stopped(tmp_path, flaky_hub, monkeypatch):
+    import rkollama.models.pull as pull_module
+
+    monkeypatch.setattr(pull_module, "BACKOFF_S", 0.0)
+    url, seen = flaky_hub
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    catalog = catalog_with(tmp_path, f"        url: {url}/model.gguf\n        sha256: '{digest}'\n")
+    store = ModelStore(tmp_path / "models")
+    assert list(pull(store, catalog, "demo", "cpu"))[-1] == {"status": "success"}
+    assert len(seen) == 2 and seen[0] == 0
+    assert 0 < seen[1] <= len(PAYLOAD) // 2  # the second request asked only for the rest
+    assert store.blob_path(digest).read_bytes() == PAYLOAD
+
+
+def test_an_interrupted_pull_leaves_a_partial_that_the_next_pull_resumes(tmp_path, hub):
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    catalog = catalog_with(tmp_path, f"        url: {hub}/repo/resolve/main/model.gguf\n"
+                                     f"        sha256: '{digest}'\n")
+    store = ModelStore(tmp_path / "models")
+    progress = pull(store, catalog, "demo", "cpu")
+    next(progress), next(progress)  # the client goes away after the first bytes
+    progress.close()
+    partials = list(store.blobs.glob(".partial-*"))
+    assert len(partials) == 1
+    store.clean_partials()  # a daemon restart keeps a recent partial
+    assert partials[0].exists()
+    assert list(pull(store, catalog, "demo", "cpu"))[-1] == {"status": "success"}
+    assert list(store.blobs.glob(".partial-*")) == []
+    assert store.blob_path(digest).read_bytes() == PAYLOAD
+
+
+def test_stale_partials_are_cleared_at_start(tmp_path):
+    import os
+
+    store = ModelStore(tmp_path / "models")
+    store.blobs.mkdir(parents=True)
+    old, fresh, orphan = (store.blobs / ".partial-old", store.blobs / ".partial-new",
+                          store.blobs / ".incoming-1-ab")
+    for path in (old, fresh, orphan):
+        path.write_bytes(b"x")
+    os.utime(old, (1, 1))
+    assert store.clean_partials() == 2
+    assert [p.name for p in store.blobs.iterdir()] == [".partial-new"]
+
+
+def test_a_re_pull_checks_the_blob_on_disk_and_repairs_it(tmp_path, hub):
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    catalog = catalog_with(tmp_path, f"        url: {hub}/repo/resolve/main/model.gguf\n"
+                                     f"        sha256: '{digest}'\n")
+    store = ModelStore(tmp_path / "models")
+    list(pull(store, catalog, "demo", "cpu"))
+    blob = store.blob_path(digest)
+    damaged = bytearray(PAYLOAD)
+    damaged[1000] ^= 0xFF  # a flipped byte: same size, wrong content
+    blob.write_bytes(bytes(damaged))
+    lines = list(pull(store, catalog, "demo", "cpu"))
+    assert {"status": "verifying sha256 digest"} in lines and lines[-1] == {"status": "success"}
+    assert blob.read_bytes() == PAYLOAD
+
+
+def test_a_full_disk_fails_the_pull_clearly_and_leaves_nothing(tmp_path, hub, monkeypatch):
+    import errno
+
+    from rkollama.models.store import BlobWriter, StoreFull
+
+    def full(self, chunk):
+        self._fail_disk(OSError(errno.ENOSPC, "No space left on device"))
+
+    monkeypatch.setattr(BlobWriter, "write", full)
+    catalog = catalog_with(tmp_path, f"        url: {hub}/repo/resolve/main/model.gguf\n")
+    store = ModelStore(tmp_path / "models")
+    with pytest.raises(StoreFull, match="no space left") as error:
+        list(pull(store, catalog, "demo", "cpu"))
+    assert error.value.status == 507
+    assert [p for p in store.root.rglob("*") if p.is_file() and p.name != ".lock"] == []
+
+
+def test_one_invalid_user_modelfile_does_not_hide_the_others(tmp_path, hub):
+    catalog = catalog_with(tmp_path, f"        url: {hub}/repo/resolve/main/model.gguf\n")
+    (tmp_path / "modelfiles" / "broken.yaml").write_text("name: [unclosed\n")
+    (tmp_path / "modelfiles" / "binary.yaml").write_bytes(b"\xff\xfe\x00garbage")
+    store = ModelStore(tmp_path / "models")
+    assert list(pull(store, catalog, "demo", "cpu"))[-1] == {"status": "success"}

@@ -145,24 +145,25 @@ class LlamaCppBackend(Backend):
                              f"context length ({n_ctx})")
 
     def _prefill(self, tokens: list[int], cancel) -> bool:
-        """Evaluate all but the last prompt token in n_batch chunks, checking `cancel` between
-        them, reusing the prefix already in the KV cache; False when cancelled. llama.cpp's own
-        generate() then evaluates the last token (it needs fresh logits) and samples."""
+        """Evaluate the prompt up to its last n_batch chunk, one chunk at a time, checking
+        `cancel` between chunks and reusing the prefix already in the KV cache; False when
+        cancelled. llama.cpp's own generate() then evaluates the last chunk (which yields the
+        logits to sample from), so a short prompt costs no extra forward pass."""
         llm = self.llm
-        target = len(tokens) - 1
         cached = 0
-        for a, b in zip(llm.input_ids[: llm.n_tokens], tokens[:target]):
+        for a, b in zip(llm.input_ids[: llm.n_tokens], tokens[: len(tokens) - 1]):
             if a != b:
                 break
             cached += 1
-        if cached >= target:
-            return True
+        last_chunk = cached + (len(tokens) - 1 - cached) // llm.n_batch * llm.n_batch
+        if last_chunk <= cached:
+            return not cancel.is_set()
         llm.n_tokens = cached
-        for start in range(cached, target, llm.n_batch):
+        for start in range(cached, last_chunk, llm.n_batch):
             if cancel.is_set():
                 return False
-            llm.eval(tokens[start:min(target, start + llm.n_batch)])
-        return True
+            llm.eval(tokens[start:start + llm.n_batch])
+        return not cancel.is_set()
 
     def generate(self, gen, cancel):
         import llama_cpp

@@ -18,6 +18,8 @@ from rkollama.models.names import ModelName
 from rkollama.models.store import ModelStore
 
 CHUNK = 1 << 20
+NET_CHUNK = 1 << 16
+"""Bytes per network read: a dropped connection loses at most this much of what had arrived."""
 PROGRESS_INTERVAL_S = 0.1
 RETRIES = 4
 BACKOFF_S = 0.5
@@ -114,7 +116,7 @@ def _read_url(url: str, writer):
                     raise PullFailed(f"pull model manifest: {url} answered HTTP {response.status_code}")
                 if response.status_code == 200 and writer.size:
                     writer.restart()  # the server ignored the range: take the whole file again
-                for chunk in response.iter_content(CHUNK):
+                for chunk in response.iter_content(NET_CHUNK):
                     yield chunk
                 return
         except (requests.RequestException, _Transient) as exc:
