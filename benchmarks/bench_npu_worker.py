@@ -1,6 +1,6 @@
 """What the worker-process boundary costs per token on the NPU engine, measured side by side on
 the C test double of librkllmrt.so (which answers as fast as it can, so only overhead remains):
-RKLLMBackend in the daemon's process versus the same behind WorkerBackend.
+RKLLMBackend in the daemon's process versus the same behind RunnerBackend (a runner process).
 
     .venv/bin/python benchmarks/bench_npu_worker.py [--tokens 5000] [--runs 5] [--family 1.3]
 
@@ -38,7 +38,7 @@ def main() -> None:
 
     from helpers import register_fake
     from rkollama.backends.rkllm.backend import RKLLMBackend
-    from rkollama.backends.rkllm.worker import WorkerBackend
+    from rkollama.backends.runner import RunnerBackend
     from rkollama.config import Settings
     from rkollama.core.types import Generation, LoadOptions, SamplingOptions
     from rkollama.models.store import ModelStore
@@ -56,7 +56,7 @@ def main() -> None:
     gen = Generation(prompt=prompt, options=SamplingOptions(num_predict=-1))
 
     direct = RKLLMBackend.load(spec, LoadOptions(), settings)
-    worker = WorkerBackend.load(spec, LoadOptions(), settings)
+    worker = RunnerBackend.load(spec, LoadOptions(), settings, backend_cls=RKLLMBackend)
     rows = []
     for _ in range(args.runs):
         d_us, d_n = per_token_us(direct, gen)

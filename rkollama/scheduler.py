@@ -18,9 +18,8 @@ from datetime import datetime, timedelta, timezone
 from rkollama.core.parse import parse_output
 from rkollama.core.stops import apply_stops
 from rkollama.core.types import Done, DoneReason
-from rkollama.durations import parse_keep_alive
+from rkollama.durations import MAX_DURATION_S, parse_keep_alive
 from rkollama.engine_thread import EngineThread
-from rkollama.durations import MAX_DURATION_S
 from rkollama.errors import BadRequest, Cancelled, LoadFailed, QueueFull, RkollamaError, ShuttingDown
 
 POLL_S = 0.1  # how often a waiting request checks whether its client went away

@@ -36,7 +36,7 @@ def _check_depth(raw: bytes) -> None:
     if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
         return
     depth = 0
-    in_string = escaped = False
+    in_string = False
     for match in _STRUCTURE.finditer(raw):
         token = match.group()
         if in_string:

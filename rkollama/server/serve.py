@@ -47,7 +47,8 @@ def create_server(app, settings, host: str, port: int):
         connection_limit=settings.max_connections,
         channel_timeout=settings.connection_timeout,
         asyncore_use_poll=True,  # select() stops at 1024 descriptors
-        max_request_body_size=settings.max_body_bytes + 65536,  # Flask answers the limit in JSON
+        # Waitress spools bodies to disk; up to this size Flask refuses them in the dialect's JSON.
+        max_request_body_size=4 * settings.max_body_bytes,
         ident="rkollama", clear_untrusted_proxy_headers=True)
 
 
