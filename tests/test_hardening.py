@@ -166,7 +166,10 @@ def test_the_queue_limit_answers_503_with_ollamas_text(tmp_path, script):
 
     threads = [threading.Thread(target=one) for _ in range(6)]
     try:
-        for thread in threads:
+        threads[0].start()
+        while not script.history:  # the first one generates (held) before the others arrive
+            time.sleep(0.02)
+        for thread in threads[1:]:
             thread.start()
         deadline = time.monotonic() + 5
         while len(replies) < 3 and time.monotonic() < deadline:  # 1 running + 2 queued
