@@ -61,7 +61,7 @@ def test_hostile_load_options_are_a_400_and_the_daemon_keeps_serving(daemon, opt
     assert ask(url).status_code == 200
 
 
-def test_a_context_too_large_for_memory_is_refused(daemon):
+def test_a_num_ctx_beyond_the_training_context_is_capped_not_an_error(daemon):
     url, process = daemon
     reply = requests.post(f"{url}/api/generate", timeout=120, json={
         "model": MODEL, "prompt": "hi", "stream": False, "template": "",
