@@ -13,7 +13,6 @@ import http.client
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -75,19 +74,9 @@ def main() -> None:
 
     from llama_cpp import Llama
 
-    from helpers import start_daemon
-    from rkollama.models.catalog import Catalog
-    from rkollama.models.pull import pull
-    from rkollama.models.store import ModelStore
+    from helpers import start_smollm2_daemon
 
-    workdir = Path(tempfile.mkdtemp(prefix="rkollama-bench-"))
-    store = ModelStore(workdir / "models")
-    for _ in pull(store, Catalog(), "smollm2:135m", "cpu"):
-        pass
-    model_path = str(store.resolve("smollm2:135m").model_path)
-    env = {"RKOLLAMA_MODELS": str(workdir / "models"), "RKOLLAMA_NUM_THREADS": str(args.threads),
-           "RKOLLAMA_CONTEXT_LENGTH": "2048", "RKOLLAMA_KEEP_ALIVE": "-1"}
-    daemon, url = start_daemon(env, workdir / "serve.log")
+    daemon, url, model_path, _ = start_smollm2_daemon("rkollama-bench-", args.threads)
     host, port = url.split("//")[1].split(":")
     port = int(port)
     try:

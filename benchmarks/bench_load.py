@@ -15,7 +15,6 @@ import json
 import socket
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -90,18 +89,10 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.idle + 256)), hard))
 
-    from helpers import start_daemon
-    from rkollama.models.catalog import Catalog
-    from rkollama.models.pull import pull
-    from rkollama.models.store import ModelStore
+    from helpers import start_smollm2_daemon
 
-    workdir = Path(tempfile.mkdtemp(prefix="rkollama-load-"))
-    for _ in pull(ModelStore(workdir / "models"), Catalog(), "smollm2:135m", "cpu"):
-        pass
-    env = {"RKOLLAMA_MODELS": str(workdir / "models"), "RKOLLAMA_NUM_THREADS": str(args.threads),
-           "RKOLLAMA_CONTEXT_LENGTH": "2048", "RKOLLAMA_KEEP_ALIVE": "-1",
-           "OLLAMA_MAX_QUEUE": str(args.max_queue)}
-    daemon, url = start_daemon(env, workdir / "serve.log")
+    daemon, url, _, _ = start_smollm2_daemon("rkollama-load-", args.threads,
+                                             OLLAMA_MAX_QUEUE=str(args.max_queue))
     port = int(url.rsplit(":", 1)[1])
     try:
         stream_one(port, 2, -1, [])  # load the model

@@ -16,7 +16,6 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -96,19 +95,9 @@ def main() -> None:
     except ImportError as exc:
         raise SystemExit(f"the peer is missing ({exc}): pip install 'llama-cpp-python[server]'")
 
-    from helpers import start_daemon
-    from rkollama.models.catalog import Catalog
-    from rkollama.models.pull import pull
-    from rkollama.models.store import ModelStore
+    from helpers import start_smollm2_daemon
 
-    workdir = Path(tempfile.mkdtemp(prefix="rkollama-peer-"))
-    store = ModelStore(workdir / "models")
-    for _ in pull(store, Catalog(), "smollm2:135m", "cpu"):
-        pass
-    model_path = str(store.resolve("smollm2:135m").model_path)
-    env = {"RKOLLAMA_MODELS": str(workdir / "models"), "RKOLLAMA_NUM_THREADS": str(args.threads),
-           "RKOLLAMA_CONTEXT_LENGTH": "2048", "RKOLLAMA_KEEP_ALIVE": "-1"}
-    daemon, url = start_daemon(env, workdir / "serve.log")
+    daemon, url, model_path, workdir = start_smollm2_daemon("rkollama-peer-", args.threads)
     ours = int(url.rsplit(":", 1)[1])
     peer, theirs = start_peer(model_path, args.threads, workdir / "peer.log")
     sides = (("rkollama", ours, "smollm2:135m"), ("peer", theirs, "peer"))

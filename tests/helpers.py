@@ -109,3 +109,26 @@ def wait_for_http(url: str, process=None, timeout: float = 120.0) -> None:
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"nothing answered at {url}")
+
+
+def start_smollm2_daemon(prefix: str, threads: int, **env):
+    """For benchmarks: SmolLM2 pulled into a new temporary store and `rkollama serve` on it with
+    `threads` engine threads, a 2048-token context and no keep-alive expiry.
+
+    Returns (process, base URL, model file path, work directory)."""
+    import tempfile
+    from pathlib import Path
+
+    from rkollama.models.catalog import Catalog
+    from rkollama.models.pull import pull
+    from rkollama.models.store import ModelStore
+
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    store = ModelStore(workdir / "models")
+    for _ in pull(store, Catalog(), "smollm2:135m", "cpu"):
+        pass
+    model_path = str(store.resolve("smollm2:135m").model_path)
+    env = {"RKOLLAMA_MODELS": str(workdir / "models"), "RKOLLAMA_NUM_THREADS": str(threads),
+           "RKOLLAMA_CONTEXT_LENGTH": "2048", "RKOLLAMA_KEEP_ALIVE": "-1", **env}
+    process, url = start_daemon(env, workdir / "serve.log")
+    return process, url, model_path, workdir
