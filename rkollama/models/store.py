@@ -114,6 +114,20 @@ class ModelStore:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    @contextmanager
+    def download_lock(self, key: str):
+        """Held while one download of `key` (a digest or URL) runs: a second pull of the same
+        file waits here, then finds the blob in place."""
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        path = self.partial_path(key).with_suffix(".lock")
+        with open(path, "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            os.utime(path)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def partial_path(self, key: str) -> Path:
         """Where a download identified by `key` (a digest or a source URL) is resumed from."""
         return self.blobs / f".partial-{hashlib.sha256(key.encode()).hexdigest()[:32]}"

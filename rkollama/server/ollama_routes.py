@@ -13,6 +13,7 @@ from rkollama.core.embed import shape
 from rkollama.core.types import Done, DoneReason, Token, ToolCall
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest, RkollamaError
+from rkollama.models.hf import HubConfig
 from rkollama.models.pull import pull as pull_model
 from rkollama.models.store import CorruptModel
 from rkollama.server import describe, generation
@@ -96,7 +97,8 @@ def delete():
 def pull():
     f, name = _named(Fields(_body(), "PullRequest"))
     deps = _deps()
-    progress = pull_model(deps.store, deps.catalog, name, deps.platform)
+    hub = HubConfig(deps.settings.hf_endpoint, deps.settings.hf_token)
+    progress = pull_model(deps.store, deps.catalog, name, deps.platform, hub)
     first = next(progress)  # validates the name before the 200 goes out
     if not f.get("stream", bool, True):
         last = first

@@ -1,0 +1,73 @@
+"""What a GGUF file says about itself (read with the `gguf` package): the chat template, the
+details `/api/tags` and `/api/show` report, and the capabilities its template implies."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rkollama.errors import PullFailed
+
+
+@dataclass
+class GGUFFacts:
+    template: str | None = None
+    details: dict = field(default_factory=dict)
+    capabilities: list[str] = field(default_factory=lambda: ["completion"])
+
+
+def read(path: Path) -> GGUFFacts:
+    """The facts of the GGUF at `path`; PullFailed when it is not a readable GGUF."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as exc:  # the reader's own errors are of any type: the file is not a GGUF
+        raise PullFailed(f"the downloaded file is not a valid GGUF: {type(exc).__name__}: {exc}") from None
+
+    def value(key: str):
+        item = reader.fields.get(key)
+        try:
+            return item.contents() if item is not None else None
+        except Exception:  # an odd field type: treat as absent
+            return None
+
+    arch = value("general.architecture") or ""
+    details: dict = {"format": "gguf"}
+    if arch:
+        details["family"] = arch
+    count = sum(int(t.n_elements) for t in reader.tensors)
+    size_label = value("general.size_label")
+    details["parameter_size"] = size_label if isinstance(size_label, str) and size_label else _label(count)
+    file_type = value("general.file_type")
+    if isinstance(file_type, int):
+        try:
+            details["quantization_level"] = gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_")
+        except ValueError:
+            pass
+    for key, name in (("context_length", "context_length"), ("embedding_length", "embedding_length")):
+        number = value(f"{arch}.{key}")
+        if isinstance(number, int):
+            details[name] = number
+    template = value("tokenizer.chat_template")
+    template = template if isinstance(template, str) and template else None
+    return GGUFFacts(template, details, capabilities_of(template))
+
+
+def capabilities_of(template: str | None) -> list[str]:
+    """Capabilities a chat template implies: tools when it renders them, thinking when it knows
+    a think block (as Ollama infers them from the template)."""
+    caps = ["completion"]
+    if template:
+        if "tools" in template:
+            caps.append("tools")
+        if "<think>" in template or "enable_thinking" in template:
+            caps.append("thinking")
+    return caps
+
+
+def _label(count: int) -> str:
+    """A parameter count the way Ollama prints it: 135M, 1.7B."""
+    if count >= 1e9:
+        return f"{count / 1e9:.1f}B"
+    if count >= 1e6:
+        return f"{count / 1e6:.0f}M"
+    return str(count)
