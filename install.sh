@@ -69,23 +69,23 @@ if [ ! -d "$wheels" ] || ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; 
 fi
 "${pip[@]}" install -q --find-links "$wheels" -e "$here[$extras]"
 
-# On an RK3588/RK3576 board: Rockchip's RKLLM runtime for the NPU engine, verified by its git
-# blob id (the identity rkollama also uses to recognise it), into external/.
-runtime_url="https://raw.githubusercontent.com/airockchip/rknn-llm/release-v1.3.0/rkllm-runtime/Linux/librkllm_api/aarch64/librkllmrt.so"
-runtime_blob="34167b32f99cb7ab19e21fb579fb750d96b878f1"
+# On an RK3588/RK3576 board: Rockchip's RKLLM runtime for the NPU engine, verified by its
+# sha256 (which rkollama also uses to recognise it), into external/.
+# 1.3.1: sha256 and size from public copies of the official aarch64 build (issue #8).
+runtime_url="https://raw.githubusercontent.com/airockchip/rknn-llm/release-v1.3.1/rkllm-runtime/Linux/librkllm_api/aarch64/librkllmrt.so"
+runtime_sha256="f25e9b099db08aaacd0a3ac62b4697d3951d6ae61ae41ea09f6702cfa89eb32c"
 case "$(tr -d '\0' </proc/device-tree/compatible 2>/dev/null || true)" in
   *rockchip,rk3588*|*rockchip,rk3576*)
     if [ -n "${RKOLLAMA_RKLLM_LIB:-}" ]; then
       step "using the RKLLM runtime at $RKOLLAMA_RKLLM_LIB"
     elif [ ! -f "$here/external/librkllmrt.so" ]; then
-      step "Rockchip board: downloading the RKLLM runtime 1.3.0 into external/"
+      step "Rockchip board: downloading the RKLLM runtime 1.3.1 into external/"
       mkdir -p "$here/external"
       curl -fsSL -o "$here/external/librkllmrt.so.partial" "$runtime_url" \
         || die "could not download $runtime_url; download it yourself into external/librkllmrt.so"
-      if ! "$venv/bin/python" -c 'import sys; from rkollama.backends.rkllm.runtime import blob_id; sys.exit(blob_id(sys.argv[1]) != sys.argv[2])' \
-          "$here/external/librkllmrt.so.partial" "$runtime_blob"; then
+      if [ "$(sha256sum "$here/external/librkllmrt.so.partial" | cut -d' ' -f1)" != "$runtime_sha256" ]; then
         rm -f "$here/external/librkllmrt.so.partial"
-        die "the downloaded runtime is not Rockchip's 1.3.0 build (blob id mismatch); nothing was installed"
+        die "the downloaded runtime is not Rockchip's 1.3.1 build (sha256 mismatch); nothing was installed"
       fi
       mv "$here/external/librkllmrt.so.partial" "$here/external/librkllmrt.so"
     fi

@@ -30,6 +30,8 @@ SETTINGS: tuple[Setting, ...] = (
             "How long an idle model stays loaded (duration or seconds; negative = forever)"),
     Setting("context_length", ("RKOLLAMA_CONTEXT_LENGTH", "OLLAMA_CONTEXT_LENGTH"), "4096",
             "Default num_ctx in tokens (capped at the model's training context)"),
+    Setting("load_timeout", ("RKOLLAMA_LOAD_TIMEOUT", "OLLAMA_LOAD_TIMEOUT"), "5m",
+            "How long a model may take to load before its runner is stopped (duration; 0 = no limit)"),
     Setting("max_loaded_models", ("RKOLLAMA_MAX_LOADED_MODELS", "OLLAMA_MAX_LOADED_MODELS"), "1",
             "Models resident at once; the least recently used idle one is unloaded first"),
     Setting("max_queue", ("RKOLLAMA_MAX_QUEUE", "OLLAMA_MAX_QUEUE"), "512",
@@ -81,6 +83,7 @@ class Settings:
     models: Path = Path("~/.rkollama/models")
     keep_alive: str = "5m"
     context_length: int = 4096
+    load_timeout: str = "5m"
     max_loaded_models: int = 1
     max_queue: int = 512
     num_threads: int = 0

@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rkollama.platform import detect_soc, npu_driver_version
+from rkollama.platform import ROCKET_HINT, detect_soc, npu_driver_kind, npu_driver_version
 
 REQUIRED_DRIVER = (0, 9, 8)
 
@@ -64,6 +64,8 @@ def check(settings, loaded: list | None) -> Report:
                                 "(llama.cpp), which needs nothing more.",
                                 "nothing to do; on an RK3588/RK3576 board run ./install.sh there"))
     driver = npu_driver_version()
+    if npu_driver_kind() == "rocket":
+        report.problems.append((ROCKET_HINT, "the rknpu driver comes with the board vendor's kernel"))
     report.facts.append(("NPU driver", driver or ("unknown (needs root to read debugfs)" if soc != "cpu" else "none")))
     if driver and tuple(int(x) for x in driver.split(".")) < REQUIRED_DRIVER:
         report.problems.append((f"RKNPU driver {driver} is older than 0.9.8, which the runtime needs",

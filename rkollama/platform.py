@@ -47,16 +47,34 @@ def source_platform(setting: str, rkllm_lib: str = "") -> str:
     return "cpu"
 
 
-def npu_driver_version(root: Path = Path("/sys/kernel/debug/rknpu")) -> str:
-    """The RKNPU driver version ("0.9.8"), from debugfs or the kernel log; "" when unknown."""
+DRIVER_VERSION_FILES = ("sys/module/rknpu/version",       # readable by every user
+                        "sys/kernel/debug/rknpu/version",  # debugfs: root only
+                        "proc/debug/rknpu/version")
+ROCKET_HINT = ("the mainline 'rocket' NPU driver is loaded, which the RKLLM runtime cannot use: "
+               "boot a kernel with Rockchip's rknpu driver (a vendor/BSP kernel image for the board)")
+
+
+def npu_driver_version(root: Path = Path("/")) -> str:
+    """The RKNPU driver version ("0.9.8"), from sysfs, debugfs or procfs under `root`; "" when
+    none is readable."""
     import re
 
-    for candidate in (root / "version", Path("/proc/debug/rknpu/version")):
+    for rel in DRIVER_VERSION_FILES:
         try:
-            text = candidate.read_text()
+            text = (root / rel).read_text()
         except OSError:
             continue
         match = re.search(r"(\d+\.\d+\.\d+)", text)
         if match:
             return match.group(1)
+    return ""
+
+
+def npu_driver_kind(root: Path = Path("/")) -> str:
+    """"rknpu" (Rockchip's driver, what RKLLM needs), "rocket" (the mainline accel driver, which
+    it cannot use) or "" (no NPU driver seen)."""
+    if (root / "dev/rknpu").exists() or (root / "sys/module/rknpu").exists():
+        return "rknpu"
+    if (root / "sys/module/rocket").exists():
+        return "rocket"
     return ""

@@ -110,7 +110,8 @@ def fake_runtime(tmp_path_factory):
     source = Path(__file__).parent / "fakes" / "fake_rkllm.c"
     out = tmp_path_factory.mktemp("fake-rkllm")
     libs = {}
-    for family, flags in (("1.2", []), ("1.3", ["-DRKLLM_ABI_13"])):
+    for family, flags in (("1.2", []), ("1.3", ["-DRKLLM_ABI_13"]),
+                          ("1.3.1", ["-DRKLLM_ABI_13", "-DRKLLM_ABI_131"])):
         target = out / f"librkllmrt-{family}.so"
         subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-pthread", *flags, str(source), "-o", str(target)],
                        check=True)

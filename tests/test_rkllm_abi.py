@@ -15,7 +15,7 @@ SHARED_PATH = Path(os.environ.get("RKOLLAMA_SHARED", Path(__file__).resolve().pa
     / "data" / "rkllm_abi_layouts.json"
 COPY_PATH = Path(__file__).parent / "data" / "rkllm_abi_layouts.json"
 LAYOUTS = json.loads((SHARED_PATH if SHARED_PATH.is_file() else COPY_PATH).read_text())
-RELEASES = {"1.2": ["1.2.1", "1.2.2", "1.2.3"], "1.3": ["1.3.0"]}
+RELEASES = {"1.2": ["1.2.1", "1.2.2", "1.2.3"], "1.3": ["1.3.0"], "1.3.1": ["1.3.1"]}
 
 
 def releases():
@@ -49,7 +49,7 @@ def test_families_are_distinct_and_unknown_ones_refused():
         abi.family("1.1")
 
 
-@pytest.mark.parametrize("family_name,release", [("1.2", "1.2.3"), ("1.3", "1.3.0")])
+@pytest.mark.parametrize("family_name,release", [("1.2", "1.2.3"), ("1.3", "1.3.0"), ("1.3.1", "1.3.1")])
 def test_the_c_double_agrees_with_the_layouts_file_and_ctypes(fake_runtime, family_name, release):
     import ctypes
 

@@ -18,12 +18,55 @@ def compile_lib(tmp_path: Path, name: str, source: str) -> Path:
     return target
 
 
-@pytest.mark.parametrize("family,version", [("1.2", "1.2.3"), ("1.3", "1.3.0")])
-def test_the_double_is_identified_by_probe_and_by_its_defaults(fake_runtime, family, version):
+@pytest.mark.parametrize("family,version,by_defaults", [("1.2", "1.2.3", "1.2"), ("1.3", "1.3.0", "1.3.1"),
+                                                        ("1.3.1", "1.3.1", "1.3.1")])
+def test_the_double_is_identified_by_probe_and_by_its_defaults(fake_runtime, family, version, by_defaults):
     probed = runtime.identify(fake_runtime[family])
     assert (probed.family, probed.version, probed.how) == (family, version, "probe")
+    # The defaults cannot tell 1.3.0 from 1.3.1: the wider 1.3.1 layouts, and no version.
     quick = runtime.identify(fake_runtime[family], probe=False)
-    assert (quick.family, quick.how) == (family, "default parameters")
+    assert (quick.family, quick.version, quick.how) == (by_defaults, "", "default parameters")
+
+
+def test_runtime_1_3_1_is_accepted_by_its_banner_and_by_its_sha256(fake_runtime, monkeypatch):
+    import hashlib
+
+    lib = fake_runtime["1.3.1"]
+    assert runtime.identify(lib).family == "1.3.1"
+    digest = hashlib.sha256(lib.read_bytes()).hexdigest()
+    monkeypatch.setitem(runtime.KNOWN_SHA256, digest, "1.3.1")
+    found = runtime.identify(lib)
+    assert (found.family, found.version, found.how) == ("1.3.1", "1.3.1", "known file")
+    assert runtime.abi.sizeof(runtime.abi.family(found.family).RKLLMInput) == 208
+
+
+def test_the_probe_keeps_the_banner_of_a_runtime_that_crashes_after_printing_it(fake_runtime, monkeypatch):
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)
+    monkeypatch.setenv("FAKE_RKLLM_INIT", "crash")
+    assert runtime.probe_version(fake_runtime["1.3.1"]) == "1.3.1"
+
+
+def test_the_probe_of_a_runtime_whose_init_hangs_gives_up(fake_runtime, monkeypatch):
+    import time
+
+    monkeypatch.setenv("FAKE_RKLLM_INIT", "hang")
+    started = time.monotonic()
+    assert runtime.probe_version(fake_runtime["1.3"], timeout=2) in ("", "1.3.0")
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("family", ["1.2", "1.3"])
+def test_defaults_reach_rkllm_init_without_stack_garbage(fake_runtime, family):
+    import ctypes
+
+    rt = runtime.Runtime(runtime.identify(fake_runtime[family]))
+    for _ in range(20):  # the return buffer is whatever the stack held: dirty it between calls
+        ctypes.create_string_buffer(b"\xAA" * 4096)
+        param = rt.default_param()
+        assert param.max_context_len == 512 and param.extend_param.enabled_cpus_num == 4
+        assert bytes(param.extend_param.reserved) == bytes(len(param.extend_param.reserved))
+        if hasattr(param, "img_start"):
+            assert param.img_start == b"" and param.img_content == b""
 
 
 def test_a_known_official_file_is_identified_by_its_blob_id(tmp_path, monkeypatch, fake_runtime):
@@ -34,7 +77,7 @@ def test_a_known_official_file_is_identified_by_its_blob_id(tmp_path, monkeypatc
 
 def test_an_unsupported_known_release_is_refused_with_what_to_install(monkeypatch, fake_runtime):
     monkeypatch.setitem(runtime.KNOWN_BLOBS, runtime.blob_id(fake_runtime["1.2"]), "1.1.4")
-    with pytest.raises(LoadFailed, match=r"runtime 1\.1\.4.*install runtime 1\.2\.3 or 1\.3\.0"):
+    with pytest.raises(LoadFailed, match=r"runtime 1\.1\.4.*install runtime 1\.3\.1"):
         runtime.identify(fake_runtime["1.2"])
 
 
@@ -100,3 +143,78 @@ def test_an_old_npu_driver_is_refused_with_the_fix(fake_runtime, tmp_path, monke
     monkeypatch.setattr(backend, "npu_driver_version", lambda: "0.9.8")
     loaded = backend.RKLLMBackend.load(spec, LoadOptions(), settings)
     loaded.close()
+
+
+def test_n_batch_is_refused_when_the_runtime_is_known_only_by_its_abi_family(fake_runtime, tmp_path, monkeypatch):
+    from helpers import register_fake
+    from rkollama.backends.rkllm.backend import RKLLMBackend
+    from rkollama.config import Settings
+    from rkollama.core.types import LoadOptions
+    from rkollama.models.store import ModelStore
+
+    monkeypatch.setenv("FAKE_RKLLM_INIT", "silent")  # no banner: 1.3.0 and 1.3.1 look alike
+    store = ModelStore(tmp_path / "m")
+    spec = register_fake(store, "npu", source={"path": "m.rkllm", "format": "rkllm"},
+                         rkllm={"n_batch": 2})
+    settings = Settings.from_env({}, models=tmp_path / "m", rkllm_lib=str(fake_runtime["1.3"]))
+    with pytest.raises(LoadFailed, match="n_batch 2 needs the exact runtime version"):
+        RKLLMBackend.load(spec, LoadOptions(), settings)
+
+
+def test_a_runtime_whose_init_hangs_fails_the_load_after_the_load_timeout(fake_runtime, tmp_path, monkeypatch):
+    import time
+
+    from helpers import register_fake
+    from rkollama.backends.rkllm.backend import RKLLMBackend
+    from rkollama.backends.runner import RunnerBackend
+    from rkollama.config import Settings
+    from rkollama.core.types import LoadOptions
+    from rkollama.models.store import ModelStore
+
+    monkeypatch.setenv("FAKE_RKLLM_INIT", "hang")
+    store = ModelStore(tmp_path / "m")
+    model = tmp_path / "m.rkllm"
+    model.write_bytes(b"x")
+    spec = register_fake(store, "npu", source={"path": str(model), "format": "rkllm"})
+    spec = type(spec)(spec.name, spec.modelfile, model, spec.digest, spec.size, spec.modified_at)
+    settings = Settings.from_env({}, models=tmp_path / "m", rkllm_lib=str(fake_runtime["1.3"]),
+                                 load_timeout="2s")
+    started = time.monotonic()
+    with pytest.raises(LoadFailed, match="took longer than 2s"):
+        RunnerBackend.load(spec, LoadOptions(), settings, backend_cls=RKLLMBackend)
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize("rel", ["sys/module/rknpu/version", "sys/kernel/debug/rknpu/version",
+                                 "proc/debug/rknpu/version"])
+def test_the_driver_version_is_read_wherever_the_driver_exposes_it(tmp_path, rel):
+    from rkollama.platform import npu_driver_version
+
+    (tmp_path / rel).parent.mkdir(parents=True)
+    (tmp_path / rel).write_text("RKNPU driver: v0.9.8\n")
+    assert npu_driver_version(tmp_path) == "0.9.8"
+    assert npu_driver_version(tmp_path / "elsewhere") == ""
+
+
+def test_the_mainline_rocket_driver_is_told_apart_from_rknpu(tmp_path):
+    from rkollama.platform import npu_driver_kind
+
+    assert npu_driver_kind(tmp_path) == ""
+    (tmp_path / "sys/module/rocket").mkdir(parents=True)
+    assert npu_driver_kind(tmp_path) == "rocket"
+    (tmp_path / "sys/module/rknpu").mkdir(parents=True)
+    assert npu_driver_kind(tmp_path) == "rknpu"
+
+
+def test_loading_on_the_rocket_driver_is_refused_with_the_fix(fake_runtime, tmp_path, monkeypatch):
+    from helpers import register_fake
+    from rkollama.backends.rkllm import backend
+    from rkollama.config import Settings
+    from rkollama.core.types import LoadOptions
+    from rkollama.models.store import ModelStore
+
+    monkeypatch.setattr(backend, "npu_driver_kind", lambda: "rocket")
+    spec = register_fake(ModelStore(tmp_path / "m"), "npu", source={"path": "m.rkllm", "format": "rkllm"})
+    settings = Settings.from_env({}, models=tmp_path / "m", rkllm_lib=str(fake_runtime["1.3"]))
+    with pytest.raises(LoadFailed, match="rocket.*rknpu driver"):
+        backend.RKLLMBackend.load(spec, LoadOptions(), settings)

@@ -78,6 +78,14 @@ class RunnerBackend(Backend):
                               name=f"rkollama-runner {label}", daemon=True)
         process.start()
         child.close()
+        limit = _load_timeout(settings)
+        if not parent.poll(limit):
+            process.kill()
+            process.join(5)
+            log.error("loading %s took longer than %ss (OLLAMA_LOAD_TIMEOUT): runner stopped",
+                      label, limit)
+            raise LoadFailed(f"loading {label} took longer than {settings.load_timeout} "
+                             "(OLLAMA_LOAD_TIMEOUT); its runner was stopped")
         try:
             kind, payload = parent.recv()
         except (EOFError, OSError):
@@ -256,6 +264,14 @@ def _serve(conn: Connection, spec, opts: LoadOptions, settings, backend_cls: typ
             return
     engine.stop()
     backend.close()
+
+
+def _load_timeout(settings) -> float | None:
+    """OLLAMA_LOAD_TIMEOUT in seconds; None for no limit (0, negative or "forever")."""
+    from rkollama.durations import parse_keep_alive
+
+    seconds = parse_keep_alive(settings.load_timeout)
+    return None if seconds <= 0 or seconds == float("inf") else seconds
 
 
 def _die_with_parent() -> None:

@@ -2,8 +2,15 @@
  * A test double of Rockchip's librkllmrt.so, for the ctypes binding's tests.
  *
  * Written from rkollama's fact sheet (no Rockchip file is copied). Build for ABI family 1.2
- * (runtime 1.2.1-1.2.3) by default, or 1.3 (runtime 1.3.0) with -DRKLLM_ABI_13:
- *     cc -shared -fPIC -O1 -pthread [-DRKLLM_ABI_13] fake_rkllm.c -o librkllmrt.so
+ * (runtime 1.2.1-1.2.3) by default, 1.3 (runtime 1.3.0) with -DRKLLM_ABI_13, or 1.3.1 (an audio
+ * member closes RKLLMMultiModalInput) with -DRKLLM_ABI_13 -DRKLLM_ABI_131:
+ *     cc -shared -fPIC -O1 -pthread [-DRKLLM_ABI_13 [-DRKLLM_ABI_131]] fake_rkllm.c -o librkllmrt.so
+ *
+ * Like the real library: rkllm_createDefaultParam writes its defaults into the caller's return
+ * buffer field by field (other bytes stay as the caller left them) and points the 1.2 img_*
+ * strings at ""; rkllm_init prints its version banner on stdout (C stdio, so buffered in a pipe)
+ * and "E rkllm:" lines on failure. FAKE_RKLLM_INIT=crash aborts after the banner, =hang never
+ * returns once the model file exists, =silent prints no banner.
  *
  * Behaviour is chosen by the prompt (it answers on a thread of its own, like a runtime may):
  *   default        echo the prompt's words, one NORMAL callback per word, then FINISH + perf
@@ -83,6 +90,12 @@ typedef struct {
         const char *video_start; const char *video_end; const char *video_content;
         size_t frame_width; size_t frame_height;
     } video;
+#ifdef RKLLM_ABI_131
+    struct {
+        float *audio_embed; size_t n_audio_tokens; size_t n_audio;
+        const char *audio_start; const char *audio_end; const char *audio_content;
+    } audio;
+#endif
 } RKLLMMultiModalInput;
 #else
 typedef struct {
@@ -203,14 +216,36 @@ static void json_escape(char *out, size_t n, const char *in) {
     out[j] = 0;
 }
 
+/* Fields written one by one into the return buffer: reserved bytes and padding keep whatever
+   the caller's buffer held, as with the real library. */
+__attribute__((noinline)) static void write_defaults(RKLLMParam *p) {
+    p->model_path = NULL;
+    p->max_context_len = 512; p->max_new_tokens = -1; p->top_k = 40; p->n_keep = 0; p->top_p = 0.9f;
+    p->temperature = 0.8f; p->repeat_penalty = 1.1f; p->frequency_penalty = 0.0f;
+    p->presence_penalty = 0.0f; p->mirostat = 0; p->mirostat_tau = 5.0f; p->mirostat_eta = 0.1f;
+    p->skip_special_token = false; p->is_async = false;
+#ifdef RKLLM_ABI_13
+    p->ignore_eos_token = false;
+#else
+    p->img_start = ""; p->img_end = ""; p->img_content = "";
+#endif
+    p->extend_param.base_domain_id = 0; p->extend_param.embed_flash = 0;
+    p->extend_param.enabled_cpus_num = 4; p->extend_param.enabled_cpus_mask = 0;
+    p->extend_param.n_batch = 1; p->extend_param.use_cross_attn = 0;
+}
+
 RKLLMParam rkllm_createDefaultParam(void) {
     RKLLMParam p;
-    memset(&p, 0, sizeof p);
-    p.max_context_len = 512; p.max_new_tokens = -1; p.top_k = 40; p.n_keep = 0; p.top_p = 0.9f;
-    p.temperature = 0.8f; p.repeat_penalty = 1.1f; p.mirostat_tau = 5.0f; p.mirostat_eta = 0.1f;
-    p.extend_param.enabled_cpus_num = 4; p.extend_param.n_batch = 1;
+    write_defaults(&p);
     return p;
 }
+
+static int reserved_nonzero(const RKLLMParam *p) {
+    int n = 0;
+    for (size_t i = 0; i < sizeof p->extend_param.reserved; i++) n += p->extend_param.reserved[i] != 0;
+    return n;
+}
+static int g_reserved_nonzero = -1;
 
 #ifdef RKLLM_ABI_13
 int rkllm_init(LLMHandle *handle, RKLLMParam *param, RKLLMCallback *callback) {
@@ -221,16 +256,22 @@ int rkllm_init(LLMHandle *handle, RKLLMParam *param, LLMResultCallback callback)
     LLMResultCallback cb = callback;
     void *ud = NULL;
 #endif
-    fprintf(stderr, "I rkllm: rkllm-runtime version: %s, rknpu driver version: 0.9.8, platform: RK3588\n",
-#ifdef RKLLM_ABI_13
+    const char *mode = getenv("FAKE_RKLLM_INIT");
+    if (!mode || strcmp(mode, "silent") != 0)  /* =silent: a build that prints no banner */
+    printf("I rkllm: rkllm-runtime version: %s, rknpu driver version: 0.9.8, platform: RK3588\n",
+#if defined(RKLLM_ABI_131)
+            "1.3.1"
+#elif defined(RKLLM_ABI_13)
             "1.3.0"
 #else
             "1.2.3"
 #endif
     );
+    if (mode && strcmp(mode, "crash") == 0) abort();  /* the buffered banner dies with us */
     pthread_mutex_lock(&g_lock);
     g_init_calls++;
     g_param = *param;
+    g_reserved_nonzero = reserved_nonzero(param);
     pthread_mutex_unlock(&g_lock);
     persist();
     if (!param->model_path || access(param->model_path, R_OK) != 0) {
@@ -238,6 +279,7 @@ int rkllm_init(LLMHandle *handle, RKLLMParam *param, LLMResultCallback callback)
         *handle = NULL;
         return -1;
     }
+    if (mode && strcmp(mode, "hang") == 0) for (;;) pause();  /* a model that never finishes loading */
     FakeHandle *h = calloc(1, sizeof *h);
     h->param = *param;
     copy_str(h->model_path, sizeof h->model_path, param->model_path);
@@ -510,7 +552,7 @@ const char *fake_last_json(void) {
         "\"role\": \"%s\", \"enable_thinking\": %d, \"keep_history\": %d, \"runs\": %d, \"inits\": %d, "
         "\"destroys\": %d, \"aborts\": %d, \"clears\": %d, \"input_type\": %d, \"userdata\": %llu, "
         "\"max_new_tokens_run\": %d, \"lora\": \"%s\", \"prompt_cache\": \"%s\", \"n_batch\": %d, "
-        "\"loaded_lora\": \"%s\", \"loaded_prompt_cache\": \"%s\", "
+        "\"loaded_lora\": \"%s\", \"loaded_prompt_cache\": \"%s\", \"reserved_nonzero\": %d, "
         "\"param\": {\"max_context_len\": %d, \"max_new_tokens\": %d, \"top_k\": %d, \"n_keep\": %d, "
         "\"top_p\": %.3f, \"temperature\": %.3f, \"repeat_penalty\": %.3f, \"skip_special_token\": %d, "
         "\"is_async\": %d, \"base_domain_id\": %d, \"embed_flash\": %d, \"enabled_cpus_num\": %d, "
@@ -518,7 +560,7 @@ const char *fake_last_json(void) {
         "\"sampling\": {\"present\": %d, \"top_k\": %d, \"top_p\": %.3f, \"temperature\": %.3f, \"repeat_penalty\": %.3f}}",
         e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7], g_enable_thinking, g_keep_history, g_runs, g_init_calls,
         g_destroy_calls, g_abort_calls, g_clear_calls, g_input_type, (unsigned long long)(uintptr_t)g_userdata,
-        g_max_new_tokens_run, g_lora, g_cache_path, g_n_batch_run, g_loaded_lora, g_loaded_cache,
+        g_max_new_tokens_run, g_lora, g_cache_path, g_n_batch_run, g_loaded_lora, g_loaded_cache, g_reserved_nonzero,
         g_param.max_context_len, g_param.max_new_tokens, g_param.top_k, g_param.n_keep, g_param.top_p,
         g_param.temperature, g_param.repeat_penalty, g_param.skip_special_token, g_param.is_async,
         g_param.extend_param.base_domain_id, g_param.extend_param.embed_flash,
@@ -559,6 +601,11 @@ const char *fake_layout_json(void) {
     F(RKLLMMultiModalInput, video.n_frame_per_video); F(RKLLMMultiModalInput, video.n_video); F(RKLLMMultiModalInput, video.video_start);
     F(RKLLMMultiModalInput, video.video_end); F(RKLLMMultiModalInput, video.video_content); F(RKLLMMultiModalInput, video.frame_width);
     F(RKLLMMultiModalInput, video.frame_height);
+#ifdef RKLLM_ABI_131
+    F(RKLLMMultiModalInput, audio); F(RKLLMMultiModalInput, audio.audio_embed); F(RKLLMMultiModalInput, audio.n_audio_tokens);
+    F(RKLLMMultiModalInput, audio.n_audio); F(RKLLMMultiModalInput, audio.audio_start); F(RKLLMMultiModalInput, audio.audio_end);
+    F(RKLLMMultiModalInput, audio.audio_content);
+#endif
 #else
     F(RKLLMMultiModalInput, image_embed); F(RKLLMMultiModalInput, n_image_tokens); F(RKLLMMultiModalInput, n_image);
     F(RKLLMMultiModalInput, image_width); F(RKLLMMultiModalInput, image_height);

@@ -50,7 +50,7 @@ def test_the_runtime_is_found_and_identified():
     from rkollama.backends.rkllm.runtime import find_library, identify
 
     found = identify(find_library(os.environ.get("RKOLLAMA_RKLLM_LIB", "")))
-    assert found.family in ("1.2", "1.3") and found.version
+    assert found.family in ("1.2", "1.3", "1.3.1") and found.version
 
 
 def test_doctor_sees_the_board():
@@ -85,3 +85,38 @@ def test_abort_lands_at_the_next_decode_step(board_daemon):
     stream.close()
     reply = board_daemon.generate(model="board-test", prompt="Say hi.", options={"num_predict": 8})
     assert reply.response and time.monotonic() - start < 120
+
+
+@pytest.mark.skipif(not os.environ.get("RKOLLAMA_TEST_NPU_THINKING_MODEL"),
+                    reason="set RKOLLAMA_TEST_NPU_THINKING_MODEL to a thinking .rkllm (Qwen3)")
+def test_a_thinking_model_answers_after_its_thinking_twice_in_a_row(tmp_path):
+    """Runtime 1.3.0 was reported (by another RKLLM server) to send FINISH at </think>, swallow
+    the </think> token, and end a second run early. This settles it on the first board run."""
+    import ollama
+
+    from helpers import start_daemon
+    from rkollama.models.modelfile import Modelfile
+    from rkollama.models.names import ModelName
+    from rkollama.models.store import ModelStore
+    from rkollama.platform import detect_soc
+
+    model = Path(os.environ["RKOLLAMA_TEST_NPU_THINKING_MODEL"])
+    store = ModelStore(tmp_path)
+    with open(model, "rb") as handle:
+        digest, size = store.write_blob_stream(iter(lambda: handle.read(1 << 20), b""))
+    store.register(ModelName.parse("board-thinker"),
+                   Modelfile(name="board-thinker", tag="latest",
+                             capabilities=["completion", "thinking"], rkllm={"max_context_len": 2048},
+                             source={"path": str(model), "format": "rkllm", "platform": detect_soc()}),
+                   digest, size)
+    process, url = start_daemon({"RKOLLAMA_MODELS": str(tmp_path)}, tmp_path / "serve.log")
+    try:
+        client = ollama.Client(host=url, timeout=300)
+        for question in ("What is 2 + 2?", "What is 3 + 5?"):
+            reply = client.chat(model="board-thinker", think=True, options={"num_predict": 512},
+                                messages=[{"role": "user", "content": question}])
+            assert reply.message.thinking, "no thinking came back"
+            assert reply.message.content.strip(), "the answer after </think> is missing"
+    finally:
+        process.terminate()
+        process.wait(30)

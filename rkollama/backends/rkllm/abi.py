@@ -6,6 +6,8 @@ Supported families (see docs/npu.md and the fact sheet's release map):
   * "1.3" — runtime 1.3.0: rkllm_init takes an RKLLMCallback struct; RKLLMParam loses the img_*
     strings and gains ignore_eos_token; RKLLMInferParam gains sampling_params and max_new_tokens;
     multimodal input splits into image/video sub-structs.
+  * "1.3.1" — runtime 1.3.1: as 1.3.0, but an `audio` member closes RKLLMMultiModalInput, so
+    RKLLMInput grows from 160 to 208 bytes (the stride of n_batch input arrays).
 Older runtimes (1.0.x, 1.1.x, 1.2.0, 1.2.1b1) are refused: their layouts differ incompatibly.
 
 Written from the field tables (no Rockchip header is copied). `family("1.3").RKLLMParam` etc.
@@ -18,7 +20,7 @@ from ctypes import (CFUNCTYPE, POINTER, Structure, Union, c_bool, c_char_p, c_fl
 from dataclasses import dataclass
 from functools import lru_cache
 
-FAMILIES = ("1.2", "1.3")
+FAMILIES = ("1.2", "1.3", "1.3.1")
 
 # enum LLMCallState (1.2.0+)
 RKLLM_RUN_NORMAL, RKLLM_RUN_WAITING, RKLLM_RUN_FINISH, RKLLM_RUN_ERROR = 0, 1, 2, 3
@@ -36,6 +38,8 @@ class Family:
 
     name: str
     structs: dict
+    callback_struct: bool
+    """rkllm_init takes an RKLLMCallback struct and sampling is per run (1.3.x)."""
     LLMResultCallback: object
     LLMTokenizerCallback: object | None
     LLMGetEmbedCallback: object | None
@@ -49,10 +53,11 @@ class Family:
 
 @lru_cache(maxsize=None)
 def family(name: str) -> Family:
-    """The layouts of ABI family "1.2" or "1.3"."""
+    """The layouts of ABI family "1.2", "1.3" or "1.3.1"."""
     if name not in FAMILIES:
         raise ValueError(f"unsupported RKLLM ABI family {name!r}; supported: {', '.join(FAMILIES)}")
-    v13 = name == "1.3"
+    v13 = name in ("1.3", "1.3.1")
+    audio = name == "1.3.1"
 
     class RKLLMExtendParam(Structure):
         _fields_ = [("base_domain_id", c_int32), ("embed_flash", c_int8),
@@ -100,8 +105,17 @@ def family(name: str) -> Family:
                         ("video_content", c_char_p), ("frame_width", c_size_t),
                         ("frame_height", c_size_t)]
 
+        class RKLLMAudioInput(Structure):  # unnamed in C: RKLLMMultiModalInput.audio (1.3.1)
+            _fields_ = [("audio_embed", POINTER(c_float)), ("n_audio_tokens", c_size_t),
+                        ("n_audio", c_size_t), ("audio_start", c_char_p), ("audio_end", c_char_p),
+                        ("audio_content", c_char_p)]
+
+        media = [("image", RKLLMImageInput), ("video", RKLLMVideoInput)]
+        if audio:
+            media.append(("audio", RKLLMAudioInput))
+
         class RKLLMMultiModalInput(Structure):
-            _fields_ = [("prompt", c_char_p), ("image", RKLLMImageInput), ("video", RKLLMVideoInput)]
+            _fields_ = [("prompt", c_char_p), *media]
     else:
         class RKLLMMultiModalInput(Structure):
             _fields_ = [("prompt", c_char_p), ("image_embed", POINTER(c_float)),
@@ -189,7 +203,7 @@ def family(name: str) -> Family:
                         ("embed_callback", embed_cb), ("embed_userdata", c_void_p)]
 
         structs.update(RKLLMSamplingParam=RKLLMSamplingParam, RKLLMCallback=RKLLMCallback)
-    return Family(name, structs, result_cb, tokenizer_cb, embed_cb)
+    return Family(name, structs, v13, result_cb, tokenizer_cb, embed_cb)
 
 
 def layout(cls) -> dict:
@@ -203,7 +217,7 @@ def layout(cls) -> dict:
                 out[sub] = (descriptor.offset + offset, size)
             continue
         out[name] = (descriptor.offset, descriptor.size)
-        if issubclass(ctype, Structure) and name in ("image", "video"):
+        if issubclass(ctype, Structure) and name in ("image", "video", "audio"):
             for sub, (offset, size) in layout(ctype).items():
                 out[f"{name}.{sub}"] = (descriptor.offset + offset, size)
     return out

@@ -21,7 +21,7 @@ from rkollama.core.prompt import ChatTemplate, TemplateRenderError
 from rkollama.core.types import Done, DoneReason, Token
 from rkollama.errors import BackendFailed, BadRequest, LoadFailed
 from rkollama.doctor import REQUIRED_DRIVER
-from rkollama.platform import npu_driver_version, platform_defaults
+from rkollama.platform import ROCKET_HINT, npu_driver_kind, npu_driver_version, platform_defaults
 
 _END = object()
 
@@ -61,6 +61,8 @@ class RKLLMBackend(Backend):
     # -- loading -------------------------------------------------------------------------------
     @classmethod
     def load(cls, spec, opts, settings) -> "RKLLMBackend":
+        if npu_driver_kind() == "rocket":
+            raise LoadFailed(ROCKET_HINT)
         driver = npu_driver_version()
         if driver and tuple(int(x) for x in driver.split(".")) < REQUIRED_DRIVER:
             raise LoadFailed(f"the RKNPU driver is {driver}; the RKLLM runtime needs 0.9.8 or newer. "
@@ -89,7 +91,7 @@ class RKLLMBackend(Backend):
         param.mirostat_eta = float(rk.get("mirostat_eta", 0.1))
         param.skip_special_token = bool(rk.get("skip_special_token", True))
         param.is_async = False
-        if rt.identity.family == "1.3":
+        if rt.family.callback_struct:
             param.ignore_eos_token = bool(rk.get("ignore_eos_token", False))
         defaults = platform_defaults(spec.modelfile.source.get("platform", ""))
         ext = param.extend_param
@@ -98,13 +100,19 @@ class RKLLMBackend(Backend):
         ext.enabled_cpus_mask = int(rk.get("enabled_cpus_mask", defaults["cpus_mask"]))
         ext.enabled_cpus_num = int(rk.get("enabled_cpus_num", bin(ext.enabled_cpus_mask).count("1")))
         n_batch = max(1, min(8, int(rk.get("n_batch", 1))))
+        if n_batch > 1 and not rt.identity.version:
+            raise LoadFailed(
+                f"n_batch {n_batch} needs the exact runtime version (1.3.0 and 1.3.1 lay out "
+                f"RKLLMInput arrays differently) and {rt.identity.path} could not be identified "
+                "beyond its ABI family: install an official build (recognised by its checksum) "
+                "or set rkllm.n_batch to 1 in the Modelfile")
         ext.n_batch = n_batch
         ext.use_cross_attn = 0
 
         backend = cls.__new__(cls)
         result_cb = fam.LLMResultCallback(backend._on_result)
         refs = [result_cb, path]
-        if rt.identity.family == "1.3":
+        if rt.family.callback_struct:
             callbacks = fam.RKLLMCallback()
             callbacks.result_callback = result_cb
             callbacks.result_userdata = None
@@ -186,7 +194,7 @@ class RKLLMBackend(Backend):
         if self._lora is not None:  # the Modelfile's adapter applies to every run, as ADAPTER does
             infer.lora_params = ctypes.pointer(self._lora)
         sampling = None
-        if self.rt.identity.family == "1.3":
+        if self.rt.family.callback_struct:
             opts = gen.options
             sampling = fam.RKLLMSamplingParam(top_k=opts.top_k, top_p=opts.top_p,
                                               temperature=opts.temperature,

@@ -28,9 +28,13 @@ KNOWN_BLOBS = {
     "34167b32f99cb7ab19e21fb579fb750d96b878f1": "1.3.0", "17c9063b46168c4e7d093d6fedb097874f92d076": "1.3.0",
     "5f0bd5f39bd05263a59786733687d29e66982aa6": "1.3.0",
 }
+# sha256 of official builds known from public copies (issue #8): sha256 -> runtime version.
+KNOWN_SHA256 = {
+    "f25e9b099db08aaacd0a3ac62b4697d3951d6ae61ae41ea09f6702cfa89eb32c": "1.3.1",  # 7,674,816 B, aarch64
+}
 SYSTEM_PATHS = ("/usr/lib/librkllmrt.so", "/usr/lib/aarch64-linux-gnu/librkllmrt.so",
                 "/usr/local/lib/librkllmrt.so", "/lib/librkllmrt.so")
-INSTALL_HINT = ("install runtime 1.2.3 or 1.3.0 from github.com/airockchip/rknn-llm "
+INSTALL_HINT = ("install runtime 1.3.1 (or 1.3.0, 1.2.3) from github.com/airockchip/rknn-llm "
                 "(rkllm-runtime/Linux/librkllm_api/aarch64/librkllmrt.so) into external/ or /usr/lib, "
                 "or set RKOLLAMA_RKLLM_LIB")
 
@@ -41,6 +45,8 @@ def family_of(version: str) -> str | None:
         return "1.2"
     if version == "1.3.0":
         return "1.3"
+    if version == "1.3.1":
+        return "1.3.1"
     return None
 
 
@@ -68,12 +74,19 @@ def blob_id(path: Path) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+def known_version(path: Path) -> str:
+    """The version of an official build, recognised by git blob id or sha256; "" if unknown."""
+    data = Path(path).read_bytes()
+    by_blob = KNOWN_BLOBS.get(hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest(), "")
+    return by_blob or KNOWN_SHA256.get(hashlib.sha256(data).hexdigest(), "")
+
+
 def identify(path: Path, probe: bool = True) -> Identity:
     """Tell the ABI family before any real call (fact sheet §2.2): file identity, exported
     symbols, the default-parameter fingerprint, and, when those disagree or are unsure, a probe
     rkllm_init in a child process that reads the version the runtime prints. Raises LoadFailed
     naming what was found and what to install."""
-    version = KNOWN_BLOBS.get(blob_id(path), "")
+    version = known_version(path)
     if version:
         fam = family_of(version)
         if fam is None:
@@ -91,20 +104,27 @@ def identify(path: Path, probe: bool = True) -> Identity:
                          f"rkollama does not support; {INSTALL_HINT}")
     fingerprint = default_param_family(lib)
     if fingerprint and not probe:
-        return Identity(Path(path), fingerprint, "", "default parameters")
+        return Identity(Path(path), _widest(fingerprint), "", "default parameters")
     probed = probe_version(path) if probe else ""
     fam = family_of(probed) if probed else None
     if probed and fam is None:
         raise LoadFailed(f"{path} is RKLLM runtime {probed}, which rkollama does not support; {INSTALL_HINT}")
-    if fam and fingerprint and fam != fingerprint:
+    if fam and fingerprint and not fam.startswith(fingerprint):
         raise LoadFailed(f"{path}: the runtime says {probed} but its default parameters look like "
                          f"ABI {fingerprint}; refusing to guess. {INSTALL_HINT}")
     if fam:
         return Identity(Path(path), fam, probed, "probe")
     if fingerprint:
-        return Identity(Path(path), fingerprint, "", "default parameters")
+        return Identity(Path(path), _widest(fingerprint), "", "default parameters")
     raise LoadFailed(f"cannot tell which RKLLM runtime {path} is (unknown file, no version printed, "
                      f"unrecognised defaults); {INSTALL_HINT}")
+
+
+def _widest(fingerprint: str) -> str:
+    """The defaults tell 1.2 from 1.3 but not 1.3.0 from 1.3.1 (same RKLLMParam): use 1.3.1's
+    layouts, whose single RKLLMInput is a zero-padded superset of 1.3.0's. Arrays of inputs
+    (n_batch > 1) need the exact stride, so the backend refuses them without a known version."""
+    return "1.3.1" if fingerprint == "1.3" else fingerprint
 
 
 class _Opaque(ctypes.Structure):
@@ -121,13 +141,20 @@ def default_param_bytes(lib) -> bytes:
 
 
 def default_param_family(lib) -> str | None:
-    """ABI family from where the runtime's defaults sit (enabled_cpus_num 4, n_batch 1)."""
+    """ABI family from where the runtime's defaults sit (enabled_cpus_num 4, n_batch 1).
+
+    The runtime writes its defaults into a return buffer that ctypes does not zero, so bytes it
+    leaves alone are stack garbage: a family is named only when exactly one layout matches and
+    its other defaults are plausible; otherwise None (the probe decides)."""
     raw = default_param_bytes(lib)
-    if raw[65] == 4 and raw[72] == 1:   # extend_param at 60 (1.3.0)
-        return "1.3"
-    if raw[93] == 4 and raw[100] == 1:  # extend_param at 88 (1.2.x)
-        return "1.2"
-    return None
+    matches = []
+    for name, cpus_num, n_batch in (("1.3", 65, 72), ("1.2", 93, 100)):  # extend_param at 60 / 88
+        if raw[cpus_num] == 4 and raw[n_batch] == 1:
+            param = abi.family(name).RKLLMParam.from_buffer_copy(
+                raw[: ctypes.sizeof(abi.family(name).RKLLMParam)])
+            if 0 < param.max_context_len <= 1 << 20 and 0.0 < param.top_p <= 1.0:
+                matches.append(name)
+    return matches[0] if len(matches) == 1 else None
 
 
 _PROBE = """
@@ -147,7 +174,9 @@ def probe_version(path: Path, timeout: float = 20.0) -> str:
     """The version printed by rkllm_init with a missing model, in a child process (a crash
     there cannot take the daemon down). "" when nothing was printed."""
     try:
-        run = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True,
+        # -u: Python then makes C stdio unbuffered too, so the banner the runtime prints with
+        # printf reaches the pipe even when rkllm_init crashes right after it.
+        run = subprocess.run([sys.executable, "-u", "-c", _PROBE, str(path)], capture_output=True,
                              text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired):
         return ""
@@ -166,7 +195,7 @@ class Runtime:
         handle_p = POINTER(abi.LLMHandle)
         # int rkllm_init(LLMHandle* handle, RKLLMParam* param, LLMResultCallback callback);  (1.2)
         # int rkllm_init(LLMHandle* handle, RKLLMParam* param, RKLLMCallback* callback);      (1.3)
-        third = POINTER(f.RKLLMCallback) if identity.family == "1.3" else f.LLMResultCallback
+        third = POINTER(f.RKLLMCallback) if f.callback_struct else f.LLMResultCallback
         self._bind("rkllm_init", [handle_p, POINTER(f.RKLLMParam), third])
         # int rkllm_run(LLMHandle handle, RKLLMInput* rkllm_input, RKLLMInferParam* rkllm_infer_params, void* userdata);
         self._bind("rkllm_run", [abi.LLMHandle, POINTER(f.RKLLMInput), POINTER(f.RKLLMInferParam), c_void_p])
@@ -198,10 +227,24 @@ class Runtime:
         setattr(self, name, fn)
 
     def default_param(self):
-        """The runtime's own defaults, read through an oversized buffer (see _Opaque)."""
+        """The runtime's own defaults, read through an oversized buffer (see _Opaque), copied
+        field by field into a zeroed struct: reserved bytes, padding and pointers the runtime
+        may leave as garbage never reach rkllm_init. The 1.2 img_* strings point at "", as real
+        builds set them."""
+        cls, ext_cls = self.family.RKLLMParam, self.family.RKLLMExtendParam
         raw = default_param_bytes(self.lib)
-        param = self.family.RKLLMParam()
-        ctypes.memmove(ctypes.byref(param), raw, ctypes.sizeof(param))
+        source = cls.from_buffer_copy(raw[: ctypes.sizeof(cls)])
+        param = cls()
+        pointers = ("model_path", "img_start", "img_end", "img_content")
+        for name, *_ in cls._fields_:
+            if name not in pointers and name != "extend_param":
+                setattr(param, name, getattr(source, name))
+        for name, *_ in ext_cls._fields_:
+            if name != "reserved":
+                setattr(param.extend_param, name, getattr(source.extend_param, name))
+        for name in pointers[1:]:
+            if hasattr(param, name):
+                setattr(param, name, b"")
         return param
 
 
