@@ -25,7 +25,8 @@ NPU_FILE = "Qwen3-0.6B-rk3588-w8a8-opt-1-hybrid-ratio-0.0.rkllm"
 GATED = "standin-org/gated-npu"
 TOKEN = "hf_standin_ok"
 QWEN_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
-                 "{% endfor %}{% if tools %}tools{% endif %}<think>\n")
+                 "{% endfor %}{% if tools %}tools{% endif %}<|im_start|>assistant\n"
+                 "{% if reasoning is defined and not reasoning %}<think>\n\n</think>\n{% endif %}")
 
 
 @pytest.fixture
@@ -176,19 +177,33 @@ def test_concurrent_pulls_of_one_file_download_it_once(tmp_path, hub):
 
 
 def test_rkollama_run_qwen3_on_a_board_pulls_the_npu_model_and_answers_from_it(
-        tmp_path, hub, fake_runtime):
+        tmp_path, hub, fake_runtime, monkeypatch):
+    import json
+
     from test_cli import rk
 
+    record = tmp_path / "rkllm-record.json"
+    monkeypatch.setenv("FAKE_RKLLM_RECORD", str(record))
     srv, files = hub
     server, scheduler = daemon_for(tmp_path, srv, "rk3588", fake_runtime)
     try:
         result = rk(["run", "qwen3", "hello from the npu"], url=server.url, timeout=120)
         assert result.returncode == 0, result.stderr
-        assert "hello from the npu" in result.stdout  # the C double echoes the prompt
+        assert json.loads(record.read_text())["runs"] >= 1  # answered by the NPU engine
         spec = ModelStore(tmp_path / "models").resolve("qwen3")
         assert spec.format == "rkllm" and spec.modelfile.source["revision"] != "main"
         assert spec.model_path.read_bytes() == files[f"{NPU_REPO}/{NPU_FILE}"]
         assert spec.modelfile.source["sha256"] == sha(files[f"{NPU_REPO}/{NPU_FILE}"])
+        # The repository's chat template renders the conversation; the runtime's is emptied.
+        assert spec.modelfile.template == QWEN_TEMPLATE
+        assert {"thinking", "tools"} <= set(spec.capabilities)
+        seen = json.loads(record.read_text())
+        assert seen["template"] == ["", "", ""]
+        assert seen["prompt"].startswith("<|im_start|>user\nhello from the npu<|im_end|>")
+        # A repository without a template: the runtime's built-in one, and the double's echo.
+        answer = rk(["run", "hf.co/standin-org/npu-and-cpu", "hello from the npu"], url=server.url,
+                    timeout=120)
+        assert answer.returncode == 0 and "hello from the npu" in answer.stdout, answer.stderr
     finally:
         server.close()
         scheduler.shutdown()

@@ -106,6 +106,10 @@ def _with_file_facts(entry: Modelfile, path: Path, hub: hf.HubConfig) -> Modelfi
     else:
         template = hf.repo_chat_template(hub, entry.source)
         caps = gguf_facts.capabilities_of(template)
+        if template and entry.template == "builtin":
+            # A known template renders whole conversations (earlier turns keep their roles);
+            # the runtime's built-in one can only be given the last message.
+            data["template"] = template
         data["details"] = {**hf.rkllm_details(entry.source.get("file", "")), **entry.details}
     if entry.capabilities == ["completion"]:  # a catalogue entry's own list wins
         data["capabilities"] = caps
