@@ -218,3 +218,19 @@ def test_loading_on_the_rocket_driver_is_refused_with_the_fix(fake_runtime, tmp_
     settings = Settings.from_env({}, models=tmp_path / "m", rkllm_lib=str(fake_runtime["1.3"]))
     with pytest.raises(LoadFailed, match="rocket.*rknpu driver"):
         backend.RKLLMBackend.load(spec, LoadOptions(), settings)
+
+
+def test_an_rkllm_built_for_another_board_is_refused_with_the_fix(fake_runtime, tmp_path):
+    from helpers import register_fake
+    from rkollama.backends.rkllm.backend import RKLLMBackend
+    from rkollama.config import Settings
+    from rkollama.core.types import LoadOptions
+    from rkollama.models.store import ModelStore
+
+    store = ModelStore(tmp_path / "m")
+    spec = register_fake(store, "npu", source={"url": "https://x/Qwen3-0.6B-rk3576-w4a16.rkllm",
+                                               "format": "rkllm"})
+    settings = Settings.from_env({}, models=tmp_path / "m", rkllm_lib=str(fake_runtime["1.3"]),
+                                 platform="rk3588")
+    with pytest.raises(LoadFailed, match="converted for RK3576.*is RK3588: pull the rk3588 build"):
+        RKLLMBackend.load(spec, LoadOptions(), settings)

@@ -21,7 +21,8 @@ from rkollama.core.prompt import ChatTemplate, TemplateRenderError
 from rkollama.core.types import Done, DoneReason, Token
 from rkollama.errors import BackendFailed, BadRequest, LoadFailed
 from rkollama.doctor import REQUIRED_DRIVER
-from rkollama.platform import ROCKET_HINT, npu_driver_kind, npu_driver_version, platform_defaults
+from rkollama.platform import (NPU_ENGINE_PLATFORMS, ROCKET_HINT, npu_driver_kind, npu_driver_version,
+                               platform_defaults, source_platform)
 
 _END = object()
 
@@ -68,6 +69,7 @@ class RKLLMBackend(Backend):
             raise LoadFailed(f"the RKNPU driver is {driver}; the RKLLM runtime needs 0.9.8 or newer. "
                              "Upgrade the board's kernel (5.10.209 or 6.1.84 ship 0.9.8); "
                              "`rkollama doctor` shows the details")
+        _check_target(spec, source_platform(settings.platform, settings.rkllm_lib))
         rt = open_runtime(settings.rkllm_lib)
         fam = rt.family
         mf = spec.modelfile
@@ -479,6 +481,23 @@ class RKLLMBackend(Backend):
         if not self._closed:
             self._closed = True
             self.rt.rkllm_destroy(self.handle)
+
+
+def _check_target(spec, machine: str) -> None:
+    """Refuse an .rkllm built for another NPU: a model converted for RK3576 does not run on an
+    RK3588 (and the reverse). The target comes from the Modelfile source's platform, else from
+    the file's name (rkllm-toolkit builds carry it there by convention)."""
+    if machine not in NPU_ENGINE_PLATFORMS:
+        return
+    source = spec.modelfile.source
+    target = source.get("platform", "")
+    if target not in NPU_ENGINE_PLATFORMS:
+        name = (source.get("file") or source.get("url") or source.get("path") or "").lower()
+        target = next((p for p in NPU_ENGINE_PLATFORMS if p in name.rsplit("/", 1)[-1]), "")
+    if target and target != machine:
+        raise LoadFailed(f"{spec.name.display()} was converted for {target.upper()}, and this board "
+                         f"is {machine.upper()}: pull the {machine} build instead (a Modelfile "
+                         f"source for {machine}, or hf.co/OWNER/REPO with its {machine} file)")
 
 
 def _replay(turns) -> tuple[str, str]:
