@@ -61,10 +61,6 @@ class RunnerBackend(Backend):
         self._reader = threading.Thread(target=self._read, name=f"runner-reader {label}", daemon=True)
         self._reader.start()
 
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid
-
     @classmethod
     def load(cls, spec, opts: LoadOptions, settings, backend_cls: type[Backend] | None = None
              ) -> "RunnerBackend":
