@@ -289,3 +289,9 @@ def test_names_with_control_or_foreign_characters_are_refused(store_daemon, name
     url, _ = store_daemon
     reply = requests.post(f"{url}/api/copy", json={"source": "tiny", "destination": name})
     assert reply.status_code == 400
+
+
+def test_a_refused_origin_gets_the_openai_error_shape_under_v1(daemon):
+    reply = requests.post(f"{daemon}/v1/chat/completions", timeout=5, data="{}",
+                          headers={"Content-Type": "text/plain", "Origin": "null"})
+    assert reply.status_code == 403 and reply.json()["error"]["message"] == "forbidden"

@@ -55,14 +55,14 @@ def create_app(settings, scheduler, store, catalog, platform: str = "cpu") -> Fl
         if guard_host and not _host_allowed(request.host):
             access.warning("refused %s %s: host %r is not allowed", request.method, request.path,
                            request.host)
-            return error_response("forbidden", 403)
+            return _dialect_error("forbidden", 403)
         # A web page may send "simple" requests (text/plain bodies, no preflight) to any
         # address; like Ollama, anything from an origin that is not allowed is refused.
         origin = request.headers.get("Origin")
         if origin is not None and not allowed_origin(origin):
             access.warning("refused %s %s: origin %r is not allowed (OLLAMA_ORIGINS)",
                            request.method, request.path, origin)
-            return error_response("forbidden", 403)
+            return _dialect_error("forbidden", 403)
         if request.method == "OPTIONS":
             return app.response_class(b"", status=204)
         return None
