@@ -24,7 +24,8 @@ def _common(body: dict, type_name: str) -> tuple[Fields, Request]:
                          f"{type_name}.keep_alive of type Duration")
     req = Request(model=model, stream=f.get("stream", bool, True), options=options,
                   keep_alive=keep_alive_seconds(keep_alive), format=_format(f.raw("format")),
-                  think=_think(f.raw("think")), tools=validate_tools(f.get("tools", list, [])))
+                  think=_think(f.raw("think")), tools=validate_tools(f.get("tools", list, [])),
+                  truncate=f.get("truncate", bool, True), shift=f.get("shift", bool, True))
     return f, req
 
 

@@ -2,6 +2,7 @@
 
 import codecs
 import json
+import logging
 import os
 import random
 import time
@@ -13,17 +14,27 @@ from rkollama.errors import BackendFailed, BadRequest, LoadFailed
 from rkollama.models.options import DEFAULT_NUM_BATCH
 
 
+INPUT_TOO_LONG = "the input length exceeds the context length"
+UNBOUNDED_WINDOWS = 4
+"""num_predict -1 generates until the model ends its answer, at most this many windows of
+num_ctx tokens (rkollama's guard against a model that never stops; Ollama has none)."""
+
+log = logging.getLogger("rkollama.llamacpp")
+
+
 class LlamaCppBackend(Backend):
     kind = "llamacpp"
     device = "cpu"
     constrains_format = True
 
-    def __init__(self, spec, llm, template: ChatTemplate, max_token_bytes: int = 64):
+    def __init__(self, spec, llm, template: ChatTemplate, max_token_bytes: int, n_ctx: int):
         self.spec, self.llm, self.template = spec, llm, template
+        self.n_ctx = n_ctx
+        """The window in tokens, as requested (llama.cpp pads its own to a multiple of 256)."""
         self.max_token_bytes = max(1, max_token_bytes)
         """Longest token of the vocabulary in UTF-8 bytes: text of B bytes has at least
         B / max_token_bytes tokens, which refuses or drops what cannot fit without tokenizing."""
-        self.context_length = llm.n_ctx()
+        self.context_length = n_ctx
         self.memory_bytes = spec.size
         self._embedder = None
         self._closed = False
@@ -72,7 +83,7 @@ class LlamaCppBackend(Backend):
         except Exception as exc:  # jinja2 syntax errors in a Modelfile template
             llm.close()
             raise LoadFailed(f"invalid chat template for {spec.name.display()}: {exc}")
-        return cls(spec, llm, template, max_token_bytes)
+        return cls(spec, llm, template, max_token_bytes, n_ctx)
 
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode(), add_bos=self.llm._model.add_bos_token(), special=True)
@@ -88,61 +99,95 @@ class LlamaCppBackend(Backend):
         return -(-len(text.encode("utf-8", "surrogatepass")) // self.max_token_bytes)
 
     def _prompt_tokens(self, gen) -> list[int]:
-        """The prompt's tokens. Chat history that does not fit `num_ctx` loses its oldest
-        messages first, keeping system messages and the last message (as Ollama does).
+        """The prompt's tokens, fitted to `num_ctx` as Ollama fits them.
 
-        Linear in the history: messages that cannot fit by their length alone are dropped
-        without rendering, then a binary search finds how many of the oldest to drop (each probe
-        renders and tokenizes once)."""
-        n_ctx = self.llm.n_ctx()
+        With `truncate` (the default) chat history that does not fit loses its oldest messages
+        first, keeping system messages and the last message and never a tool result without the
+        assistant turn that called it (Ollama's chatPrompt); what still does not fit is cut at
+        the token level by `_fit`. Without it nothing is dropped and an input that does not fit
+        is refused. Linear in the history: messages that cannot fit by their length alone are
+        dropped without rendering, then a binary search finds how many of the oldest to drop
+        (each probe renders and tokenizes once)."""
+        n_ctx = self.n_ctx
         if gen.prompt is not None:
-            self._refuse_if_too_long(self._min_tokens(gen.prompt))
-            return self._tokens(gen.prompt)
+            return self._tokens(self._bounded(gen.prompt, gen))
         extra = {}
         if gen.tools:
             extra["tools"] = gen.tools
         if gen.parse_thinking:  # Qwen3-style templates switch reasoning with this
             extra["enable_thinking"] = gen.think not in (False, None)
+            if isinstance(gen.think, str):
+                extra["reasoning_effort"] = gen.think
         messages = list(gen.messages)
-        kept = [i for i, m in enumerate(messages) if m.role == "system" or i == len(messages) - 1]
-        self._refuse_if_too_long(sum(self._min_tokens(messages[i].content) for i in kept))
-        droppable = [i for i in range(len(messages) - 1) if messages[i].role != "system"]
-        floor = sum(self._min_tokens(m.content) for m in messages)
-        skip = 0  # oldest droppable messages that cannot fit by their length alone
-        while skip < len(droppable) and floor >= n_ctx:
-            floor -= self._min_tokens(messages[droppable[skip]].content)
-            skip += 1
 
         def render(dropped: int) -> list[int]:
-            gone = set(droppable[:dropped])
+            gone = set(droppable[:_tool_block_start(messages, droppable, dropped)])
             keep = [m for i, m in enumerate(messages) if i not in gone]
             try:
                 text = self.template.render(keep, add_generation_prompt=True, **extra)
             except TemplateRenderError as exc:
                 raise BadRequest(f"chat template failed: {exc}")
-            return self._tokens(text)
+            return self._tokens(self._bounded(text, gen))
 
+        droppable = [i for i in range(len(messages) - 1) if messages[i].role != "system"]
+        if not gen.truncate:
+            droppable = []
+        floor = sum(self._min_tokens(m.content) for m in messages)
+        if not gen.truncate and floor > n_ctx:
+            raise BadRequest(INPUT_TOO_LONG)  # known from the text's length alone
+        skip = 0  # oldest droppable messages that cannot fit by their length alone
+        while skip < len(droppable) and floor > n_ctx:
+            floor -= self._min_tokens(messages[droppable[skip]].content)
+            skip += 1
         tokens = render(skip)
-        if len(tokens) < n_ctx or skip == len(droppable):
-            return tokens  # generate() reports an input that still exceeds the context
+        if len(tokens) <= n_ctx or skip == len(droppable):
+            return tokens
         low, high = skip + 1, len(droppable)  # the answer lies in [low, high]
         best = render(high)
-        if len(best) >= n_ctx:
-            return best
+        if len(best) > n_ctx:
+            return best  # even system + the last message do not fit: _fit cuts tokens
         while low < high:
             middle = (low + high) // 2
             candidate = render(middle)
-            if len(candidate) < n_ctx:
+            if len(candidate) <= n_ctx:
                 best, high = candidate, middle
             else:
                 low = middle + 1
         return best
 
-    def _refuse_if_too_long(self, min_tokens: int) -> None:
-        n_ctx = self.llm.n_ctx()
-        if min_tokens >= n_ctx:
-            raise BadRequest(f"the input length (at least {min_tokens} tokens) exceeds the "
-                             f"context length ({n_ctx})")
+    def _bounded(self, text: str, gen) -> str:
+        """`text`, or with `truncate` its middle cut out when it is far longer than the window:
+        only its first num_keep and last num_ctx tokens can survive `_fit`, so a 30 MB message
+        costs no more tokenizing than a window's worth. Without `truncate`, a text that cannot
+        fit by its length alone is refused before tokenizing."""
+        if not gen.truncate:
+            if self._min_tokens(text) > self.n_ctx:
+                raise BadRequest(INPUT_TOO_LONG)
+            return text
+        data = text.encode("utf-8", "surrogatepass")
+        keep = max(0, gen.options.num_keep) + 16
+        head, tail = keep * self.max_token_bytes, (self.n_ctx + 16) * self.max_token_bytes
+        if len(data) <= 2 * (head + tail):
+            return text
+        return (data[:head].decode("utf-8", "ignore") + data[-tail:].decode("utf-8", "ignore"))
+
+    def _fit(self, tokens: list[int], gen) -> list[int]:
+        """Tokens that exceed the window keep the first num_keep and lose what follows them, as
+        Ollama's runner truncates; without `truncate` that is a 400."""
+        n_ctx = self.n_ctx
+        if len(tokens) <= n_ctx:
+            return tokens
+        if not gen.truncate:
+            raise BadRequest(INPUT_TOO_LONG)
+        keep = self._num_keep(gen, len(tokens))
+        log.warning("truncating input prompt: limit %d, prompt %d, keep %d", n_ctx, len(tokens), keep)
+        return tokens[:keep] + tokens[len(tokens) - (n_ctx - keep):]
+
+    def _num_keep(self, gen, prompt_tokens: int) -> int:
+        keep = gen.options.num_keep
+        if keep < 0:
+            keep = prompt_tokens
+        return max(0, min(keep, self.n_ctx - 1))
 
     def _prefill(self, tokens: list[int], cancel) -> bool:
         """Evaluate the prompt up to its last n_batch chunk, one chunk at a time, checking
@@ -166,60 +211,77 @@ class LlamaCppBackend(Backend):
         return not cancel.is_set()
 
     def generate(self, gen, cancel):
+        """Tokens of the answer, then Done. When the window fills before `num_predict`, the
+        context shifts as Ollama's does (the first num_keep tokens stay, half of the rest goes)
+        unless `shift` is false or a grammar is active; then it ends with LENGTH."""
         import llama_cpp
 
         opts = gen.options
-        tokens = self._prompt_tokens(gen)
-        n_ctx = self.llm.n_ctx()
-        if len(tokens) >= n_ctx:
-            raise BadRequest(
-                f"the input length ({len(tokens)} tokens) exceeds the context length ({n_ctx})")
+        n_ctx = self.n_ctx
+        tokens = self._fit(self._prompt_tokens(gen), gen)
         # llama.cpp seeds are 32-bit: a larger request seed keeps its low bits.
         self.llm.set_seed(opts.seed & 0xFFFFFFFF if opts.seed >= 0 else random.randrange(2**31))
-        limit = opts.num_predict if opts.num_predict >= 0 else n_ctx
-        budget = min(limit, n_ctx - len(tokens))
+        if opts.num_predict >= 0:
+            limit = opts.num_predict
+        elif opts.num_predict == -2:  # fill the context
+            limit = n_ctx - len(tokens)
+        else:
+            limit = UNBOUNDED_WINDOWS * n_ctx
         grammar = _grammar(gen.format or _forced_call_schema(gen))
+        may_shift = gen.shift and grammar is None and opts.num_predict != -2
+        keep = self._num_keep(gen, len(tokens))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         vocab = self.llm._model.vocab
         start = time.perf_counter()
         first = None
         produced = 0
         reason = DoneReason.STOP
+        window = list(tokens)
         try:
-            if not self._prefill(tokens, cancel):
-                now = time.perf_counter()
-                yield Done(DoneReason.CANCELLED, len(tokens), (now - start) * 1000.0, 0, 0.0)
-                return
-        except (RuntimeError, ValueError) as exc:
-            raise BackendFailed(f"generation failed: {exc}")
-        stream = self.llm.generate(
-            tokens, top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p, typical_p=opts.typical_p,
-            temp=opts.temperature, repeat_penalty=opts.repeat_penalty,
-            frequency_penalty=opts.frequency_penalty, presence_penalty=opts.presence_penalty,
-            grammar=grammar)
-        try:
-            if budget <= 0:
-                reason = DoneReason.LENGTH
-            else:
-                for token in stream:
-                    if first is None:
-                        first = time.perf_counter()
-                    if llama_cpp.llama_vocab_is_eog(vocab, token):
-                        break
-                    produced += 1
-                    text = decoder.decode(self.llm.detokenize([token]))
-                    if text:
-                        yield Token(text)
-                    if cancel.is_set():
-                        reason = DoneReason.CANCELLED
-                        break
-                    if produced >= budget:
+            while True:
+                if produced >= limit:
+                    reason = DoneReason.LENGTH
+                    break
+                if len(window) >= n_ctx:
+                    if not may_shift:
                         reason = DoneReason.LENGTH
                         break
+                    discard = (len(window) - keep) // 2
+                    window = window[:keep] + window[keep + discard:]
+                if not self._prefill(window, cancel):
+                    reason = DoneReason.CANCELLED
+                    break
+                room = min(n_ctx - len(window), limit - produced)
+                stream = self.llm.generate(
+                    window, top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p,
+                    typical_p=opts.typical_p, temp=opts.temperature,
+                    repeat_penalty=opts.repeat_penalty, frequency_penalty=opts.frequency_penalty,
+                    presence_penalty=opts.presence_penalty, grammar=grammar)
+                ended = False
+                try:
+                    for token in stream:
+                        if first is None:
+                            first = time.perf_counter()
+                        if llama_cpp.llama_vocab_is_eog(vocab, token):
+                            ended = True
+                            break
+                        produced += 1
+                        window.append(token)
+                        text = decoder.decode(self.llm.detokenize([token]))
+                        if text:
+                            yield Token(text)
+                        if cancel.is_set():
+                            reason, ended = DoneReason.CANCELLED, True
+                            break
+                        room -= 1
+                        if room <= 0:
+                            break
+                finally:
+                    stream.close()
+                if ended:
+                    break
         except (RuntimeError, ValueError) as exc:
             raise BackendFailed(f"generation failed: {exc}")
-        finally:
-            stream.close()
         tail = decoder.decode(b"", final=True)
         if tail and reason is not DoneReason.CANCELLED:
             yield Token(tail)
@@ -236,23 +298,30 @@ class LlamaCppBackend(Backend):
         if self._embedder is None:
             from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama
 
-            self._embedder = Llama(model_path=str(self.spec.model_path), n_ctx=self.llm.n_ctx(),
-                                   n_batch=self.llm.n_ctx(), n_ubatch=self.llm.n_ctx(),
-                                   n_threads=self.llm.n_threads, embedding=True,
+            # A pooled batch of 257-511 tokens trips a GGML_ASSERT in this llama.cpp (measured:
+            # 300, 320 and 384 abort the runner; 255, 256 and 512 work): the embedding context
+            # is sized in whole 256-token blocks, and texts are cut to num_ctx tokens here.
+            size = -(-self.n_ctx // 256) * 256
+            self._embedder = Llama(model_path=str(self.spec.model_path), n_ctx=size, n_batch=size,
+                                   n_ubatch=size, n_threads=self.llm.n_threads, embedding=True,
                                    pooling_type=LLAMA_POOLING_TYPE_MEAN, verbose=False)
         vectors, used = [], 0
-        limit = self._embedder.n_ctx()
+        limit = self.n_ctx
         for text in texts:
             if self._min_tokens(text) > limit:
                 if not truncate:
-                    raise BadRequest("the input length exceeds the context length")
+                    raise BadRequest(INPUT_TOO_LONG)
                 # Nothing past this many bytes can be within the first `limit` tokens.
                 text = text.encode("utf-8", "replace")[: (limit + 1) * self.max_token_bytes].decode(
                     "utf-8", "ignore")
-            count = len(self._embedder.tokenize(text.encode(), add_bos=True, special=False))
-            if count > limit and not truncate:
-                raise BadRequest("the input length exceeds the context length")
-            used += min(count, limit)
+            tokens = self._embedder.tokenize(text.encode(), add_bos=False, special=False)
+            bos = 1 if self._embedder._model.add_bos_token() else 0
+            if len(tokens) + bos > limit:
+                if not truncate:
+                    raise BadRequest(INPUT_TOO_LONG)
+                tokens = tokens[: limit - bos]
+                text = self._embedder.detokenize(tokens).decode("utf-8", "ignore")
+            used += min(len(tokens) + bos, limit)
             vectors.append(self._embedder.embed(text, normalize=False, truncate=True))
         return vectors, used
 
@@ -319,6 +388,16 @@ def _max_token_bytes(llm) -> int:
     for token in range(model.n_vocab()):
         longest = max(longest, len(model.token_get_text(token).encode("utf-8", "replace")))
     return longest
+
+
+def _tool_block_start(messages: list, droppable: list[int], dropped: int) -> int:
+    """How many of the oldest droppable messages to drop so that the first kept one is not a
+    tool result whose assistant tool-call turn was dropped (Ollama's toolBlockStartIndex)."""
+    while 0 < dropped < len(droppable) and messages[droppable[dropped]].role == "tool":
+        dropped -= 1
+        if messages[droppable[dropped]].role == "assistant" and messages[droppable[dropped]].tool_calls:
+            return dropped
+    return dropped
 
 
 def _return_freed_memory() -> None:

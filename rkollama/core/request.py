@@ -29,6 +29,8 @@ class Request:
     tools: list = field(default_factory=list)
     include_usage: bool = False
     tool_choice: str | None = None  # None (auto), "required", or the name of one tool
+    truncate: bool = True  # fit a prompt that is too long (Ollama's default), else 400
+    shift: bool = True     # shift the context when the answer fills it, else stop at "length"
 
 
 def check_capabilities(spec, req: Request, endpoint: str) -> None:
@@ -75,7 +77,8 @@ def to_generation(spec, req: Request, options: dict) -> Generation:
         think = True
     if req.raw:
         return Generation(prompt=req.prompt, options=sampling, format=req.format, think=think,
-                          parse_thinking="thinking" in spec.capabilities)
+                          parse_thinking="thinking" in spec.capabilities, truncate=req.truncate,
+                          shift=req.shift)
     modelfile = spec.modelfile
     history = [Message(m["role"], m["content"]) for m in modelfile.messages]
     if req.messages or req.prompt:
@@ -87,7 +90,8 @@ def to_generation(spec, req: Request, options: dict) -> Generation:
     prefix = [Message("system", system)] if system and not has_system else []
     return Generation(messages=prefix + history + turns, options=sampling, format=req.format,
                       think=think, tools=req.tools, parse_thinking="thinking" in spec.capabilities,
-                      tool_choice=req.tool_choice if req.tools else None)
+                      tool_choice=req.tool_choice if req.tools else None, truncate=req.truncate,
+                      shift=req.shift)
 
 
 def validate_tools(tools) -> list:

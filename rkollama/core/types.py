@@ -77,6 +77,12 @@ class Generation:
     tool_choice: str | None = None
     """None lets the model choose; "required" or a tool's name forces a call where the engine
     can constrain sampling (the CPU engine does, with a grammar)."""
+    truncate: bool = True
+    """A prompt longer than the window is fitted (old messages dropped, then tokens after the
+    first num_keep); False refuses it with a 400."""
+    shift: bool = True
+    """An answer that fills the window shifts it (num_keep tokens stay, half of the rest goes);
+    False ends it with LENGTH."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,104 @@
+"""The context window as Ollama handles it, on the real daemon with SmolLM2: prompts fitted with
+`truncate`, refused without it, the answer shifting the window unless `shift: false`, num_ctx
+exactly as asked, and no sequence of load options that ends in a 500."""
+
+import itertools
+
+import ollama
+import pytest
+import requests
+
+pytestmark = pytest.mark.live
+MODEL = "smollm2:135m"
+LONG = " ".join(f"word{i}" for i in range(300))  # about 1,200 tokens
+COUNT = "Count from 1 to 1000, separated by commas: 1, 2, 3,"
+
+
+def generate(url: str, **body) -> requests.Response:
+    return requests.post(f"{url}/api/generate", timeout=300,
+                         json={"model": MODEL, "stream": False, **body})
+
+
+def test_a_prompt_longer_than_num_ctx_is_fitted_to_exactly_the_window(live_daemon):
+    reply = generate(live_daemon, prompt=LONG, options={"num_ctx": 128, "num_predict": 4})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["prompt_eval_count"] == 128
+    running = requests.get(f"{live_daemon}/api/ps").json()["models"]
+    assert running[0]["context_length"] == 128  # not llama.cpp's padded 256
+
+
+def test_truncate_false_refuses_a_prompt_that_does_not_fit(live_daemon):
+    for path, body in (("/api/generate", {"prompt": LONG}),
+                       ("/api/chat", {"messages": [{"role": "user", "content": "old " * 400},
+                                                   {"role": "assistant", "content": "ok"},
+                                                   {"role": "user", "content": "hi"}]})):
+        reply = requests.post(f"{live_daemon}{path}", timeout=300, json={
+            "model": MODEL, "stream": False, "truncate": False,
+            "options": {"num_ctx": 128, "num_predict": 4}, **body})
+        assert reply.status_code == 400
+        assert reply.json() == {"error": "the input length exceeds the context length"}
+
+
+def test_old_messages_are_dropped_first_keeping_system_and_the_last_message(live_daemon):
+    history = [{"role": "system", "content": "You answer in one word."}]
+    for i in range(40):
+        history += [{"role": "user", "content": f"Tell me about topic {i}. " + "filler " * 20},
+                    {"role": "assistant", "content": "Okay. " + "more " * 20}]
+    history.append({"role": "user", "content": "What is the capital of France?"})
+    reply = ollama.Client(host=live_daemon).chat(
+        model=MODEL, messages=history, options={"num_ctx": 512, "temperature": 0, "num_predict": 16})
+    assert 0 < reply.prompt_eval_count <= 512
+    assert "paris" in reply.message.content.lower()
+
+
+def test_an_answer_that_fills_the_window_shifts_it_and_goes_on(live_daemon):
+    shifted = generate(live_daemon, prompt=COUNT,
+                       options={"num_ctx": 256, "num_predict": 400, "temperature": 0}).json()
+    assert shifted["done_reason"] == "length" and shifted["eval_count"] == 400
+    stopped = generate(live_daemon, prompt=COUNT, shift=False,
+                       options={"num_ctx": 256, "num_predict": 400, "temperature": 0}).json()
+    assert stopped["done_reason"] == "length"
+    assert stopped["prompt_eval_count"] + stopped["eval_count"] <= 256 < 400
+
+
+def test_a_first_message_with_thousands_of_tokens_of_tools_is_answered(live_daemon):
+    # Open WebUI adds its built-in tools (about 7,000 tokens) to the first "hi" of every chat.
+    tools = [{"type": "function", "function": {
+        "name": f"tool_{i}", "description": "does a useful thing " * 40,
+        "parameters": {"type": "object", "properties": {"a": {"type": "string", "description": "x " * 30}}}}}
+        for i in range(30)]
+    reply = requests.post(f"{live_daemon}/api/chat", timeout=300, json={
+        "model": MODEL, "stream": False, "tools": tools, "options": {"num_predict": 16},
+        "messages": [{"role": "user", "content": "hi"}]})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["prompt_eval_count"] == 2048  # the daemon's default window, full
+    assert reply.json()["message"]["role"] == "assistant"
+
+
+def test_embed_with_truncate_false_refuses_an_input_longer_than_num_ctx(live_daemon):
+    reply = requests.post(f"{live_daemon}/api/embed", timeout=300, json={
+        "model": MODEL, "input": LONG, "truncate": False, "options": {"num_ctx": 64}})
+    assert reply.status_code == 400
+    assert reply.json() == {"error": "the input length exceeds the context length"}
+    fitted = requests.post(f"{live_daemon}/api/embed", timeout=300, json={
+        "model": MODEL, "input": LONG, "options": {"num_ctx": 64}}).json()
+    assert fitted["prompt_eval_count"] == 64
+
+
+def test_no_sequence_of_load_options_across_endpoints_gives_a_500(live_daemon):
+    calls = {
+        "embed": lambda o: requests.post(f"{live_daemon}/api/embed", timeout=300,
+                                         json={"model": MODEL, "input": ["a b c", LONG], "options": o}),
+        "chat": lambda o: requests.post(f"{live_daemon}/api/chat", timeout=300, json={
+            "model": MODEL, "stream": False, "options": {"num_predict": 3, **o},
+            "messages": [{"role": "user", "content": "Say hi."}]}),
+        "generate": lambda o: generate(live_daemon, prompt=LONG, options={"num_predict": 3, **o}),
+    }
+    options = [{}, {"num_ctx": 10}, {"num_ctx": 64, "num_batch": 8}, {"num_batch": 1},
+               {"num_thread": 1}, {"num_ctx": 300, "num_batch": 512}, {"num_ctx": 4}]
+    for (name, call), option in itertools.product(calls.items(), options):
+        reply = call(option)
+        assert reply.status_code == 200, (name, option, reply.status_code, reply.text)
+    final = generate(live_daemon, prompt="What is 2 + 2?", options={"num_predict": 8, "temperature": 0})
+    assert final.status_code == 200 and "4" in final.json()["response"]
+    assert requests.get(f"{live_daemon}/api/ps").json()["models"][0]["context_length"] == 2048
