@@ -33,7 +33,7 @@ class Deps:
 
 
 def create_app(settings, scheduler, store, catalog, platform: str = "cpu") -> Flask:
-    from rkollama.server import ollama_routes, openai_routes
+    from rkollama.server import anthropic_routes, ollama_routes, openai_routes
 
     app = Flask("rkollama")
     app.config["RKOLLAMA"] = Deps(settings, scheduler, store, catalog, platform)
@@ -42,6 +42,7 @@ def create_app(settings, scheduler, store, catalog, platform: str = "cpu") -> Fl
     access = logging.getLogger("rkollama.access")
     app.register_blueprint(ollama_routes.bp)
     app.register_blueprint(openai_routes.bp)
+    app.register_blueprint(anthropic_routes.bp)
     origins = list(_LOCAL_ORIGINS) + [o.strip() for o in settings.origins.split(",") if o.strip()]
     bind_host, _ = settings.bind_address()
     guard_host = _is_loopback(bind_host)
@@ -104,7 +105,13 @@ def create_app(settings, scheduler, store, catalog, platform: str = "cpu") -> Fl
 
 
 def _dialect_error(message: str, status: int):
-    """An error in the shape of the API the request was for (OpenAI's under /v1)."""
+    """An error in the shape of the API the request was for (Anthropic's under /v1/messages,
+    OpenAI's under the rest of /v1)."""
+    if request.path.startswith("/v1/messages"):
+        from rkollama.anthropic.convert import error_body as anthropic_error
+        from rkollama.server.streaming import json_response
+
+        return json_response(anthropic_error(message, status), status)
     if request.path.startswith("/v1/"):
         from rkollama.openai.convert import error_body
         from rkollama.server.streaming import json_response
