@@ -5,7 +5,6 @@ import time
 
 from flask import Blueprint, current_app, request
 
-from rkollama import __version__
 from rkollama.api import convert
 from rkollama.api.fields import Fields, parse_body
 from rkollama.core.collect import collect
@@ -52,7 +51,7 @@ def root():
 
 @bp.route("/api/version", methods=["GET", "HEAD"])
 def version():
-    return json_response({"version": OLLAMA_VERSION, "rkollama": __version__})
+    return json_response({"version": OLLAMA_VERSION})  # exactly Ollama's body; X-Rkollama-Version has ours
 
 
 @bp.route("/api/tags", methods=["GET", "HEAD"])

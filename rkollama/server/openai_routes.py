@@ -29,8 +29,10 @@ def _body() -> dict:
 
 @bp.route("/models", methods=["GET"])
 def models():
-    return json_response({"object": "list",
-                          "data": [convert.model_entry(s) for s in generation.deps().store.list()]})
+    reply = json_response({"object": "list",
+                           "data": [convert.model_entry(s) for s in generation.deps().store.list()]})
+    reply.content_type = "application/json"  # exactly, as Ollama sends it
+    return reply
 
 
 @bp.route("/models/<path:model>", methods=["GET"])
