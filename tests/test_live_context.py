@@ -102,3 +102,17 @@ def test_no_sequence_of_load_options_across_endpoints_gives_a_500(live_daemon):
     final = generate(live_daemon, prompt="What is 2 + 2?", options={"num_predict": 8, "temperature": 0})
     assert final.status_code == 200 and "4" in final.json()["response"]
     assert requests.get(f"{live_daemon}/api/ps").json()["models"][0]["context_length"] == 2048
+
+
+def test_generate_continues_from_the_context_it_returned(live_daemon):
+    client = ollama.Client(host=live_daemon)
+    first = client.generate(model=MODEL, prompt="My name is Alice. Remember it.",
+                            options={"temperature": 0, "num_predict": 16})
+    assert first.context and all(isinstance(t, int) for t in first.context)
+    second = client.generate(model=MODEL, prompt="What is my name?", context=first.context,
+                             options={"temperature": 0, "num_predict": 16})
+    alone = client.generate(model=MODEL, prompt="What is my name?",
+                            options={"temperature": 0, "num_predict": 16})
+    # The earlier exchange is in front of the new prompt, token for token.
+    assert second.prompt_eval_count == len(first.context) + alone.prompt_eval_count
+    assert second.context[: len(first.context)] == first.context

@@ -322,3 +322,17 @@ def test_shutdown_stops_a_running_generation(scheduler, store, script):
     scheduler.shutdown()  # would hang if it waited for 100000 tokens
     assert script.finished[-1][0] is DoneReason.CANCELLED
     assert scheduler.ps() == []
+
+
+def test_generate_returns_context_and_accepts_it_to_continue(http, script):
+    first = http.post("/api/generate", json={"model": "tiny", "prompt": "one two", "stream": False}).get_json()
+    assert isinstance(first["context"], list) and first["context"]
+    keys = list(first)
+    assert keys.index("done_reason") < keys.index("context") < keys.index("total_duration")
+    http.post("/api/generate", json={"model": "tiny", "prompt": "three", "stream": False,
+                                     "context": first["context"]})
+    assert script.history[-1].context == first["context"]
+    raw = http.post("/api/generate", json={"model": "tiny", "prompt": "x", "raw": True, "stream": False}).get_json()
+    assert "context" not in raw
+    bad = http.post("/api/generate", json={"model": "tiny", "prompt": "x", "context": ["a"]})
+    assert bad.status_code == 400

@@ -42,6 +42,10 @@ def parse_generate(body: dict) -> Request:
     req.raw = f.get("raw", bool, False)
     req.suffix = f.get("suffix", str, "")
     req.images = [_image(i) for i in f.get("images", list, [])]
+    context = f.get("context", list, [])
+    if not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 2**31 for t in context):
+        raise BadRequest("json: cannot unmarshal context: expected an array of token ids")
+    req.context = context
     if req.raw and (f.has("template") or f.has("system") or f.has("context")):
         raise BadRequest("raw mode does not support template, system, or context")
     return req

@@ -96,7 +96,9 @@ class ScriptedBackend(Backend):
 
     def _done(self, reason, prompt_tokens, produced):
         self.script.finished.append((reason, produced))
-        return Done(reason, prompt_tokens, float(prompt_tokens), produced, 10.0 * produced)
+        # Token ids of the fake are positions: the context a real engine would hand back.
+        return Done(reason, prompt_tokens, float(prompt_tokens), produced, 10.0 * produced,
+                    tuple(range(prompt_tokens + produced)))
 
     def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
         """Deterministic 4-dimensional vectors: word count, length, vowels, 1."""

@@ -88,8 +88,15 @@ class LlamaCppBackend(Backend):
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode(), add_bos=self.llm._model.add_bos_token(), special=True)
 
-    def _tokens(self, text: str) -> list[int]:
-        add_bos = self.llm._model.add_bos_token()
+    def _context(self, gen) -> list[int]:
+        """The token ids of an earlier exchange this prompt continues (/api/generate `context`)."""
+        vocab = self.llm.n_vocab()
+        if any(t >= vocab for t in gen.context):
+            raise BadRequest(f"invalid context: token ids must be below {vocab}")
+        return list(gen.context)
+
+    def _tokens(self, text: str, bos: bool = True) -> list[int]:
+        add_bos = bos and self.llm._model.add_bos_token()
         if add_bos and self.template.bos_token and text.startswith(self.template.bos_token):
             add_bos = False  # the template already wrote BOS
         return self.llm.tokenize(text.encode(), add_bos=add_bos, special=True)
@@ -109,8 +116,9 @@ class LlamaCppBackend(Backend):
         dropped without rendering, then a binary search finds how many of the oldest to drop
         (each probe renders and tokenizes once)."""
         n_ctx = self.n_ctx
+        context = self._context(gen)
         if gen.prompt is not None:
-            return self._tokens(self._bounded(gen.prompt, gen))
+            return context + self._tokens(self._bounded(gen.prompt, gen), bos=not context)
         extra = {}
         if gen.tools:
             extra["tools"] = gen.tools
@@ -127,7 +135,7 @@ class LlamaCppBackend(Backend):
                 text = self.template.render(keep, add_generation_prompt=True, **extra)
             except TemplateRenderError as exc:
                 raise BadRequest(f"chat template failed: {exc}")
-            return self._tokens(self._bounded(text, gen))
+            return context + self._tokens(self._bounded(text, gen), bos=not context)
 
         droppable = [i for i in range(len(messages) - 1) if messages[i].role != "system"]
         if not gen.truncate:
@@ -287,7 +295,8 @@ class LlamaCppBackend(Backend):
             yield Token(tail)
         end = time.perf_counter()
         first = first or end
-        yield Done(reason, len(tokens), (first - start) * 1000.0, produced, (end - first) * 1000.0)
+        yield Done(reason, len(tokens), (first - start) * 1000.0, produced, (end - first) * 1000.0,
+                   tuple(window))
 
     def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
         """Mean-pooled embeddings (not normalised) of each text, and the tokens they used.

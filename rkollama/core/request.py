@@ -30,6 +30,7 @@ class Request:
     include_usage: bool = False
     tool_choice: str | None = None  # None (auto), "required", or the name of one tool
     truncate: bool = True  # fit a prompt that is too long (Ollama's default), else 400
+    context: list = field(default_factory=list)  # /api/generate: token ids to continue from
     shift: bool = True     # shift the context when the answer fills it, else stop at "length"
 
 
@@ -91,7 +92,7 @@ def to_generation(spec, req: Request, options: dict) -> Generation:
     return Generation(messages=prefix + history + turns, options=sampling, format=req.format,
                       think=think, tools=req.tools, parse_thinking="thinking" in spec.capabilities,
                       tool_choice=req.tool_choice if req.tools else None, truncate=req.truncate,
-                      shift=req.shift)
+                      shift=req.shift, context=list(req.context))
 
 
 def validate_tools(tools) -> list:

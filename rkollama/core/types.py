@@ -80,6 +80,8 @@ class Generation:
     truncate: bool = True
     """A prompt longer than the window is fitted (old messages dropped, then tokens after the
     first num_keep); False refuses it with a 400."""
+    context: list[int] = field(default_factory=list)
+    """Token ids of an earlier /api/generate exchange that this prompt continues."""
     shift: bool = True
     """An answer that fills the window shifts it (num_keep tokens stay, half of the rest goes);
     False ends it with LENGTH."""
@@ -115,3 +117,6 @@ class Done:
     prompt_ms: float = 0.0
     eval_tokens: int = 0
     eval_ms: float = 0.0
+    context: tuple[int, ...] = ()
+    """Token ids of the window at the end (prompt and answer), for /api/generate's `context`;
+    empty where the engine does not expose tokens (the NPU runtime)."""

@@ -138,8 +138,10 @@ def _complete(req, endpoint: str, chunk, started: float):
 
     def final(done: Done) -> dict:
         total = time.monotonic() - started
-        return dict(chunk(req.model, done=True), done_reason=convert.done_reason(done.reason),
-                    **convert.metrics(done, stream.load_duration, total))
+        reply = dict(chunk(req.model, done=True), done_reason=convert.done_reason(done.reason))
+        if endpoint == "generate" and not req.raw and done.context:
+            reply["context"] = list(done.context)  # Ollama: prompt and answer, to continue from
+        return dict(reply, **convert.metrics(done, stream.load_duration, total))
 
     if not req.stream:
         completion = collect(stream)
@@ -201,5 +203,5 @@ def embeddings():
 
 def _ordered(reply: dict) -> dict:
     """Key order of Ollama's replies: model, created_at, message/response, done, done_reason, …"""
-    head = ["model", "created_at", "message", "response", "thinking", "done", "done_reason"]
+    head = ["model", "created_at", "message", "response", "thinking", "done", "done_reason", "context"]
     return {**{k: reply[k] for k in head if k in reply}, **{k: v for k, v in reply.items() if k not in head}}
