@@ -141,6 +141,16 @@ class Scheduler:
             self._release(runner)
         return vectors, used, load_s
 
+    def render(self, spec, gen, opts, keep_alive=None, disconnected=None) -> str:
+        """The prompt text `gen` becomes on `spec`'s engine, without generating."""
+        runner = self._acquire(spec, opts, keep_alive, disconnected)
+        try:
+            return runner.engine.call(runner.backend.render, gen)
+        except NotImplementedError:
+            raise BadRequest(f'"{spec.name.display()}" cannot show its rendered prompt') from None
+        finally:
+            self._release(runner)
+
     def unload(self, spec) -> None:
         """Expire `spec` now: unloaded at once if idle, else as soon as its request ends."""
         with self._cond:

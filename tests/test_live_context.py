@@ -116,3 +116,11 @@ def test_generate_continues_from_the_context_it_returned(live_daemon):
     # The earlier exchange is in front of the new prompt, token for token.
     assert second.prompt_eval_count == len(first.context) + alone.prompt_eval_count
     assert second.context[: len(first.context)] == first.context
+
+
+def test_debug_render_only_shows_the_models_own_template(live_daemon):
+    reply = requests.post(f"{live_daemon}/api/chat", timeout=60, json={
+        "model": MODEL, "_debug_render_only": True,
+        "messages": [{"role": "user", "content": "hello"}]}).json()
+    rendered = reply["_debug_info"]["rendered_template"]
+    assert "<|im_start|>user\nhello<|im_end|>" in rendered and rendered.endswith("<|im_start|>assistant\n")

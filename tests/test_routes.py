@@ -336,3 +336,14 @@ def test_generate_returns_context_and_accepts_it_to_continue(http, script):
     assert "context" not in raw
     bad = http.post("/api/generate", json={"model": "tiny", "prompt": "x", "context": ["a"]})
     assert bad.status_code == 400
+
+
+def test_debug_render_only_returns_the_rendered_prompt_without_generating(http, script):
+    reply = http.post("/api/chat", json={"model": "tiny", "_debug_render_only": True,
+                                         "messages": [{"role": "user", "content": "hello"}]}).get_json()
+    assert reply["_debug_info"] == {"rendered_template": "<user>hello\n<assistant>", "image_count": 0}
+    assert reply["done"] is False and reply["message"] == {"role": "", "content": ""}
+    generated = http.post("/api/generate", json={"model": "tiny", "prompt": "hi", "raw": True,
+                                                 "_debug_render_only": True}).get_json()
+    assert generated["_debug_info"]["rendered_template"] == "hi" and generated["response"] == ""
+    assert script.history == []  # nothing ran

@@ -25,7 +25,8 @@ def _common(body: dict, type_name: str) -> tuple[Fields, Request]:
     req = Request(model=model, stream=f.get("stream", bool, True), options=options,
                   keep_alive=keep_alive_seconds(keep_alive), format=_format(f.raw("format")),
                   think=_think(f.raw("think")), tools=validate_tools(f.get("tools", list, [])),
-                  truncate=f.get("truncate", bool, True), shift=f.get("shift", bool, True))
+                  truncate=f.get("truncate", bool, True), shift=f.get("shift", bool, True),
+                  debug_render_only=f.get("_debug_render_only", bool, False))
     return f, req
 
 

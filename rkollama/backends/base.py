@@ -46,6 +46,10 @@ class Backend:
         yields (id, event)."""
         raise NotImplementedError
 
+    def render(self, gen) -> str:
+        """The prompt text `gen` becomes, chat template applied (`_debug_render_only`)."""
+        raise NotImplementedError
+
     def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
         """One embedding per text (not normalised) and the prompt tokens used."""
         raise NotImplementedError

@@ -106,6 +106,11 @@ class ScriptedBackend(Backend):
                    for t in texts]
         return vectors, sum(len(t.split()) for t in texts)
 
+    def render(self, gen) -> str:
+        if gen.prompt is not None:
+            return gen.prompt
+        return "".join(f"<{m.role}>{m.content}\n" for m in gen.messages) + "<assistant>"
+
     def tokenize(self, text: str) -> list[int]:
         return list(range(len(text.split())))
 

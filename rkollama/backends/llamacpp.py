@@ -119,22 +119,12 @@ class LlamaCppBackend(Backend):
         context = self._context(gen)
         if gen.prompt is not None:
             return context + self._tokens(self._bounded(gen.prompt, gen), bos=not context)
-        extra = {}
-        if gen.tools:
-            extra["tools"] = gen.tools
-        if gen.parse_thinking:  # Qwen3-style templates switch reasoning with this
-            extra["enable_thinking"] = gen.think not in (False, None)
-            if isinstance(gen.think, str):
-                extra["reasoning_effort"] = gen.think
         messages = list(gen.messages)
 
         def render(dropped: int) -> list[int]:
             gone = set(droppable[:_tool_block_start(messages, droppable, dropped)])
             keep = [m for i, m in enumerate(messages) if i not in gone]
-            try:
-                text = self.template.render(keep, add_generation_prompt=True, **extra)
-            except TemplateRenderError as exc:
-                raise BadRequest(f"chat template failed: {exc}")
+            text = self._render_messages(keep, gen)
             return context + self._tokens(self._bounded(text, gen), bos=not context)
 
         droppable = [i for i in range(len(messages) - 1) if messages[i].role != "system"]
@@ -162,6 +152,26 @@ class LlamaCppBackend(Backend):
             else:
                 low = middle + 1
         return best
+
+    def _render_messages(self, messages: list, gen) -> str:
+        """`messages` through the chat template, with the request's tools and think setting."""
+        extra: dict = {}
+        if gen.tools:
+            extra["tools"] = gen.tools
+        if gen.parse_thinking:  # Qwen3-style templates switch reasoning with this
+            extra["enable_thinking"] = gen.think not in (False, None)
+            if isinstance(gen.think, str):
+                extra["reasoning_effort"] = gen.think
+        try:
+            return self.template.render(messages, add_generation_prompt=True, **extra)
+        except TemplateRenderError as exc:
+            raise BadRequest(f"chat template failed: {exc}")
+
+    def render(self, gen) -> str:
+        """The whole prompt text (no truncation), for `_debug_render_only`."""
+        if gen.prompt is not None:
+            return gen.prompt
+        return self._render_messages(list(gen.messages), gen)
 
     def _bounded(self, text: str, gen) -> str:
         """`text`, or with `truncate` its middle cut out when it is far longer than the window:

@@ -184,7 +184,14 @@ class RunnerBackend(Backend):
             self._done(request_id)
 
     def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
-        request_id, inbox = self._open("embed", (texts, truncate))
+        return self._call("embed", (texts, truncate))
+
+    def render(self, gen: Generation) -> str:
+        return self._call("render", (gen,))
+
+    def _call(self, kind: str, args: tuple):
+        """Run the backend method `kind` with `args` on the runner's engine thread."""
+        request_id, inbox = self._open(kind, args)
         try:
             kind, payload = inbox.get()
         finally:
@@ -251,8 +258,8 @@ def _serve(conn: Connection, spec, opts: LoadOptions, settings, backend_cls: typ
             engine.add(request_id, payload)
         elif kind == "cancel":
             engine.cancel(request_id)
-        elif kind == "embed":
-            engine.call(request_id, backend.embed, *payload)
+        elif kind in ("embed", "render"):
+            engine.call(request_id, getattr(backend, kind), *payload)
         elif kind == "close":
             engine.stop()
             backend.close()

@@ -31,6 +31,7 @@ class Request:
     tool_choice: str | None = None  # None (auto), "required", or the name of one tool
     truncate: bool = True  # fit a prompt that is too long (Ollama's default), else 400
     context: list = field(default_factory=list)  # /api/generate: token ids to continue from
+    debug_render_only: bool = False  # answer the rendered prompt instead of generating
     shift: bool = True     # shift the context when the answer fills it, else stop at "length"
 
 

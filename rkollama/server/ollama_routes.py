@@ -124,6 +124,14 @@ def generate():
 def _complete(req, endpoint: str, chunk, started: float):
     """Shared body of chat and generate: the load/unload idioms, then stream or collect."""
     prepared = generation.prepare(req, endpoint)
+    if req.debug_render_only:  # Ollama's way to test templates: the prompt, no generation
+        text = _deps().scheduler.render(prepared.spec, prepared.gen, prepared.load_opts,
+                                        req.keep_alive, _disconnected())
+        images = sum(len(m.images) for m in prepared.gen.messages or [])
+        empty = convert.chat_chunk(req.model) if endpoint == "chat" else convert.generate_chunk(req.model)
+        if endpoint == "chat":
+            empty["message"] = {"role": "", "content": ""}
+        return json_response(dict(empty, _debug_info={"rendered_template": text, "image_count": images}))
     has_input = bool(req.messages) if endpoint == "chat" else bool(req.prompt)
     if not has_input:
         scheduler = _deps().scheduler
