@@ -124,3 +124,12 @@ def test_debug_render_only_shows_the_models_own_template(live_daemon):
         "messages": [{"role": "user", "content": "hello"}]}).json()
     rendered = reply["_debug_info"]["rendered_template"]
     assert "<|im_start|>user\nhello<|im_end|>" in rendered and rendered.endswith("<|im_start|>assistant\n")
+
+
+def test_the_responses_api_answers_with_the_cpu_model(live_daemon):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{live_daemon}/v1", api_key="x")
+    reply = client.responses.create(model=MODEL, temperature=0, max_output_tokens=48,
+                                    input="What is the capital of France? Answer in one word.")
+    assert "paris" in reply.output_text.lower()

@@ -281,3 +281,59 @@ def test_validated_format_streams_too(http, script):
     lines = [json.loads(l) for l in http.post("/api/generate", json={
         "model": "tiny", "prompt": "x", "format": "json"}).get_data(as_text=True).splitlines()]
     assert lines[0]["response"] == '{"ok": true}' and lines[-1]["done"] is True
+
+
+# -- /v1/responses ---------------------------------------------------------------------------------
+RESPONSES_TOOL = {"type": "function", "name": "get_weather", "description": "Weather of a city",
+                  "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+
+
+def test_responses_answer_with_one_message_item_and_usage(oai, script):
+    script.enqueue(["Hello", " there"])
+    reply = oai.responses.create(model="tiny", input="Say hello", instructions="Be brief.",
+                                 max_output_tokens=32)
+    assert reply.object == "response" and reply.status == "completed" and reply.id.startswith("resp_")
+    assert reply.output_text == "Hello there" and reply.output[0].type == "message"
+    assert reply.usage.output_tokens == 2 and reply.usage.total_tokens == reply.usage.input_tokens + 2
+    assert reply.instructions == "Be brief."
+    sent = script.history[-1]
+    assert [(m.role, m.content) for m in sent.messages] == [("system", "Be brief."), ("user", "Say hello")]
+    assert sent.options.num_predict == 32 and sent.options.temperature == 1.0
+
+
+def test_responses_function_call_round_trip(oai, script, tooly):
+    script.enqueue([CALL])
+    first = oai.responses.create(model="tooly", input="Weather in Tokyo?", tools=[RESPONSES_TOOL])
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Tokyo"}
+    script.enqueue(["It is 18C."])
+    second = oai.responses.create(model="tooly", tools=[RESPONSES_TOOL], input=[
+        {"role": "user", "content": "Weather in Tokyo?"},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "18C"}])
+    assert second.output_text == "It is 18C."
+    sent = script.history[-1].messages
+    assert [m.role for m in sent] == ["user", "assistant", "tool"]
+    assert sent[2].content == "18C" and sent[2].tool_name == "get_weather"
+
+
+def test_responses_reasoning_comes_back_as_a_reasoning_item(oai, script, tooly):
+    script.enqueue(["<think>plan</think>", "Answer"])
+    reply = oai.responses.create(model="tooly", input="Think", reasoning={"effort": "high"})
+    assert [item.type for item in reply.output] == ["reasoning", "message"]
+    assert reply.output[0].summary[0].text == "plan" and reply.output_text == "Answer"
+    assert script.history[-1].think == "high"
+    with pytest.raises(openai.BadRequestError):
+        oai.responses.create(model="tooly", input="x", reasoning={"effort": "extreme"})
+
+
+def test_responses_stream_their_event_sequence(oai, script, tooly):
+    script.enqueue(["<think>plan</think>", "Hel", "lo"])
+    events = list(oai.responses.create(model="tooly", input="x", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] == "response.completed"
+    assert "response.reasoning_summary_text.delta" in kinds and "response.output_text.done" in kinds
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == "Hello" and events[-1].response.output_text == "Hello"

@@ -9,9 +9,9 @@ from rkollama.core.collect import collect
 from rkollama.core.embed import shape
 from rkollama.core.types import DoneReason, Token, ToolCall
 from rkollama.errors import ModelNotFound, RkollamaError
-from rkollama.openai import convert
+from rkollama.openai import convert, responses
 from rkollama.server import generation
-from rkollama.server.streaming import dumps, json_response
+from rkollama.server.streaming import dumps, json_response, named_events
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 
@@ -124,3 +124,11 @@ def _sse(stream, frames) -> Response:
 
 
 
+@bp.route("/responses", methods=["POST"])
+def responses_create():
+    req, echo = responses.from_responses_request(_body())
+    stream = generation.submit(req, generation.prepare(req, "chat"))
+    rid = responses.new_id("resp")
+    if not req.stream:
+        return json_response(responses.to_response(req, echo, collect(stream), rid))
+    return named_events(stream, responses.StreamWriter(req, echo, rid), convert.error_body)

@@ -1,6 +1,7 @@
 """Response helpers: JSON bodies with Ollama's content type, and NDJSON streams that end with an
 error line on failure and cancel the generation when the client goes away."""
 
+import itertools
 import json
 
 from flask import Response
@@ -42,3 +43,39 @@ def ndjson(lines, on_close=None) -> Response:
                 on_close()
 
     return Response(body(), status=200, content_type=NDJSON_TYPE)
+
+
+def named_events(stream, writer, error_body) -> Response:
+    """Server-sent events with event names (Anthropic's Messages, OpenAI's Responses): `writer`
+    turns core events into (name, data) pairs through start(), token(), call() and done();
+    an error after the first event becomes a final `error` event in `error_body`'s shape."""
+    from rkollama.core.types import Done, DoneReason, Token, ToolCall
+
+    try:
+        first = next(stream)  # errors before any output keep their status code
+    except BaseException:
+        stream.close()
+        raise
+
+    def body():
+        try:
+            events = writer.start()
+            for event in itertools.chain([first], stream):
+                if isinstance(event, Token):
+                    events += writer.token(event.text, event.thinking)
+                elif isinstance(event, ToolCall):
+                    events += writer.call(event)
+                elif isinstance(event, Done) and event.reason is not DoneReason.CANCELLED:
+                    events += writer.done(event)
+                for name, data in events:
+                    yield f"event: {name}\ndata: {dumps(data)}\n\n"
+                events = []
+        except RkollamaError as exc:
+            yield f"event: error\ndata: {dumps(error_body(exc.message, exc.status))}\n\n"
+        except Exception as exc:  # never a traceback on the wire
+            yield f"event: error\ndata: {dumps(error_body(f'internal error: {exc}', 500))}\n\n"
+        finally:
+            stream.close()
+
+    return Response(body(), status=200, content_type="text/event-stream",
+                    headers={"Cache-Control": "no-cache"})
