@@ -347,3 +347,14 @@ def test_debug_render_only_returns_the_rendered_prompt_without_generating(http, 
                                                  "_debug_render_only": True}).get_json()
     assert generated["_debug_info"]["rendered_template"] == "hi" and generated["response"] == ""
     assert script.history == []  # nothing ran
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/api/chat", {"messages": [{"role": "user", "content": "x"}]}),
+    ("/api/generate", {"prompt": "x"}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]})])
+def test_top_logprobs_outside_0_to_20_is_a_400(http, path, body):
+    reply = http.post(path, json={"model": "tiny", "stream": False, "logprobs": True, "top_logprobs": 21, **body})
+    assert reply.status_code == 400 and "top_logprobs must be between 0 and 20" in reply.get_data(as_text=True)
+    ok = http.post(path, json={"model": "tiny", "stream": False, "logprobs": True, "top_logprobs": 5, **body})
+    assert ok.status_code == 200

@@ -5,7 +5,8 @@ import binascii
 from datetime import datetime, timezone
 
 from rkollama.api.fields import Fields
-from rkollama.core.request import THINK_LEVELS, Request, normalise_tool_calls, validate_tools
+from rkollama.core.request import (THINK_LEVELS, Request, check_top_logprobs, normalise_tool_calls,
+                                   validate_tools)
 from rkollama.core.types import DoneReason, Message
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest
@@ -17,6 +18,7 @@ def _common(body: dict, type_name: str) -> tuple[Fields, Request]:
     if not model:
         raise BadRequest("model is required")
     options = f.get("options", dict)
+    check_top_logprobs(f.raw("top_logprobs"))
     keep_alive = f.raw("keep_alive")
     if keep_alive is not None and (isinstance(keep_alive, bool)
                                    or not isinstance(keep_alive, (int, float, str))):

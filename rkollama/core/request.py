@@ -96,6 +96,18 @@ def to_generation(spec, req: Request, options: dict) -> Generation:
                       shift=req.shift, context=list(req.context))
 
 
+MAX_TOP_LOGPROBS = 20
+
+
+def check_top_logprobs(value) -> None:
+    """`top_logprobs` must be 0-20 (Ollama's and OpenAI's bound); log-probabilities themselves
+    are not returned yet."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise BadRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
+
+
 def validate_tools(tools) -> list:
     """Tool definitions must be `{"type": "function", "function": {"name": …}}` objects."""
     if not isinstance(tools, list):

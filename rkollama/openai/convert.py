@@ -8,7 +8,7 @@ import struct
 import time
 
 from rkollama.api.fields import Fields
-from rkollama.core.request import Request, validate_tools
+from rkollama.core.request import Request, check_top_logprobs, validate_tools
 from rkollama.core.types import DoneReason, Message
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest
@@ -49,6 +49,7 @@ def _common(body: dict, type_name: str) -> tuple[Fields, Request]:
     model = f.get("model", str, "")
     if not model:
         raise BadRequest("model is required")
+    check_top_logprobs(f.raw("top_logprobs"))
     stream_options = f.get("stream_options", dict, {})
     req = Request(model=model, stream=f.get("stream", bool, False), options=_sampling(f),
                   keep_alive=keep_alive_seconds(f.raw("keep_alive")))
