@@ -358,3 +358,9 @@ def test_top_logprobs_outside_0_to_20_is_a_400(http, path, body):
     assert reply.status_code == 400 and "top_logprobs must be between 0 and 20" in reply.get_data(as_text=True)
     ok = http.post(path, json={"model": "tiny", "stream": False, "logprobs": True, "top_logprobs": 5, **body})
     assert ok.status_code == 200
+
+
+def test_context_survives_stop_sequences_and_tool_call_parsing(http, script):
+    stopped = http.post("/api/generate", json={"model": "tiny", "prompt": "one two three", "stream": False,
+                                               "options": {"stop": ["two"]}}).get_json()
+    assert stopped["response"] == "one " and stopped["context"]

@@ -1,5 +1,7 @@
 """Stop sequences applied to any engine's token stream, matched across token boundaries."""
 
+from dataclasses import replace
+
 from rkollama.core.types import Done, DoneReason, Token
 
 
@@ -21,8 +23,7 @@ def apply_stops(events, stops: list[str], cancel):
             if pending and not stopped:
                 yield Token(pending)
             if stopped:
-                event = Done(DoneReason.STOP, event.prompt_tokens, event.prompt_ms,
-                             event.eval_tokens, event.eval_ms)
+                event = replace(event, reason=DoneReason.STOP)
             yield event
             return
         if stopped or event.thinking:
