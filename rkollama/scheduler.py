@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 
 from rkollama.core.parse import parse_output
 from rkollama.core.stops import apply_stops
-from rkollama.core.types import Done, DoneReason
+from rkollama.core.types import Done, DoneReason, Token, TokenLogprob
 from rkollama.durations import MAX_DURATION_S, parse_keep_alive
 from rkollama.engine_thread import EngineThread
 from rkollama.errors import BadRequest, Cancelled, LoadFailed, QueueFull, RkollamaError, ShuttingDown
@@ -364,7 +364,20 @@ class Stream:
             else:
                 yield from runner.engine.stream(lambda: runner.backend.generate(gen, self.cancel_event))
 
-        stopped = apply_stops(events(), list(gen.options.stop or []), self.cancel_event)
+        self._logprobs: list[TokenLogprob] = []
+
+        def scored(items):
+            # Log-probabilities travel beside the text: stops and parsers regroup the text,
+            # and the next token that leaves the stream carries what accumulated.
+            for item in items:
+                if isinstance(item, Token) and item.logprobs:
+                    self._logprobs.extend(item.logprobs)
+                    item = replace(item, logprobs=())
+                    if not item.text:
+                        continue
+                yield item
+
+        stopped = apply_stops(scored(events()), list(gen.options.stop or []), self.cancel_event)
         self._events = parse_output(stopped, gen)
         self._done = False
 
@@ -392,6 +405,9 @@ class Stream:
             self.close()
             if event.reason is DoneReason.CANCELLED and self._scheduler.stopping:
                 raise ShuttingDown()  # a final error line, not a silent end
+        elif isinstance(event, Token) and self._logprobs:
+            event = replace(event, logprobs=tuple(self._logprobs))
+            self._logprobs.clear()
         return event
 
     def cancel(self) -> None:

@@ -133,3 +133,16 @@ def test_the_responses_api_answers_with_the_cpu_model(live_daemon):
     reply = client.responses.create(model=MODEL, temperature=0, max_output_tokens=48,
                                     input="What is the capital of France? Answer in one word.")
     assert "paris" in reply.output_text.lower()
+
+
+def test_logprobs_of_the_cpu_model_are_log_probabilities_of_what_it_chose(live_daemon):
+    reply = ollama.Client(host=live_daemon).generate(
+        model=MODEL, prompt="The capital of France is", raw=True, logprobs=True, top_logprobs=3,
+        options={"temperature": 0, "num_predict": 6})
+    assert len(reply.logprobs) == reply.eval_count
+    for lp in reply.logprobs:
+        assert lp.logprob <= 0 and len(lp.top_logprobs) == 3
+        tops = [t.logprob for t in lp.top_logprobs]
+        assert tops == sorted(tops, reverse=True)
+        assert lp.top_logprobs[0].token == lp.token  # greedy: the most likely token was chosen
+    assert "".join(lp.token for lp in reply.logprobs) == reply.response

@@ -337,3 +337,18 @@ def test_responses_stream_their_event_sequence(oai, script, tooly):
     assert [e.sequence_number for e in events] == list(range(len(events)))
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert text == "Hello" and events[-1].response.output_text == "Hello"
+
+
+def test_chat_logprobs_in_openais_shape(oai, script):
+    script.enqueue(["Hel", "lo"])
+    reply = oai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}],
+                                        logprobs=True, top_logprobs=1)
+    content = reply.choices[0].logprobs.content
+    assert [c.token for c in content] == ["Hel", "lo"] and content[1].top_logprobs[0].token == "alt0"
+    script.enqueue(["a", "b"])
+    chunks = list(oai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}],
+                                              logprobs=True, stream=True))
+    tokens = [c.token for ch in chunks if ch.choices and ch.choices[0].logprobs
+              for c in ch.choices[0].logprobs.content]
+    assert tokens == ["a", "b"]
+    assert oai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}]).choices[0].logprobs is None

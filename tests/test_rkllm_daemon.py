@@ -8,6 +8,7 @@ import time
 import ollama
 import openai
 import pytest
+import requests
 
 from helpers import ThreadServer, register_fake
 from rkollama.config import Settings
@@ -259,3 +260,10 @@ def test_n_batch_serves_concurrent_requests_in_one_forward_pass(npu, tmp_path):
     assert last()["param"]["n_batch"] == 2
     assert [m.model for m in client.ps().models] == ["batch-npu:latest"]
     assert client.generate(model="batch-npu", prompt="alone").response == "b0-0 "  # spare slot dropped
+
+
+def test_logprobs_on_the_npu_engine_are_a_clear_400(npu):
+    url, _, _ = npu
+    reply = requests.post(f"{url}/api/chat", json={"model": "plain-npu", "stream": False, "logprobs": True,
+                                                   "messages": [{"role": "user", "content": "x"}]})
+    assert reply.status_code == 400 and "NPU engine" in reply.json()["error"]

@@ -4,6 +4,7 @@ import json
 import re
 
 import pytest
+import requests
 
 NS_FIELDS = ("total_duration", "load_duration")
 
@@ -364,3 +365,25 @@ def test_context_survives_stop_sequences_and_tool_call_parsing(http, script):
     stopped = http.post("/api/generate", json={"model": "tiny", "prompt": "one two three", "stream": False,
                                                "options": {"stop": ["two"]}}).get_json()
     assert stopped["response"] == "one " and stopped["context"]
+
+
+def test_logprobs_come_back_per_token_in_ollamas_shape(fake_server, script):
+    import ollama
+
+    script.enqueue(["Hel", "lo"])
+    reply = ollama.Client(host=fake_server.url).chat(
+        model="tiny", messages=[{"role": "user", "content": "x"}], logprobs=True, top_logprobs=2)
+    assert [lp.token for lp in reply.logprobs] == ["Hel", "lo"]
+    assert reply.logprobs[0].logprob == pytest.approx(-0.1)
+    script.enqueue(["Hé"])
+    raw = requests.post(f"{fake_server.url}/api/chat", json={
+        "model": "tiny", "stream": False, "logprobs": True,
+        "messages": [{"role": "user", "content": "x"}]}).json()
+    assert raw["logprobs"] == [{"token": "Hé", "logprob": -0.1, "bytes": list("Hé".encode())}]
+    assert [t.token for t in reply.logprobs[1].top_logprobs] == ["alt0", "alt1"]
+    script.enqueue(["a", "b"])
+    parts = list(ollama.Client(host=fake_server.url).generate(model="tiny", prompt="x", stream=True,
+                                                               logprobs=True))
+    assert [lp.token for p in parts for lp in (p.logprobs or [])] == ["a", "b"]
+    plain = ollama.Client(host=fake_server.url).generate(model="tiny", prompt="x")
+    assert not plain.logprobs

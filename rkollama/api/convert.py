@@ -28,7 +28,8 @@ def _common(body: dict, type_name: str) -> tuple[Fields, Request]:
                   keep_alive=keep_alive_seconds(keep_alive), format=_format(f.raw("format")),
                   think=_think(f.raw("think")), tools=validate_tools(f.get("tools", list, [])),
                   truncate=f.get("truncate", bool, True), shift=f.get("shift", bool, True),
-                  debug_render_only=f.get("_debug_render_only", bool, False))
+                  debug_render_only=f.get("_debug_render_only", bool, False),
+                  logprobs=f.get("logprobs", bool, False), top_logprobs=f.get("top_logprobs", int, 0))
     return f, req
 
 

@@ -13,7 +13,7 @@ import time
 from collections import deque
 
 from rkollama.backends.base import Backend
-from rkollama.core.types import Done, DoneReason, Token
+from rkollama.core.types import Done, DoneReason, Token, TokenLogprob
 from rkollama.errors import BackendFailed, LoadFailed
 
 
@@ -88,7 +88,7 @@ class ScriptedBackend(Backend):
                             yield self._done(DoneReason.CANCELLED, words, produced)
                             return
                 produced += 1
-                yield Token(text)
+                yield Token(text, logprobs=_scored(text, index, gen) if gen.logprobs else ())
         except GeneratorExit:  # the consumer closed the stream (client gone)
             self.script.finished.append((DoneReason.CANCELLED, produced))
             raise
@@ -118,6 +118,14 @@ class ScriptedBackend(Backend):
         if not self.closed:
             self.closed = True
             self.script.closes += 1
+
+
+def _scored(text: str, index: int, gen) -> tuple:
+    """Deterministic log-probabilities: token i has -0.1*(i+1); alternatives alt0, alt1… below."""
+    own = -0.1 * (index + 1)
+    top = tuple(TokenLogprob(f"alt{k}", own - 1.0 - k, tuple(f"alt{k}".encode()))
+                for k in range(gen.top_logprobs))
+    return (TokenLogprob(text, own, tuple(text.encode()), top),)
 
 
 def _prompt_words(gen) -> int:

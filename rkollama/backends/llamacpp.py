@@ -9,7 +9,7 @@ import time
 
 from rkollama.backends.base import Backend
 from rkollama.core.prompt import CHATML, ChatTemplate, TemplateRenderError
-from rkollama.core.types import Done, DoneReason, Token
+from rkollama.core.types import Done, DoneReason, Token, TokenLogprob
 from rkollama.errors import BackendFailed, BadRequest, LoadFailed
 from rkollama.models.options import DEFAULT_NUM_BATCH
 
@@ -285,9 +285,11 @@ class LlamaCppBackend(Backend):
                             break
                         produced += 1
                         window.append(token)
-                        text = decoder.decode(self.llm.detokenize([token]))
-                        if text:
-                            yield Token(text)
+                        piece = self.llm.detokenize([token])
+                        text = decoder.decode(piece)
+                        scored = (self._logprob(token, piece, gen.top_logprobs),) if gen.logprobs else ()
+                        if text or scored:
+                            yield Token(text, logprobs=scored)
                         if cancel.is_set():
                             reason, ended = DoneReason.CANCELLED, True
                             break
@@ -307,6 +309,28 @@ class LlamaCppBackend(Backend):
         first = first or end
         yield Done(reason, len(tokens), (first - start) * 1000.0, produced, (end - first) * 1000.0,
                    tuple(window))
+
+    def _logprob(self, token: int, piece: bytes, top: int) -> TokenLogprob:
+        """The log-probability of `token` under the logits it was sampled from (raw logits, as
+        Ollama reports them, before temperature), and the `top` most likely tokens."""
+        import llama_cpp
+        import numpy as np
+
+        vocab = self.llm.n_vocab()
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1),
+                                       shape=(vocab,)).astype(np.float64)
+        peak = logits.max()
+        logprobs = logits - (peak + np.log(np.exp(logits - peak).sum()))
+
+        def entry(tid: int, raw: bytes | None = None) -> TokenLogprob:
+            data = self.llm.detokenize([tid]) if raw is None else raw
+            return TokenLogprob(data.decode("utf-8", "replace"), float(logprobs[tid]), tuple(data))
+
+        best = np.argpartition(-logprobs, top)[:top] if 0 < top < vocab else np.array([], dtype=int)
+        best = best[np.argsort(-logprobs[best])]
+        chosen = entry(token, piece)
+        return TokenLogprob(chosen.token, chosen.logprob, chosen.bytes,
+                            tuple(entry(int(t)) for t in best))
 
     def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
         """Mean-pooled embeddings (not normalised) of each text, and the tokens they used.

@@ -11,16 +11,19 @@ class Completion:
     thinking: str
     done: Done
     tool_calls: list = field(default_factory=list)
+    logprobs: list = field(default_factory=list)
+    """TokenLogprob of every generated token, in order (when the request asked)."""
 
 
 def collect(events) -> Completion:
     """Read the whole stream; a stream with `close()` is closed however this ends."""
-    content, thinking, calls = [], [], []
+    content, thinking, calls, logprobs = [], [], [], []
     done = None
     try:
         for event in events:
             if isinstance(event, Token):
                 (thinking if event.thinking else content).append(event.text)
+                logprobs.extend(event.logprobs)
             elif isinstance(event, ToolCall):
                 calls.append(event)
             elif isinstance(event, Done):
@@ -28,4 +31,4 @@ def collect(events) -> Completion:
     finally:
         if hasattr(events, "close"):
             events.close()
-    return Completion("".join(content), "".join(thinking), done, calls)
+    return Completion("".join(content), "".join(thinking), done, calls, logprobs)

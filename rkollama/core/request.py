@@ -32,6 +32,8 @@ class Request:
     truncate: bool = True  # fit a prompt that is too long (Ollama's default), else 400
     context: list = field(default_factory=list)  # /api/generate: token ids to continue from
     debug_render_only: bool = False  # answer the rendered prompt instead of generating
+    logprobs: bool = False
+    top_logprobs: int = 0
     shift: bool = True     # shift the context when the answer fills it, else stop at "length"
 
 
@@ -80,7 +82,7 @@ def to_generation(spec, req: Request, options: dict) -> Generation:
     if req.raw:
         return Generation(prompt=req.prompt, options=sampling, format=req.format, think=think,
                           parse_thinking="thinking" in spec.capabilities, truncate=req.truncate,
-                          shift=req.shift)
+                          shift=req.shift, logprobs=req.logprobs, top_logprobs=req.top_logprobs)
     modelfile = spec.modelfile
     history = [Message(m["role"], m["content"]) for m in modelfile.messages]
     if req.messages or req.prompt:
@@ -93,7 +95,8 @@ def to_generation(spec, req: Request, options: dict) -> Generation:
     return Generation(messages=prefix + history + turns, options=sampling, format=req.format,
                       think=think, tools=req.tools, parse_thinking="thinking" in spec.capabilities,
                       tool_choice=req.tool_choice if req.tools else None, truncate=req.truncate,
-                      shift=req.shift, context=list(req.context))
+                      shift=req.shift, context=list(req.context), logprobs=req.logprobs,
+                      top_logprobs=req.top_logprobs)
 
 
 MAX_TOP_LOGPROBS = 20

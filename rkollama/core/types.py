@@ -82,6 +82,10 @@ class Generation:
     first num_keep); False refuses it with a 400."""
     context: list[int] = field(default_factory=list)
     """Token ids of an earlier /api/generate exchange that this prompt continues."""
+    logprobs: bool = False
+    """Return each generated token's log-probability (engines that can: the CPU engine)."""
+    top_logprobs: int = 0
+    """With `logprobs`: this many most likely alternatives per token (0-20)."""
     shift: bool = True
     """An answer that fills the window shifts it (num_keep tokens stay, half of the rest goes);
     False ends it with LENGTH."""
@@ -91,6 +95,27 @@ class Generation:
 class Token:
     text: str
     thinking: bool = False
+    logprobs: tuple["TokenLogprob", ...] = ()
+    """Log-probabilities of the engine tokens this text came from (when the request asks)."""
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token: its text, natural-log probability, UTF-8 bytes, and the most likely
+    alternatives at that step (`top_logprobs`), in Ollama's and OpenAI's shape."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple["TokenLogprob", ...] = ()
+
+    def to_dict(self, always_top: bool = False) -> dict:
+        """Ollama's shape (`top_logprobs` omitted when empty); OpenAI's with `always_top`."""
+        out: dict = {"token": self.token, "logprob": self.logprob, "bytes": list(self.bytes)}
+        if self.top or always_top:
+            out["top_logprobs"] = [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)}
+                                   for t in self.top]
+        return out
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,13 @@ def _common(body: dict, type_name: str) -> tuple[Fields, Request]:
     req = Request(model=model, stream=f.get("stream", bool, False), options=_sampling(f),
                   keep_alive=keep_alive_seconds(f.raw("keep_alive")))
     req.include_usage = bool(stream_options.get("include_usage"))
+    wanted = f.raw("logprobs")
+    if isinstance(wanted, int) and not isinstance(wanted, bool):  # /v1/completions' legacy count
+        check_top_logprobs(wanted)
+        req.logprobs, req.top_logprobs = True, wanted
+    else:
+        req.logprobs = f.get("logprobs", bool, False)
+        req.top_logprobs = f.get("top_logprobs", int, 0)
     return f, req
 
 
@@ -220,14 +227,22 @@ def to_chat_completion(req: Request, completion, cid: str, created: int) -> dict
     return {"id": cid, "object": "chat.completion", "created": created, "model": req.model,
             "system_fingerprint": FINGERPRINT,
             "choices": [{"index": 0, "message": message,
+                         "logprobs": logprobs(completion.logprobs) if req.logprobs else None,
                          "finish_reason": finish_reason(completion.done.reason)}],
             "usage": usage(completion.done)}
 
 
-def chat_chunk(req: Request, cid: str, created: int, delta: dict, finish=None) -> dict:
+def chat_chunk(req: Request, cid: str, created: int, delta: dict, finish=None, scored=()) -> dict:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    if scored:
+        choice["logprobs"] = logprobs(scored)
     return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": req.model,
-            "system_fingerprint": FINGERPRINT,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            "system_fingerprint": FINGERPRINT, "choices": [choice]}
+
+
+def logprobs(scored) -> dict:
+    """OpenAI's `choices[].logprobs`: every token with its alternatives."""
+    return {"content": [lp.to_dict(always_top=True) for lp in scored], "refusal": None}
 
 
 def usage_chunk(req: Request, cid: str, created: int, obj: str, done) -> dict:

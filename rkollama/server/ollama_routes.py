@@ -156,6 +156,8 @@ def _complete(req, endpoint: str, chunk, started: float):
         reply = final(completion.done)
         reply.update(chunk(req.model, completion.content, completion.thinking, done=True,
                            calls=completion.tool_calls))
+        if req.logprobs:
+            reply["logprobs"] = [lp.to_dict() for lp in completion.logprobs]
         return json_response(_ordered(reply))
     try:
         first = next(stream)  # errors before the first token still get a proper status code
@@ -166,8 +168,11 @@ def _complete(req, endpoint: str, chunk, started: float):
     def lines():
         for event in itertools.chain([first], stream):
             if isinstance(event, Token):
-                yield chunk(req.model, "" if event.thinking else event.text,
-                            event.text if event.thinking else "")
+                line = chunk(req.model, "" if event.thinking else event.text,
+                             event.text if event.thinking else "")
+                if event.logprobs:
+                    line["logprobs"] = [lp.to_dict() for lp in event.logprobs]
+                yield line
             elif isinstance(event, ToolCall):
                 yield chunk(req.model, calls=[event])
             elif event.reason is not DoneReason.CANCELLED:
@@ -211,5 +216,6 @@ def embeddings():
 
 def _ordered(reply: dict) -> dict:
     """Key order of Ollama's replies: model, created_at, message/response, done, done_reason, …"""
-    head = ["model", "created_at", "message", "response", "thinking", "done", "done_reason", "context"]
+    head = ["model", "created_at", "message", "response", "thinking", "logprobs", "done", "done_reason",
+            "context"]
     return {**{k: reply[k] for k in head if k in reply}, **{k: v for k, v in reply.items() if k not in head}}

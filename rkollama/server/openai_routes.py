@@ -59,14 +59,15 @@ def chat_completions():
     if not req.stream:
         return json_response(convert.to_chat_completion(req, collect(stream), cid, created))
 
-    def chunk(delta, finish=None):
-        return convert.chat_chunk(req, cid, created, delta, finish)
+    def chunk(delta, finish=None, scored=()):
+        return convert.chat_chunk(req, cid, created, delta, finish, scored)
 
     def frames(events):
         yield chunk({"role": "assistant", "content": ""})
         for event in events:
             if isinstance(event, Token):
-                yield chunk({"reasoning": event.text} if event.thinking else {"content": event.text})
+                yield chunk({"reasoning": event.text} if event.thinking else {"content": event.text},
+                            scored=event.logprobs)
             elif isinstance(event, ToolCall):
                 yield chunk({"tool_calls": convert.tool_calls([event])})
             elif event.reason is not DoneReason.CANCELLED:

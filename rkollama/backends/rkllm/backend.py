@@ -182,6 +182,9 @@ class RKLLMBackend(Backend):
 
     # -- generation ------------------------------------------------------------------------------
     def generate(self, gen, cancel):
+        if gen.logprobs:
+            raise BadRequest("log-probabilities are not available on the NPU engine (RKLLM): "
+                             "ask without logprobs, or use the model's GGUF on the CPU engine")
         fam = self.rt.family
         prompt, role, keep_history = self._prepare(gen)
         data = prompt.encode()
