@@ -224,7 +224,6 @@ OPENAI_BAD = [
     ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{oops"}}]}]}, 400, "invalid tool call arguments"),
     ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": 5}]}, 400, None),
     ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, 400, None),
-    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "stop": 5}, 400, None),
     ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, 400, None),
     ("/v1/completions", {"model": "tiny", "prompt": ["a", "b"]}, 400, None),
     ("/v1/embeddings", {"model": "tiny", "input": []}, 400, "invalid input"),
@@ -352,3 +351,30 @@ def test_chat_logprobs_in_openais_shape(oai, script):
               for c in ch.choices[0].logprobs.content]
     assert tokens == ["a", "b"]
     assert oai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}]).choices[0].logprobs is None
+
+
+@pytest.mark.parametrize("body,message", [
+    ({"reasoning_effort": "extreme"}, 'invalid reasoning value: \'extreme\' (must be "high", "medium", "low", "xhigh", "max", or "none")'),
+    ({"messages": [{"role": "user", "content": 5}]}, "invalid message content type: float64"),
+    ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "invalid message format"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:text/plain,abc"}}]}]},
+     "invalid image input"),
+])
+def test_openai_error_texts_match_ollamas(http, body, message):
+    reply = http.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "x"}], **body})
+    assert reply.status_code == 400 and reply.get_json()["error"]["message"] == message
+
+
+def test_stop_entries_that_are_not_strings_are_skipped_by_chat_and_refused_by_completions(http, script):
+    assert http.post("/v1/chat/completions", json={"model": "tiny", "stop": ["a", 5],
+                                                   "messages": [{"role": "user", "content": "x"}]}).status_code == 200
+    assert script.history[-1].options.stop == ["a"]
+    reply = http.post("/v1/completions", json={"model": "tiny", "prompt": "x", "stop": ["a", 5]})
+    assert reply.status_code == 400
+    assert reply.get_json()["error"]["message"] == "invalid type for 'stop' field: float64"
+
+
+def test_a_null_body_is_asked_for_its_model(http):
+    for path in ("/api/chat", "/v1/chat/completions"):
+        reply = http.post(path, data="null")
+        assert reply.status_code == 400 and "model is required" in reply.get_data(as_text=True)

@@ -24,6 +24,8 @@ def parse_body(raw: bytes) -> dict:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest(f"invalid JSON: {exc}")
+    if body is None:
+        body = {}  # Go decodes `null` into a struct as nothing at all: the fields' checks answer
     if not isinstance(body, dict):
         raise BadRequest(f"json: cannot unmarshal {_json_kind(body)} into Go value of type request")
     if _SURROGATE_ESCAPE.search(raw):

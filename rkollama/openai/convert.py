@@ -15,7 +15,7 @@ from rkollama.errors import BadRequest
 
 FINGERPRINT = "fp_ollama"
 EFFORTS = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high",
-           "max": "max", "xhigh": "max", "ultra": "max"}
+           "max": "max", "xhigh": "max"}
 
 
 def error_body(message: str, status: int) -> dict:
@@ -23,7 +23,22 @@ def error_body(message: str, status: int) -> dict:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
-def _sampling(f: Fields) -> dict:
+def _go_type(value) -> str:
+    """How Go's %T names a decoded JSON value, for Ollama's error texts."""
+    if value is None:
+        return "<nil>"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "float64"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "[]interface {}"
+    return "map[string]interface {}"
+
+
+def _sampling(f: Fields, strict_stop: bool = False) -> dict:
     """OpenAI sampling fields as Ollama options; temperature and top_p default to 1.0."""
     options = {"temperature": f.get("temperature", (int, float), 1.0),
                "top_p": f.get("top_p", (int, float), 1.0) or 1.0}
@@ -34,13 +49,14 @@ def _sampling(f: Fields) -> dict:
     if limit is not None:
         options["num_predict"] = limit
     stop = f.raw("stop")
-    if stop is not None:
-        if isinstance(stop, str):
-            options["stop"] = [stop]
-        elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-            options["stop"] = stop
-        else:
-            raise BadRequest("stop must be a string or an array of strings")
+    if isinstance(stop, str):
+        options["stop"] = [stop]
+    elif isinstance(stop, list):
+        # As Ollama: chat skips entries that are not strings, completions refuses them.
+        bad = next((item for item in stop if not isinstance(item, str)), "")
+        if strict_stop and not isinstance(bad, str):
+            raise BadRequest(f"invalid type for 'stop' field: {_go_type(bad)}")
+        options["stop"] = [item for item in stop if isinstance(item, str)]
     return options
 
 
@@ -51,7 +67,8 @@ def _common(body: dict, type_name: str) -> tuple[Fields, Request]:
         raise BadRequest("model is required")
     check_top_logprobs(f.raw("top_logprobs"))
     stream_options = f.get("stream_options", dict, {})
-    req = Request(model=model, stream=f.get("stream", bool, False), options=_sampling(f),
+    req = Request(model=model, stream=f.get("stream", bool, False),
+                  options=_sampling(f, strict_stop=type_name == "CompletionRequest"),
                   keep_alive=keep_alive_seconds(f.raw("keep_alive")))
     req.include_usage = bool(stream_options.get("include_usage"))
     wanted = f.raw("logprobs")
@@ -110,8 +127,8 @@ def _effort(f: Fields):
     if effort is None:
         return None
     if effort not in EFFORTS:
-        raise BadRequest(f"invalid reasoning value: '{effort}' (must be one of "
-                         f"{', '.join(EFFORTS)})")
+        raise BadRequest(f"invalid reasoning value: '{effort}' (must be \"high\", \"medium\", "
+                         f"\"low\", \"xhigh\", \"max\", or \"none\")")
     return EFFORTS[effort]
 
 
@@ -169,18 +186,20 @@ def _content(value) -> tuple[str, list]:
     if isinstance(value, str):
         return value, []
     if not isinstance(value, list):
-        raise BadRequest("message content must be a string or an array of parts")
+        raise BadRequest(f"invalid message content type: {_go_type(value)}")
     texts, images = [], []
     for part in value:
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            texts.append(str(part.get("text", "")))
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
         elif kind == "image_url":
             url = part.get("image_url")
-            url = url.get("url", "") if isinstance(url, dict) else url
+            url = url.get("url") if isinstance(url, dict) else url
+            if not isinstance(url, str):
+                raise BadRequest("invalid message format")
             images.append(_data_uri(url))
         else:
-            raise BadRequest(f"unsupported content part type: {kind!r}")
+            raise BadRequest("invalid message format")  # Ollama's words for any other part
     return "\n".join(texts), images
 
 
@@ -193,7 +212,7 @@ def _data_uri(url) -> str:
     try:
         base64.b64decode(data, validate=True)
     except ValueError:
-        raise BadRequest("invalid image input") from None
+        raise BadRequest("invalid message format") from None  # Ollama's words for bad base64
     return data
 
 
