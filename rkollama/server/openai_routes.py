@@ -1,6 +1,5 @@
 """OpenAI's API (/v1/*), translated to and from the same core as the native routes."""
 
-import itertools
 
 from flask import Blueprint, Response
 
@@ -11,7 +10,7 @@ from rkollama.core.types import DoneReason, Token, ToolCall
 from rkollama.errors import ModelNotFound, RkollamaError
 from rkollama.openai import convert, responses
 from rkollama.server import generation
-from rkollama.server.streaming import dumps, json_response, named_events
+from rkollama.server.streaming import dumps, event_stream, json_response, named_events
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 
@@ -102,27 +101,13 @@ def completions():
 def _sse(stream, frames) -> Response:
     """Server-sent events: `data: {json}` frames, `data: [DONE]`; an error after the first frame
     becomes an OpenAI-shaped error frame (the openai SDK raises it)."""
-    try:
-        first = next(stream)  # errors before any output keep their status code
-    except BaseException:
-        stream.close()
-        raise
+    def lines(events):
+        for frame in frames(events):
+            yield f"data: {dumps(frame)}\n\n"
+        yield "data: [DONE]\n\n"
 
-    def body():
-        try:
-            for frame in frames(itertools.chain([first], stream)):
-                yield f"data: {dumps(frame)}\n\n"
-            yield "data: [DONE]\n\n"
-        except RkollamaError as exc:
-            yield f"data: {dumps(convert.error_body(exc.message, exc.status))}\n\n"
-        except Exception as exc:  # never a traceback on the wire
-            yield f"data: {dumps(convert.error_body(f'internal error: {exc}', 500))}\n\n"
-        finally:
-            stream.close()
-
-    return Response(body(), status=200, content_type="text/event-stream",
-                    headers={"Cache-Control": "no-cache"})
-
+    return event_stream(stream, lines,
+                        lambda message, status: f"data: {dumps(convert.error_body(message, status))}\n\n")
 
 
 @bp.route("/responses", methods=["POST"])

@@ -45,37 +45,51 @@ def ndjson(lines, on_close=None) -> Response:
     return Response(body(), status=200, content_type=NDJSON_TYPE)
 
 
-def named_events(stream, writer, error_body) -> Response:
-    """Server-sent events with event names (Anthropic's Messages, OpenAI's Responses): `writer`
-    turns core events into (name, data) pairs through start(), token(), call() and done();
-    an error after the first event becomes a final `error` event in `error_body`'s shape."""
-    from rkollama.core.types import Done, DoneReason, Token, ToolCall
-
+def event_stream(stream, frames, error_frame) -> Response:
+    """Server-sent events from a generation `stream`: `frames(events)` yields the wire text of
+    each frame; an error after the first event becomes one last frame, `error_frame(message,
+    status)`. The first event is read before the 200 goes out, so errors before any output keep
+    their status code; the stream is closed however the body ends (the client gone included)."""
     try:
-        first = next(stream)  # errors before any output keep their status code
+        first = next(stream)
     except BaseException:
         stream.close()
         raise
 
     def body():
         try:
-            events = writer.start()
-            for event in itertools.chain([first], stream):
-                if isinstance(event, Token):
-                    events += writer.token(event.text, event.thinking)
-                elif isinstance(event, ToolCall):
-                    events += writer.call(event)
-                elif isinstance(event, Done) and event.reason is not DoneReason.CANCELLED:
-                    events += writer.done(event)
-                for name, data in events:
-                    yield f"event: {name}\ndata: {dumps(data)}\n\n"
-                events = []
+            yield from frames(itertools.chain([first], stream))
         except RkollamaError as exc:
-            yield f"event: error\ndata: {dumps(error_body(exc.message, exc.status))}\n\n"
+            yield error_frame(exc.message, exc.status)
         except Exception as exc:  # never a traceback on the wire
-            yield f"event: error\ndata: {dumps(error_body(f'internal error: {exc}', 500))}\n\n"
+            yield error_frame(f"internal error: {exc}", 500)
         finally:
             stream.close()
 
     return Response(body(), status=200, content_type="text/event-stream",
                     headers={"Cache-Control": "no-cache"})
+
+
+def named_events(stream, writer, error_body) -> Response:
+    """Server-sent events with event names (Anthropic's Messages, OpenAI's Responses): `writer`
+    turns core events into (name, data) pairs through start(), token(), call() and done();
+    a late error becomes a final `error` event in `error_body`'s shape."""
+    from rkollama.core.types import Done, DoneReason, Token, ToolCall
+
+    def frames(events):
+        pairs = writer.start()
+        for event in events:
+            if isinstance(event, Token):
+                pairs += writer.token(event.text, event.thinking)
+            elif isinstance(event, ToolCall):
+                pairs += writer.call(event)
+            elif isinstance(event, Done) and event.reason is not DoneReason.CANCELLED:
+                pairs += writer.done(event)
+            for name, data in pairs:
+                yield f"event: {name}\ndata: {dumps(data)}\n\n"
+            pairs = []
+
+    def error_frame(message: str, status: int) -> str:
+        return f"event: error\ndata: {dumps(error_body(message, status))}\n\n"
+
+    return event_stream(stream, frames, error_frame)
