@@ -146,3 +146,10 @@ def test_logprobs_of_the_cpu_model_are_log_probabilities_of_what_it_chose(live_d
         assert tops == sorted(tops, reverse=True)
         assert lp.top_logprobs[0].token == lp.token  # greedy: the most likely token was chosen
     assert "".join(lp.token for lp in reply.logprobs) == reply.response
+
+
+def test_a_num_keep_as_large_as_the_window_still_shifts(live_daemon):
+    # A prompt longer than the window keeps num_ctx - 1 tokens: each shift must still free one.
+    reply = generate(live_daemon, prompt=LONG,
+                     options={"num_ctx": 64, "num_keep": -1, "num_predict": 20, "temperature": 0})
+    assert reply.status_code == 200 and reply.json()["eval_count"] == 20

@@ -264,7 +264,7 @@ class LlamaCppBackend(Backend):
                     if not may_shift:
                         reason = DoneReason.LENGTH
                         break
-                    discard = (len(window) - keep) // 2
+                    discard = max(1, (len(window) - keep) // 2)  # always room for one more
                     window = window[:keep] + window[keep + discard:]
                 if not self._prefill(window, cancel):
                     reason = DoneReason.CANCELLED
