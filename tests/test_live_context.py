@@ -153,3 +153,16 @@ def test_a_num_keep_as_large_as_the_window_still_shifts(live_daemon):
     reply = generate(live_daemon, prompt=LONG,
                      options={"num_ctx": 64, "num_keep": -1, "num_predict": 20, "temperature": 0})
     assert reply.status_code == 200 and reply.json()["eval_count"] == 20
+
+
+def test_show_reports_the_gguf_header_and_with_verbose_its_arrays_and_tensors(live_daemon):
+    shown = ollama.Client(host=live_daemon).show(MODEL)
+    info = shown.modelinfo
+    assert info["general.architecture"] == "llama" and info["llama.block_count"] == 30
+    assert info["llama.context_length"] == 8192 and info["general.parameter_count"] > 100_000_000
+    assert info["tokenizer.ggml.tokens"] == []  # arrays only with verbose, as Ollama does
+    verbose = requests.post(f"{live_daemon}/api/show", json={"model": MODEL, "verbose": True},
+                            timeout=60).json()
+    assert len(verbose["model_info"]["tokenizer.ggml.tokens"]) == 49152
+    names = {t["name"]: t for t in verbose["tensors"]}
+    assert names["token_embd.weight"]["shape"] == [576, 49152] and names["token_embd.weight"]["type"]

@@ -12,6 +12,9 @@ class GGUFFacts:
     template: str | None = None
     details: dict = field(default_factory=dict)
     capabilities: list[str] = field(default_factory=lambda: ["completion"])
+    model_info: dict = field(default_factory=dict)
+    """The header's key/values as /api/show's `model_info`: arrays empty (Ollama fills them only
+    with `verbose`), plus `general.parameter_count`."""
 
 
 def read(path: Path) -> GGUFFacts:
@@ -49,7 +52,37 @@ def read(path: Path) -> GGUFFacts:
             details[name] = number
     template = value("tokenizer.chat_template")
     template = template if isinstance(template, str) and template else None
-    return GGUFFacts(template, details, capabilities_of(template))
+    return GGUFFacts(template, details, capabilities_of(template), _model_info(reader, count))
+
+
+def _model_info(reader, parameter_count: int, arrays: bool = False) -> dict:
+    info: dict = {}
+    for key, item in reader.fields.items():
+        if key.startswith("GGUF.") or key == "tokenizer.chat_template":
+            continue  # the container's own fields; the template is shown as `template`
+        try:
+            content = item.contents()
+        except Exception:  # an odd field type: left out
+            continue
+        if isinstance(content, list) and not arrays:
+            content = []
+        info[key] = content
+    info["general.parameter_count"] = parameter_count
+    return dict(sorted(info.items()))
+
+
+def verbose(path: Path) -> tuple[dict, list[dict]]:
+    """(model_info with its arrays, tensors [{name, type, shape}]) for `/api/show` `verbose`."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as exc:  # the reader's own errors are of any type
+        raise PullFailed(f"cannot read the model file: {type(exc).__name__}: {exc}") from None
+    count = sum(int(t.n_elements) for t in reader.tensors)
+    tensors = [{"name": t.name, "type": t.tensor_type.name, "shape": [int(n) for n in t.shape]}
+               for t in reader.tensors]
+    return _model_info(reader, count, arrays=True), tensors
 
 
 def capabilities_of(template: str | None) -> list[str]:

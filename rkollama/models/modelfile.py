@@ -47,7 +47,7 @@ _MESSAGE = {"role": str, "content": str}
 _COMMON = {
     "description": str, "template": str, "system": str, "license": str, "homepage": str,
     "parameters": "parameters", "rkllm": _RKLLM, "capabilities": [str], "details": _DETAILS,
-    "messages": [_MESSAGE],
+    "messages": [_MESSAGE], "model_info": ANY,
 }
 _TAG = dict(_COMMON, default=bool, sources={p: _SOURCE for p in PLATFORMS})
 _FAMILY = dict(_COMMON, name=str, tags=ANY)
@@ -71,6 +71,8 @@ class Modelfile:
     details: dict = field(default_factory=dict)
     messages: list = field(default_factory=list)
     source: dict = field(default_factory=dict)
+    model_info: dict = field(default_factory=dict)
+    """The model file's header as `/api/show` reports it (GGUF key/values), read at pull time."""
 
     @property
     def format(self) -> str:

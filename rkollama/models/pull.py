@@ -96,11 +96,17 @@ def _download(store: ModelStore, source: dict, expected: str, hub: hf.HubConfig)
 def _with_file_facts(entry: Modelfile, path: Path, hub: hf.HubConfig) -> Modelfile:
     """A model pulled from a repository takes its details, template and capabilities from the
     file itself (GGUF metadata) or from the repository's tokenizer_config.json (.rkllm)."""
-    if "repo" not in entry.source:
-        return entry
     data = entry.to_dict()
+    if "repo" not in entry.source:
+        if entry.format == "gguf":  # a catalogue file: its header for /api/show, when readable
+            try:
+                data["model_info"] = gguf_facts.read(path).model_info
+            except PullFailed:
+                pass
+        return Modelfile(**data)
     if entry.format == "gguf":
         facts = gguf_facts.read(path)
+        data["model_info"] = facts.model_info
         data["details"] = {**facts.details, **entry.details}
         template, caps = facts.template, facts.capabilities
     else:

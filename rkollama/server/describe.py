@@ -37,6 +37,8 @@ def ps_entry(loaded) -> dict:
 
 
 def model_info(spec) -> dict:
+    if spec.modelfile.model_info:
+        return dict(spec.modelfile.model_info)
     d = spec.modelfile.details
     arch = d.get("family", "")
     info = {}
@@ -94,7 +96,8 @@ def modelfile_text(spec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def show(spec) -> dict:
+def show(spec, verbose: bool = False) -> dict:
+    """Ollama's ShowResponse; with `verbose` the header's arrays and the tensors (GGUF only)."""
     mf = spec.modelfile
     out = {}
     if mf.license:
@@ -110,6 +113,14 @@ def show(spec) -> dict:
     if mf.messages:
         out["messages"] = list(mf.messages)
     out["model_info"] = model_info(spec)
+    if verbose and spec.format == "gguf":
+        from rkollama.errors import PullFailed
+        from rkollama.models.gguf_facts import verbose as read_verbose
+
+        try:
+            out["model_info"], out["tensors"] = read_verbose(spec.model_path)
+        except PullFailed:
+            pass  # a file the reader cannot parse keeps the stored table
     out["capabilities"] = spec.capabilities
     out["modified_at"] = timestamp(spec.modified_at)
     return out

@@ -67,7 +67,7 @@ def ps():
 @bp.route("/api/show", methods=["POST"])
 def show():
     f, name = _named(Fields(_body(), "ShowRequest"))
-    return json_response(describe.show(_deps().store.resolve(name)))
+    return json_response(describe.show(_deps().store.resolve(name), f.get("verbose", bool, False)))
 
 
 @bp.route("/api/copy", methods=["POST"])
