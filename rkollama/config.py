@@ -63,6 +63,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds an idle client connection stays open"),
     Setting("max_body_bytes", ("RKOLLAMA_MAX_BODY_BYTES",), "33554432",
             "Largest request body in bytes (413 beyond it)"),
+    Setting("max_blob_bytes", ("RKOLLAMA_MAX_BLOB_BYTES",), "68719476736",
+            "Largest model file an /api/blobs upload may bring, in bytes"),
     Setting("debug", ("RKOLLAMA_DEBUG", "OLLAMA_DEBUG"), "false", "Log debug information"),
     Setting("no_autostart", ("RKOLLAMA_NO_AUTOSTART",), "false",
             "CLI: never start a background daemon when none answers"),
@@ -99,6 +101,7 @@ class Settings:
     max_connections: int = 4096
     connection_timeout: int = 60
     max_body_bytes: int = 33554432
+    max_blob_bytes: int = 68719476736
     debug: bool = False
     no_autostart: bool = False
 

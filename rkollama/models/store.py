@@ -38,6 +38,12 @@ class CorruptModel(RkollamaError):
     status = 500
 
 
+class DigestMismatch(RkollamaError):
+    """Downloaded or uploaded bytes are not what their digest says; nothing was kept."""
+
+    status = 500
+
+
 class StoreFull(RkollamaError):
     """The disk filled up while writing a blob; the partial file has been removed."""
 
@@ -364,7 +370,7 @@ class BlobWriter:
         self.digest = self.hasher.hexdigest()
         if self.expected and self.digest != self.expected:
             self.keep_on_error = False
-            raise RkollamaError(
+            raise DigestMismatch(
                 f"digest mismatch, expected sha256:{self.expected}, got sha256:{self.digest}")
         os.replace(self.tmp, self.store.blob_path(self.digest))
         self._finished = True

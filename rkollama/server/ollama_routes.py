@@ -14,7 +14,8 @@ from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest, RkollamaError
 from rkollama.models.hf import HubConfig
 from rkollama.models.pull import pull as pull_model
-from rkollama.models.store import CorruptModel
+from rkollama.models.create import create as create_model
+from rkollama.models.store import CorruptModel, DigestMismatch
 from rkollama.server import describe, generation
 from rkollama.server.streaming import error_response, json_response, ndjson
 
@@ -105,6 +106,49 @@ def pull():
             pass
         return json_response(last)
     return ndjson(itertools.chain([first], progress))
+
+
+@bp.route("/api/blobs/<digest>", methods=["HEAD"])
+def blob_exists(digest: str):
+    present = _deps().store.has_blob(digest)
+    return current_app.response_class(b"", status=200 if present else 404)
+
+
+@bp.route("/api/blobs/<digest>", methods=["POST"])
+def blob_upload(digest: str):
+    """The raw body becomes the blob, verified against `digest` while it streams to disk."""
+    store = _deps().store
+    if store.has_blob(digest):
+        return current_app.response_class(b"", status=200)
+    request.max_content_length = _deps().settings.max_blob_bytes
+    expected = store.blob_path(digest).name.removeprefix("sha256-")
+    stream = request.stream
+    try:
+        with store.lock():
+            store.write_blob_stream(iter(lambda: stream.read(1 << 20), b""), expected)
+    except DigestMismatch as exc:
+        raise BadRequest(exc.message) from None
+    return current_app.response_class(b"", status=201)
+
+
+@bp.route("/api/create", methods=["POST"])
+def create():
+    body = _body()
+    progress = create_model(_deps().store, body)
+    first = next(progress)  # a bad request is refused before the 200
+    if not Fields(body, "CreateRequest").get("stream", bool, True):
+        last = first
+        for last in progress:
+            pass
+        return json_response(last)
+    return ndjson(itertools.chain([first], progress))
+
+
+@bp.route("/api/push", methods=["POST"])
+def push():
+    f, name = _named(Fields(_body(), "PushRequest"))
+    raise BadRequest(f"push is not supported: rkollama has no registry to push {name} to "
+                     "(copy the model's files, or pull it on the other machine)")
 
 
 @bp.route("/api/chat", methods=["POST"])

@@ -47,8 +47,9 @@ def create_server(app, settings, host: str, port: int):
         connection_limit=settings.max_connections,
         channel_timeout=settings.connection_timeout,
         asyncore_use_poll=True,  # select() stops at 1024 descriptors
-        # Waitress spools bodies to disk; up to this size Flask refuses them in the dialect's JSON.
-        max_request_body_size=4 * settings.max_body_bytes,
+        # Waitress spools bodies to disk; Flask refuses JSON bodies over max_body_bytes in the
+        # dialect's shape, and only /api/blobs takes more (a model file).
+        max_request_body_size=max(4 * settings.max_body_bytes, settings.max_blob_bytes),
         ident="rkollama", clear_untrusted_proxy_headers=True)
 
 

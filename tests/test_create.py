@@ -1,0 +1,70 @@
+"""Creating models: /api/create and /api/blobs through the official `ollama` client, and the
+errors a bad request gets, by text and status."""
+
+import hashlib
+
+import ollama
+import pytest
+import requests
+
+
+@pytest.fixture
+def client(fake_server):
+    return ollama.Client(host=fake_server.url)
+
+
+def test_create_from_an_existing_model_overrides_system_template_and_parameters(client, store):
+    lines = list(client.create(model="mine:v1", from_="tiny", system="You are terse.", stream=True,
+                               parameters={"temperature": 0.1, "stop": ["END"]},
+                               template="{% for m in messages %}{{ m.content }}{% endfor %}"))
+    assert [line.status for line in lines][-2:] == ["writing manifest", "success"]
+    spec = store.resolve("mine:v1")
+    assert spec.modelfile.system == "You are terse." and spec.modelfile.parameters["temperature"] == 0.1
+    assert spec.modelfile.parameters["stop"] == ["END"]
+    assert spec.model_path == store.resolve("tiny").model_path  # the same weights, no copy
+    shown = client.show("mine:v1")
+    assert 'SYSTEM You are terse.' in shown.modelfile and "temperature" in shown.parameters
+
+
+def test_create_from_an_uploaded_file(client, store, tmp_path):
+    weights = tmp_path / "model.gguf"
+    weights.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    digest = client.create_blob(weights)
+    assert digest == "sha256:" + hashlib.sha256(weights.read_bytes()).hexdigest()
+    response = client.create(model="uploaded", files={"model.gguf": digest})
+    assert response.status == "success"
+    spec = store.resolve("uploaded")
+    assert spec.format == "gguf" and spec.model_path.read_bytes() == weights.read_bytes()
+
+
+def test_blob_upload_is_verified_and_head_tells_whether_it_is_there(fake_server, store):
+    data = b"some weights"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    assert requests.head(f"{fake_server.url}/api/blobs/{digest}").status_code == 404
+    bad = requests.post(f"{fake_server.url}/api/blobs/{digest}", data=b"other bytes")
+    assert bad.status_code == 400 and bad.json()["error"].startswith("digest mismatch, expected")
+    assert requests.head(f"{fake_server.url}/api/blobs/{digest}").status_code == 404
+    assert requests.post(f"{fake_server.url}/api/blobs/{digest}", data=data).status_code == 201
+    assert requests.post(f"{fake_server.url}/api/blobs/{digest}", data=data).status_code == 200
+    assert requests.head(f"{fake_server.url}/api/blobs/{digest}").status_code == 200
+
+
+@pytest.mark.parametrize("body,status,message", [
+    ({"model": "x"}, 400, "neither 'from' or 'files' was specified"),
+    ({"model": "x", "from": "nope"}, 404, "model 'nope' not found"),
+    ({"model": "bad name!", "from": "tiny"}, 400, "invalid model name"),
+    ({"model": "x", "from": "tiny", "parameters": {"warp": 9}}, 400, "unknown parameter 'warp'"),
+    ({"model": "x", "from": "tiny", "quantize": "q4_K_M"}, 400, "quantization is not supported"),
+    ({"model": "x", "from": "tiny", "template": "{{ .System }} {{ .Prompt }}"}, 400, "Jinja"),
+    ({"model": "x", "files": {"model.gguf": "sha256:" + "0" * 64}}, 400, "was not uploaded"),
+])
+def test_bad_create_requests_get_clear_errors_and_write_nothing(fake_server, store, body, status, message):
+    reply = requests.post(f"{fake_server.url}/api/create", json=body)
+    assert reply.status_code == status and message in reply.json()["error"]
+    assert [s.name.display() for s in store.list() if s.name.model == "x"] == []
+
+
+def test_push_is_a_clear_error(client):
+    with pytest.raises(ollama.ResponseError) as error:
+        client.push("tiny")
+    assert error.value.status_code == 400 and "no registry" in error.value.error
