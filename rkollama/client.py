@@ -100,6 +100,37 @@ class Client:
     def pull(self, model: str):
         return self.stream("POST", "/api/pull", {"model": model, "stream": True})
 
+    def blob_exists(self, digest: str) -> bool:
+        try:
+            self.request("HEAD", f"/api/blobs/{digest}")
+            return True
+        except StatusError as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def upload_blob(self, digest: str, path) -> None:
+        """POST the file at `path` as the blob `digest`, streamed from disk."""
+        import os
+
+        conn = self._connect()
+        try:
+            with open(path, "rb") as handle:
+                conn.request("POST", f"/api/blobs/{digest}", body=handle,
+                             headers={"Content-Length": str(os.fstat(handle.fileno()).st_size),
+                                      "User-Agent": "rkollama-cli"})
+            response = conn.getresponse()
+            raw = response.read()
+        except (ConnectionError, OSError) as exc:
+            raise ConnectError(str(exc))
+        finally:
+            conn.close()
+        if response.status >= 400:
+            raise StatusError(_error_message(raw, response.status), response.status)
+
+    def create(self, body: dict):
+        return self.stream("POST", "/api/create", dict(body, stream=True))
+
     def generate(self, **body):
         return self.stream("POST", "/api/generate", dict(body, stream=True))
 

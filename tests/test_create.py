@@ -68,3 +68,58 @@ def test_push_is_a_clear_error(client):
     with pytest.raises(ollama.ResponseError) as error:
         client.push("tiny")
     assert error.value.status_code == 400 and "no registry" in error.value.error
+
+
+# -- `rkollama create -f Modelfile` ---------------------------------------------------------------
+def run_create(fake_server, tmp_path, text: str, name: str = "mine"):
+    from test_cli import rk
+
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text(text)
+    return rk(["create", name, "-f", str(modelfile)], url=fake_server.url)
+
+
+def test_cli_create_from_a_model_with_every_instruction(fake_server, store, tmp_path):
+    result = run_create(fake_server, tmp_path, """
+# a comment
+FROM tiny
+PARAMETER temperature 0.2
+PARAMETER stop "<|end|>"
+PARAMETER stop "<|user|>"
+SYSTEM \"\"\"You are
+a pirate.\"\"\"
+TEMPLATE "{% for m in messages %}{{ m.content }}{% endfor %}"
+MESSAGE user Ahoy?
+MESSAGE assistant Arr!
+LICENSE MIT
+""")
+    assert result.returncode == 0, result.stderr
+    assert "success" in result.stderr
+    mf = store.resolve("mine").modelfile
+    assert mf.parameters["temperature"] == 0.2 and mf.parameters["stop"] == ["<|end|>", "<|user|>"]
+    assert mf.system == "You are\na pirate." and mf.license == "MIT"
+    assert mf.messages == [{"role": "user", "content": "Ahoy?"}, {"role": "assistant", "content": "Arr!"}]
+    assert mf.template.startswith("{% for m in messages %}")
+
+
+def test_cli_create_from_a_local_gguf_uploads_it(fake_server, store, tmp_path):
+    (tmp_path / "weights.gguf").write_bytes(b"GGUF" + b"x" * 5000)
+    result = run_create(fake_server, tmp_path, "FROM ./weights.gguf\nSYSTEM hi\n", name="local")
+    assert result.returncode == 0, result.stderr
+    spec = store.resolve("local")
+    assert spec.format == "gguf" and spec.model_path.read_bytes() == b"GGUF" + b"x" * 5000
+
+
+@pytest.mark.parametrize("text,message", [
+    ("FORM tiny\n", '(line 1): command must be one of "from", "license", "template", "system", '
+                    '"adapter", "parameter", or "message"'),
+    ("SYSTEM hi\n", "no FROM line"),
+    ("FROM tiny\nPARAMETER warp 9\n", "unknown parameter 'warp'"),
+    ("FROM tiny\nTEMPLATE {{ .Prompt }}\n", "Jinja"),
+    ("FROM nothing-like-this\n", "file does not exist"),
+])
+def test_cli_create_errors_say_what_is_wrong_and_write_nothing(fake_server, store, tmp_path, text, message):
+    result = run_create(fake_server, tmp_path, text)
+    assert result.returncode == 1 and "Error: " in result.stderr and message in result.stderr
+    with pytest.raises(Exception):
+        store.resolve("mine")

@@ -16,6 +16,8 @@ def register(app: typer.Typer) -> None:
     app.command("rm", help="Remove a model")(rm)
     app.command("cp", help="Copy a model")(cp)
     app.command("pull", help="Pull a model from its sources")(pull)
+    app.command("create", help="Create a model from a Modelfile")(create)
+    app.command("push", help="Push a model to a registry (not available)")(push)
     app.command("doctor", help="Check the NPU, its driver and runtime, and frequencies")(doctor)
 
 
@@ -183,3 +185,58 @@ def doctor(pin_frequencies: bool = typer.Option(
         print()
         for problem, fix in report.problems:
             print(f"- {problem}\n  fix: {fix}")
+
+
+def create(name: str = typer.Argument(..., help="Name of the new model"),
+           file: str = typer.Option("Modelfile", "--file", "-f", help="Ollama Modelfile to read")):
+    """Parse the Modelfile here (as `ollama create` does), upload a local model file, create."""
+    import hashlib
+    from pathlib import Path
+
+    from rkollama.errors import BadRequest
+    from rkollama.models.ollama_modelfile import parse
+
+    path = Path(file).expanduser()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        raise common.fail("YAML Modelfiles are catalogue entries: put the file in RKOLLAMA_MODELFILES "
+                          "and run `rkollama pull NAME`")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise common.fail(f"open {file}: {exc.strerror or exc}")
+    try:
+        parsed = parse(text, path.parent)
+    except BadRequest as exc:
+        raise common.fail(exc.message)
+    cli = common.client(autostart=True)
+    body = dict(parsed.body, model=name)
+    print("gathering model components", file=sys.stderr)
+    if parsed.upload is not None:
+        hasher = hashlib.sha256()
+        with open(parsed.upload, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                hasher.update(block)
+        digest = f"sha256:{hasher.hexdigest()}"
+        if not common.call(cli.blob_exists, digest):
+            print(f"copying file {digest}", file=sys.stderr)
+            common.call(cli.upload_blob, digest, parsed.upload)
+        body["files"] = {parsed.upload.name: digest}
+    elif body.get("from"):
+        try:
+            cli.show(body["from"])
+        except common.StatusError as exc:
+            if exc.status != 404:
+                raise common.fail(exc.message)
+            pull_with_progress(cli, body["from"])  # as `ollama create` pulls a missing FROM
+    try:
+        for line in cli.create(body):
+            print(line.get("status", ""), file=sys.stderr)
+    except common.StatusError as exc:
+        raise common.fail(exc.message)
+    except common.ConnectError as exc:
+        raise common.fail(str(exc))
+
+
+def push(name: str = typer.Argument(..., help="Model to push")):
+    cli = common.client()
+    common.call(cli.request, "POST", "/api/push", {"model": name})

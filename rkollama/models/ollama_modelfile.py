@@ -1,0 +1,110 @@
+"""Ollama's text Modelfile (FROM, PARAMETER, TEMPLATE, SYSTEM, MESSAGE, ADAPTER, LICENSE), parsed
+on the client side into Ollama's `/api/create` request, as `ollama create` does."""
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rkollama.errors import BadRequest
+from rkollama.models.options import OPTIONS, parse_cli_value
+
+COMMANDS = ("from", "license", "template", "system", "adapter", "parameter", "message")
+_UNKNOWN = ('command must be one of "from", "license", "template", "system", "adapter", '
+            '"parameter", or "message"')
+_LINE = re.compile(r"^\s*(\S+)\s*(.*)$", re.S)
+
+
+@dataclass
+class Parsed:
+    """What a Modelfile asks for: the create request's fields and local files to upload."""
+
+    body: dict = field(default_factory=dict)
+    upload: Path | None = None
+    """A local model file FROM names: upload it to /api/blobs, then create with `files`."""
+
+
+def parse(text: str, base_dir: Path) -> Parsed:
+    """The Modelfile `text` (relative paths from `base_dir`); BadRequest names the bad line."""
+    parsed = Parsed()
+    body = parsed.body
+    parameters: dict = {}
+    messages: list = []
+    licenses: list = []
+    for number, command, args in _instructions(text):
+        if command == "from":
+            candidate = Path(args).expanduser()
+            candidate = candidate if candidate.is_absolute() else base_dir / candidate
+            if candidate.is_dir():
+                raise BadRequest(f"(line {number}): FROM {args} is a directory: rkollama runs GGUF "
+                                 "or .rkllm files; convert the model to GGUF first")
+            if candidate.is_file():
+                parsed.upload = candidate
+            else:
+                body["from"] = args
+        elif command == "parameter":
+            name, _, value = args.partition(" ")
+            name = name.strip().lower()
+            if name not in OPTIONS:
+                raise BadRequest(f"unknown parameter '{name}'")
+            typed = parse_cli_value(name, [_unquote(value.strip())])
+            if OPTIONS[name].kind is list:
+                parameters.setdefault(name, []).extend(typed)
+            else:
+                parameters[name] = typed
+        elif command == "message":
+            role, _, content = args.partition(" ")
+            if role.lower() not in ("system", "user", "assistant"):
+                raise BadRequest(f'(line {number}): message role must be one of "system", "user", '
+                                 'or "assistant"')
+            messages.append({"role": role.lower(), "content": _unquote(content.strip())})
+        elif command == "license":
+            licenses.append(_unquote(args))
+        elif command == "adapter":
+            raise BadRequest(f"(line {number}): ADAPTER is not supported here; an NPU LoRA goes in a "
+                             "YAML Modelfile (rkollama.lora)")
+        else:  # template, system
+            body[command] = _unquote(args)
+    if "from" not in body and parsed.upload is None:
+        raise BadRequest("no FROM line")
+    if parameters:
+        body["parameters"] = parameters
+    if messages:
+        body["messages"] = messages
+    if licenses:
+        body["license"] = licenses if len(licenses) > 1 else licenses[0]
+    return parsed
+
+
+def _instructions(text: str):
+    """(line number, command, argument) per instruction; `\"\"\"` strings may span lines."""
+    lines = text.splitlines()
+    index = 0
+    while index < len(lines):
+        number, line = index + 1, lines[index]
+        index += 1
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _LINE.match(line)
+        command, args = match.group(1).lower(), match.group(2).strip()
+        if command not in COMMANDS:
+            raise BadRequest(f"(line {number}): {_UNKNOWN}")
+        if '"""' in args and args.count('"""') == 1:
+            block = [args]
+            while index < len(lines):
+                block.append(lines[index])
+                index += 1
+                if '"""' in lines[index - 1]:
+                    break
+            else:
+                raise BadRequest(f'(line {number}): unterminated """ string')
+            args = "\n".join(block)
+        yield number, command, args
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if value.startswith('"""') and value.endswith('"""') and len(value) >= 6:
+        return value[3:-3].strip("\n")
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
