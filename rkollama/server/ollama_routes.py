@@ -98,14 +98,20 @@ def pull():
     f, name = _named(Fields(_body(), "PullRequest"))
     deps = _deps()
     hub = HubConfig(deps.settings.hf_endpoint, deps.settings.hf_token)
-    progress = pull_model(deps.store, deps.catalog, name, deps.platform, hub)
-    first = next(progress)  # validates the name before the 200 goes out
-    if not f.get("stream", bool, True):
+    return _progress(pull_model(deps.store, deps.catalog, name, deps.platform, hub),
+                     f.get("stream", bool, True))
+
+
+def _progress(lines, stream: bool):
+    """Ollama's progress replies (pull, create): NDJSON lines, or only the last one. The first
+    line is produced before the 200 goes out, so a bad request keeps its status code."""
+    first = next(lines)
+    if not stream:
         last = first
-        for last in progress:
+        for last in lines:
             pass
         return json_response(last)
-    return ndjson(itertools.chain([first], progress))
+    return ndjson(itertools.chain([first], lines))
 
 
 @bp.route("/api/blobs/<digest>", methods=["HEAD"])
@@ -134,14 +140,8 @@ def blob_upload(digest: str):
 @bp.route("/api/create", methods=["POST"])
 def create():
     body = _body()
-    progress = create_model(_deps().store, body)
-    first = next(progress)  # a bad request is refused before the 200
-    if not Fields(body, "CreateRequest").get("stream", bool, True):
-        last = first
-        for last in progress:
-            pass
-        return json_response(last)
-    return ndjson(itertools.chain([first], progress))
+    return _progress(create_model(_deps().store, body),
+                     Fields(body, "CreateRequest").get("stream", bool, True))
 
 
 @bp.route("/api/push", methods=["POST"])
