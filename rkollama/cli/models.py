@@ -18,6 +18,7 @@ def register(app: typer.Typer) -> None:
     app.command("pull", help="Pull a model from its sources")(pull)
     app.command("create", help="Create a model from a Modelfile")(create)
     app.command("push", help="Push a model to a registry (not available)")(push)
+    app.command("import-ollama", help="Register the models of an Ollama store (no copy)")(import_ollama)
     app.command("doctor", help="Check the NPU, its driver and runtime, and frequencies")(doctor)
 
 
@@ -240,3 +241,26 @@ def create(name: str = typer.Argument(..., help="Name of the new model"),
 def push(name: str = typer.Argument(..., help="Model to push")):
     cli = common.client()
     common.call(cli.request, "POST", "/api/push", {"model": name})
+
+
+def import_ollama(source: str = typer.Option("", "--from", help="Ollama's models folder "
+                                             "(default: OLLAMA_MODELS, else ~/.ollama/models)"),
+                  dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be imported")):
+    """Works on the store's files directly (the daemon reads manifests afresh on every request,
+    and a file lock serialises the store), so it needs no running daemon."""
+    from pathlib import Path
+
+    from rkollama.errors import RkollamaError
+    from rkollama.models.ollama_import import default_root, import_all
+    from rkollama.models.store import ModelStore
+
+    store = ModelStore(common.settings().models)
+    root = Path(source).expanduser() if source else default_root()
+    try:
+        results = list(import_all(store, root, dry_run))
+    except RkollamaError as exc:
+        raise common.fail(exc.message)
+    for result in results:
+        print(f"{result.name:<40} {result.outcome}")
+    if not results:
+        print(f"no models in {root}")
