@@ -66,6 +66,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_blob_bytes", ("RKOLLAMA_MAX_BLOB_BYTES",), "68719476736",
             "Largest model file an /api/blobs upload may bring, in bytes"),
     Setting("debug", ("RKOLLAMA_DEBUG", "OLLAMA_DEBUG"), "false", "Log debug information"),
+    Setting("nohistory", ("RKOLLAMA_NOHISTORY", "OLLAMA_NOHISTORY"), "false",
+            "CLI: keep no history of what is typed in `rkollama run` (~/.rkollama/history)"),
     Setting("no_autostart", ("RKOLLAMA_NO_AUTOSTART",), "false",
             "CLI: never start a background daemon when none answers"),
 )
@@ -103,6 +105,7 @@ class Settings:
     max_body_bytes: int = 33554432
     max_blob_bytes: int = 68719476736
     debug: bool = False
+    nohistory: bool = False
     no_autostart: bool = False
 
     @classmethod

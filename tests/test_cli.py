@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 from helpers import free_port, register_fake
@@ -147,11 +148,12 @@ def _daemons_on(port: int) -> list[int]:
 
 # -- the interactive REPL, through a pseudo-terminal ------------------------------------------
 class Terminal:
-    def __init__(self, args, url):
+    def __init__(self, args, url, env=None):
         self.pid, self.fd = pty.fork()
         if self.pid == 0:
             os.environ["OLLAMA_HOST"] = url
             os.environ["TERM"] = "dumb"
+            os.environ.update(env or {})
             os.execv(sys.executable, [sys.executable, "-m", "rkollama", *args])
         self.buffer = b""
 
@@ -295,3 +297,56 @@ def test_run_shows_thinking_like_ollama_and_hides_it_on_request(fake_server, scr
     assert out.stdout == "Yes.\n\n"
     rk(["run", "thinker:1b", "q", "--think", "false"], fake_server.url)
     assert script.history[-1].think is False
+
+
+LONG_ANSWER = ["The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", " and",
+               " keeps", " running", " through", " the", " forest", " until", " nightfall."]
+
+
+def test_repl_wraps_words_at_the_terminal_edge_unless_told_not_to(fake_server, script):
+    term = Terminal(["run", "tiny"], fake_server.url, env={"COLUMNS": "30"})
+    term.expect(">>> ")
+    script.enqueue(LONG_ANSWER)
+    term.send("tell me\r")
+    term.expect("tell me")
+    answer = term.expect(">>> ").replace("\r", "")
+    lines = [line for line in answer.split("\n") if line.strip()]
+    assert len(lines) > 1 and all(len(line) <= 25 for line in lines), lines
+    words = " ".join(lines).split()
+    assert words == "".join(LONG_ANSWER).split()  # no word was cut
+    term.send("/set nowordwrap\r")
+    term.expect("Set 'nowordwrap' mode.")
+    term.expect(">>> ")
+    script.enqueue(LONG_ANSWER)
+    term.send("again\r")
+    term.expect("again")
+    unwrapped = term.expect(">>> ").replace("\r", "")
+    assert "".join(LONG_ANSWER) in unwrapped
+    term.send("/bye\r")
+    assert term.wait() == 0
+
+
+def test_repl_keeps_a_history_file_and_loads_and_saves_models(fake_server, script, store, tmp_path):
+    term = Terminal(["run", "tiny"], fake_server.url)
+    term.expect(">>> ")
+    term.send("/load nothing-here\r")
+    term.expect("Couldn't find model 'nothing-here'")
+    term.send("/load other:7b\r")
+    term.expect("Loading model 'other:7b'")
+    term.expect(">>> ")
+    term.send("hello other\r")
+    term.expect("hello other")
+    term.expect(">>> ")
+    assert script.loads[-1][0] == "other:7b"
+    term.send("/set system Be a pirate.\r")
+    term.expect("Set system message.")
+    term.send("/save pirate\r")
+    term.expect("Created new model 'pirate'")
+    term.send("/bye\r")
+    assert term.wait() == 0
+    saved = store.resolve("pirate").modelfile
+    assert saved.system == "Be a pirate."
+    assert saved.messages == [{"role": "user", "content": "hello other"},
+                              {"role": "assistant", "content": "hello other"}]
+    history = (Path(os.environ["HOME"]) / ".rkollama" / "history").read_text()
+    assert "hello other" in history and "/save pirate" in history

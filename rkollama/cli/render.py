@@ -112,3 +112,50 @@ def verbose_stats(final: dict) -> str:
 
 def error(message: str) -> None:
     print(f"Error: {message}", file=sys.stderr)
+
+
+class WordWrap:
+    """Writes streamed text, breaking lines at word boundaries before `width` columns (`ollama
+    run`'s word wrap). A word is held until its end is seen; `finish()` writes what is held."""
+
+    def __init__(self, out, width: int):
+        self.out, self.width = out, max(10, width)
+        self.column = 0
+        self.word = ""
+
+    def write(self, text: str) -> None:
+        for char in text:
+            if char == "\n":
+                self._word()
+                self.out.write("\n")
+                self.column = 0
+            elif char == " ":
+                self._word()
+                if self.column + 1 > self.width:
+                    self.out.write("\n")  # the space that ends a full line becomes the break
+                    self.column = 0
+                else:
+                    self.out.write(" ")
+                    self.column += 1
+            else:
+                self.word += char
+                if len(self.word) >= self.width:  # a word longer than a line is cut
+                    self._word()
+        self.out.flush()
+
+    def _word(self) -> None:
+        if not self.word:
+            return
+        if self.column and self.column + len(self.word) > self.width:
+            self.out.write("\n")
+            self.column = 0
+        self.out.write(self.word)
+        self.column += len(self.word)
+        self.word = ""
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def finish(self) -> None:
+        self._word()
+        self.out.flush()

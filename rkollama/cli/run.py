@@ -1,7 +1,9 @@
 """`rkollama run`: one-shot generation, or the interactive chat REPL (Ollama's flow)."""
 
 import json
+import shutil
 import sys
+from pathlib import Path
 
 import typer
 
@@ -36,6 +38,10 @@ SHOW_HELP = """Available Commands:
 """
 
 
+HISTORY_FILE = Path("~/.rkollama/history")
+HISTORY_LENGTH = 1000
+
+
 def register(app: typer.Typer) -> None:
     app.command("run", help="Run a model")(run)
 
@@ -47,11 +53,12 @@ def run(model: str = typer.Argument(..., help="Model name, e.g. smollm2:135m"),
         format_: str = typer.Option(None, "--format", help='Response format (e.g. json)'),
         think: str = typer.Option(None, "--think", help="Enable thinking: true, false, low, medium, high"),
         hidethinking: bool = typer.Option(False, "--hidethinking", help="Hide thinking output"),
-        nowordwrap: bool = typer.Option(False, "--nowordwrap", help="Accepted for Ollama compatibility; output is never wrapped"),
+        nowordwrap: bool = typer.Option(False, "--nowordwrap", help="Don't wrap words to the next line automatically"),
         no_autostart: bool = typer.Option(False, "--no-autostart", help="Do not start a daemon when none answers")):
     cli = common.client(autostart=not no_autostart)
     info = _show_or_pull(cli, model)
     session = Session(cli, model, info, verbose=verbose, hide_thinking=hidethinking)
+    session.wordwrap = not nowordwrap and sys.stdout.isatty()
     if keepalive is not None:
         session.keep_alive = keepalive
     if format_:
@@ -105,6 +112,8 @@ class Session:
         self.options: dict = {}
         self.system: str | None = None
         self.messages: list = []
+        self.wordwrap = False
+        self.history = not common.settings().nohistory
 
     def _common(self) -> dict:
         body = {"model": self.model}
@@ -137,6 +146,8 @@ class Session:
         """Print tokens as they come (the answer is kept in `last_answer`); return the final object."""
         final, thinking_open = None, False
         self.last_answer = ""
+        out = render.WordWrap(sys.stdout, shutil.get_terminal_size().columns - 5) if self.wordwrap \
+            else sys.stdout
         try:
             for obj in stream:
                 part = obj.get("message", {}) if key == "message" else obj
@@ -144,28 +155,49 @@ class Session:
                 text = part.get("content" if key == "message" else "response", "")
                 if thinking and not self.hide_thinking:
                     if not thinking_open:
-                        sys.stdout.write("Thinking...\n")
+                        out.write("Thinking...\n")
                         thinking_open = True
-                    sys.stdout.write(thinking)
+                    out.write(thinking)
                 if text:
                     if thinking_open:
-                        sys.stdout.write("\n...done thinking.\n\n")
+                        out.write("\n...done thinking.\n\n")
                         thinking_open = False
-                    sys.stdout.write(text)
+                    out.write(text)
                     self.last_answer += text
                 sys.stdout.flush()
                 if obj.get("done"):
                     final = obj
         except common.StatusError as exc:
             raise common.fail(exc.message)
+        finally:
+            if out is not sys.stdout:
+                out.finish()
         return final
 
     # -- interactive -------------------------------------------------------------------------
     def repl(self) -> None:
         try:
-            import readline  # noqa: F401  (line editing and history for input())
+            import readline  # line editing and history for input()
         except ImportError:
-            pass
+            readline = None
+        history = HISTORY_FILE.expanduser()
+        if readline is not None and self.history:
+            try:
+                readline.read_history_file(history)
+            except OSError:
+                pass  # no history yet
+        try:
+            self._repl()
+        finally:
+            if readline is not None and self.history:
+                try:
+                    history.parent.mkdir(parents=True, exist_ok=True)
+                    readline.set_history_length(HISTORY_LENGTH)
+                    readline.write_history_file(history)
+                except OSError:
+                    pass  # a read-only home keeps the session, not its history
+
+    def _repl(self) -> None:
         self._load()
         while True:
             try:
@@ -239,6 +271,13 @@ class Session:
             self._set(args, line)
         elif cmd == "/show":
             self._show(args)
+        elif cmd == "/load" and args:
+            self._switch(args[0])
+        elif cmd == "/save" and args:
+            self._save(args[0])
+        elif cmd == "/list":
+            from rkollama.cli.models import list_models
+            list_models("")
         else:
             print(f"Unknown command '{words[0]}'. Type /? for help")
         return None
@@ -286,10 +325,41 @@ class Session:
         elif what == "noformat":
             self.format = None
             print("Disabled format.")
-        elif what in ("wordwrap", "nowordwrap", "history", "nohistory"):
+        elif what in ("wordwrap", "nowordwrap"):
+            self.wordwrap = what == "wordwrap"
+            print(f"Set '{what}' mode.")
+        elif what in ("history", "nohistory"):
+            self.history = what == "history"
             print(f"Set '{what}' mode.")
         else:
             print(f"Unknown command '/set {what}'. Type /? for help")
+
+    def _switch(self, model: str) -> None:
+        """/load: another model, a fresh conversation."""
+        try:
+            info = self.cli.show(model)
+        except common.StatusError:
+            print(f"Couldn't find model '{model}'")
+            return
+        print(f"Loading model '{model}'")
+        self.model, self.info, self.messages = model, info, []
+        self._load()
+
+    def _save(self, name: str) -> None:
+        """/save: this session as a new model (its system, parameters and conversation)."""
+        body = {"model": name, "from": self.model, "stream": False}
+        if self.system:
+            body["system"] = self.system
+        if self.options:
+            body["parameters"] = self.options
+        if self.messages:
+            body["messages"] = self.messages
+        try:
+            self.cli.request("POST", "/api/create", body)
+        except common.StatusError as exc:
+            print(f"error: {exc.message}")
+            return
+        print(f"Created new model '{name}'")
 
     def _show(self, args) -> None:
         from rkollama.cli.models import show_info
