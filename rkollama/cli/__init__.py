@@ -6,7 +6,7 @@ Heavy modules (Flask, llama.cpp, rich) are imported inside the commands that nee
 
 import typer
 
-from rkollama.cli import models, run, serve
+from rkollama.cli import bench, models, run, serve
 
 app = typer.Typer(
     name="rkollama", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
@@ -16,6 +16,7 @@ app = typer.Typer(
 serve.register(app)
 run.register(app)
 models.register(app)
+app.command("bench", help="Measure models: TTFT, prefill and decode tokens/s, concurrency")(bench.command)
 
 
 def _version(value: bool):

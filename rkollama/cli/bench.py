@@ -1,0 +1,232 @@
+"""`rkollama bench`: time to first token, prefill and decode speed, and how they hold up with
+several clients, against any Ollama-compatible server (rkollama, Ollama, rkllama).
+
+Figures come from the server's own counters (`prompt_eval_count/duration`, `eval_count/duration`,
+`load_duration`) and from the wall clock (time to first token as the client sees it); memory from
+`/api/ps`. The first run of each model is a warm-up (its load time is reported as cold load) and
+is left out of the statistics.
+"""
+
+import json
+import statistics
+import struct
+import sys
+import threading
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import typer
+
+from rkollama.cli import common, render
+from rkollama.client import Client, ConnectError, StatusError
+
+PROMPTS = {
+    "short": "Why is the sky blue?",
+    "medium": ("Explain, step by step and with examples, how a transformer language model turns a "
+               "sequence of tokens into a prediction of the next token: embeddings, positional "
+               "information, self-attention with queries, keys and values, multiple heads, the "
+               "feed-forward layers, residual connections, layer normalisation, and finally the "
+               "projection to the vocabulary and the softmax. Then say how sampling settings such "
+               "as temperature, top-k and top-p change which token is chosen, and why a key-value "
+               "cache makes generation faster."),
+    "long": " ".join(["Summarise the following notes in three sentences."] +
+                     [f"Note {i}: the board ran model number {i} at a steady speed while the "
+                      "fan stayed quiet and the temperature held below sixty degrees." for i in range(40)]),
+}
+# Rockchip's published decode speeds (tokens/s; runtime 1.3.0, 128-token prompt, frequencies
+# pinned; RK3588 w8a8, RK3576 w4a16: the fact sheet's table), for the catalogue models they cover.
+ROCKCHIP_DECODE = {("qwen3:0.6b", "rk3588"): 32.91, ("qwen3:0.6b", "rk3576"): 24.85}
+
+
+@dataclass
+class Run:
+    model: str
+    concurrency: int
+    ttft_ms: float
+    prefill_tps: float
+    decode_tps: float
+    prompt_tokens: int
+    eval_tokens: int
+    load_ms: float
+
+
+@dataclass
+class Report:
+    host: str
+    prompt: str
+    runs: list[Run] = field(default_factory=list)
+    cold_load_ms: dict = field(default_factory=dict)
+    memory_bytes: dict = field(default_factory=dict)
+    aggregate_tps: dict = field(default_factory=dict)  # "model@concurrency" -> tokens/s
+
+    def summary(self) -> list[dict]:
+        rows = []
+        for model in dict.fromkeys(r.model for r in self.runs):
+            for level in sorted({r.concurrency for r in self.runs if r.model == model}):
+                runs = [r for r in self.runs if r.model == model and r.concurrency == level]
+                row = {"model": model, "concurrency": level, "runs": len(runs)}
+                for key in ("ttft_ms", "prefill_tps", "decode_tps"):
+                    row[key] = _stats([getattr(r, key) for r in runs])
+                row["aggregate_tps"] = self.aggregate_tps.get(f"{model}@{level}", 0.0)
+                rows.append(row)
+        return rows
+
+
+def _stats(values: list[float]) -> dict:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))] if ordered else 0.0
+    return {"mean": statistics.fmean(ordered) if ordered else 0.0,
+            "median": statistics.median(ordered) if ordered else 0.0,
+            "min": ordered[0] if ordered else 0.0, "max": ordered[-1] if ordered else 0.0, "p95": p95}
+
+
+def one_run(cli: Client, model: str, prompt: str, num_predict: int, concurrency: int) -> Run:
+    """One streaming /api/generate, timed by the client and by the server's counters."""
+    start = time.perf_counter()
+    first = None
+    final = None
+    body = {"model": model, "prompt": prompt, "options": {"num_predict": num_predict, "temperature": 0}}
+    for line in cli.generate(**body):
+        if first is None and (line.get("response") or line.get("thinking")):
+            first = time.perf_counter()
+        if line.get("done"):
+            final = line
+    if final is None or "eval_count" not in final:
+        raise common.fail(f"{model}: the server did not report eval_count/eval_duration, so "
+                          "there is nothing to measure")
+    first = first or time.perf_counter()
+
+    def rate(count: str, duration: str) -> float:
+        return final.get(count, 0) / (final[duration] / 1e9) if final.get(duration) else 0.0
+
+    return Run(model, concurrency, (first - start) * 1000.0,
+               rate("prompt_eval_count", "prompt_eval_duration"),
+               rate("eval_count", "eval_duration"), final.get("prompt_eval_count", 0),
+               final.get("eval_count", 0), final.get("load_duration", 0) / 1e6)
+
+
+def bench(cli: Client, host: str, models: list[str], prompt: str, runs: int, num_predict: int,
+          levels: list[int], progress=None) -> Report:
+    report = Report(host=host, prompt=prompt)
+    for model in models:
+        warm = one_run(cli, model, prompt, num_predict, 1)  # loads the model; left out
+        report.cold_load_ms[model] = warm.load_ms
+        for level in levels:
+            started = time.perf_counter()
+            results: list[Run] = []
+            errors: list[BaseException] = []
+            for index in range(runs):
+                def work(n: int):
+                    # A distinct first line per run: no run reuses another's cached prompt.
+                    try:
+                        results.append(one_run(cli, model, f"(run {n})\n{prompt}", num_predict, level))
+                    except BaseException as exc:  # reported after the threads end
+                        errors.append(exc)
+                threads = [threading.Thread(target=work, args=(index * level + k,)) for k in range(level)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                if errors:
+                    raise errors[0]
+                if progress:
+                    progress(model, level, results[-1])
+            wall = time.perf_counter() - started
+            report.runs += results
+            report.aggregate_tps[f"{model}@{level}"] = sum(r.eval_tokens for r in results) / wall
+        for loaded in cli.ps():
+            if loaded.get("name") == model or loaded.get("model") == model:
+                report.memory_bytes[model] = loaded.get("size", 0)
+    return report
+
+
+def markdown(report: Report) -> str:
+    lines = [f"# rkollama bench — {report.host}", "",
+             "| model | clients | runs | TTFT ms (median / p95) | prefill tok/s (median) | "
+             "decode tok/s (median / min / max) | aggregate tok/s |", "|---|---|---|---|---|---|---|"]
+    for row in report.summary():
+        t, p, d = row["ttft_ms"], row["prefill_tps"], row["decode_tps"]
+        lines.append(f"| {row['model']} | {row['concurrency']} | {row['runs']} | {t['median']:.0f} / "
+                     f"{t['p95']:.0f} | {p['median']:.1f} | {d['median']:.1f} / {d['min']:.1f} / "
+                     f"{d['max']:.1f} | {row['aggregate_tps']:.1f} |")
+    for model, ms in report.cold_load_ms.items():
+        memory = report.memory_bytes.get(model)
+        lines.append(f"\n{model}: cold load {ms:.0f} ms" +
+                     (f", {render.human_bytes(memory)} resident" if memory else ""))
+    return "\n".join(lines) + "\n"
+
+
+def plot_png(report: Report, path: Path) -> None:
+    """A bar chart of median decode tokens/s (blue) and TTFT (orange, scaled to the same
+    height) per model and number of clients, as a PNG written without a plotting library."""
+    rows = report.summary()
+    width, height, bar, gap = max(200, 60 * len(rows) + 40), 220, 20, 20
+    pixels = [[(255, 255, 255)] * width for _ in range(height)]
+    top_decode = max((r["decode_tps"]["median"] for r in rows), default=1.0) or 1.0
+    top_ttft = max((r["ttft_ms"]["median"] for r in rows), default=1.0) or 1.0
+    for index, row in enumerate(rows):
+        x = 20 + index * (2 * bar + gap)
+        for offset, (value, top, colour) in enumerate(((row["decode_tps"]["median"], top_decode, (31, 119, 180)),
+                                                       (row["ttft_ms"]["median"], top_ttft, (255, 127, 14)))):
+            h = int((height - 20) * value / top)
+            for y in range(height - 10 - h, height - 10):
+                for dx in range(bar - 2):
+                    pixels[y][x + offset * bar + dx] = colour
+    raw = b"".join(b"\x00" + bytes(c for px in line for c in px) for line in pixels)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    path.write_bytes(png)
+
+
+def command(models: list[str] = typer.Argument(..., help="Models to measure"),
+            host: str = typer.Option("", "--host", help="Any Ollama-compatible server (default: OLLAMA_HOST)"),
+            runs: int = typer.Option(3, "--runs", min=1, help="Measured runs per model and concurrency"),
+            num_predict: int = typer.Option(128, "--num-predict", min=1, help="Tokens to generate per run"),
+            prompt: str = typer.Option("medium", "--prompt", help="short, medium (~128 tokens), long, or your own text"),
+            concurrency: str = typer.Option("1", "--concurrency", help="Comma-separated client counts, e.g. 1,2,4"),
+            json_file: str = typer.Option("", "--json", help="Write the report as JSON"),
+            markdown_file: str = typer.Option("", "--markdown", help="Write the report as Markdown"),
+            plot_file: str = typer.Option("", "--plot", help="Write a PNG chart of decode tok/s and TTFT")):
+    """Measure models on a server: TTFT, prefill and decode tokens/s, under concurrency."""
+    try:
+        levels = sorted({int(x) for x in concurrency.split(",") if x.strip()})
+        if not levels or min(levels) < 1:
+            raise ValueError
+    except ValueError:
+        raise common.fail(f"invalid --concurrency {concurrency!r}: use numbers such as 1,2,4")
+    cli = Client(host) if host else common.client(autostart=True)
+    text = PROMPTS.get(prompt, prompt)
+
+    def progress(model: str, level: int, run: Run) -> None:
+        print(f"{model} ×{level}: TTFT {run.ttft_ms:.0f} ms, prefill {run.prefill_tps:.1f} tok/s, "
+              f"decode {run.decode_tps:.1f} tok/s", file=sys.stderr)
+
+    try:
+        report = bench(cli, host or common.settings().base_url(), models, text, runs, num_predict,
+                       levels, progress)
+    except StatusError as exc:
+        raise common.fail(exc.message)
+    except ConnectError as exc:
+        raise common.fail(f"could not connect to {host or 'the server'}: {exc}")
+    print(markdown(report), end="")
+    from rkollama.platform import detect_soc
+
+    soc = detect_soc()  # this machine's board: a ratio only means something measured here
+    for row in report.summary():
+        reference = ROCKCHIP_DECODE.get((row["model"], soc))
+        if reference and row["concurrency"] == 1 and not host:
+            print(f"{row['model']}: {row['decode_tps']['median'] / reference:.2f}× Rockchip's "
+                  f"published {reference} tok/s ({soc.upper()})")
+    if json_file:
+        Path(json_file).write_text(json.dumps({"report": asdict(report), "summary": report.summary()},
+                                              indent=2))
+    if markdown_file:
+        Path(markdown_file).write_text(markdown(report))
+    if plot_file:
+        plot_png(report, Path(plot_file))
