@@ -74,3 +74,21 @@ class ModelfileError(RkollamaError):
 
 class PullFailed(RkollamaError):
     status = 500
+
+
+class CorruptModel(RkollamaError):
+    """A manifest or config blob that cannot be read: `rm` and `pull` still work on the name."""
+
+    status = 500
+
+
+class DigestMismatch(RkollamaError):
+    """Downloaded or uploaded bytes are not what their digest says; nothing was kept."""
+
+    status = 500
+
+
+class StoreFull(RkollamaError):
+    """The disk filled up while writing a blob; the partial file has been removed."""
+
+    status = 507

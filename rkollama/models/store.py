@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rkollama.errors import BadRequest, ModelNotFound, RkollamaError
+from rkollama.errors import BadRequest, CorruptModel, DigestMismatch, ModelNotFound, RkollamaError, StoreFull
 from rkollama.fsutil import write_bytes_atomic
 from rkollama.models.modelfile import Modelfile
 from rkollama.models.names import ModelName
@@ -30,24 +30,6 @@ ones are kept so that the next pull of the same file resumes them."""
 HASH_CHUNK = 1 << 20
 
 log = logging.getLogger("rkollama.store")
-
-
-class CorruptModel(RkollamaError):
-    """A manifest or config blob that cannot be read: `rm` and `pull` still work on the name."""
-
-    status = 500
-
-
-class DigestMismatch(RkollamaError):
-    """Downloaded or uploaded bytes are not what their digest says; nothing was kept."""
-
-    status = 500
-
-
-class StoreFull(RkollamaError):
-    """The disk filled up while writing a blob; the partial file has been removed."""
-
-    status = 507
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,10 @@ from rkollama.core.collect import collect
 from rkollama.core.embed import shape
 from rkollama.core.types import Done, DoneReason, Token, ToolCall
 from rkollama.durations import keep_alive_seconds
-from rkollama.errors import BadRequest, RkollamaError
+from rkollama.errors import BadRequest, CorruptModel, DigestMismatch, RkollamaError
+from rkollama.models.create import create as create_model
 from rkollama.models.hf import HubConfig
 from rkollama.models.pull import pull as pull_model
-from rkollama.models.create import create as create_model
-from rkollama.models.store import CorruptModel, DigestMismatch
 from rkollama.server import describe, generation
 from rkollama.server.streaming import error_response, json_response, ndjson
 
