@@ -157,7 +157,7 @@ def _messages(items: list) -> list[Message]:
         role = f.get("role", str, "")
         if not role:
             raise BadRequest(f"messages[{index}]: role is required")
-        content, images = _content(f.raw("content", ""))
+        content, images = message_content(f.raw("content", ""))
         message = Message(role=role.lower(), content=content, images=images,
                           thinking=f.get("reasoning", str, "") or f.get("reasoning_content", str, ""))
         for call in f.get("tool_calls", list, []):
@@ -182,7 +182,9 @@ def _messages(items: list) -> list[Message]:
     return out
 
 
-def _content(value) -> tuple[str, list]:
+def message_content(value) -> tuple[str, list]:
+    """A message's text and base64 images from OpenAI content (a string or text/image_url
+    parts), with Ollama's error texts; shared by chat completions and the Responses API."""
     if isinstance(value, str):
         return value, []
     if not isinstance(value, list):

@@ -19,7 +19,7 @@ from rkollama.core.request import THINK_LEVELS, Request, validate_tools
 from rkollama.core.types import Message, ToolCall
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest
-from rkollama.openai.convert import _content
+from rkollama.openai.convert import message_content
 
 
 def new_id(prefix: str) -> str:
@@ -78,7 +78,7 @@ def _items(items: list) -> list[Message]:
             role = item.get("role")
             if role not in ("user", "system", "developer", "assistant"):
                 raise BadRequest(f"input[{index}].role must be user, system, developer or assistant")
-            text, images = _content(_parts(item.get("content", "")))
+            text, images = message_content(_parts(item.get("content", "")))
             message = Message("system" if role == "developer" else role, text, images=images)
             if role == "assistant" and pending_thinking:
                 message.thinking, pending_thinking = pending_thinking, ""
@@ -100,7 +100,7 @@ def _items(items: list) -> list[Message]:
             pending_thinking = ""
         elif kind == "function_call_output":
             output = item.get("output", "")
-            text = output if isinstance(output, str) else _content(_parts(output))[0]
+            text = output if isinstance(output, str) else message_content(_parts(output))[0]
             out.append(Message("tool", text, tool_name=names.get(item.get("call_id", ""), "")))
         elif kind == "reasoning":
             pending_thinking = item.get("encrypted_content") or "".join(
