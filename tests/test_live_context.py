@@ -148,6 +148,21 @@ def test_logprobs_of_the_cpu_model_are_log_probabilities_of_what_it_chose(live_d
     assert "".join(lp.token for lp in reply.logprobs) == reply.response
 
 
+def test_openai_completions_and_responses_carry_the_same_greedy_logprobs(live_daemon):
+    import openai
+
+    oai = openai.OpenAI(base_url=f"{live_daemon}/v1", api_key="unused")
+    legacy = oai.completions.create(model=MODEL, prompt="The capital of France is", logprobs=2,
+                                    max_tokens=5, temperature=0).choices[0]
+    assert "".join(legacy.logprobs.tokens) == legacy.text and len(legacy.logprobs.tokens) == 5
+    assert all(lp <= 0 for lp in legacy.logprobs.token_logprobs)
+    assert [max(top, key=top.get) for top in legacy.logprobs.top_logprobs] == legacy.logprobs.tokens
+    answer = oai.responses.create(model=MODEL, input="Name a colour.", max_output_tokens=5,
+                                  temperature=0, include=["message.output_text.logprobs"])
+    text = answer.output[-1].content[0]
+    assert "".join(lp.token for lp in text.logprobs) == text.text and text.logprobs
+
+
 def test_a_num_keep_as_large_as_the_window_still_shifts(live_daemon):
     # A prompt longer than the window keeps num_ctx - 1 tokens: each shift must still free one.
     reply = generate(live_daemon, prompt=LONG,

@@ -353,6 +353,46 @@ def test_chat_logprobs_in_openais_shape(oai, script):
     assert oai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}]).choices[0].logprobs is None
 
 
+def test_completions_logprobs_in_the_legacy_columns_and_ollamas_list(oai, script):
+    script.enqueue(["Hel", "lo"])
+    reply = oai.completions.create(model="tiny", prompt="x", logprobs=2)
+    lp = reply.choices[0].logprobs
+    assert lp.tokens == ["Hel", "lo"] and lp.text_offset == [0, 3]
+    assert lp.token_logprobs == pytest.approx([-0.1, -0.2])
+    assert [list(top) for top in lp.top_logprobs] == [["alt0", "alt1"], ["alt0", "alt1"]]
+    assert lp.top_logprobs[1]["alt0"] == pytest.approx(-1.2)
+    assert [c["token"] for c in lp.model_extra["content"]] == ["Hel", "lo"]
+    script.enqueue(["a", "bc", "d"])
+    chunks = [c for c in oai.completions.create(model="tiny", prompt="x", logprobs=1, stream=True)
+              if c.choices and c.choices[0].logprobs]
+    assert [c.choices[0].logprobs.tokens for c in chunks] == [["a"], ["bc"], ["d"]]
+    assert [c.choices[0].logprobs.text_offset for c in chunks] == [[0], [1], [3]]
+    script.enqueue(["a"])
+    assert oai.completions.create(model="tiny", prompt="x", logprobs=0).choices[0].logprobs is None
+    with pytest.raises(openai.BadRequestError, match="top_logprobs must be between 0 and 20"):
+        oai.completions.create(model="tiny", prompt="x", logprobs=21)
+
+
+def test_responses_logprobs_when_included(oai, script, tooly):
+    script.enqueue(["<think>plan</think>", "Hel", "lo"])
+    reply = oai.responses.create(model="tooly", input="x", include=["message.output_text.logprobs"],
+                                 top_logprobs=1)
+    text = reply.output[-1].content[0]
+    assert [lp.token for lp in text.logprobs] == ["Hel", "lo"]  # the answer's, not the reasoning's
+    assert text.logprobs[0].top_logprobs[0].token == "alt0" and reply.top_logprobs == 1
+    script.enqueue(["a", "b"])
+    events = list(oai.responses.create(model="tiny", input="x", stream=True,
+                                       include=["message.output_text.logprobs"]))
+    deltas = [lp.token for e in events if e.type == "response.output_text.delta" for lp in e.logprobs]
+    assert deltas == ["a", "b"]
+    done = next(e for e in events if e.type == "response.output_text.done")
+    assert [lp.token for lp in done.logprobs] == ["a", "b"]
+    script.enqueue(["a"])
+    assert oai.responses.create(model="tiny", input="x").output[-1].content[0].logprobs == []
+    with pytest.raises(openai.BadRequestError, match="top_logprobs must be between 0 and 20"):
+        oai.responses.create(model="tiny", input="x", top_logprobs=30)
+
+
 @pytest.mark.parametrize("body,message", [
     ({"reasoning_effort": "extreme"}, 'invalid reasoning value: \'extreme\' (must be "high", "medium", "low", "xhigh", "max", or "none")'),
     ({"messages": [{"role": "user", "content": 5}]}, "invalid message content type: float64"),

@@ -13,17 +13,21 @@ class Completion:
     tool_calls: list = field(default_factory=list)
     logprobs: list = field(default_factory=list)
     """TokenLogprob of every generated token, in order (when the request asked)."""
+    answer_logprobs: list = field(default_factory=list)
+    """The same for the answer's tokens only (without the reasoning's)."""
 
 
 def collect(events) -> Completion:
     """Read the whole stream; a stream with `close()` is closed however this ends."""
-    content, thinking, calls, logprobs = [], [], [], []
+    content, thinking, calls, logprobs, answer_logprobs = [], [], [], [], []
     done = None
     try:
         for event in events:
             if isinstance(event, Token):
                 (thinking if event.thinking else content).append(event.text)
                 logprobs.extend(event.logprobs)
+                if not event.thinking:
+                    answer_logprobs.extend(event.logprobs)
             elif isinstance(event, ToolCall):
                 calls.append(event)
             elif isinstance(event, Done):
@@ -31,4 +35,4 @@ def collect(events) -> Completion:
     finally:
         if hasattr(events, "close"):
             events.close()
-    return Completion("".join(content), "".join(thinking), done, calls, logprobs)
+    return Completion("".join(content), "".join(thinking), done, calls, logprobs, answer_logprobs)

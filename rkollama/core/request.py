@@ -103,8 +103,7 @@ MAX_TOP_LOGPROBS = 20
 
 
 def check_top_logprobs(value) -> None:
-    """`top_logprobs` must be 0-20 (Ollama's and OpenAI's bound); log-probabilities themselves
-    are not returned yet."""
+    """`top_logprobs` must be 0-20 (Ollama's and OpenAI's bound)."""
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOP_LOGPROBS:

@@ -74,7 +74,7 @@ def _common(body: dict, type_name: str) -> tuple[Fields, Request]:
     wanted = f.raw("logprobs")
     if isinstance(wanted, int) and not isinstance(wanted, bool):  # /v1/completions' legacy count
         check_top_logprobs(wanted)
-        req.logprobs, req.top_logprobs = True, wanted
+        req.logprobs, req.top_logprobs = wanted > 0, wanted  # Ollama: 0 asks for none
     else:
         req.logprobs = f.get("logprobs", bool, False)
         req.top_logprobs = f.get("top_logprobs", int, 0)
@@ -272,17 +272,37 @@ def usage_chunk(req: Request, cid: str, created: int, obj: str, done) -> dict:
 
 
 def to_completion(req: Request, completion, cid: str, created: int) -> dict:
+    choice = {"text": completion.content, "index": 0,
+              "finish_reason": finish_reason(completion.done.reason)}
+    if req.logprobs:
+        choice["logprobs"] = completion_logprobs(completion.answer_logprobs, 0)
     return {"id": cid, "object": "text_completion", "created": created, "model": req.model,
-            "system_fingerprint": FINGERPRINT,
-            "choices": [{"text": completion.content, "index": 0,
-                         "finish_reason": finish_reason(completion.done.reason)}],
-            "usage": usage(completion.done)}
+            "system_fingerprint": FINGERPRINT, "choices": [choice], "usage": usage(completion.done)}
 
 
-def completion_chunk(req: Request, cid: str, created: int, text: str, finish=None) -> dict:
+def completion_chunk(req: Request, cid: str, created: int, text: str, finish=None,
+                     scored=(), offset: int = 0) -> dict:
+    choice = {"text": text, "index": 0, "finish_reason": finish}
+    if scored:
+        choice["logprobs"] = completion_logprobs(scored, offset)
     return {"id": cid, "object": "text_completion", "created": created, "model": req.model,
-            "system_fingerprint": FINGERPRINT,
-            "choices": [{"text": text, "index": 0, "finish_reason": finish}]}
+            "system_fingerprint": FINGERPRINT, "choices": [choice]}
+
+
+def completion_logprobs(scored, offset: int) -> dict:
+    """`/v1/completions` log-probabilities in both shapes a client may read: OpenAI's legacy
+    columns (`tokens`, `token_logprobs`, `top_logprobs` as {token: logprob}, `text_offset` in
+    characters from the start of the completion, `offset` being where this chunk starts) and
+    Ollama's `content` list."""
+    offsets = []
+    for lp in scored:
+        offsets.append(offset)
+        offset += len(lp.token)
+    return {"tokens": [lp.token for lp in scored],
+            "token_logprobs": [lp.logprob for lp in scored],
+            "top_logprobs": [{t.token: t.logprob for t in lp.top} for lp in scored],
+            "text_offset": offsets,
+            "content": [lp.to_dict(always_top=True) for lp in scored]}
 
 
 def model_entry(spec) -> dict:

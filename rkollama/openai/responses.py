@@ -15,11 +15,15 @@ import secrets
 import time
 
 from rkollama.api.fields import Fields
-from rkollama.core.request import THINK_LEVELS, Request, validate_tools
+from rkollama.core.request import THINK_LEVELS, Request, check_top_logprobs, validate_tools
 from rkollama.core.types import Message, ToolCall
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest
 from rkollama.openai.convert import message_content
+
+
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+"""The `include` entry that asks for the answer's log-probabilities (OpenAI's name)."""
 
 
 def new_id(prefix: str) -> str:
@@ -57,12 +61,16 @@ def from_responses_request(body: dict) -> tuple[Request, dict]:
                   keep_alive=keep_alive_seconds(f.raw("keep_alive")), messages=messages,
                   tools=tools, think=_effort(reasoning.get("effort")),
                   format=fmt.get("schema") if fmt.get("type") == "json_schema" else None)
+    check_top_logprobs(f.raw("top_logprobs"))
+    req.top_logprobs = f.get("top_logprobs", int, 0)
+    include = f.get("include", list, [])
+    req.logprobs = LOGPROBS_INCLUDE in include or req.top_logprobs > 0
     echo = {"instructions": instructions or None, "tools": raw_tools,
             "temperature": options["temperature"], "top_p": options.get("top_p", 1.0),
             "max_output_tokens": limit, "text": {"format": fmt or {"type": "text"}},
             "reasoning": ({"effort": reasoning.get("effort"), "summary": reasoning.get("summary")}
                           if reasoning.get("effort") or reasoning.get("summary") else None),
-            "truncation": f.get("truncation", str, "disabled")}
+            "truncation": f.get("truncation", str, "disabled"), "top_logprobs": req.top_logprobs}
     return req, echo
 
 
@@ -163,7 +171,7 @@ def response_object(rid: str, model: str, echo: dict, status: str, output: list,
             "error": None, "tools": echo["tools"], "tool_choice": "auto",
             "truncation": echo["truncation"], "parallel_tool_calls": True, "text": echo["text"],
             "top_p": echo["top_p"], "presence_penalty": 0, "frequency_penalty": 0,
-            "top_logprobs": 0, "temperature": echo["temperature"], "reasoning": echo["reasoning"],
+            "top_logprobs": echo["top_logprobs"], "temperature": echo["temperature"], "reasoning": echo["reasoning"],
             "usage": usage, "max_output_tokens": echo["max_output_tokens"], "max_tool_calls": None,
             "store": False, "background": False, "service_tier": "default", "metadata": {},
             "safety_identifier": None, "prompt_cache_key": None}
@@ -186,9 +194,15 @@ def _call_item(item_id: str, call: ToolCall, status: str = "completed") -> dict:
             "name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}
 
 
-def _message_item(item_id: str, text: str, status: str = "completed") -> dict:
+def _message_item(item_id: str, text: str, status: str = "completed", scored=()) -> dict:
     return {"id": item_id, "type": "message", "status": status, "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+            "content": [{"type": "output_text", "text": text, "annotations": [],
+                         "logprobs": _logprobs(scored)}]}
+
+
+def _logprobs(scored) -> list:
+    """OpenAI's output_text log-probabilities: token, logprob, bytes and top_logprobs."""
+    return [lp.to_dict(always_top=True) for lp in scored]
 
 
 def to_response(req: Request, echo: dict, completion, rid: str) -> dict:
@@ -198,7 +212,7 @@ def to_response(req: Request, echo: dict, completion, rid: str) -> dict:
     if completion.tool_calls:
         output += [_call_item(f"fc_{rid}_{i}", c) for i, c in enumerate(completion.tool_calls)]
     else:
-        output.append(_message_item(new_id("msg"), completion.content))
+        output.append(_message_item(new_id("msg"), completion.content, scored=completion.answer_logprobs))
     return response_object(rid, req.model, echo, "completed", output, usage(completion.done))
 
 
@@ -214,6 +228,7 @@ class StreamWriter:
         self.reasoning_done = False
         self.message_id = new_id("msg")
         self.text = ""
+        self.scored: list = []  # log-probabilities of the answer's tokens, when asked for
         self.text_started = False
         self.calls: list[dict] = []
 
@@ -238,7 +253,7 @@ class StreamWriter:
         self.index += 1
         return events
 
-    def token(self, text: str, thinking: bool) -> list:
+    def token(self, text: str, thinking: bool, scored: tuple = ()) -> list:
         if not text:
             return []
         if thinking:
@@ -262,8 +277,10 @@ class StreamWriter:
                                    output_index=self.index, content_index=0,
                                    part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})]
         self.text += text
+        self.scored += scored
         events.append(self._event("response.output_text.delta", item_id=self.message_id,
-                                  output_index=self.index, content_index=0, delta=text, logprobs=[]))
+                                  output_index=self.index, content_index=0, delta=text,
+                                  logprobs=_logprobs(scored)))
         return events
 
     def call(self, call: ToolCall) -> list:
@@ -287,9 +304,10 @@ class StreamWriter:
         if self.calls:
             output += self.calls
         elif self.text_started:
-            message = _message_item(self.message_id, self.text)
+            message = _message_item(self.message_id, self.text, scored=self.scored)
             events += [self._event("response.output_text.done", item_id=self.message_id,
-                                   output_index=self.index, content_index=0, text=self.text, logprobs=[]),
+                                   output_index=self.index, content_index=0, text=self.text,
+                                   logprobs=message["content"][0]["logprobs"]),
                        self._event("response.content_part.done", item_id=self.message_id,
                                    output_index=self.index, content_index=0,
                                    part=message["content"][0]),

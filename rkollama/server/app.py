@@ -33,7 +33,7 @@ class Deps:
 
 
 def create_app(settings, scheduler, store, catalog, platform: str = "cpu") -> Flask:
-    from rkollama.server import anthropic_routes, ollama_routes, openai_routes
+    from rkollama.server import anthropic_routes, cloud_routes, ollama_routes, openai_routes
 
     app = Flask("rkollama")
     app.config["RKOLLAMA"] = Deps(settings, scheduler, store, catalog, platform)
@@ -43,6 +43,7 @@ def create_app(settings, scheduler, store, catalog, platform: str = "cpu") -> Fl
     app.register_blueprint(ollama_routes.bp)
     app.register_blueprint(openai_routes.bp)
     app.register_blueprint(anthropic_routes.bp)
+    app.register_blueprint(cloud_routes.bp)
     origins = list(_LOCAL_ORIGINS) + [o.strip() for o in settings.origins.split(",") if o.strip()]
     bind_host, _ = settings.bind_address()
     guard_host = _is_loopback(bind_host)

@@ -86,10 +86,13 @@ def completions():
         return json_response(convert.to_completion(req, collect(stream), cid, created))
 
     def frames(events):
+        offset = 0  # characters of completion text sent so far, for `text_offset`
         for event in events:
             if isinstance(event, Token):
                 if not event.thinking:
-                    yield convert.completion_chunk(req, cid, created, event.text)
+                    yield convert.completion_chunk(req, cid, created, event.text, scored=event.logprobs,
+                                                   offset=offset)
+                    offset += sum(len(lp.token) for lp in event.logprobs)
             elif not isinstance(event, ToolCall) and event.reason is not DoneReason.CANCELLED:
                 yield convert.completion_chunk(req, cid, created, "", convert.finish_reason(event.reason))
                 if req.include_usage:

@@ -80,7 +80,7 @@ def named_events(stream, writer, error_body) -> Response:
         pairs = writer.start()
         for event in events:
             if isinstance(event, Token):
-                pairs += writer.token(event.text, event.thinking)
+                pairs += writer.token(event.text, event.thinking, event.logprobs)
             elif isinstance(event, ToolCall):
                 pairs += writer.call(event)
             elif isinstance(event, Done) and event.reason is not DoneReason.CANCELLED:

@@ -1,0 +1,74 @@
+"""Ollama's account and cloud routes, answered for a daemon that has no cloud.
+
+Ollama serves these next to the local API (`/api/status`, `/api/me`, `/api/signout`,
+`/api/experimental/*`); clients such as Ollama's own app and `ollama launch` call them to decide
+what to offer. rkollama never talks to ollama.com, so each answers in Ollama's shape with what a
+cloud-disabled Ollama says (`ollama cloud is disabled: …`, its exported prefix, which clients test
+for), never a bare 404 page.
+"""
+
+from flask import Blueprint, request
+
+from rkollama.server import generation
+from rkollama.server.streaming import error_response, json_response
+
+bp = Blueprint("cloud", __name__)
+
+CLOUD_DISABLED = "ollama cloud is disabled"
+
+
+def _disabled(operation: str):
+    return error_response(f"{CLOUD_DISABLED}: {operation}", 403)
+
+
+@bp.route("/api/status", methods=["GET"])
+def status():
+    # Ollama's `source` says which setting disabled the cloud (none/env/config/both); here it is
+    # the build itself, reported as "config" so clients that only read `disabled` see the truth.
+    return json_response({"cloud": {"disabled": True, "source": "config"}})
+
+
+@bp.route("/api/me", methods=["POST"])
+def whoami():
+    return _disabled("accounts are unavailable (rkollama is local only)")
+
+
+@bp.route("/api/signout", methods=["POST"])
+@bp.route("/api/user/keys/<path:_key>", methods=["DELETE"])
+def signout(_key: str = ""):
+    return error_response("you are not currently signed in", 401)  # Ollama's text, and true here
+
+
+@bp.route("/api/experimental/web_search", methods=["POST"])
+def web_search():
+    return _web("web search is unavailable")
+
+
+@bp.route("/api/experimental/web_fetch", methods=["POST"])
+def web_fetch():
+    return _web("web fetch is unavailable")
+
+
+def _web(operation: str):
+    if not request.get_data(cache=False).strip():
+        return error_response("missing request body", 400)  # Ollama checks the body first
+    return _disabled(operation)
+
+
+@bp.route("/api/experimental/model-recommendations", methods=["GET"])
+def recommendations():
+    """The catalogue's models that have a source for this machine, default tags first."""
+    deps = generation.deps()
+    entries = []
+    for family in deps.catalog.families():
+        for tag in [family.default_tag()] + [t for t in family.data["tags"] if t != family.default_tag()]:
+            entry = family.entry(str(tag), deps.platform)
+            if entry is None:
+                continue
+            item = {"model": f"{family.name}:{tag}", "description": entry.description}
+            context = entry.details.get("context_length")
+            if isinstance(context, int) and context > 0:
+                item["context_length"] = context
+            entries.append(item)
+    return json_response({"recommendations": entries})
+
