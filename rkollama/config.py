@@ -1,16 +1,27 @@
-"""Every setting of rkollama in one table: env name(s), default, help.
+"""Every setting of rkollama in one table: env name(s), default, kind, allowed values, help.
 
-`Settings.from_env()` reads them once; the object is passed down explicitly. `serve --help` and
-docs/configuration.md are generated from `SETTINGS` (a test keeps the doc in sync).
+Three sources, later ones winning: the configuration files (`/etc/rkollama/config.yaml`, or the
+file `RKOLLAMA_CONFIG` names, then `~/.rkollama/config.yaml`), the environment, and `rkollama
+serve --flag`s. `Settings.load()` reads them once and the object is passed down explicitly; a bad
+file or value is one `ConfigError` line naming where it came from, the key and what is allowed,
+so the daemon never starts half-configured. `serve --help` and docs/configuration.md are
+generated from `SETTINGS` (a test keeps the doc in sync).
 """
 
 import dataclasses
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 DEFAULT_PORT = 11434
+SYSTEM_CONFIG = Path("/etc/rkollama/config.yaml")
+USER_CONFIG = Path("~/.rkollama/config.yaml")
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used, in one line that names its source and key."""
 
 
 @dataclass(frozen=True)
@@ -19,33 +30,51 @@ class Setting:
     envs: tuple[str, ...]
     default: str
     help: str
+    kind: str = "str"
+    """str, int, bool, duration (Go duration or seconds) or list (comma-separated)."""
+    choices: tuple[str, ...] = ()
+    low: int | None = None
+    """Smallest allowed value of an int setting."""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
 
 
 SETTINGS: tuple[Setting, ...] = (
+    Setting("config", ("RKOLLAMA_CONFIG",), str(SYSTEM_CONFIG),
+            "System configuration file (YAML, keys as in this table); ~/.rkollama/config.yaml "
+            "is read after it. Environment only"),
     Setting("host", ("RKOLLAMA_HOST", "OLLAMA_HOST"), "127.0.0.1:11434",
             "Address the daemon listens on and the CLI talks to ([scheme://]host[:port])"),
     Setting("models", ("RKOLLAMA_MODELS", "OLLAMA_MODELS"), "~/.rkollama/models",
             "Model store: blobs/ and manifests/"),
     Setting("keep_alive", ("RKOLLAMA_KEEP_ALIVE", "OLLAMA_KEEP_ALIVE"), "5m",
-            "How long an idle model stays loaded (duration or seconds; negative = forever)"),
+            "How long an idle model stays loaded (duration or seconds; negative = forever)",
+            kind="duration"),
     Setting("context_length", ("RKOLLAMA_CONTEXT_LENGTH", "OLLAMA_CONTEXT_LENGTH"), "4096",
-            "Default num_ctx in tokens (capped at the model's training context)"),
+            "Default num_ctx in tokens (capped at the model's training context)", kind="int", low=4),
     Setting("load_timeout", ("RKOLLAMA_LOAD_TIMEOUT", "OLLAMA_LOAD_TIMEOUT"), "5m",
-            "How long a model may take to load before its runner is stopped (duration; 0 = no limit)"),
+            "How long a model may take to load before its runner is stopped (duration; 0 = no limit)",
+            kind="duration"),
     Setting("max_loaded_models", ("RKOLLAMA_MAX_LOADED_MODELS", "OLLAMA_MAX_LOADED_MODELS"), "1",
-            "Models resident at once; the least recently used idle one is unloaded first"),
+            "Models resident at once; the least recently used idle one is unloaded first",
+            kind="int", low=1),
     Setting("max_queue", ("RKOLLAMA_MAX_QUEUE", "OLLAMA_MAX_QUEUE"), "512",
-            "Requests that may wait for a model before new ones get 503"),
+            "Requests that may wait for a model before new ones get 503", kind="int", low=1),
     Setting("num_threads", ("RKOLLAMA_NUM_THREADS",), "0",
-            "CPU engine threads for prompt and decode (0 = all cores)"),
+            "CPU engine threads for prompt and decode (0 = all cores)", kind="int", low=0),
     Setting("backend", ("RKOLLAMA_BACKEND",), "auto",
-            "Engine: auto (chosen by the model's format), llamacpp, or fake (scripted, for tests)"),
+            "Engine: auto (chosen by the model's format), llamacpp, or fake (scripted, for tests)",
+            choices=("auto", "llamacpp", "fake")),
     Setting("platform", ("RKOLLAMA_PLATFORM",), "auto",
-            "Platform whose model sources are used: auto, cpu, rk3588, rk3576"),
+            "Platform whose model sources are used: auto, cpu, rk3588, rk3576",
+            choices=("auto", "cpu", "rk3588", "rk3576")),
     Setting("rkllm_lib", ("RKOLLAMA_RKLLM_LIB",), "",
             "Path of librkllmrt.so (default: external/, then the system library paths)"),
     Setting("isolation", ("RKOLLAMA_ISOLATION", "RKOLLAMA_NPU_ISOLATION"), "true",
-            "Run each loaded model in a runner process, so an engine crash cannot take the daemon down"),
+            "Run each loaded model in a runner process, so an engine crash cannot take the daemon down",
+            kind="bool"),
     Setting("modelfiles", ("RKOLLAMA_MODELFILES",), "",
             "Extra directory of YAML Modelfiles searched before the built-in ones"),
     Setting("hf_endpoint", ("RKOLLAMA_HF_ENDPOINT", "HF_ENDPOINT"), "https://huggingface.co",
@@ -54,23 +83,33 @@ SETTINGS: tuple[Setting, ...] = (
             "Hugging Face token for gated or private repositories"),
     Setting("origins", ("RKOLLAMA_ORIGINS", "OLLAMA_ORIGINS"), "",
             "Extra allowed CORS origins (comma-separated, * wildcards)"),
+    Setting("api_key", ("RKOLLAMA_API_KEY",), "",
+            "API keys (comma-separated): when set, every route but / and /v1/health needs "
+            "`Authorization: Bearer KEY`", kind="list"),
+    Setting("rate_limit", ("RKOLLAMA_RATE_LIMIT",), "0",
+            "Requests per minute allowed to each API key (or client address without keys); "
+            "0 = no limit. Beyond it: 429 with Retry-After", kind="int", low=0),
     Setting("http_threads", ("RKOLLAMA_HTTP_THREADS",), "16",
             "HTTP threads for running long requests (generating, pulling), beyond one per queued "
-            "request; control routes (/api/tags, /api/ps, …) have threads of their own"),
+            "request; control routes (/api/tags, /api/ps, …) have threads of their own",
+            kind="int", low=1),
     Setting("max_connections", ("RKOLLAMA_MAX_CONNECTIONS",), "4096",
-            "Client connections held open at once (idle and slow ones included)"),
+            "Client connections held open at once (idle and slow ones included)", kind="int", low=1),
     Setting("connection_timeout", ("RKOLLAMA_CONNECTION_TIMEOUT",), "60",
-            "Seconds an idle client connection stays open"),
+            "Seconds an idle client connection stays open", kind="int", low=1),
     Setting("max_body_bytes", ("RKOLLAMA_MAX_BODY_BYTES",), "33554432",
-            "Largest request body in bytes (413 beyond it)"),
+            "Largest request body in bytes (413 beyond it)", kind="int", low=1024),
     Setting("max_blob_bytes", ("RKOLLAMA_MAX_BLOB_BYTES",), "68719476736",
-            "Largest model file an /api/blobs upload may bring, in bytes"),
-    Setting("debug", ("RKOLLAMA_DEBUG", "OLLAMA_DEBUG"), "false", "Log debug information"),
+            "Largest model file an /api/blobs upload may bring, in bytes", kind="int", low=1),
+    Setting("debug", ("RKOLLAMA_DEBUG", "OLLAMA_DEBUG"), "false", "Log debug information",
+            kind="bool"),
     Setting("nohistory", ("RKOLLAMA_NOHISTORY", "OLLAMA_NOHISTORY"), "false",
-            "CLI: keep no history of what is typed in `rkollama run` (~/.rkollama/history)"),
+            "CLI: keep no history of what is typed in `rkollama run` (~/.rkollama/history)",
+            kind="bool"),
     Setting("no_autostart", ("RKOLLAMA_NO_AUTOSTART",), "false",
-            "CLI: never start a background daemon when none answers"),
+            "CLI: never start a background daemon when none answers", kind="bool"),
 )
+_BY_FIELD = {s.field: s for s in SETTINGS}
 
 
 def _parse_bool(text: str) -> bool:
@@ -81,49 +120,138 @@ def _parse_bool(text: str) -> bool:
     return True
 
 
+def _default(name: str):
+    """A field's default, converted from the table (the table is its only home)."""
+    return convert(_BY_FIELD[name], _BY_FIELD[name].default, "the default")
+
+
+def convert(setting: Setting, raw, source: str):
+    """`raw` (text, or a YAML scalar from a file) as the setting's kind; ConfigError otherwise."""
+    where = f"{source}: {setting.field}"
+    if setting.kind == "list":
+        items = raw if isinstance(raw, list) else str(raw).split(",")
+        return tuple(str(item).strip() for item in items if str(item).strip())
+    if isinstance(raw, (dict, list)):
+        raise ConfigError(f"{where} must be a single value, got {type(raw).__name__}")
+    text = str(raw).strip().strip("'\"") if not isinstance(raw, bool) else str(raw).lower()
+    if setting.kind == "int":
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"{where} must be an integer, got {text!r}") from None
+        if setting.low is not None and value < setting.low:
+            raise ConfigError(f"{where} must be at least {setting.low}, got {value}")
+        return value
+    if setting.kind == "bool":
+        if source.startswith("environment"):
+            return _parse_bool(text)  # Ollama's leniency for environment variables
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            raise ConfigError(f"{where} must be true or false, got {text!r}")
+        return text.lower() in ("true", "1", "yes", "on")
+    if setting.kind == "duration":
+        from rkollama.durations import parse_keep_alive
+        from rkollama.errors import BadRequest
+
+        try:
+            parse_keep_alive(text)
+        except BadRequest:
+            raise ConfigError(f"{where} must be a duration such as 5m, 1h30m or 300 (seconds), "
+                              f"got {text!r}") from None
+        return text
+    if setting.choices and text not in setting.choices:
+        raise ConfigError(f"{where} must be one of {', '.join(setting.choices)}, got {text!r}")
+    return text
+
+
+def read_file(path: Path) -> dict[str, object]:
+    """The settings of one YAML file (absent file: none), checked key by key."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{line}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping of setting: value")
+    values: dict[str, object] = {}
+    for key, raw in data.items():
+        name = str(key).replace("-", "_").lower()
+        setting = _BY_FIELD.get(name)
+        if setting is None or name == "config":
+            allowed = ", ".join(s.field for s in SETTINGS if s.field != "config")
+            raise ConfigError(f"{path}: unknown setting {key!r} (known: {allowed})")
+        values[name] = convert(setting, "" if raw is None else raw, str(path))
+    return values
+
+
 @dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1:11434"
-    models: Path = Path("~/.rkollama/models")
-    keep_alive: str = "5m"
-    context_length: int = 4096
-    load_timeout: str = "5m"
-    max_loaded_models: int = 1
-    max_queue: int = 512
-    num_threads: int = 0
-    backend: str = "auto"
-    platform: str = "auto"
-    rkllm_lib: str = ""
-    isolation: bool = True
-    modelfiles: str = ""
-    hf_endpoint: str = "https://huggingface.co"
-    hf_token: str = ""
-    origins: str = ""
-    http_threads: int = 16
-    max_connections: int = 4096
-    connection_timeout: int = 60
-    max_body_bytes: int = 33554432
-    max_blob_bytes: int = 68719476736
-    debug: bool = False
-    nohistory: bool = False
-    no_autostart: bool = False
+    config: str = _default("config")
+    host: str = _default("host")
+    models: Path = Path(_default("models"))
+    keep_alive: str = _default("keep_alive")
+    context_length: int = _default("context_length")
+    load_timeout: str = _default("load_timeout")
+    max_loaded_models: int = _default("max_loaded_models")
+    max_queue: int = _default("max_queue")
+    num_threads: int = _default("num_threads")
+    backend: str = _default("backend")
+    platform: str = _default("platform")
+    rkllm_lib: str = _default("rkllm_lib")
+    isolation: bool = _default("isolation")
+    modelfiles: str = _default("modelfiles")
+    hf_endpoint: str = _default("hf_endpoint")
+    hf_token: str = _default("hf_token")
+    origins: str = _default("origins")
+    api_key: tuple[str, ...] = _default("api_key")
+    rate_limit: int = _default("rate_limit")
+    http_threads: int = _default("http_threads")
+    max_connections: int = _default("max_connections")
+    connection_timeout: int = _default("connection_timeout")
+    max_body_bytes: int = _default("max_body_bytes")
+    max_blob_bytes: int = _default("max_blob_bytes")
+    debug: bool = _default("debug")
+    nohistory: bool = _default("nohistory")
+    no_autostart: bool = _default("no_autostart")
 
     @classmethod
-    def from_env(cls, environ=None, **overrides) -> "Settings":
-        """Read every setting from `environ` (default os.environ); `overrides` win."""
+    def load(cls, environ: Mapping[str, str] | None = None, flags: Mapping[str, str] | None = None,
+             files: Sequence[Path] | None = None) -> "Settings":
+        """Files, then the environment (default os.environ), then `flags` ({field: text})."""
         environ = os.environ if environ is None else environ
-        values = {}
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        if files is None:
+            system = Path(environ.get("RKOLLAMA_CONFIG", "").strip() or SYSTEM_CONFIG)
+            files = [system, Path(os.path.expanduser(str(USER_CONFIG)))]
+        values: dict[str, object] = {}
+        for path in files:
+            values.update(read_file(path))
         for setting in SETTINGS:
-            raw = setting.default
             for env in setting.envs:
                 if environ.get(env, "").strip():
-                    raw = environ[env].strip().strip("'\"")
+                    values[setting.field] = convert(setting, environ[env], f"environment {env}")
                     break
-            values[setting.field] = _convert(setting, raw, types[setting.field])
-        values.update(overrides)
-        values["models"] = Path(os.path.expanduser(str(values["models"])))
-        return cls(**values)
+        for name, text in (flags or {}).items():
+            values[name] = convert(_BY_FIELD[name], text, f"flag {_BY_FIELD[name].flag}")
+        if "models" in values:
+            values["models"] = Path(os.path.expanduser(str(values["models"])))
+        else:
+            values["models"] = Path(os.path.expanduser(_BY_FIELD["models"].default))
+        return cls(**values)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """The environment alone (no files): what tests and benchmarks build on; `overrides` win."""
+        return dataclasses.replace(cls.load(environ, files=[]), **overrides)
 
     @property
     def threads(self) -> int:
@@ -143,17 +271,6 @@ class Settings:
         if ":" in host:
             host = f"[{host}]"
         return f"{scheme}://{host}:{port}"
-
-
-def _convert(setting: Setting, raw: str, kind):
-    if kind in (int, "int"):
-        try:
-            return int(raw)
-        except ValueError:
-            raise SystemExit(f"Error: {setting.envs[0]} must be an integer, got {raw!r}")
-    if kind in (bool, "bool"):
-        return _parse_bool(raw)
-    return raw
 
 
 def parse_host(value: str) -> tuple[str, str, int]:
@@ -179,8 +296,16 @@ def describe() -> list[tuple[str, str, str]]:
     return [(", ".join(s.envs), s.default, s.help) for s in SETTINGS]
 
 
+def flag_settings() -> list[Setting]:
+    """The settings `rkollama serve` takes as flags (all but the file's own path)."""
+    return [s for s in SETTINGS if s.field != "config"]
+
+
 def markdown_table() -> str:
     """The settings table of docs/configuration.md (regenerate it with
     `python -c "from rkollama.config import markdown_table; print(markdown_table())"`)."""
-    rows = [f"| `{'`, `'.join(s.envs)}` | `{s.default}` | {s.help} |" for s in SETTINGS]
-    return "\n".join(["| Environment variable | Default | Meaning |", "|---|---|---|", *rows])
+    rows = [f"| `{s.field}` | `{'`, `'.join(s.envs)}` | "
+            f"{'' if s.field == 'config' else f'`{s.flag}`'} | `{s.default}` | {s.help} |"
+            for s in SETTINGS]
+    return "\n".join(["| File key | Environment variable | `serve` flag | Default | Meaning |",
+                      "|---|---|---|---|---|", *rows])

@@ -9,13 +9,17 @@ from pathlib import Path
 import typer
 
 from rkollama.client import Client, ConnectError, StatusError
-from rkollama.config import Settings, parse_host
+from rkollama.config import ConfigError, Settings, parse_host
 
 AUTOSTART_WAIT_S = 60.0
 
 
 def settings() -> Settings:
-    return Settings.from_env()
+    """The files and the environment; a bad value ends the command with its one-line reason."""
+    try:
+        return Settings.load()
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
 
 
 def fail(message: str) -> "typer.Exit":

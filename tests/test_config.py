@@ -1,0 +1,89 @@
+"""One configuration from three sources: files, then the environment, then `serve` flags; every
+bad value is one line naming its source and key, and the daemon does not start."""
+
+import subprocess
+import sys
+
+import pytest
+
+from rkollama.cli.serve import parse_flags
+from rkollama.config import SETTINGS, ConfigError, Settings
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_files_then_environment_then_flags(tmp_path):
+    system = write(tmp_path / "system.yaml", "keep_alive: 10m\nmax_queue: 7\nplatform: rk3588\n"
+                                             "api_key: [a, b]\n")
+    user = write(tmp_path / "user.yaml", "max-queue: 8\nhost: 0.0.0.0:9000\n")
+    cfg = Settings.load({}, files=[system, user])
+    assert (cfg.keep_alive, cfg.max_queue, cfg.platform, cfg.api_key) == ("10m", 8, "rk3588", ("a", "b"))
+    assert cfg.bind_address() == ("0.0.0.0", 9000)
+    cfg = Settings.load({"OLLAMA_MAX_QUEUE": "9", "RKOLLAMA_API_KEY": "k1, k2"}, files=[system, user])
+    assert cfg.max_queue == 9 and cfg.api_key == ("k1", "k2")
+    cfg = Settings.load({"OLLAMA_MAX_QUEUE": "9"}, flags=parse_flags(["--max-queue", "10", "--debug"]),
+                        files=[system, user])
+    assert cfg.max_queue == 10 and cfg.debug is True and cfg.keep_alive == "10m"
+
+
+def test_rkollama_config_names_the_system_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    custom = write(tmp_path / "custom.yaml", "context_length: 2048\n")
+    assert Settings.load({"RKOLLAMA_CONFIG": str(custom)}).context_length == 2048
+    (tmp_path / ".rkollama").mkdir()
+    write(tmp_path / ".rkollama" / "config.yaml", "context_length: 1024\n")
+    assert Settings.load({"RKOLLAMA_CONFIG": str(custom)}).context_length == 1024  # the user's wins
+    assert Settings.load({"RKOLLAMA_CONFIG": str(tmp_path / "absent.yaml")}).context_length == 1024
+
+
+@pytest.mark.parametrize("text,message", [
+    ("keep_alive: soon\n", "f.yaml: keep_alive must be a duration such as 5m, 1h30m or 300 (seconds), got 'soon'"),
+    ("max_queue: many\n", "f.yaml: max_queue must be an integer, got 'many'"),
+    ("max_loaded_models: 0\n", "f.yaml: max_loaded_models must be at least 1, got 0"),
+    ("platform: rk9\n", "f.yaml: platform must be one of auto, cpu, rk3588, rk3576, got 'rk9'"),
+    ("isolation: maybe\n", "f.yaml: isolation must be true or false, got 'maybe'"),
+    ("hots: x\n", "f.yaml: unknown setting 'hots' (known: host, models,"),
+    ("config: /x\n", "f.yaml: unknown setting 'config'"),
+    ("host: [a, b]\n", "f.yaml: host must be a single value, got list"),
+    ("- a\n- b\n", "f.yaml: must be a mapping of setting: value"),
+    ("host: 'unclosed\n", "f.yaml: not valid YAML (line"),
+])
+def test_a_bad_file_is_one_line_naming_file_key_and_allowed_values(tmp_path, text, message):
+    path = write(tmp_path / "f.yaml", text)
+    with pytest.raises(ConfigError) as caught:
+        Settings.load({}, files=[path])
+    assert str(caught.value).startswith(f"{tmp_path}/{message}")
+    assert "\n" not in str(caught.value)
+
+
+def test_bad_environment_and_flags_name_their_source():
+    with pytest.raises(ConfigError, match="^environment OLLAMA_MAX_QUEUE: max_queue must be an integer"):
+        Settings.load({"OLLAMA_MAX_QUEUE": "x"}, files=[])
+    with pytest.raises(ConfigError, match="^flag --rate-limit: rate_limit must be at least 0, got -1"):
+        Settings.load({}, flags=parse_flags(["--rate-limit=-1"]), files=[])
+    with pytest.raises(ConfigError, match="unknown flag '--nope'"):
+        parse_flags(["--nope", "1"])
+
+
+def test_every_setting_has_a_flag_but_the_files_own_path():
+    flags = {s.flag for s in SETTINGS if s.field != "config"}
+    parsed = parse_flags([f"{s.flag}={s.default}" for s in SETTINGS if s.field != "config"])
+    assert len(parsed) == len(flags)
+    assert Settings.load({}, flags=parsed, files=[]) == Settings.load({}, files=[])  # defaults round-trip
+
+
+def test_the_daemon_refuses_to_start_half_configured(tmp_path):
+    bad = write(tmp_path / "bad.yaml", "keep_alive: soon\n")
+    env = {"RKOLLAMA_CONFIG": str(bad), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin",
+           "RKOLLAMA_HOST": "127.0.0.1:1"}
+    done = subprocess.run([sys.executable, "-m", "rkollama", "serve"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (f"Error: {bad}: keep_alive must be a duration such as 5m, 1h30m "
+                                   "or 300 (seconds), got 'soon'")
+    shown = subprocess.run([sys.executable, "-m", "rkollama", "serve", "--help"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert "--keep-alive VALUE   [RKOLLAMA_KEEP_ALIVE, OLLAMA_KEEP_ALIVE]" in shown.stdout
