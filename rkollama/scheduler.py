@@ -61,14 +61,26 @@ class _Runner:
         return self.active >= self.slots
 
 
+class Observer:
+    """What the scheduler reports as it works (the daemon's metrics implement it)."""
+
+    def generation_finished(self, model: str, done: Done, first_token_s: float | None) -> None:
+        """A generation ended (not cancelled); `first_token_s` from submit to its first token."""
+
+    def runner_died(self, model: str) -> None:
+        """A model's runner process was found dead and dropped."""
+
+
 class Scheduler:
-    def __init__(self, settings, backend_factory=None, clock=time.monotonic):
+    def __init__(self, settings, backend_factory=None, clock=time.monotonic,
+                 observer: Observer | None = None):
         if backend_factory is None:
             from rkollama.backends import load_backend
             backend_factory = load_backend
         self.settings = settings
         self.factory = backend_factory
         self.clock = clock
+        self.observer = observer or Observer()
         self.default_keep_alive = parse_keep_alive(settings.keep_alive)
         self._cond = threading.Condition()
         self._runners: dict = {}
@@ -86,6 +98,11 @@ class Scheduler:
         """Start the background thread that unloads models whose keep-alive expired."""
         self._reaper = threading.Thread(target=self._reap_loop, name="keep-alive", daemon=True)
         self._reaper.start()
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a model now."""
+        return self._waiting
 
     @property
     def stopping(self) -> bool:
@@ -115,7 +132,7 @@ class Scheduler:
         """
         start = self.clock()
         runner = self._acquire(spec, opts, keep_alive, disconnected)
-        stream = Stream(self, runner, gen, load_s=self.clock() - start)
+        stream = Stream(self, runner, gen, load_s=self.clock() - start, started=start)
         if disconnected is not None:
             self._watch(stream, disconnected)
         return stream
@@ -301,6 +318,8 @@ class Scheduler:
             return
         runner.closed = True
         log.info("unloading %s", runner.spec.name.display())
+        if runner.backend.dead:
+            self.observer.runner_died(runner.spec.name.display())
         try:
             # On the engine thread, after any generation still queued there has stopped.
             runner.engine.call(runner.backend.close)
@@ -347,8 +366,11 @@ class Scheduler:
 class Stream:
     """Events of one generation: `Token`s then one `Done`. Closing it cancels the generation."""
 
-    def __init__(self, scheduler: Scheduler, runner: _Runner, gen, load_s: float):
+    def __init__(self, scheduler: Scheduler, runner: _Runner, gen, load_s: float,
+                 started: float | None = None):
         self.load_duration = load_s
+        self._started = started  # scheduler clock at submit, for the time to the first token
+        self._first_token_s: float | None = None
         self.constrains_format = runner.backend.constrains_format
         self.cancel_event = threading.Event()
         self._scheduler, self._runner = scheduler, runner
@@ -400,9 +422,13 @@ class Stream:
         except BaseException:
             self.close()
             raise
+        if isinstance(event, Token) and self._first_token_s is None and self._started is not None:
+            self._first_token_s = self._scheduler.clock() - self._started
         if isinstance(event, Done):
             self._done = True
             self.close()
+            if event.reason is not DoneReason.CANCELLED:
+                self._scheduler.observer.generation_finished(self.model_name, event, self._first_token_s)
             if event.reason is DoneReason.CANCELLED and self._scheduler.stopping:
                 raise ShuttingDown()  # a final error line, not a silent end
         elif isinstance(event, Token) and self._logprobs:

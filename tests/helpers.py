@@ -43,7 +43,8 @@ class ThreadServer:
     def __init__(self, app):
         from rkollama.server.serve import create_server
 
-        self.server = create_server(app, app.config["RKOLLAMA"].settings, "127.0.0.1", 0)
+        self.app_deps = app.config["RKOLLAMA"]
+        self.server = create_server(app, self.app_deps.settings, "127.0.0.1", 0)
         self.port = self.server.effective_port
         self.url = f"http://127.0.0.1:{self.port}"
         self.closing = False

@@ -38,6 +38,18 @@ class Catalog:
                 seen.setdefault(family.name.lower(), family)
         return list(seen.values())
 
+    def offered(self, platform: str) -> list[tuple[str, Modelfile]]:
+        """("family:tag", Modelfile) for every tag with a source for `platform`, each family's
+        default tag first."""
+        out = []
+        for family in self.families():
+            default = family.default_tag()
+            for tag in [default] + [t for t in family.data["tags"] if t != default]:
+                entry = family.entry(str(tag), platform)
+                if entry is not None:
+                    out.append((f"{family.name}:{tag}", entry))
+        return out
+
     def find(self, name: ModelName, platform: str) -> Modelfile:
         """The flattened Modelfile for `name` on `platform`; ModelNotFound if the catalogue lacks it."""
         if (name.host, name.namespace) == (DEFAULT_HOST, DEFAULT_NAMESPACE):

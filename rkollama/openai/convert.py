@@ -19,7 +19,8 @@ EFFORTS = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "h
 
 
 def error_body(message: str, status: int) -> dict:
-    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+    kind = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+            429: "rate_limit_error"}.get(status, "api_error")
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 

@@ -11,12 +11,15 @@ from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
 from rkollama import __version__
+from rkollama.server.auth import Gate
+from rkollama.server.metrics import Metrics
 from rkollama.server.streaming import error_response
 
 _LOCAL_ORIGINS = ("http://localhost", "https://localhost", "http://localhost:*", "https://localhost:*",
                   "http://127.0.0.1", "https://127.0.0.1", "http://127.0.0.1:*", "https://127.0.0.1:*",
                   "http://0.0.0.0", "https://0.0.0.0", "http://0.0.0.0:*", "https://0.0.0.0:*",
                   "app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*")
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _ALLOWED_HEADERS = ("Authorization, Content-Type, User-Agent, Accept, X-Requested-With, OpenAI-Beta, "
                     "x-stainless-arch, x-stainless-lang, x-stainless-os, x-stainless-package-version, "
                     "x-stainless-retry-count, x-stainless-runtime, x-stainless-runtime-version, "
@@ -30,13 +33,19 @@ class Deps:
     store: object
     catalog: object
     platform: str
+    metrics: Metrics
 
 
-def create_app(settings, scheduler, store, catalog, platform: str = "cpu") -> Flask:
-    from rkollama.server import anthropic_routes, cloud_routes, ollama_routes, openai_routes
+def create_app(settings, scheduler, store, catalog, platform: str = "cpu",
+               clock=time.monotonic) -> Flask:
+    """The app; it also makes itself the scheduler's observer (its metrics)."""
+    from rkollama.server import anthropic_routes, cloud_routes, manage_routes, ollama_routes, openai_routes
 
     app = Flask("rkollama")
-    app.config["RKOLLAMA"] = Deps(settings, scheduler, store, catalog, platform)
+    metrics = Metrics(scheduler)
+    scheduler.observer = metrics
+    gate = Gate(settings.api_key, settings.rate_limit, clock)
+    app.config["RKOLLAMA"] = Deps(settings, scheduler, store, catalog, platform, metrics)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.url_map.merge_slashes = False  # "//" is a 404 like any unknown path, not an HTML redirect
     access = logging.getLogger("rkollama.access")
@@ -44,6 +53,7 @@ def create_app(settings, scheduler, store, catalog, platform: str = "cpu") -> Fl
     app.register_blueprint(openai_routes.bp)
     app.register_blueprint(anthropic_routes.bp)
     app.register_blueprint(cloud_routes.bp)
+    app.register_blueprint(manage_routes.bp)
     origins = list(_LOCAL_ORIGINS) + [o.strip() for o in settings.origins.split(",") if o.strip()]
     bind_host, _ = settings.bind_address()
     guard_host = _is_loopback(bind_host)
@@ -65,8 +75,18 @@ def create_app(settings, scheduler, store, catalog, platform: str = "cpu") -> Fl
             access.warning("refused %s %s: origin %r is not allowed (OLLAMA_ORIGINS)",
                            request.method, request.path, origin)
             return _dialect_error("forbidden", 403)
-        if request.method == "OPTIONS":
+        if request.method == "OPTIONS":  # preflights carry no credentials
             return app.response_class(b"", status=204)
+        refusal = gate.check(request.path, request.headers, request.remote_addr or "")
+        if refusal is not None:
+            access.warning("refused %s %s from %s: %s", request.method, request.path,
+                           request.remote_addr, refusal.message)
+            response = _dialect_error(refusal.message, refusal.status)
+            if refusal.status == 401:
+                response.headers["WWW-Authenticate"] = "Bearer"
+            if refusal.retry_after_s:
+                response.headers["Retry-After"] = str(refusal.retry_after_s)
+            return response
         return None
 
     @app.after_request
@@ -77,6 +97,9 @@ def create_app(settings, scheduler, store, catalog, platform: str = "cpu") -> Fl
             response.headers["Access-Control-Allow-Headers"] = _ALLOWED_HEADERS
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
         response.headers["X-Rkollama-Version"] = __version__
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        method = request.method if request.method in _METHODS else "OTHER"  # bounded labels
+        metrics.request(rule, method, response.status_code)
         _log_access(access, response)
         return response
 

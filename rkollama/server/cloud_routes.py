@@ -60,15 +60,11 @@ def recommendations():
     """The catalogue's models that have a source for this machine, default tags first."""
     deps = generation.deps()
     entries = []
-    for family in deps.catalog.families():
-        for tag in [family.default_tag()] + [t for t in family.data["tags"] if t != family.default_tag()]:
-            entry = family.entry(str(tag), deps.platform)
-            if entry is None:
-                continue
-            item = {"model": f"{family.name}:{tag}", "description": entry.description}
-            context = entry.details.get("context_length")
-            if isinstance(context, int) and context > 0:
-                item["context_length"] = context
-            entries.append(item)
+    for name, entry in deps.catalog.offered(deps.platform):
+        item = {"model": name, "description": entry.description}
+        context = entry.details.get("context_length")
+        if isinstance(context, int) and context > 0:
+            item["context_length"] = context
+        entries.append(item)
     return json_response({"recommendations": entries})
 

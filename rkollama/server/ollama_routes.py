@@ -97,8 +97,23 @@ def pull():
     f, name = _named(Fields(_body(), "PullRequest"))
     deps = _deps()
     hub = HubConfig(deps.settings.hf_endpoint, deps.settings.hf_token)
-    return _progress(pull_model(deps.store, deps.catalog, name, deps.platform, hub),
-                     f.get("stream", bool, True))
+    lines = pull_model(deps.store, deps.catalog, name, deps.platform, hub)
+    return _progress(_counted(lines, deps.metrics), f.get("stream", bool, True))
+
+
+def _counted(lines, metrics):
+    """The pull's progress lines, its outcome counted when it ends (success, failed, cancelled)."""
+    outcome = "cancelled"
+    try:
+        for line in lines:
+            if line.get("status") == "success":
+                outcome = "success"
+            yield line
+    except Exception:
+        outcome = "failed"
+        raise
+    finally:
+        metrics.pulls.labels(outcome).inc()
 
 
 def _progress(lines, stream: bool):
