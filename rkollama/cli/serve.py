@@ -5,15 +5,16 @@ import sys
 
 import typer
 
-from rkollama.config import ConfigError, flag_settings
+from rkollama.config import SETTINGS, ConfigError, flag_settings
 
 
 def _epilog() -> str:
     lines = ["Every setting, as a flag and as its environment variables (flags win over the",
              "environment, which wins over /etc/rkollama/config.yaml and ~/.rkollama/config.yaml,",
              "whose keys are the flag names without the leading dashes):", ""]
-    for s in flag_settings():
-        lines.append(f"  {s.flag} VALUE   [{', '.join(s.envs)}]")
+    for s in SETTINGS:
+        flag = f"{s.flag} VALUE" if s in flag_settings() else "(no flag)"
+        lines.append(f"  {flag}   [{', '.join(s.envs)}]")
         lines.append(f"      {s.help} (default: {s.default or 'unset'})")
     # "\b" tells click to keep this paragraph's line breaks.
     return "\b\n" + "\n".join(line or " " for line in lines)
@@ -42,9 +43,13 @@ def register(app: typer.Typer) -> None:
         from rkollama.config import Settings
         from rkollama.server.serve import run
 
+        from rkollama.errors import RkollamaError
+
         try:
-            settings = Settings.load(flags=parse_flags(list(ctx.args)))
+            run(Settings.load(flags=parse_flags(list(ctx.args))))
         except ConfigError as exc:
             print(f"Error: {exc}", file=sys.stderr)
             raise typer.Exit(1) from None
-        run(settings)
+        except RkollamaError as exc:  # e.g. a store it cannot create: one line, no traceback
+            print(f"Error: {exc.message}", file=sys.stderr)
+            raise typer.Exit(1) from None

@@ -120,6 +120,17 @@ class ModelStore:
         """Where a download identified by `key` (a digest or a source URL) is resumed from."""
         return self.blobs / f".partial-{hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
+    def prepare(self) -> None:
+        """Create the store's directories (a daemon starts only with a store it can write to)."""
+        from rkollama.errors import RkollamaError
+
+        try:
+            self.blobs.mkdir(parents=True, exist_ok=True)
+            self.manifests.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RkollamaError(f"the model store {self.root} cannot be created: {exc.strerror} "
+                                "(RKOLLAMA_MODELS)") from None
+
     def clean_partials(self, now: float | None = None) -> int:
         """Remove partial downloads older than STALE_PARTIAL_S and leftovers of writers that
         cannot be resumed; returns how many files went."""

@@ -26,6 +26,7 @@ def build(settings, backend_factory=None):
     from rkollama.server.app import create_app
 
     store = ModelStore(settings.models)
+    store.prepare()
     store.clean_partials()
     scheduler = Scheduler(settings, backend_factory=backend_factory)
     app = create_app(settings, scheduler, store, Catalog(settings.modelfiles),
