@@ -123,3 +123,35 @@ def test_cli_create_errors_say_what_is_wrong_and_write_nothing(fake_server, stor
     assert result.returncode == 1 and "Error: " in result.stderr and message in result.stderr
     with pytest.raises(Exception):
         store.resolve("mine")
+
+
+def test_cli_create_from_a_yaml_modelfile_with_a_local_file(fake_server, store, tmp_path):
+    from test_cli import rk
+
+    (tmp_path / "w.gguf").write_bytes(b"GGUF" + b"y" * 3000)
+    (tmp_path / "pet.yaml").write_text("""
+name: pet
+description: a local model
+system: You are a cat.
+parameters: {temperature: 0.3, stop: ["<end>"]}
+tags:
+  small:
+    default: true
+    sources: {cpu: {path: w.gguf}}
+  big:
+    sources: {cpu: {url: https://example.invalid/big.gguf}}
+""")
+    done = rk(["create", "pet:small", "-f", str(tmp_path / "pet.yaml")], url=fake_server.url)
+    assert done.returncode == 0, done.stderr
+    spec = store.resolve("pet:small")
+    assert spec.model_path.read_bytes() == b"GGUF" + b"y" * 3000
+    assert spec.modelfile.system == "You are a cat."
+    assert spec.modelfile.parameters == {"temperature": 0.3, "stop": ["<end>"]}
+    refused = rk(["create", "pet:big", "-f", str(tmp_path / "pet.yaml")], url=fake_server.url)
+    assert refused.returncode == 1
+    assert "tag big has no local `path` source" in refused.stderr and "RKOLLAMA_MODELFILES" in refused.stderr
+    with pytest.raises(Exception):
+        store.resolve("pet:big")
+    (tmp_path / "bad.yaml").write_text("name: bad\ntags: 3\n")
+    broken = rk(["create", "bad", "-f", str(tmp_path / "bad.yaml")], url=fake_server.url)
+    assert broken.returncode == 1 and "bad.yaml" in broken.stderr

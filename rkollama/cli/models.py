@@ -195,18 +195,25 @@ def create(name: str = typer.Argument(..., help="Name of the new model"),
     from pathlib import Path
 
     from rkollama.errors import BadRequest
-    from rkollama.models.ollama_modelfile import parse
+    from rkollama.models.names import ModelName
+    from rkollama.models.ollama_modelfile import parse, parse_yaml
 
     path = Path(file).expanduser()
-    if path.suffix.lower() in (".yaml", ".yml"):
-        raise common.fail("YAML Modelfiles are catalogue entries: put the file in RKOLLAMA_MODELFILES "
-                          "and run `rkollama pull NAME`")
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise common.fail(f"open {file}: {exc.strerror or exc}")
-    try:
-        parsed = parse(text, path.parent)
+        if path.suffix.lower() in (".yaml", ".yml"):
+            if not path.is_file():
+                raise common.fail(f"open {file}: No such file or directory")
+            try:
+                tag = ModelName.parse(name).tag
+            except BadRequest:
+                tag = "latest"  # the daemon names the fault of the name
+            parsed = parse_yaml(path, tag)
+        else:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise common.fail(f"open {file}: {exc.strerror or exc}")
+            parsed = parse(text, path.parent)
     except BadRequest as exc:
         raise common.fail(exc.message)
     cli = common.client(autostart=True)

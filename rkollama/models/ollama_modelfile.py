@@ -75,6 +75,41 @@ def parse(text: str, base_dir: Path) -> Parsed:
     return parsed
 
 
+def parse_yaml(path: Path, tag: str) -> Parsed:
+    """A YAML Modelfile (modelfiles.md) as the same create request: its `tag` (or default tag)
+    must have a local `path` source (the file is uploaded); template, system, parameters,
+    messages and license travel with it. Sources the daemon would download (url, hf, pypi) are
+    catalogue entries: they are refused with where to put the file instead."""
+    from rkollama.errors import ModelfileError
+    from rkollama.models.modelfile import load_family
+
+    try:
+        family = load_family(path)
+    except ModelfileError as exc:
+        raise BadRequest(exc.message) from None
+    wanted = tag if tag.lower() in {str(t).lower() for t in family.data["tags"]} else family.default_tag()
+    entry = family.entry(str(wanted), "cpu") or next(
+        (e for p in ("rk3588", "rk3576") if (e := family.entry(str(wanted), p)) is not None), None)
+    if entry is None or "path" not in entry.source:
+        raise BadRequest(f"{path}: tag {wanted} has no local `path` source; a YAML Modelfile that "
+                         "downloads its model belongs in RKOLLAMA_MODELFILES, then `rkollama pull "
+                         f"{family.name}:{wanted}`")
+    parsed = Parsed(upload=Path(entry.source["path"]))
+    if not parsed.upload.is_file():
+        raise BadRequest(f"{path}: the source file {parsed.upload} does not exist")
+    body = parsed.body
+    if entry.template and entry.template != "builtin":
+        body["template"] = entry.template
+    for key in ("system", "license"):
+        if getattr(entry, key):
+            body[key] = getattr(entry, key)
+    if entry.parameters:
+        body["parameters"] = dict(entry.parameters)
+    if entry.messages:
+        body["messages"] = list(entry.messages)
+    return parsed
+
+
 def _instructions(text: str):
     """(line number, command, argument) per instruction; `\"\"\"` strings may span lines."""
     lines = text.splitlines()
