@@ -40,12 +40,41 @@ def test_bench_errors_are_clear(fake_server):
     assert bad.returncode == 1 and "invalid --concurrency" in bad.stderr
 
 
+def test_quality_prompts_count_the_right_answers(fake_server, script):
+    from rkollama.cli.bench import QUALITY, quality
+    from rkollama.client import Client
+
+    for answer in ["Paris.", "It is 42", "Saturn", "Blue!", "Gracias"]:
+        script.enqueue([answer])
+    result = quality(Client(fake_server.url), "tiny")
+    assert (result["passed"], result["total"]) == (3, len(QUALITY))
+    assert [a["passed"] for a in result["answers"]] == [True, True, False, True, False]
+
+
+def test_server_memory_is_read_from_proc_when_it_runs_here(fake_server):
+    import os
+
+    from rkollama.cli.bench import local_rss
+    from rkollama.cli.procmem import listening_pid
+
+    assert listening_pid(int(fake_server.port)) == os.getpid()  # the test's own Waitress thread
+    rss = local_rss(fake_server.url)
+    own = int(next(line for line in open("/proc/self/status") if line.startswith("VmRSS:")).split()[1]) * 1024
+    assert rss is not None and rss >= own * 0.9
+    assert local_rss("http://192.0.2.1:11434") is None  # another machine: not measured
+
+
 @pytest.mark.live
 def test_bench_measures_the_cpu_model(live_daemon, tmp_path):
     plot = tmp_path / "cpu.png"
     result = rk(["bench", "smollm2:135m", "--host", live_daemon, "--runs", "2", "--num-predict", "16",
-                 "--json", str(tmp_path / "cpu.json"), "--plot", str(plot)], timeout=300)
+                 "--quality", "--json", str(tmp_path / "cpu.json"), "--plot", str(plot)], timeout=300)
     assert result.returncode == 0, result.stderr
-    row = json.loads((tmp_path / "cpu.json").read_text())["summary"][0]
+    data = json.loads((tmp_path / "cpu.json").read_text())
+    row = data["summary"][0]
     assert row["decode_tps"]["median"] > 1 and row["ttft_ms"]["median"] > 0
+    assert data["report"]["daemon_rss_bytes"]["smollm2:135m"] > 50_000_000  # daemon + its runner
+    quality = data["report"]["quality"]["smollm2:135m"]
+    assert quality["total"] == 5 and all(a["answer"] for a in quality["answers"])
+    assert "quality prompts" in result.stdout and "server RSS" in result.stdout
     png_size(plot)

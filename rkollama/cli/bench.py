@@ -35,6 +35,16 @@ PROMPTS = {
                      [f"Note {i}: the board ran model number {i} at a steady speed while the "
                       "fan stayed quiet and the temperature held below sixty degrees." for i in range(40)]),
 }
+QUALITY = (
+    ("What is the capital of France? Answer with one word.", ("paris",)),
+    ("What is 12 plus 30? Answer with the number only.", ("42",)),
+    ("Which planet is the largest in the solar system? Answer with one word.", ("jupiter",)),
+    ("What colour is a clear daytime sky? Answer with one word.", ("blue",)),
+    ("Translate 'thank you' into French.", ("merci",)),
+)
+"""Quick sanity prompts with the words a right answer contains (case-insensitive): a speed figure
+means little if the model (or a bad conversion) answers nonsense."""
+
 # Rockchip's published decode speeds (tokens/s; runtime 1.3.0, 128-token prompt, frequencies
 # pinned; RK3588 w8a8, RK3576 w4a16: the fact sheet's table), for the catalogue models they cover.
 ROCKCHIP_DECODE = {("qwen3:0.6b", "rk3588"): 32.91, ("qwen3:0.6b", "rk3576"): 24.85}
@@ -59,6 +69,10 @@ class Report:
     runs: list[Run] = field(default_factory=list)
     cold_load_ms: dict = field(default_factory=dict)
     memory_bytes: dict = field(default_factory=dict)
+    daemon_rss_bytes: dict = field(default_factory=dict)
+    """Resident memory of the server and its runner processes after each model's runs, when the
+    server runs on this machine."""
+    quality: dict = field(default_factory=dict)  # model -> {"passed", "total", "answers"}
     aggregate_tps: dict = field(default_factory=dict)  # "model@concurrency" -> tokens/s
 
     def summary(self) -> list[dict]:
@@ -107,8 +121,33 @@ def one_run(cli: Client, model: str, prompt: str, num_predict: int, concurrency:
                final.get("eval_count", 0), final.get("load_duration", 0) / 1e6)
 
 
+def quality(cli: Client, model: str) -> dict:
+    """The QUALITY prompts, greedy and short: how many answers contain what they should."""
+    answers, passed = [], 0
+    for prompt, expected in QUALITY:
+        text = "".join(line.get("response", "") for line in cli.generate(
+            model=model, prompt=prompt, options={"num_predict": 48, "temperature": 0}))
+        ok = any(word in text.lower() for word in expected)
+        passed += ok
+        answers.append({"prompt": prompt, "answer": text.strip(), "passed": ok})
+    return {"passed": passed, "total": len(QUALITY), "answers": answers}
+
+
+def local_rss(host: str) -> int | None:
+    """Resident bytes of the server behind `host` when it listens on this machine."""
+    from urllib.parse import urlsplit
+
+    from rkollama.cli.procmem import listening_pid, tree_rss
+
+    parts = urlsplit(host if "://" in host else f"http://{host}")
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):
+        return None
+    pid = listening_pid(parts.port or 11434)
+    return tree_rss(pid) if pid else None
+
+
 def bench(cli: Client, host: str, models: list[str], prompt: str, runs: int, num_predict: int,
-          levels: list[int], progress=None) -> Report:
+          levels: list[int], progress=None, check_quality: bool = False) -> Report:
     report = Report(host=host, prompt=prompt)
     for model in models:
         warm = one_run(cli, model, prompt, num_predict, 1)  # loads the model; left out
@@ -139,7 +178,54 @@ def bench(cli: Client, host: str, models: list[str], prompt: str, runs: int, num
         for loaded in cli.ps():
             if loaded.get("name") == model or loaded.get("model") == model:
                 report.memory_bytes[model] = loaded.get("size", 0)
+        rss = local_rss(host)
+        if rss:
+            report.daemon_rss_bytes[model] = rss
+        if check_quality:
+            report.quality[model] = quality(cli, model)
     return report
+
+
+class LiveView:
+    """Progress while the runs go: a live table on a terminal (rich), plain lines otherwise."""
+
+    def __init__(self, runs: int):
+        self.runs = runs
+        self.rows: dict[tuple[str, int], list[Run]] = {}
+        self.live = None
+
+    def __enter__(self) -> "LiveView":
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live(self._table(), console=Console(stderr=True), refresh_per_second=4)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def update(self, model: str, level: int, run: Run) -> None:
+        done = self.rows.setdefault((model, level), [])
+        done.append(run)
+        if self.live is not None:
+            self.live.update(self._table())
+        else:
+            print(f"{model} ×{level}: TTFT {run.ttft_ms:.0f} ms, prefill {run.prefill_tps:.1f} tok/s, "
+                  f"decode {run.decode_tps:.1f} tok/s", file=sys.stderr)
+
+    def _table(self):
+        from rich.table import Table
+
+        table = Table("model", "clients", "runs", "TTFT ms", "prefill tok/s", "decode tok/s",
+                      title="rkollama bench")
+        for (model, level), done in self.rows.items():
+            last = done[-1]
+            table.add_row(model, str(level), f"{len(done)}/{self.runs}", f"{last.ttft_ms:.0f}",
+                          f"{last.prefill_tps:.1f}", f"{last.decode_tps:.1f}")
+        return table
 
 
 def markdown(report: Report) -> str:
@@ -153,8 +239,13 @@ def markdown(report: Report) -> str:
                      f"{d['max']:.1f} | {row['aggregate_tps']:.1f} |")
     for model, ms in report.cold_load_ms.items():
         memory = report.memory_bytes.get(model)
+        rss = report.daemon_rss_bytes.get(model)
         lines.append(f"\n{model}: cold load {ms:.0f} ms" +
-                     (f", {render.human_bytes(memory)} resident" if memory else ""))
+                     (f", {render.human_bytes(memory)} resident (/api/ps)" if memory else "") +
+                     (f", server RSS {render.human_bytes(rss)}" if rss else ""))
+        if model in report.quality:
+            q = report.quality[model]
+            lines.append(f"{model}: quality prompts {q['passed']}/{q['total']} answered right")
     return "\n".join(lines) + "\n"
 
 
@@ -192,7 +283,9 @@ def command(models: list[str] = typer.Argument(..., help="Models to measure"),
             concurrency: str = typer.Option("1", "--concurrency", help="Comma-separated client counts, e.g. 1,2,4"),
             json_file: str = typer.Option("", "--json", help="Write the report as JSON"),
             markdown_file: str = typer.Option("", "--markdown", help="Write the report as Markdown"),
-            plot_file: str = typer.Option("", "--plot", help="Write a PNG chart of decode tok/s and TTFT")):
+            plot_file: str = typer.Option("", "--plot", help="Write a PNG chart of decode tok/s and TTFT"),
+            check_quality: bool = typer.Option(False, "--quality", help="Also ask a few quick questions "
+                                               "with known answers and report how many come out right")):
     """Measure models on a server: TTFT, prefill and decode tokens/s, under concurrency."""
     try:
         levels = sorted({int(x) for x in concurrency.split(",") if x.strip()})
@@ -203,13 +296,11 @@ def command(models: list[str] = typer.Argument(..., help="Models to measure"),
     cli = Client(host) if host else common.client(autostart=True)
     text = PROMPTS.get(prompt, prompt)
 
-    def progress(model: str, level: int, run: Run) -> None:
-        print(f"{model} ×{level}: TTFT {run.ttft_ms:.0f} ms, prefill {run.prefill_tps:.1f} tok/s, "
-              f"decode {run.decode_tps:.1f} tok/s", file=sys.stderr)
-
+    view = LiveView(runs)
     try:
-        report = bench(cli, host or common.settings().base_url(), models, text, runs, num_predict,
-                       levels, progress)
+        with view:
+            report = bench(cli, host or common.settings().base_url(), models, text, runs, num_predict,
+                           levels, view.update, check_quality)
     except StatusError as exc:
         raise common.fail(exc.message)
     except ConnectError as exc:
