@@ -350,3 +350,28 @@ def test_repl_keeps_a_history_file_and_loads_and_saves_models(fake_server, scrip
                               {"role": "assistant", "content": "hello other"}]
     history = (Path(os.environ["HOME"]) / ".rkollama" / "history").read_text()
     assert "hello other" in history and "/save pirate" in history
+
+
+def test_repl_sends_image_paths_to_a_vision_model(fake_server, script, store, tmp_path):
+    import base64
+
+    register_fake(store, "seer", capabilities=["completion", "vision"])
+    picture = tmp_path / "my cat.png"
+    picture.write_bytes(b"\x89PNG fake pixels")
+    term = Terminal(["run", "seer"], fake_server.url)
+    term.expect(">>> ")
+    term.send(f"what is in {str(picture).replace(' ', chr(92) + ' ')} ?\r")
+    term.expect(f"Added image '{picture}'")
+    term.expect(">>> ")
+    message = script.history[-1].messages[-1]
+    assert message.content == "what is in ?"
+    assert [base64.b64decode(i) for i in message.images] == [b"\x89PNG fake pixels"]
+    term.send("/bye\r")
+    assert term.wait() == 0
+    plain = Terminal(["run", "tiny"], fake_server.url)  # no vision: the path is only text
+    plain.expect(">>> ")
+    plain.send(f"look at {picture.parent}/x.png\r")
+    plain.expect(">>> ")
+    assert script.history[-1].messages[-1].images == [] and "x.png" in script.history[-1].messages[-1].content
+    plain.send("/bye\r")
+    assert plain.wait() == 0

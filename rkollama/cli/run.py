@@ -237,8 +237,16 @@ class Session:
             parts.append(more)
 
     def _chat(self, text: str) -> None:
+        user: dict = {"role": "user", "content": text}
+        if "vision" in self.info.get("capabilities", []):
+            from rkollama.cli.images import extract
+
+            text, images, added = extract(text)
+            for path in added:
+                print(f"Added image '{path}'")
+            user = dict(user, content=text, **({"images": images} if images else {}))
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + \
-            self.messages + [{"role": "user", "content": text}]
+            self.messages + [user]
         body = dict(self._common(), messages=messages)
         try:
             final = self._print_stream(self.cli.chat(**body), "message")
@@ -248,8 +256,7 @@ class Session:
             return
         except typer.Exit:
             return
-        self.messages += [{"role": "user", "content": text},
-                          {"role": "assistant", "content": self.last_answer}]
+        self.messages += [user, {"role": "assistant", "content": self.last_answer}]
         sys.stdout.write("\n\n")
         sys.stdout.flush()
         if self.verbose and final:
