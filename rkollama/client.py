@@ -18,8 +18,10 @@ class ConnectError(Exception):
 
 
 class Client:
-    def __init__(self, base_url: str, timeout: float | None = None):
+    def __init__(self, base_url: str, timeout: float | None = None, api_key: str = ""):
+        """`api_key`: sent as `Authorization: Bearer KEY` (a daemon with RKOLLAMA_API_KEY)."""
         parts = urlsplit(base_url)
+        self.auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.scheme, self.host = parts.scheme, parts.hostname or "127.0.0.1"
         self.port = parts.port or (443 if self.scheme == "https" else 80)
         self.timeout = timeout
@@ -33,7 +35,7 @@ class Client:
         conn = self._connect(timeout)
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json", "Accept": "application/json",
-                   "User-Agent": "rkollama-cli"}
+                   "User-Agent": "rkollama-cli", **self.auth}
         try:
             conn.request(method, path, body=data, headers=headers)
             response = conn.getresponse()
@@ -118,7 +120,7 @@ class Client:
             with open(path, "rb") as handle:
                 conn.request("POST", f"/api/blobs/{digest}", body=handle,
                              headers={"Content-Length": str(os.fstat(handle.fileno()).st_size),
-                                      "User-Agent": "rkollama-cli"})
+                                      "User-Agent": "rkollama-cli", **self.auth})
             response = conn.getresponse()
             raw = response.read()
         except (ConnectionError, OSError) as exc:

@@ -153,3 +153,12 @@ def test_rate_limit_per_key_with_retry_after(keyed, clock):
     clock.advance(20)
     assert requests.get(f"{url}/api/tags", headers=one, timeout=10).status_code == 200
     assert requests.get(f"{url}/api/tags", headers=one, timeout=10).status_code == 429
+
+
+def test_the_cli_sends_the_configured_key(keyed):
+    from test_cli import rk
+
+    listed = rk(["list"], url=keyed.url, env={"RKOLLAMA_API_KEY": "k-two"})
+    assert listed.returncode == 0 and "tiny:latest" in listed.stdout, listed.stderr
+    refused = rk(["list"], url=keyed.url, env={"RKOLLAMA_NO_AUTOSTART": "1"})
+    assert refused.returncode == 1 and "unauthorized" in refused.stderr

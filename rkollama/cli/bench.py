@@ -293,7 +293,7 @@ def command(models: list[str] = typer.Argument(..., help="Models to measure"),
             raise ValueError
     except ValueError:
         raise common.fail(f"invalid --concurrency {concurrency!r}: use numbers such as 1,2,4")
-    cli = Client(host) if host else common.client(autostart=True)
+    cli = common.for_settings(common.settings(), host) if host else common.client(autostart=True)
     text = PROMPTS.get(prompt, prompt)
 
     view = LiveView(runs)

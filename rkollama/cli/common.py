@@ -22,6 +22,12 @@ def settings() -> Settings:
         raise fail(str(exc)) from None
 
 
+def for_settings(cfg: Settings, base_url: str = "") -> Client:
+    """A client for `base_url` (default: the configured host) that sends the configured API key,
+    so the CLI works against a daemon that needs one."""
+    return Client(base_url or cfg.base_url(), api_key=cfg.api_key[0] if cfg.api_key else "")
+
+
 def fail(message: str) -> "typer.Exit":
     print(f"Error: {message}", file=sys.stderr)
     return typer.Exit(1)
@@ -34,7 +40,7 @@ def client(autostart: bool = False) -> Client:
     background and wait for it.
     """
     cfg = settings()
-    cli = Client(cfg.base_url())
+    cli = for_settings(cfg)
     if cli.heartbeat():
         return cli
     if autostart and not cfg.no_autostart and _is_local(cfg.host):

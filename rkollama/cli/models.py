@@ -114,7 +114,7 @@ def cp(source: str, destination: str):
 def pull(model: str):
     """Through the daemon when one answers; otherwise straight into the local store."""
     cfg = common.settings()
-    cli = common.Client(cfg.base_url())
+    cli = common.for_settings(cfg)
     if cli.heartbeat():
         pull_with_progress(cli, model)
         return
@@ -176,7 +176,7 @@ def doctor(pin_frequencies: bool = typer.Option(
             raise common.fail(str(exc))
         return
     cfg = common.settings()
-    cli = common.Client(cfg.base_url())
+    cli = common.for_settings(cfg)
     loaded = [m["name"] for m in cli.ps()] if cli.heartbeat() else None
     report = checks.check(cfg, loaded)
     width = max(len(label) for label, _ in report.facts)
