@@ -75,8 +75,8 @@ class Scheduler:
     def __init__(self, settings, backend_factory=None, clock=time.monotonic,
                  observer: Observer | None = None):
         if backend_factory is None:
-            from rkollama.backends import load_backend
-            backend_factory = load_backend
+            from rkollama.backends import EngineFactory
+            backend_factory = EngineFactory()
         self.settings = settings
         self.factory = backend_factory
         self.clock = clock
@@ -136,6 +136,16 @@ class Scheduler:
         if disconnected is not None:
             self._watch(stream, disconnected)
         return stream
+
+    def constrains_format(self, spec) -> bool | None:
+        """Whether `spec`'s engine enforces a `format` itself: from its loaded backend, else from
+        the factory (`backend_factory.constrains_format(spec, settings)`); None if unknown."""
+        with self._cond:
+            runner = self._runners.get(_key(spec))
+            if runner is not None:
+                return runner.backend.constrains_format
+        ask = getattr(self.factory, "constrains_format", None)
+        return ask(spec, self.settings) if ask is not None else None
 
     def load(self, spec, opts, keep_alive=None, disconnected=None) -> float:
         """Make sure `spec` is loaded; return the seconds it took. Sets its keep-alive."""

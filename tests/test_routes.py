@@ -387,3 +387,13 @@ def test_logprobs_come_back_per_token_in_ollamas_shape(fake_server, script):
     assert [lp.token for p in parts for lp in (p.logprobs or [])] == ["a", "b"]
     plain = ollama.Client(host=fake_server.url).generate(model="tiny", prompt="x")
     assert not plain.logprobs
+
+
+def test_a_format_the_engine_cannot_enforce_loads_the_model_once(http, script):
+    # The engine's class says it cannot constrain output before anything is loaded: no detour
+    # through a stream opened only to ask (which, with keep_alive 0, loaded the model twice).
+    script.enqueue(['{"ok": true}'])
+    reply = http.post("/api/chat", json={"model": "tiny", "stream": False, "format": "json", "keep_alive": 0,
+                                         "messages": [{"role": "user", "content": "x"}]})
+    assert reply.status_code == 200 and reply.get_json()["message"]["content"] == '{"ok": true}'
+    assert len(script.loads) == 1

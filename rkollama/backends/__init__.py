@@ -16,14 +16,26 @@ def engine_class(spec, settings) -> type[Backend]:
     return LlamaCppBackend
 
 
-def load_backend(spec, opts, settings) -> Backend:
-    """Default `backend_factory` of the Scheduler: the model's engine in a runner process of its
-    own (RKOLLAMA_ISOLATION, the default), or in the daemon's process."""
-    if settings.backend == "fake":
-        from rkollama.backends.fake import Script, ScriptedBackend
-        return ScriptedBackend.load(spec, opts, settings, script=Script())
-    cls = engine_class(spec, settings)
-    if settings.isolation:
-        from rkollama.backends.runner import RunnerBackend
-        return RunnerBackend.load(spec, opts, settings, backend_cls=cls)
-    return cls.load(spec, opts, settings)
+class EngineFactory:
+    """The Scheduler's default backend factory: loads a model's engine, and says before loading
+    whether that engine enforces a `format` itself."""
+
+    def __call__(self, spec, opts, settings) -> Backend:
+        """The model's engine in a runner process of its own (RKOLLAMA_ISOLATION, the default),
+        or in the daemon's process."""
+        if settings.backend == "fake":
+            from rkollama.backends.fake import Script, ScriptedBackend
+            return ScriptedBackend.load(spec, opts, settings, script=Script())
+        cls = engine_class(spec, settings)
+        if settings.isolation:
+            from rkollama.backends.runner import RunnerBackend
+            return RunnerBackend.load(spec, opts, settings, backend_cls=cls)
+        return cls.load(spec, opts, settings)
+
+    @staticmethod
+    def constrains_format(spec, settings) -> bool:
+        """From the engine's class (a grammar-capable engine), without loading anything."""
+        if settings.backend == "fake":
+            from rkollama.backends.fake import ScriptedBackend
+            return ScriptedBackend.constrains_format
+        return engine_class(spec, settings).constrains_format

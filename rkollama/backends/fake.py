@@ -150,4 +150,5 @@ def factory(script: Script):
     """A backend_factory for the Scheduler that builds ScriptedBackends sharing `script`."""
     def load(spec, opts, settings):
         return ScriptedBackend.load(spec, opts, settings, script=script)
+    load.constrains_format = lambda spec, settings: ScriptedBackend.constrains_format  # type: ignore[attr-defined]
     return load

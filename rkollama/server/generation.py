@@ -44,10 +44,18 @@ def submit(req, prepared: Prepared):
                                        disconnected())
 
     gen = prepared.gen
-    stream = start(gen)
-    if not gen.format or stream.constrains_format or gen.messages is None:
-        return stream
-    stream.close()
+    if not gen.format or gen.messages is None:
+        return start(gen)
+    # Decided before acquiring the model: opening a stream only to ask would load it twice
+    # with keep_alive 0.
+    known = deps().scheduler.constrains_format(prepared.spec)
+    if known:
+        return start(gen)
+    if known is None:
+        stream = start(gen)
+        if stream.constrains_format:
+            return stream
+        stream.close()
     return _validated(gen, start)
 
 
