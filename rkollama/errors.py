@@ -5,7 +5,6 @@ class RkollamaError(Exception):
     """Base error: `status` is the HTTP status code, `message` what the user reads."""
 
     status = 500
-    openai_type = "api_error"
 
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
@@ -16,7 +15,6 @@ class RkollamaError(Exception):
 
 class BadRequest(RkollamaError):
     status = 400
-    openai_type = "invalid_request_error"
 
 
 class InvalidModelName(BadRequest):
@@ -26,12 +24,10 @@ class InvalidModelName(BadRequest):
 
 class ModelNotFound(RkollamaError):
     status = 404
-    openai_type = "not_found_error"
 
 
 class Forbidden(RkollamaError):
     status = 403
-    openai_type = "invalid_request_error"
 
 
 class QueueFull(RkollamaError):
@@ -69,7 +65,6 @@ class ModelfileError(RkollamaError):
     """A Modelfile is invalid; the message names the file and the offending key."""
 
     status = 400
-    openai_type = "invalid_request_error"
 
 
 class PullFailed(RkollamaError):

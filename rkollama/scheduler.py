@@ -446,10 +446,6 @@ class Stream:
             self._logprobs.clear()
         return event
 
-    def cancel(self) -> None:
-        self.cancel_event.set()
-        self.close()
-
     def close(self) -> None:
         """Stop the engine at its next token and give the model back; idempotent.
 

@@ -16,7 +16,6 @@ class Backend:
     """Engine name: "llamacpp", "rkllm" or "fake"."""
     device: str = "cpu"
     """"cpu" or "npu"."""
-    supports_images: ClassVar[bool] = False
     constrains_format: bool = False
     """True when the engine enforces `format` while sampling (a grammar); otherwise the answer
     is validated afterwards and retried (core.structured)."""
@@ -52,9 +51,6 @@ class Backend:
 
     def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
         """One embedding per text (not normalised) and the prompt tokens used."""
-        raise NotImplementedError
-
-    def tokenize(self, text: str) -> list[int]:
         raise NotImplementedError
 
     def close(self) -> None:

@@ -111,9 +111,6 @@ class ScriptedBackend(Backend):
             return gen.prompt
         return "".join(f"<{m.role}>{m.content}\n" for m in gen.messages) + "<assistant>"
 
-    def tokenize(self, text: str) -> list[int]:
-        return list(range(len(text.split())))
-
     def close(self) -> None:
         if not self.closed:
             self.closed = True

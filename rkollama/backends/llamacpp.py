@@ -85,9 +85,6 @@ class LlamaCppBackend(Backend):
             raise LoadFailed(f"invalid chat template for {spec.name.display()}: {exc}")
         return cls(spec, llm, template, max_token_bytes, n_ctx)
 
-    def tokenize(self, text: str) -> list[int]:
-        return self.llm.tokenize(text.encode(), add_bos=self.llm._model.add_bos_token(), special=True)
-
     def _context(self, gen) -> list[int]:
         """The token ids of an earlier exchange this prompt continues (/api/generate `context`)."""
         vocab = self.llm.n_vocab()

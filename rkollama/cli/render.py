@@ -1,7 +1,6 @@
 """Text the CLI prints, formatted as Ollama's CLI formats it (sizes, times, tables, stats)."""
 
 import math
-import sys
 from datetime import datetime, timezone
 
 from rkollama.durations import format_go_duration
@@ -108,10 +107,6 @@ def verbose_stats(final: dict) -> str:
         rate = nonzero("eval_count") / nonzero("eval_duration") * 1e9
         add("eval rate", f"{rate:.2f} tokens/s")
     return "\n".join(lines)
-
-
-def error(message: str) -> None:
-    print(f"Error: {message}", file=sys.stderr)
 
 
 class WordWrap:
