@@ -5,9 +5,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rkollama.platform import ROCKET_HINT, detect_soc, npu_driver_kind, npu_driver_version
-
-REQUIRED_DRIVER = (0, 9, 8)
+from rkollama.platform import ROCKET_HINT, detect_soc, driver_problem, find_library, npu_driver_version
 
 # What Rockchip's fix_freq_<platform>.sh scripts set (fact sheet §3.8): sysfs file -> value.
 PINS = {
@@ -64,13 +62,12 @@ def check(settings, loaded: list | None) -> Report:
                                 "(llama.cpp), which needs nothing more.",
                                 "nothing to do; on an RK3588/RK3576 board run ./install.sh there"))
     driver = npu_driver_version()
-    if npu_driver_kind() == "rocket":
-        report.problems.append((ROCKET_HINT, "the rknpu driver comes with the board vendor's kernel"))
     report.facts.append(("NPU driver", driver or ("unknown (needs root to read debugfs)" if soc != "cpu" else "none")))
-    if driver and tuple(int(x) for x in driver.split(".")) < REQUIRED_DRIVER:
-        report.problems.append((f"RKNPU driver {driver} is older than 0.9.8, which the runtime needs",
-                                "upgrade the board's kernel (5.10.209 or 6.1.84 ship 0.9.8) or build the "
-                                "driver from rknn-llm's rknpu-driver tarball"))
+    problem = driver_problem()
+    if problem == ROCKET_HINT:
+        report.problems.append((ROCKET_HINT, "the rknpu driver comes with the board vendor's kernel"))
+    elif problem is not None:
+        report.problems.append((problem, "or build the driver from rknn-llm's rknpu-driver tarball"))
     report.facts.append(("NPU device", next((d for d in ("/dev/rknpu", "/dev/dri/renderD129") if os.path.exists(d)), "none")))
     _runtime(settings, soc, report)
     policies = sorted(Path("/sys/devices/system/cpu/cpufreq").glob("policy*"))
@@ -98,7 +95,7 @@ def check(settings, loaded: list | None) -> Report:
 
 
 def _runtime(settings, soc: str, report: Report) -> None:
-    from rkollama.backends.rkllm.runtime import INSTALL_HINT, find_library, identify
+    from rkollama.backends.rkllm.runtime import INSTALL_HINT, identify
     from rkollama.errors import LoadFailed
 
     path = find_library(settings.rkllm_lib)

@@ -40,8 +40,6 @@ def source_platform(setting: str, rkllm_lib: str = "") -> str:
         return setting
     soc = detect_soc()
     if soc in NPU_ENGINE_PLATFORMS:
-        from rkollama.backends.rkllm.runtime import find_library
-
         if find_library(rkllm_lib) is not None:
             return soc
     return "cpu"
@@ -78,3 +76,33 @@ def npu_driver_kind(root: Path = Path("/")) -> str:
     if (root / "sys/module/rocket").exists():
         return "rocket"
     return ""
+
+
+RUNTIME_PATHS = ("/usr/lib/librkllmrt.so", "/usr/lib/aarch64-linux-gnu/librkllmrt.so",
+                 "/usr/local/lib/librkllmrt.so", "/lib/librkllmrt.so")
+"""Where a system-wide RKLLM runtime is looked for, after RKOLLAMA_RKLLM_LIB and external/."""
+REQUIRED_DRIVER = (0, 9, 8)
+"""The oldest RKNPU driver the RKLLM runtime works with."""
+
+
+def find_library(setting: str = "") -> Path | None:
+    """RKOLLAMA_RKLLM_LIB, then external/ beside the package, then RUNTIME_PATHS."""
+    candidates = [setting] if setting else []
+    candidates.append(str(Path(__file__).resolve().parents[1] / "external" / "librkllmrt.so"))
+    candidates += RUNTIME_PATHS
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def driver_problem() -> str | None:
+    """Why this kernel's NPU driver cannot run the RKLLM runtime, or None (also when unknown)."""
+    if npu_driver_kind() == "rocket":
+        return ROCKET_HINT
+    driver = npu_driver_version()
+    if driver and tuple(int(x) for x in driver.split(".")) < REQUIRED_DRIVER:
+        return (f"the RKNPU driver is {driver}; the RKLLM runtime needs "
+                f"{'.'.join(map(str, REQUIRED_DRIVER))} or newer. Upgrade the board's kernel "
+                "(5.10.209 or 6.1.84 ship 0.9.8)")
+    return None

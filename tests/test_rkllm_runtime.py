@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from rkollama import platform
 from rkollama.backends.rkllm import runtime
 from rkollama.errors import LoadFailed
 from rkollama.platform import detect_soc, platform_defaults, source_platform
@@ -104,8 +105,8 @@ def test_an_unrecognisable_runtime_is_refused(tmp_path):
 
 
 def test_the_library_is_found_from_the_setting_first(tmp_path, fake_runtime):
-    assert runtime.find_library(str(fake_runtime["1.2"])) == fake_runtime["1.2"]
-    assert runtime.find_library(str(tmp_path / "missing.so")) != tmp_path / "missing.so"
+    assert platform.find_library(str(fake_runtime["1.2"])) == fake_runtime["1.2"]
+    assert platform.find_library(str(tmp_path / "missing.so")) != tmp_path / "missing.so"
 
 
 @pytest.mark.parametrize("compatible,soc", [
@@ -137,10 +138,10 @@ def test_an_old_npu_driver_is_refused_with_the_fix(fake_runtime, tmp_path, monke
 
     spec = register_fake(ModelStore(tmp_path), "m", source={"path": "m.rkllm", "format": "rkllm"})
     settings = Settings.from_env({}, models=tmp_path, rkllm_lib=str(fake_runtime["1.2"]))
-    monkeypatch.setattr(backend, "npu_driver_version", lambda: "0.8.2")
+    monkeypatch.setattr(platform, "npu_driver_version", lambda: "0.8.2")
     with pytest.raises(LoadFailed, match="RKNPU driver is 0.8.2; the RKLLM runtime needs 0.9.8"):
         backend.RKLLMBackend.load(spec, LoadOptions(), settings)
-    monkeypatch.setattr(backend, "npu_driver_version", lambda: "0.9.8")
+    monkeypatch.setattr(platform, "npu_driver_version", lambda: "0.9.8")
     loaded = backend.RKLLMBackend.load(spec, LoadOptions(), settings)
     loaded.close()
 
@@ -213,7 +214,7 @@ def test_loading_on_the_rocket_driver_is_refused_with_the_fix(fake_runtime, tmp_
     from rkollama.core.types import LoadOptions
     from rkollama.models.store import ModelStore
 
-    monkeypatch.setattr(backend, "npu_driver_kind", lambda: "rocket")
+    monkeypatch.setattr(platform, "npu_driver_kind", lambda: "rocket")
     spec = register_fake(ModelStore(tmp_path / "m"), "npu", source={"path": "m.rkllm", "format": "rkllm"})
     settings = Settings.from_env({}, models=tmp_path / "m", rkllm_lib=str(fake_runtime["1.3"]))
     with pytest.raises(LoadFailed, match="rocket.*rknpu driver"):

@@ -47,7 +47,8 @@ def board_daemon(tmp_path_factory):
 
 
 def test_the_runtime_is_found_and_identified():
-    from rkollama.backends.rkllm.runtime import find_library, identify
+    from rkollama.backends.rkllm.runtime import identify
+    from rkollama.platform import find_library
 
     found = identify(find_library(os.environ.get("RKOLLAMA_RKLLM_LIB", "")))
     assert found.family in ("1.2", "1.3", "1.3.1") and found.version

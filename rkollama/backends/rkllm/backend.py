@@ -20,8 +20,7 @@ from rkollama.backends.rkllm.runtime import open_runtime
 from rkollama.core.prompt import ChatTemplate, TemplateRenderError
 from rkollama.core.types import Done, DoneReason, Token
 from rkollama.errors import BackendFailed, BadRequest, LoadFailed
-from rkollama.doctor import REQUIRED_DRIVER
-from rkollama.platform import (NPU_ENGINE_PLATFORMS, ROCKET_HINT, npu_driver_kind, npu_driver_version,
+from rkollama.platform import (NPU_ENGINE_PLATFORMS, driver_problem,
                                platform_defaults, source_platform)
 
 _END = object()
@@ -62,13 +61,9 @@ class RKLLMBackend(Backend):
     # -- loading -------------------------------------------------------------------------------
     @classmethod
     def load(cls, spec, opts, settings) -> "RKLLMBackend":
-        if npu_driver_kind() == "rocket":
-            raise LoadFailed(ROCKET_HINT)
-        driver = npu_driver_version()
-        if driver and tuple(int(x) for x in driver.split(".")) < REQUIRED_DRIVER:
-            raise LoadFailed(f"the RKNPU driver is {driver}; the RKLLM runtime needs 0.9.8 or newer. "
-                             "Upgrade the board's kernel (5.10.209 or 6.1.84 ship 0.9.8); "
-                             "`rkollama doctor` shows the details")
+        problem = driver_problem()
+        if problem is not None:
+            raise LoadFailed(f"{problem}; `rkollama doctor` shows the details")
         _check_target(spec, source_platform(settings.platform, settings.rkllm_lib))
         rt = open_runtime(settings.rkllm_lib)
         fam = rt.family

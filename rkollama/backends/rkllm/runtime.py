@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rkollama.backends.rkllm import abi
 from rkollama.errors import LoadFailed
+from rkollama.platform import find_library
 
 # Git blob ids of Rockchip's official builds (fact sheet §2.2): id -> runtime version.
 KNOWN_BLOBS = {
@@ -32,8 +33,6 @@ KNOWN_BLOBS = {
 KNOWN_SHA256 = {
     "f25e9b099db08aaacd0a3ac62b4697d3951d6ae61ae41ea09f6702cfa89eb32c": "1.3.1",  # 7,674,816 B, aarch64
 }
-SYSTEM_PATHS = ("/usr/lib/librkllmrt.so", "/usr/lib/aarch64-linux-gnu/librkllmrt.so",
-                "/usr/local/lib/librkllmrt.so", "/lib/librkllmrt.so")
 INSTALL_HINT = ("install runtime 1.3.1 (or 1.3.0, 1.2.3) from github.com/airockchip/rknn-llm "
                 "(rkllm-runtime/Linux/librkllm_api/aarch64/librkllmrt.so) into external/ or /usr/lib, "
                 "or set RKOLLAMA_RKLLM_LIB")
@@ -56,17 +55,6 @@ class Identity:
     family: str
     version: str  # "" when only the family is known
     how: str      # which rung of the ladder decided
-
-
-def find_library(setting: str = "") -> Path | None:
-    """RKOLLAMA_RKLLM_LIB, then external/ beside the package, then the system library paths."""
-    candidates = [setting] if setting else []
-    candidates.append(str(Path(__file__).resolve().parents[3] / "external" / "librkllmrt.so"))
-    candidates += SYSTEM_PATHS
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    return None
 
 
 def blob_id(path: Path) -> str:

@@ -1,0 +1,55 @@
+"""What may import what (docs/architecture.md): detection and settings at the bottom, then core
+and models, then engines and the scheduler, then the HTTP server and the CLI on top. Imports
+inside functions count too: a lazy import is still a dependency."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "rkollama"
+FORBIDDEN = {
+    "rkollama.platform": ("rkollama.backends", "rkollama.doctor", "rkollama.server", "rkollama.cli",
+                          "rkollama.scheduler", "rkollama.models", "rkollama.core"),
+    "rkollama.board": ("rkollama.backends", "rkollama.server", "rkollama.cli", "rkollama.scheduler"),
+    "rkollama.config": ("rkollama.backends", "rkollama.server", "rkollama.cli", "rkollama.scheduler",
+                        "rkollama.models", "rkollama.core"),
+    "rkollama.core": ("rkollama.server", "rkollama.cli", "rkollama.backends", "rkollama.scheduler",
+                      "rkollama.doctor"),
+    "rkollama.models": ("rkollama.server", "rkollama.cli", "rkollama.backends", "rkollama.scheduler",
+                        "rkollama.doctor"),
+    "rkollama.backends": ("rkollama.server", "rkollama.cli", "rkollama.doctor", "rkollama.scheduler"),
+    "rkollama.scheduler": ("rkollama.server", "rkollama.cli", "rkollama.doctor"),
+    "rkollama.server": ("rkollama.cli",),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in found if name.startswith("rkollama")}
+
+
+def test_no_module_imports_a_layer_above_it():
+    problems = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = module_name(path)
+        for layer, banned in FORBIDDEN.items():
+            if name == layer or name.startswith(layer + "."):
+                for imported in imports(path):
+                    if any(imported == b or imported.startswith(b + ".") for b in banned):
+                        problems.append(f"{name} imports {imported}")
+    assert problems == []
+
+
+def test_no_module_passes_600_lines():
+    long = {module_name(p): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 600}
+    assert long == {}
