@@ -27,9 +27,10 @@ sleep 3
 "$here/.venv/bin/rkollama" pull smollm2:135m
 # Open WebUI with its default settings, but offline: no hub downloads (its RAG embedder is not
 # used by chat) and no OpenAI connection.
-DATA_DIR="$work/webui" WEBUI_AUTH=False OLLAMA_BASE_URL="http://127.0.0.1:$rk_port" \
+# (Run from $work: Open WebUI writes its .webui_secret_key into the current directory.)
+(cd "$work" && DATA_DIR="$work/webui" WEBUI_AUTH=False OLLAMA_BASE_URL="http://127.0.0.1:$rk_port" \
   OFFLINE_MODE=True HF_HUB_OFFLINE=1 ENABLE_OPENAI_API=False \
-  "$venv/bin/open-webui" serve --port "$webui_port" > "$work/webui.log" 2>&1 &
+  exec "$venv/bin/open-webui" serve --port "$webui_port") > "$work/webui.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 120); do curl -fs -o /dev/null "http://127.0.0.1:$webui_port/" && break; sleep 2; done
 status=0
