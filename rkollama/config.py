@@ -165,14 +165,13 @@ def convert(setting: Setting, raw, source: str):
 
 def read_file(path: Path) -> dict[str, object]:
     """The settings of one YAML file (absent file: none), checked key by key."""
-    import yaml
-
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+    import yaml  # only when there is a file: client commands start faster without it
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

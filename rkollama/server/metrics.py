@@ -85,23 +85,15 @@ class _Live:
             memory.add_metric([model.spec.name.display()], model.size)
         yield memory
         readings = board.read(self.root)
-        if readings.npu_load:
-            npu = GaugeMetricFamily("rkollama_npu_load_percent", "NPU load per core", labels=["core"])
-            for core, percent in readings.npu_load.items():
-                npu.add_metric([core], percent)
-            yield npu
-        if readings.temperatures:
-            temp = GaugeMetricFamily("rkollama_temperature_celsius", "Thermal zone temperatures",
-                                     labels=["zone"])
-            for zone, celsius in readings.temperatures.items():
-                temp.add_metric([zone], celsius)
-            yield temp
-        if readings.cpu_freq_hz:
-            cpu = GaugeMetricFamily("rkollama_cpu_frequency_hertz", "Current CPU frequencies",
-                                    labels=["cpu"])
-            for name, hz in readings.cpu_freq_hz.items():
-                cpu.add_metric([name], hz)
-            yield cpu
+        for name, text, label, values in (
+                ("rkollama_npu_load_percent", "NPU load per core", "core", readings.npu_load),
+                ("rkollama_temperature_celsius", "Thermal zone temperatures", "zone", readings.temperatures),
+                ("rkollama_cpu_frequency_hertz", "Current CPU frequencies", "cpu", readings.cpu_freq_hz)):
+            if values:  # absent where the kernel does not expose it, rather than a zero
+                family = GaugeMetricFamily(name, text, labels=[label])
+                for key, value in values.items():
+                    family.add_metric([key], value)
+                yield family
         if readings.npu_freq_hz is not None:
             yield GaugeMetricFamily("rkollama_npu_frequency_hertz", "Current NPU frequency",
                                     value=readings.npu_freq_hz)
