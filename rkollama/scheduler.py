@@ -12,15 +12,21 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 from datetime import datetime, timedelta, timezone
 
 from rkollama.core.parse import parse_output
 from rkollama.core.stops import apply_stops
-from rkollama.core.types import Done, DoneReason, Token, TokenLogprob
+from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Token, TokenLogprob
 from rkollama.durations import MAX_DURATION_S, parse_keep_alive
 from rkollama.engine_thread import EngineThread
 from rkollama.errors import BadRequest, Cancelled, LoadFailed, QueueFull, RkollamaError, ShuttingDown
+
+if TYPE_CHECKING:
+    from rkollama.config import Settings
+    from rkollama.models.store import ModelSpec
 
 POLL_S = 0.1  # how often a waiting request checks whether its client went away
 WATCH_S = 0.1  # how often running generations check whether their client went away
@@ -32,7 +38,7 @@ log = logging.getLogger("rkollama.scheduler")
 class LoadedModel:
     """Immutable snapshot for /api/ps. `expires_at` is None while a request is running."""
 
-    spec: object
+    spec: "ModelSpec"
     expires_at: datetime | None
     context_length: int
     size: int
@@ -72,8 +78,8 @@ class Observer:
 
 
 class Scheduler:
-    def __init__(self, settings, backend_factory=None, clock=time.monotonic,
-                 observer: Observer | None = None):
+    def __init__(self, settings: "Settings", backend_factory: Callable | None = None,
+                 clock: Callable[[], float] = time.monotonic, observer: Observer | None = None):
         if backend_factory is None:
             from rkollama.backends import EngineFactory
             backend_factory = EngineFactory()
@@ -124,7 +130,9 @@ class Scheduler:
             self._cond.notify_all()
 
     # -- public API ----------------------------------------------------------------------------
-    def submit(self, spec, gen, opts, keep_alive=None, disconnected=None) -> "Stream":
+    def submit(self, spec: "ModelSpec", gen: Generation, opts: LoadOptions,
+               keep_alive: float | None = None,
+               disconnected: Callable[[], bool] | None = None) -> "Stream":
         """Wait for `spec` (loading it if needed) and return its event stream.
 
         Blocks while the model is busy; raises QueueFull, Cancelled (the client went away while
@@ -320,7 +328,7 @@ class Scheduler:
                 self._close(runner)
             self._cond.notify_all()
 
-    def _close(self, runner) -> None:
+    def _close(self, runner: _Runner) -> None:
         """Unload `runner` (idempotent: shutdown and a stream ending at once both call it)."""
         if self._runners.get(runner.key) is runner:
             del self._runners[runner.key]

@@ -8,10 +8,19 @@ Contract:
   * `close()` is idempotent and safe after a partial load.
 """
 
-from typing import ClassVar, Iterator
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, ClassVar
+
+from rkollama.core.types import Done, Generation, LoadOptions, Token
+
+if TYPE_CHECKING:
+    from rkollama.config import Settings
+    from rkollama.models.store import ModelSpec
 
 
-class Backend:
+class Backend(ABC):
     kind: str = ""
     """Engine name: "llamacpp", "rkllm" or "fake"."""
     device: str = "cpu"
@@ -34,18 +43,20 @@ class Backend:
     from several threads concurrently and the backend batches them itself."""
 
     @classmethod
-    def load(cls, spec, opts, settings) -> "Backend":
-        raise NotImplementedError
+    @abstractmethod
+    def load(cls, spec: "ModelSpec", opts: LoadOptions, settings: "Settings") -> "Backend":
+        """The model loaded and ready."""
 
-    def generate(self, gen, cancel) -> Iterator:
-        raise NotImplementedError
+    @abstractmethod
+    def generate(self, gen: Generation, cancel: threading.Event) -> Iterator[Token | Done]:
+        """`Token`s, then one `Done`."""
 
     def generate_batch(self, batch: list) -> Iterator:
         """Several generations in one forward pass (NPU n_batch): `batch` is [(id, gen, cancel)];
         yields (id, event)."""
         raise NotImplementedError
 
-    def render(self, gen) -> str:
+    def render(self, gen: Generation) -> str:
         """The prompt text `gen` becomes, chat template applied (`_debug_render_only`)."""
         raise NotImplementedError
 

@@ -16,8 +16,12 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.live import Live
 
 from rkollama.cli import common, render
 from rkollama.client import Client, ConnectError, StatusError
@@ -192,7 +196,7 @@ class LiveView:
     def __init__(self, runs: int):
         self.runs = runs
         self.rows: dict[tuple[str, int], list[Run]] = {}
-        self.live = None
+        self.live: "Live | None" = None
 
     def __enter__(self) -> "LiveView":
         if sys.stderr.isatty():

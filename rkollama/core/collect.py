@@ -2,7 +2,8 @@
 
 from dataclasses import dataclass, field
 
-from rkollama.core.types import Done, Token, ToolCall
+from rkollama.core.types import Done, Token, TokenLogprob, ToolCall
+from rkollama.errors import BackendFailed
 
 
 @dataclass
@@ -19,8 +20,12 @@ class Completion:
 
 def collect(events) -> Completion:
     """Read the whole stream; a stream with `close()` is closed however this ends."""
-    content, thinking, calls, logprobs, answer_logprobs = [], [], [], [], []
-    done = None
+    content: list[str] = []
+    thinking: list[str] = []
+    calls: list[ToolCall] = []
+    logprobs: list[TokenLogprob] = []
+    answer_logprobs: list[TokenLogprob] = []
+    done: Done | None = None
     try:
         for event in events:
             if isinstance(event, Token):
@@ -35,4 +40,6 @@ def collect(events) -> Completion:
     finally:
         if hasattr(events, "close"):
             events.close()
+    if done is None:  # the engine's contract is a final Done; say so rather than fail later
+        raise BackendFailed("the engine ended its answer without its final counters")
     return Completion("".join(content), "".join(thinking), done, calls, logprobs, answer_logprobs)

@@ -94,9 +94,10 @@ def parse_yaml(path: Path, tag: str) -> Parsed:
         raise BadRequest(f"{path}: tag {wanted} has no local `path` source; a YAML Modelfile that "
                          "downloads its model belongs in RKOLLAMA_MODELFILES, then `rkollama pull "
                          f"{family.name}:{wanted}`")
-    parsed = Parsed(upload=Path(entry.source["path"]))
-    if not parsed.upload.is_file():
-        raise BadRequest(f"{path}: the source file {parsed.upload} does not exist")
+    upload = Path(entry.source["path"])
+    if not upload.is_file():
+        raise BadRequest(f"{path}: the source file {upload} does not exist")
+    parsed = Parsed(upload=upload)
     body = parsed.body
     if entry.template and entry.template != "builtin":
         body["template"] = entry.template
@@ -120,6 +121,8 @@ def _instructions(text: str):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         match = _LINE.match(line)
+        if match is None:  # cannot happen for a non-blank line; kept for the type checker
+            raise BadRequest(f"(line {number}): {_UNKNOWN}")
         command, args = match.group(1).lower(), match.group(2).strip()
         if command not in COMMANDS:
             raise BadRequest(f"(line {number}): {_UNKNOWN}")

@@ -6,6 +6,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
@@ -14,6 +15,12 @@ from rkollama import __version__
 from rkollama.server.auth import Gate
 from rkollama.server.metrics import Metrics
 from rkollama.server.streaming import error_response
+
+if TYPE_CHECKING:
+    from rkollama.config import Settings
+    from rkollama.models.catalog import Catalog
+    from rkollama.models.store import ModelStore
+    from rkollama.scheduler import Scheduler
 
 _LOCAL_ORIGINS = ("http://localhost", "https://localhost", "http://localhost:*", "https://localhost:*",
                   "http://127.0.0.1", "https://127.0.0.1", "http://127.0.0.1:*", "https://127.0.0.1:*",
@@ -28,16 +35,18 @@ _ALLOWED_HEADERS = ("Authorization, Content-Type, User-Agent, Accept, X-Requeste
 
 @dataclass
 class Deps:
-    settings: object
-    scheduler: object
-    store: object
-    catalog: object
+    """The app's collaborators, reached from a request through `generation.deps()`."""
+
+    settings: "Settings"
+    scheduler: "Scheduler"
+    store: "ModelStore"
+    catalog: "Catalog"
     platform: str
     metrics: Metrics
 
 
-def create_app(settings, scheduler, store, catalog, platform: str = "cpu",
-               clock=time.monotonic) -> Flask:
+def create_app(settings: "Settings", scheduler: "Scheduler", store: "ModelStore", catalog: "Catalog",
+               platform: str = "cpu", clock=time.monotonic) -> Flask:
     """The app; it also makes itself the scheduler's observer (its metrics)."""
     from rkollama.server import anthropic_routes, cloud_routes, manage_routes, ollama_routes, openai_routes
 

@@ -2,24 +2,29 @@
 capabilities, merge options, build the `Generation`, and hand it to the scheduler."""
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from flask import current_app, g, request
 
 from rkollama.core import structured
 from rkollama.core.collect import collect
 from rkollama.core.request import check_capabilities, effective_options, load_options, to_generation
-from rkollama.core.types import Done, DoneReason, Token
+from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Token
 from rkollama.errors import BackendFailed
+
+if TYPE_CHECKING:
+    from rkollama.models.store import ModelSpec
+    from rkollama.server.app import Deps
 
 
 @dataclass
 class Prepared:
-    spec: object
-    gen: object
-    load_opts: object
+    spec: "ModelSpec"
+    gen: Generation
+    load_opts: LoadOptions
 
 
-def deps():
+def deps() -> "Deps":
     return current_app.config["RKOLLAMA"]
 
 

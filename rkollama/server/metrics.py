@@ -13,6 +13,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from rkollama import board
 from rkollama.core.types import Done
+from rkollama.scheduler import Observer
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -21,7 +22,7 @@ TOKEN_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0
 """Seconds per generated token: NPU decode steps are 20-100 ms, a small CPU model's ~10 ms."""
 
 
-class Metrics:
+class Metrics(Observer):
     """The daemon's metrics; also the scheduler's observer (`generation_finished`, `runner_died`)."""
 
     def __init__(self, scheduler, sysfs_root: Path = Path("/")):
