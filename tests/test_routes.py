@@ -397,3 +397,21 @@ def test_a_format_the_engine_cannot_enforce_loads_the_model_once(http, script):
                                          "messages": [{"role": "user", "content": "x"}]})
     assert reply.status_code == 200 and reply.get_json()["message"]["content"] == '{"ok": true}'
     assert len(script.loads) == 1
+
+
+@pytest.mark.parametrize("fmt,fault", [
+    ({"properties": None}, "format.properties must be an object"),
+    ({"type": "object", "properties": {"a": {"enum": 5}}}, "format.properties.a.enum must be a list"),
+    ({"required": "a"}, "format.required must be a list of strings"),
+    ({"anyOf": []}, "format.anyOf must be a non-empty list"),
+    ({"type": 7}, "format.type must be a string or a list of strings"),
+    ({"items": "x"}, "format.items must be an object"),
+])
+def test_a_malformed_schema_in_format_is_a_400_naming_the_keyword(http, script, fmt, fault):
+    for path, body in (("/api/chat", {"messages": [{"role": "user", "content": "x"}]}),
+                       ("/api/generate", {"prompt": "x"})):
+        reply = http.post(path, json={"model": "tiny", "stream": False, "format": fmt, **body})
+        assert (reply.status_code, reply.get_json()) == (400, {"error": f"invalid JSON schema in format: {fault}"})
+    ok = http.post("/api/chat", json={"model": "tiny", "stream": False, "messages": [{"role": "user", "content": "x"}],
+                                      "format": {"type": "object", "properties": {"a": True}, "items": False}})
+    assert ok.status_code == 200

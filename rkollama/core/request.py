@@ -3,6 +3,7 @@ prompt assembly, option precedence and capability checks, the same for /api and 
 
 from dataclasses import dataclass, field
 
+from rkollama.core import structured
 from rkollama.core.types import Generation, LoadOptions, Message, SamplingOptions
 from rkollama.errors import BadRequest
 from rkollama.models.options import DEFAULTS, LOAD_OPTIONS, NUM_CTX_FLOOR, merge_request_options
@@ -76,6 +77,10 @@ def to_generation(spec, req: Request, options: dict) -> Generation:
     """Assemble the prompt as Ollama does: Modelfile MESSAGEs first, the Modelfile SYSTEM only when
     the request brings no system message of its own; /api/generate becomes one user turn."""
     sampling = sampling_options(options)
+    if isinstance(req.format, dict):  # every dialect's schema passes here, before any engine
+        fault = structured.schema_fault(req.format)
+        if fault:
+            raise BadRequest(f"invalid JSON schema in format: {fault}")
     think = req.think
     if think is None and "thinking" in spec.capabilities:
         think = True

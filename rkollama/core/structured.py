@@ -12,6 +12,54 @@ _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null":
           "integer": int, "number": (int, float)}
 
 
+_SCHEMA_MAP = ("properties", "$defs", "definitions", "patternProperties")
+_SCHEMA_LIST = ("anyOf", "oneOf", "allOf", "prefixItems")
+MAX_SCHEMA_DEPTH = 32
+
+
+def schema_fault(schema, path: str = "format", depth: int = 0) -> str | None:
+    """What makes `schema` not a JSON Schema the keywords it uses can be read from (a request's
+    `format` is hostile input: `{"properties": null}` must be a 400, not a crash later), or None.
+    Only the shapes of keywords are checked, not their meaning."""
+    if isinstance(schema, bool):
+        return None
+    if not isinstance(schema, dict):
+        return f"{path} must be an object"
+    if depth > MAX_SCHEMA_DEPTH:
+        return f"{path} is nested too deeply"
+    kind = schema.get("type")
+    if kind is not None and not (isinstance(kind, str) or
+                                 (isinstance(kind, list) and all(isinstance(k, str) for k in kind))):
+        return f"{path}.type must be a string or a list of strings"
+    if "enum" in schema and not isinstance(schema["enum"], list):
+        return f"{path}.enum must be a list"
+    required = schema.get("required")
+    if required is not None and not (isinstance(required, list) and all(isinstance(r, str) for r in required)):
+        return f"{path}.required must be a list of strings"
+    for key in _SCHEMA_MAP:
+        if key in schema:
+            if not isinstance(schema[key], dict):
+                return f"{path}.{key} must be an object"
+            for name, sub in schema[key].items():
+                fault = schema_fault(sub, f"{path}.{key}.{name}", depth + 1)
+                if fault:
+                    return fault
+    for key in _SCHEMA_LIST:
+        if key in schema:
+            if not isinstance(schema[key], list) or not schema[key]:
+                return f"{path}.{key} must be a non-empty list"
+            for index, sub in enumerate(schema[key]):
+                fault = schema_fault(sub, f"{path}.{key}[{index}]", depth + 1)
+                if fault:
+                    return fault
+    for key in ("items", "additionalProperties", "not"):
+        if key in schema:
+            fault = schema_fault(schema[key], f"{path}.{key}", depth + 1)
+            if fault:
+                return fault
+    return None
+
+
 def instruction(fmt) -> str:
     if fmt == "json":
         return "Reply with a single JSON value and nothing else."
