@@ -76,15 +76,14 @@ def test_metrics_read_the_board_where_it_exposes_it(tmp_path, scheduler):
 def test_runner_deaths_and_pulls_are_counted(scheduler, settings, store, fake_server, script):
     from rkollama.core.types import LoadOptions
 
-    metrics = fake_server.app_deps.metrics
     spec = store.resolve("tiny")
     scheduler.load(spec, LoadOptions())
     next(iter(scheduler._runners.values())).backend.dead = True
     scheduler.load(spec, LoadOptions())  # notices the dead runner and loads again
-    assert metrics.crashes.labels("tiny:latest")._value.get() == 1
     reply = requests.post(f"{fake_server.url}/api/pull", json={"model": "nosuchmodel"}, timeout=10)
     assert reply.status_code == 404
     got = samples(fake_server.url)
+    assert got[("rkollama_runner_crashes_total", (("model", "tiny:latest"),))] == 1
     assert got[("rkollama_pulls_total", (("outcome", "failed"),))] == 1
 
 

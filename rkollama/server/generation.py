@@ -108,6 +108,13 @@ class Replay:
         pass
 
 
+def load(spec: "ModelSpec", options, keep_alive: float | None) -> float:
+    """Load `spec` with a request's `options` now; the seconds it took (0 when it was loaded)."""
+    g.model = spec.name.display()
+    opts = load_options(effective_options(spec, options))
+    return deps().scheduler.load(spec, opts, keep_alive, disconnected())
+
+
 def embed(model: str, texts: list[str], truncate: bool, options, keep_alive):
     """(vectors, tokens, load seconds) for `texts`; 404 as the embed endpoints word it."""
     from rkollama.errors import ModelNotFound
@@ -117,8 +124,8 @@ def embed(model: str, texts: list[str], truncate: bool, options, keep_alive):
         spec = deps().store.resolve(model)
     except ModelNotFound:
         raise ModelNotFound(f'model "{model}" not found, try pulling it first') from None
-    opts = load_options(effective_options(spec, options))
     if not texts:
-        deps().scheduler.load(spec, opts, keep_alive, disconnected())
+        load(spec, options, keep_alive)
         return [], 0, 0.0
+    opts = load_options(effective_options(spec, options))
     return deps().scheduler.embed(spec, opts, texts, truncate, keep_alive, disconnected())

@@ -6,7 +6,6 @@ from flask import Blueprint, current_app
 
 from rkollama import __version__
 from rkollama.api.fields import Fields, parse_body
-from rkollama.core.request import effective_options, load_options
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest, RkollamaError
 from rkollama.openai import convert
@@ -50,11 +49,8 @@ def _model(type_name: str) -> tuple[Fields, str]:
 def load():
     """Load a model now (as an empty /api/generate does): `model`, optional `keep_alive`, `options`."""
     f, name = _model("LoadRequest")
-    deps = generation.deps()
-    spec = deps.store.resolve(name)
-    opts = load_options(effective_options(spec, f.get("options", dict)))
-    seconds = deps.scheduler.load(spec, opts, keep_alive_seconds(f.raw("keep_alive")),
-                                  generation.disconnected())
+    spec = generation.deps().store.resolve(name)
+    seconds = generation.load(spec, f.get("options", dict), keep_alive_seconds(f.raw("keep_alive")))
     return json_response({"model": spec.name.display(), "loaded": True,
                           "load_duration": int(seconds * 1e9)})
 
