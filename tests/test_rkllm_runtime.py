@@ -235,3 +235,63 @@ def test_an_rkllm_built_for_another_board_is_refused_with_the_fix(fake_runtime, 
                                  platform="rk3588")
     with pytest.raises(LoadFailed, match="converted for RK3576.*is RK3588: pull the rk3588 build"):
         RKLLMBackend.load(spec, LoadOptions(), settings)
+
+
+def _handles_alive(lib_path) -> int:
+    """rkllm_init calls minus rkllm_destroy calls the double has seen in this process."""
+    import ctypes
+    import json
+
+    lib = ctypes.CDLL(str(lib_path))  # the same loaded copy the backend uses
+    lib.fake_last_json.restype = ctypes.c_char_p
+    seen = json.loads(lib.fake_last_json())
+    return seen["inits"] - seen["destroys"]
+
+
+@pytest.mark.parametrize("fields,error", [
+    ({"template": "{% if messages %}unclosed"}, "invalid chat template for npu:latest"),
+    ({"rkllm": {"lora": [{"path": "/nonexistent/adapter.rkllm", "name": "a"}]}}, "could not load the LoRA"),
+    ({"rkllm": {"prompt_cache": "/nonexistent/cache.bin"}}, "could not load the prompt cache"),
+])
+def test_a_load_that_fails_after_the_runtime_starts_holds_no_handle(fake_runtime, tmp_path, fields, error):
+    from helpers import register_fake
+    from rkollama.backends.rkllm.backend import RKLLMBackend
+    from rkollama.config import Settings
+    from rkollama.core.types import LoadOptions
+    from rkollama.models.store import ModelStore
+
+    store = ModelStore(tmp_path / "m")
+    spec = register_fake(store, "npu", source={"path": "m.rkllm", "format": "rkllm"}, **fields)
+    settings = Settings.from_env({}, models=tmp_path / "m", rkllm_lib=str(fake_runtime["1.3.1"]))
+    alive = _handles_alive(fake_runtime["1.3.1"])
+    with pytest.raises(LoadFailed, match=error):
+        RKLLMBackend.load(spec, LoadOptions(), settings)
+    assert _handles_alive(fake_runtime["1.3.1"]) == alive
+
+
+def test_init_sampling_is_ollamas_defaults_under_the_modelfiles_parameters(fake_runtime, tmp_path):
+    """1.2.x runtimes sample with what rkllm_init got: Ollama's defaults (repeat_penalty 1.0, not
+    the runtime's 1.1), the Modelfile's parameters over them, its rkllm section over both."""
+    import ctypes
+    import json
+
+    from helpers import register_fake
+    from rkollama.backends.rkllm.backend import RKLLMBackend
+    from rkollama.config import Settings
+    from rkollama.core.types import LoadOptions
+    from rkollama.models.store import ModelStore
+
+    store = ModelStore(tmp_path / "m")
+    plain = register_fake(store, "plain", source={"path": "m.rkllm", "format": "rkllm"})
+    tuned = register_fake(store, "tuned", source={"path": "m.rkllm", "format": "rkllm"},
+                          parameters={"temperature": 0.3, "top_k": 20}, rkllm={"top_k": 5})
+    settings = Settings.from_env({}, models=tmp_path / "m", rkllm_lib=str(fake_runtime["1.2"]))
+    lib = ctypes.CDLL(str(fake_runtime["1.2"]))
+    lib.fake_last_json.restype = ctypes.c_char_p
+    seen = []
+    for spec in (plain, tuned):
+        RKLLMBackend.load(spec, LoadOptions(), settings).close()
+        seen.append(json.loads(lib.fake_last_json())["param"])
+    assert (seen[0]["repeat_penalty"], seen[0]["temperature"], seen[0]["top_k"], seen[0]["top_p"]) == \
+        (1.0, 0.8, 40, 0.9)
+    assert (seen[1]["temperature"], seen[1]["top_k"]) == (0.3, 5)

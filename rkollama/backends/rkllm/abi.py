@@ -19,6 +19,7 @@ from ctypes import (CFUNCTYPE, POINTER, Structure, Union, c_bool, c_char_p, c_fl
                     c_int8, c_int32, c_size_t, c_uint8, c_uint32, c_uint64, c_void_p)
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 FAMILIES = ("1.2", "1.3", "1.3.1")
 
@@ -37,14 +38,15 @@ class Family:
     """The struct classes and callback types of one ABI family (C names as attributes)."""
 
     name: str
-    structs: dict
+    structs: dict[str, Any]
     callback_struct: bool
     """rkllm_init takes an RKLLMCallback struct and sampling is per run (1.3.x)."""
-    LLMResultCallback: object
-    LLMTokenizerCallback: object | None
-    LLMGetEmbedCallback: object | None
+    # ctypes types made at run time for the family: Any, as mypy cannot follow them.
+    LLMResultCallback: Any
+    LLMTokenizerCallback: Any
+    LLMGetEmbedCallback: Any
 
-    def __getattr__(self, item):
+    def __getattr__(self, item: str) -> Any:
         try:
             return self.structs[item]
         except KeyError:
@@ -64,7 +66,7 @@ def family(name: str) -> Family:
                     ("enabled_cpus_num", c_int8), ("enabled_cpus_mask", c_uint32),
                     ("n_batch", c_uint8), ("use_cross_attn", c_int8), ("reserved", c_uint8 * 104)]
 
-    param_fields = [("model_path", c_char_p), ("max_context_len", c_int32),
+    param_fields: list[Any] = [("model_path", c_char_p), ("max_context_len", c_int32),
                     ("max_new_tokens", c_int32), ("top_k", c_int32), ("n_keep", c_int32),
                     ("top_p", c_float), ("temperature", c_float), ("repeat_penalty", c_float),
                     ("frequency_penalty", c_float), ("presence_penalty", c_float),
@@ -90,7 +92,7 @@ def family(name: str) -> Family:
     class RKLLMTokenInput(Structure):
         _fields_ = [("input_ids", POINTER(c_int32)), ("n_tokens", c_size_t)]
 
-    structs = {}
+    structs: dict[str, Any] = {}
     if v13:
         class RKLLMImageInput(Structure):  # unnamed in C: RKLLMMultiModalInput.image
             _fields_ = [("image_embed", POINTER(c_float)), ("n_image_tokens", c_size_t),
@@ -117,7 +119,7 @@ def family(name: str) -> Family:
         class RKLLMMultiModalInput(Structure):
             _fields_ = [("prompt", c_char_p), *media]
     else:
-        class RKLLMMultiModalInput(Structure):
+        class RKLLMMultiModalInput(Structure):  # type: ignore[no-redef]  # the 1.2 layout
             _fields_ = [("prompt", c_char_p), ("image_embed", POINTER(c_float)),
                         ("n_image_tokens", c_size_t), ("n_image", c_size_t),
                         ("image_width", c_size_t), ("image_height", c_size_t)]
@@ -149,7 +151,7 @@ def family(name: str) -> Family:
                     ("presence_penalty", c_float), ("mirostat", c_int32),
                     ("mirostat_tau", c_float), ("mirostat_eta", c_float)]
 
-    infer_fields = [("mode", c_int), ("lora_params", POINTER(RKLLMLoraParam)),
+    infer_fields: list[Any] = [("mode", c_int), ("lora_params", POINTER(RKLLMLoraParam)),
                     ("prompt_cache_params", POINTER(RKLLMPromptCacheParam))]
     if v13:
         infer_fields += [("sampling_params", POINTER(RKLLMSamplingParam)), ("keep_history", c_int),
@@ -179,7 +181,8 @@ def family(name: str) -> Family:
     # typedef int (*LLMResultCallback)(RKLLMResult* result, void* userdata, LLMCallState state);
     # int, not void: a void callback leaves garbage in the return register, read as "pause".
     result_cb = CFUNCTYPE(c_int, POINTER(RKLLMResult), c_void_p, c_int)
-    tokenizer_cb = embed_cb = None
+    tokenizer_cb: Any = None
+    embed_cb: Any = None
     structs.update(RKLLMExtendParam=RKLLMExtendParam, RKLLMParam=RKLLMParam,
                    RKLLMLoraAdapter=RKLLMLoraAdapter, RKLLMEmbedInput=RKLLMEmbedInput,
                    RKLLMTokenInput=RKLLMTokenInput, RKLLMMultiModalInput=RKLLMMultiModalInput,

@@ -6,6 +6,7 @@ import hashlib
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from ctypes import POINTER, c_char_p, c_int, c_void_p
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,7 +174,21 @@ def probe_version(path: Path, timeout: float = 20.0) -> str:
 
 
 class Runtime:
-    """A loaded librkllmrt.so with every function declared for its ABI family."""
+    """A loaded librkllmrt.so with every function declared for its ABI family (bound in
+    __init__; each returns the runtime's int status, 0 for success)."""
+
+    rkllm_init: Callable[..., int]
+    rkllm_run: Callable[..., int]
+    rkllm_abort: Callable[..., int]
+    rkllm_is_running: Callable[..., int]
+    rkllm_destroy: Callable[..., int]
+    rkllm_clear_kv_cache: Callable[..., int]
+    rkllm_get_kv_cache_size: Callable[..., int]
+    rkllm_set_chat_template: Callable[..., int]
+    rkllm_set_function_tools: Callable[..., int]
+    rkllm_load_lora: Callable[..., int]
+    rkllm_load_prompt_cache: Callable[..., int]
+    rkllm_release_prompt_cache: Callable[..., int]
 
     def __init__(self, identity: Identity):
         self.identity = identity

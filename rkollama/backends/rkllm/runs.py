@@ -1,0 +1,129 @@
+"""Runs in flight on one RKLLM handle, and the result callback that feeds them.
+
+The runtime calls the callback from a thread of its own with the `userdata` given to rkllm_run;
+that is a run id here, so the callback finds its run in a table the backend owns (never a
+global), and nothing it does may raise into the runtime's thread.
+"""
+
+import codecs
+import ctypes
+import itertools
+import queue
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from rkollama.backends.rkllm import abi
+
+END = object()
+"""Put on a run's queue when rkllm_run has returned."""
+
+Perf = tuple[int, float, int, float]
+"""(prefill tokens, prefill ms, generated tokens, generate ms) as the runtime reports them."""
+
+
+def _utf8_decoder() -> codecs.IncrementalDecoder:
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+
+@dataclass
+class Run:
+    """Per-generation state reached from the callback through `userdata`."""
+
+    events: "queue.Queue[Any]" = field(default_factory=queue.Queue)
+    decoder: codecs.IncrementalDecoder = field(default_factory=_utf8_decoder)
+    perf: Perf | None = None
+    error: bool = False
+    slot_decoders: list[codecs.IncrementalDecoder] = field(default_factory=list)
+    """Batch runs: one decoder per slot (the callback then receives an array of results)."""
+    tokens: int = 0
+    """One NORMAL or WAITING callback per generated token."""
+    hidden: list[float] | None = None
+    """Mean of the last hidden layer (embedding runs)."""
+    keep: tuple[Any, ...] = ()
+    """The ctypes buffers the runtime reads while the run is in flight."""
+
+    def poll(self) -> Iterator[Any]:
+        """The run's events as they come, and None every 50 ms so callers can check cancellation."""
+        while True:
+            try:
+                item = self.events.get(timeout=0.05)
+            except queue.Empty:
+                item = None
+            if item is END:
+                return
+            yield item
+
+
+class RunTable:
+    """The runs of one handle by id; `on_result` is what the runtime's callback calls."""
+
+    def __init__(self) -> None:
+        self._runs: dict[int, Run] = {}
+        self._ids = itertools.count(1)
+
+    def start(self, slots: int = 0, keep: tuple[Any, ...] = ()) -> tuple[int, Run]:
+        run_id = next(self._ids)
+        run = self._runs[run_id] = Run(keep=keep)
+        if slots:
+            run.slot_decoders = [_utf8_decoder() for _ in range(slots)]
+        return run_id, run
+
+    def finish(self, run_id: int) -> None:
+        self._runs.pop(run_id, None)
+
+    def on_result(self, result: Any, userdata: int | None, state: int) -> int:
+        """The runtime's result callback. Returns 0: continue (1 would pause, 2 release buffers)."""
+        run = self._runs.get(userdata or 0)
+        if run is None:
+            return 0
+        try:
+            if run.slot_decoders:
+                _batch_result(run, result, state)
+            else:
+                _single_result(run, result, state)
+        except Exception:  # nothing may escape into the runtime's thread
+            run.error = True
+        return 0
+
+
+def _single_result(run: Run, result: Any, state: int) -> None:
+    if state == abi.RKLLM_RUN_NORMAL and result and result.contents.last_hidden_layer.num_tokens > 0:
+        layer = result.contents.last_hidden_layer
+        if layer.hidden_states:  # valid only during this callback: pool it now
+            size, count = layer.embd_size, layer.num_tokens
+            values = (ctypes.c_float * (size * count)).from_address(
+                ctypes.addressof(layer.hidden_states.contents))
+            run.hidden = [sum(values[t * size + d] for t in range(count)) / count for d in range(size)]
+        return
+    if state in (abi.RKLLM_RUN_NORMAL, abi.RKLLM_RUN_WAITING):
+        run.tokens += 1
+        raw = result.contents.text if result else None
+        if raw:  # bytes; WAITING pieces are incomplete UTF-8, the decoder joins them
+            text = run.decoder.decode(raw)
+            if text:
+                run.events.put((text, run.tokens))
+    elif state == abi.RKLLM_RUN_FINISH:
+        perf = result.contents.perf if result else None
+        run.perf = _perf(perf) if perf else None
+    elif state == abi.RKLLM_RUN_ERROR:
+        run.error = True
+
+
+def _batch_result(run: Run, result: Any, state: int) -> None:
+    """n_batch > 1: `result` points to an array of n_batch results, one per slot; a slot whose
+    token_id is negative has finished and carries no text."""
+    if state in (abi.RKLLM_RUN_NORMAL, abi.RKLLM_RUN_WAITING) and result:
+        for slot, decoder in enumerate(run.slot_decoders):
+            item = result[slot]
+            if item.token_id < 0 or not item.text:
+                continue
+            run.events.put((slot, decoder.decode(item.text)))
+    elif state == abi.RKLLM_RUN_FINISH and result:
+        run.perf = _perf(result[0].perf)
+    elif state == abi.RKLLM_RUN_ERROR:
+        run.error = True
+
+
+def _perf(perf: Any) -> Perf:
+    return (perf.prefill_tokens, perf.prefill_time_ms, perf.generate_tokens, perf.generate_time_ms)
