@@ -10,13 +10,12 @@ as server-sent events `message_start`, `content_block_start`/`_delta`/`_stop`, `
 `message_stop`.
 """
 
-import base64
-import binascii
 import json
 import secrets
 
 from rkollama.api.fields import Fields
-from rkollama.core.request import Request, THINK_LEVELS, validate_tools
+from rkollama.core.images import is_base64
+from rkollama.core.request import THINK_LEVELS, Request, validate_tools
 from rkollama.core.types import DoneReason, Message, ToolCall
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest
@@ -143,10 +142,8 @@ def _image(source) -> str:
         kind = source.get("type") if isinstance(source, dict) else source
         raise BadRequest(f"invalid image source type: {kind}. Only base64 images are supported.")
     data = source.get("data")
-    try:
-        base64.b64decode(data or "", validate=True)
-    except (binascii.Error, ValueError, TypeError):
-        raise BadRequest("invalid base64 image data") from None
+    if not is_base64(data or ""):
+        raise BadRequest("invalid base64 image data")
     return data
 
 

@@ -1,12 +1,11 @@
 """Ollama requests → core `Generation`, and core events → Ollama response objects."""
 
-import base64
-import binascii
 from datetime import datetime, timezone
 
 from rkollama.api.fields import Fields
 from rkollama.core.request import (THINK_LEVELS, Request, check_top_logprobs, normalise_tool_calls,
                                    validate_tools)
+from rkollama.core.images import is_base64, split_data_uri
 from rkollama.core.types import DoneReason, Message
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest
@@ -74,10 +73,8 @@ def _image(value) -> str:
     """Accept plain base64 (Ollama) or a data URI; return plain base64."""
     if not isinstance(value, str):
         raise BadRequest("json: cannot unmarshal images: expected base64 strings")
-    text = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
-    try:
-        base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
+    _, text = split_data_uri(value)
+    if not is_base64(text):
         raise BadRequest("illegal base64 data in images")
     return text
 

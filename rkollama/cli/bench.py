@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from rich.live import Live
 
 from rkollama.cli import common, render
-from rkollama.client import Client, ConnectError, StatusError
+from rkollama.client import Client
 
 PROMPTS = {
     "short": "Why is the sky blue?",
@@ -301,14 +301,9 @@ def command(models: list[str] = typer.Argument(..., help="Models to measure"),
     text = PROMPTS.get(prompt, prompt)
 
     view = LiveView(runs)
-    try:
-        with view:
-            report = bench(cli, host or common.settings().base_url(), models, text, runs, num_predict,
-                           levels, view.update, check_quality)
-    except StatusError as exc:
-        raise common.fail(exc.message)
-    except ConnectError as exc:
-        raise common.fail(f"could not connect to {host or 'the server'}: {exc}")
+    with common.daemon_errors(host or "the server"), view:
+        report = bench(cli, host or common.settings().base_url(), models, text, runs, num_predict,
+                       levels, view.update, check_quality)
     print(markdown(report), end="")
     from rkollama.platform import detect_soc
 

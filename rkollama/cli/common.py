@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -69,11 +71,19 @@ def _start_daemon(cfg: Settings, cli: Client) -> None:
     raise fail(f"the rkollama daemon did not start; see {log_path}")
 
 
-def call(fn, *args, **kwargs):
-    """Run a client call, turning daemon errors into `Error: …` and exit code 1."""
+@contextmanager
+def daemon_errors(where: str = "rkollama server") -> Iterator[None]:
+    """Daemon errors inside the block end the command with `Error: …` and exit code 1 (the one
+    place the CLI turns client errors into words)."""
     try:
-        return fn(*args, **kwargs)
+        yield
     except StatusError as exc:
-        raise fail(exc.message)
+        raise fail(exc.message) from None
     except ConnectError as exc:
-        raise fail(f"could not connect to rkollama server: {exc}")
+        raise fail(f"could not connect to {where}: {exc}") from None
+
+
+def call(fn, *args, **kwargs):
+    """Run a client call under daemon_errors()."""
+    with daemon_errors():
+        return fn(*args, **kwargs)

@@ -134,12 +134,8 @@ def pull(model: str):
 
 def pull_with_progress(cli, model: str) -> None:
     """Show Ollama-style progress: one bar per digest, status lines otherwise, then `success`."""
-    try:
+    with common.daemon_errors():
         _draw_progress(cli.pull(model))
-    except common.StatusError as exc:
-        raise common.fail(exc.message)
-    except common.ConnectError as exc:
-        raise common.fail(str(exc))
 
 
 def _draw_progress(lines) -> None:
@@ -230,19 +226,16 @@ def create(name: str = typer.Argument(..., help="Name of the new model"),
             common.call(cli.upload_blob, digest, parsed.upload)
         body["files"] = {parsed.upload.name: digest}
     elif body.get("from"):
-        try:
-            cli.show(body["from"])
-        except common.StatusError as exc:
-            if exc.status != 404:
-                raise common.fail(exc.message)
-            pull_with_progress(cli, body["from"])  # as `ollama create` pulls a missing FROM
-    try:
+        with common.daemon_errors():
+            try:
+                cli.show(body["from"])
+            except common.StatusError as exc:
+                if exc.status != 404:
+                    raise
+                pull_with_progress(cli, body["from"])  # as `ollama create` pulls a missing FROM
+    with common.daemon_errors():
         for line in cli.create(body):
             print(line.get("status", ""), file=sys.stderr)
-    except common.StatusError as exc:
-        raise common.fail(exc.message)
-    except common.ConnectError as exc:
-        raise common.fail(str(exc))
 
 
 def push(name: str = typer.Argument(..., help="Model to push")):

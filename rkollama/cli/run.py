@@ -78,13 +78,12 @@ def run(model: str = typer.Argument(..., help="Model name, e.g. smollm2:135m"),
 def _show_or_pull(cli, model: str) -> dict:
     from rkollama.cli.models import pull_with_progress
 
-    try:
-        return cli.show(model)
-    except common.StatusError as exc:
-        if exc.status != 404:
-            raise common.fail(exc.message)
-    except common.ConnectError as exc:
-        raise common.fail(str(exc))
+    with common.daemon_errors():
+        try:
+            return cli.show(model)
+        except common.StatusError as exc:
+            if exc.status != 404:
+                raise
     pull_with_progress(cli, model)
     return common.call(cli.show, model)
 
@@ -148,30 +147,29 @@ class Session:
         self.last_answer = ""
         out = render.WordWrap(sys.stdout, shutil.get_terminal_size().columns - 5) if self.wordwrap \
             else sys.stdout
-        try:
-            for obj in stream:
-                part = obj.get("message", {}) if key == "message" else obj
-                thinking = part.get("thinking", "")
-                text = part.get("content" if key == "message" else "response", "")
-                if thinking and not self.hide_thinking:
-                    if not thinking_open:
-                        out.write("Thinking...\n")
-                        thinking_open = True
-                    out.write(thinking)
-                if text:
-                    if thinking_open:
-                        out.write("\n...done thinking.\n\n")
-                        thinking_open = False
-                    out.write(text)
-                    self.last_answer += text
-                sys.stdout.flush()
-                if obj.get("done"):
-                    final = obj
-        except common.StatusError as exc:
-            raise common.fail(exc.message)
-        finally:
-            if out is not sys.stdout:
-                out.finish()
+        with common.daemon_errors():
+            try:
+                for obj in stream:
+                    part = obj.get("message", {}) if key == "message" else obj
+                    thinking = part.get("thinking", "")
+                    text = part.get("content" if key == "message" else "response", "")
+                    if thinking and not self.hide_thinking:
+                        if not thinking_open:
+                            out.write("Thinking...\n")
+                            thinking_open = True
+                        out.write(thinking)
+                    if text:
+                        if thinking_open:
+                            out.write("\n...done thinking.\n\n")
+                            thinking_open = False
+                        out.write(text)
+                        self.last_answer += text
+                    sys.stdout.flush()
+                    if obj.get("done"):
+                        final = obj
+            finally:
+                if out is not sys.stdout:
+                    out.finish()
         return final
 
     # -- interactive -------------------------------------------------------------------------

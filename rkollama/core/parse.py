@@ -7,7 +7,6 @@ as soon as it cannot be, so ordinary answers stream without delay.
 import json
 import secrets
 import string
-from dataclasses import replace
 
 from rkollama.core.types import Done, DoneReason, Token, ToolCall
 
@@ -251,7 +250,7 @@ def parse_output(events, gen):
                     called = called or isinstance(parsed, ToolCall)
                     yield parsed
             if called and event.reason is DoneReason.STOP:
-                event = replace(event, reason=DoneReason.TOOL_CALLS)
+                event = event.relabelled(DoneReason.TOOL_CALLS)
             yield event
             return
         if isinstance(event, Token) and not event.thinking and thinking is not None:

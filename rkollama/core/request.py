@@ -1,6 +1,7 @@
 """The engine-neutral request both dialects convert to, and how it becomes a `Generation`:
 prompt assembly, option precedence and capability checks, the same for /api and /v1."""
 
+import json
 from dataclasses import dataclass, field
 
 from rkollama.core import structured
@@ -126,8 +127,10 @@ def validate_tools(tools) -> list:
     return tools
 
 
-def normalise_tool_calls(calls) -> list:
-    """Tool calls of an earlier assistant turn, in the shape chat templates expect."""
+def normalise_tool_calls(calls: object, json_arguments: bool = False) -> list[dict]:
+    """Tool calls of an earlier assistant turn, in the shape chat templates expect (arguments an
+    object; `id` kept when given). `json_arguments`: arguments may arrive as a JSON string, as
+    OpenAI sends them."""
     if not isinstance(calls, list):
         raise BadRequest("tool_calls must be an array")
     out = []
@@ -136,12 +139,15 @@ def normalise_tool_calls(calls) -> list:
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise BadRequest("invalid tool call: it needs function.name")
         arguments = function.get("arguments", {})
+        if json_arguments and (arguments is None or isinstance(arguments, str)):
+            try:
+                arguments = json.loads(arguments or "{}")
+            except ValueError:
+                raise BadRequest("invalid tool call arguments") from None
         if not isinstance(arguments, dict):
             raise BadRequest("invalid tool call arguments")
-        item = {"type": "function", "function": {"name": function["name"], "arguments": arguments}}
+        item: dict = {"type": "function", "function": {"name": function["name"], "arguments": arguments}}
         if isinstance(call.get("id"), str):
             item["id"] = call["id"]
         out.append(item)
     return out
-
-

@@ -1,7 +1,7 @@
 """Stop sequences applied to any engine's token stream, matched across token boundaries."""
 
-from dataclasses import replace
 
+from rkollama.core.parse import partial_suffix
 from rkollama.core.types import Done, DoneReason, Token
 
 
@@ -23,7 +23,7 @@ def apply_stops(events, stops: list[str], cancel):
             if pending and not stopped:
                 yield Token(pending)
             if stopped:
-                event = replace(event, reason=DoneReason.STOP)
+                event = event.relabelled(DoneReason.STOP)
             yield event
             return
         if stopped or event.thinking:
@@ -38,7 +38,7 @@ def apply_stops(events, stops: list[str], cancel):
             pending, stopped = "", True
             cancel.set()
             continue
-        keep = _partial_suffix(pending, stops)
+        keep = max(partial_suffix(pending, stop) for stop in stops)  # could still become a stop
         if len(pending) > keep:
             yield Token(pending[: len(pending) - keep])
             pending = pending[len(pending) - keep:]
@@ -47,14 +47,3 @@ def apply_stops(events, stops: list[str], cancel):
 def _first_match(text: str, stops: list[str]):
     hits = [i for i in (text.find(s) for s in stops) if i >= 0]
     return min(hits) if hits else None
-
-
-def _partial_suffix(text: str, stops: list[str]) -> int:
-    """Length of the longest suffix of `text` that is a proper prefix of some stop sequence."""
-    best = 0
-    for stop in stops:
-        for n in range(min(len(stop) - 1, len(text)), best, -1):
-            if text.endswith(stop[:n]):
-                best = n
-                break
-    return best

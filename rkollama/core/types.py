@@ -1,7 +1,7 @@
 """The one internal request (`Generation`) and event stream (`Token`…, `Done`) of rkollama."""
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 class DoneReason(enum.Enum):
@@ -43,20 +43,21 @@ class LoadOptions:
 
 @dataclass
 class SamplingOptions:
-    """Per-request sampling; changing these never reloads a model. Ollama's names and defaults."""
+    """Per-request sampling; changing these never reloads a model. Ollama's names, and its
+    built-in defaults (api/types.go DefaultOptions): the one home of those defaults."""
 
-    temperature: float = 0.8
+    num_keep: int = 4
+    seed: int = -1
+    num_predict: int = -1
     top_k: int = 40
     top_p: float = 0.9
     min_p: float = 0.0
     typical_p: float = 1.0
-    repeat_penalty: float = 1.0
     repeat_last_n: int = 64
+    temperature: float = 0.8
+    repeat_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
-    seed: int = -1
-    num_predict: int = -1
-    num_keep: int = 4
     stop: list = field(default_factory=list)
 
 
@@ -145,3 +146,7 @@ class Done:
     context: tuple[int, ...] = ()
     """Token ids of the window at the end (prompt and answer), for /api/generate's `context`;
     empty where the engine does not expose tokens (the NPU runtime)."""
+
+    def relabelled(self, reason: DoneReason) -> "Done":
+        """The same counts under another reason (a stop sequence matched; tools were called)."""
+        return replace(self, reason=reason)

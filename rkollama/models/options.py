@@ -1,9 +1,11 @@
 """Ollama's option table (`options`, Modelfile `parameters`, `/set parameter`) and typing rules."""
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
 
+from rkollama.core.types import SamplingOptions
 from rkollama.errors import BadRequest
 
 INT32_MAX = 2**31 - 1
@@ -48,12 +50,8 @@ OPTIONS: dict[str, Option] = {
     "stop": Option(list, False),
 }
 
-# Ollama's built-in defaults for runtime options (api/types.go DefaultOptions).
-DEFAULTS: dict[str, object] = {
-    "num_keep": 4, "seed": -1, "num_predict": -1, "top_k": 40, "top_p": 0.9, "min_p": 0.0,
-    "typical_p": 1.0, "repeat_last_n": 64, "temperature": 0.8, "repeat_penalty": 1.0,
-    "presence_penalty": 0.0, "frequency_penalty": 0.0, "stop": [],
-}
+DEFAULTS: dict[str, object] = dataclasses.asdict(SamplingOptions())
+"""Ollama's built-in defaults for the runtime options, by name (from SamplingOptions)."""
 DEFAULT_NUM_BATCH = 512
 
 LOAD_OPTIONS = tuple(name for name, option in OPTIONS.items() if option.load)

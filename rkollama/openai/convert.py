@@ -8,7 +8,8 @@ import struct
 import time
 
 from rkollama.api.fields import Fields
-from rkollama.core.request import Request, check_top_logprobs, validate_tools
+from rkollama.core.request import Request, check_top_logprobs, normalise_tool_calls, validate_tools
+from rkollama.core.images import is_base64, split_data_uri
 from rkollama.core.types import DoneReason, Message
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest
@@ -161,22 +162,10 @@ def _messages(items: list) -> list[Message]:
         content, images = message_content(f.raw("content", ""))
         message = Message(role=role.lower(), content=content, images=images,
                           thinking=f.get("reasoning", str, "") or f.get("reasoning_content", str, ""))
-        for call in f.get("tool_calls", list, []):
-            function = call.get("function") if isinstance(call, dict) else None
-            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-                raise BadRequest("invalid tool call")
-            arguments = function.get("arguments") or "{}"
-            try:
-                parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
-            except ValueError:
-                raise BadRequest("invalid tool call arguments") from None
-            if not isinstance(parsed, dict):
-                raise BadRequest("invalid tool call arguments")
-            call_id = call.get("id") if isinstance(call.get("id"), str) else ""
-            if call_id:
-                names_by_id[call_id] = function["name"]
-            message.tool_calls.append({"type": "function", "id": call_id,
-                                       "function": {"name": function["name"], "arguments": parsed}})
+        message.tool_calls = normalise_tool_calls(f.get("tool_calls", list, []), json_arguments=True)
+        for call in message.tool_calls:
+            if call.get("id"):
+                names_by_id[call["id"]] = call["function"]["name"]
         if message.role == "tool":
             message.tool_name = names_by_id.get(f.get("tool_call_id", str, ""), "") or f.get("name", str, "")
         out.append(message)
@@ -209,13 +198,11 @@ def message_content(value) -> tuple[str, list]:
 def _data_uri(url) -> str:
     if not isinstance(url, str) or not url.startswith("data:"):
         raise BadRequest("image URLs are not currently supported, please use base64 encoded data instead")
-    header, _, data = url.partition(",")
+    header, data = split_data_uri(url)
     if ";base64" not in header:
         raise BadRequest("invalid image input")
-    try:
-        base64.b64decode(data, validate=True)
-    except ValueError:
-        raise BadRequest("invalid message format") from None  # Ollama's words for bad base64
+    if not is_base64(data):
+        raise BadRequest("invalid message format")  # Ollama's words for bad base64
     return data
 
 

@@ -1,6 +1,5 @@
 """Ollama's native API (/api/*). Each handler: parse → resolve → convert → scheduler → render."""
 
-import itertools
 import time
 
 from flask import Blueprint, current_app, request
@@ -16,7 +15,7 @@ from rkollama.models.create import create as create_model
 from rkollama.models.hf import HubConfig
 from rkollama.models.pull import pull as pull_model
 from rkollama.server import describe, generation
-from rkollama.server.streaming import error_response, json_response, ndjson
+from rkollama.server.streaming import error_response, json_response, ndjson, primed
 
 OLLAMA_VERSION = "0.12.0"
 
@@ -119,13 +118,13 @@ def _counted(lines, metrics):
 def _progress(lines, stream: bool):
     """Ollama's progress replies (pull, create): NDJSON lines, or only the last one. The first
     line is produced before the 200 goes out, so a bad request keeps its status code."""
-    first = next(lines)
+    lines = primed(lines)
     if not stream:
-        last = first
+        last = None
         for last in lines:
             pass
         return json_response(last)
-    return ndjson(itertools.chain([first], lines))
+    return ndjson(lines)
 
 
 @bp.route("/api/blobs/<digest>", methods=["HEAD"])
@@ -217,14 +216,10 @@ def _complete(req, endpoint: str, chunk, started: float):
         if req.logprobs:
             reply["logprobs"] = [lp.to_dict() for lp in completion.logprobs]
         return json_response(_ordered(reply))
-    try:
-        first = next(stream)  # errors before the first token still get a proper status code
-    except BaseException:
-        stream.close()
-        raise
+    events = primed(stream)  # errors before the first token still get a proper status code
 
     def lines():
-        for event in itertools.chain([first], stream):
+        for event in events:
             if isinstance(event, Token):
                 line = chunk(req.model, "" if event.thinking else event.text,
                              event.text if event.thinking else "")

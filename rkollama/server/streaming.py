@@ -3,6 +3,8 @@ error line on failure and cancel the generation when the client goes away."""
 
 import itertools
 import json
+from collections.abc import Iterator
+from typing import TypeVar
 
 from flask import Response
 
@@ -10,6 +12,7 @@ from rkollama.errors import RkollamaError
 
 JSON_TYPE = "application/json; charset=utf-8"
 NDJSON_TYPE = "application/x-ndjson"
+T = TypeVar("T")
 
 
 def dumps(obj) -> str:
@@ -22,6 +25,19 @@ def json_response(obj, status: int = 200) -> Response:
 
 def error_response(message: str, status: int) -> Response:
     return json_response({"error": message}, status)
+
+
+def primed(stream: Iterator[T]) -> Iterator[T]:
+    """`stream` with its first item already read: an error before any output is raised here,
+    before the 200 goes out, so it keeps its status code. The stream is closed if that fails."""
+    try:
+        first = next(stream)
+    except BaseException:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+        raise
+    return itertools.chain([first], stream)
 
 
 def ndjson(lines, on_close=None) -> Response:
@@ -50,15 +66,11 @@ def event_stream(stream, frames, error_frame) -> Response:
     each frame; an error after the first event becomes one last frame, `error_frame(message,
     status)`. The first event is read before the 200 goes out, so errors before any output keep
     their status code; the stream is closed however the body ends (the client gone included)."""
-    try:
-        first = next(stream)
-    except BaseException:
-        stream.close()
-        raise
+    events = primed(stream)
 
     def body():
         try:
-            yield from frames(itertools.chain([first], stream))
+            yield from frames(events)
         except RkollamaError as exc:
             yield error_frame(exc.message, exc.status)
         except Exception as exc:  # never a traceback on the wire
