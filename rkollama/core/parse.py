@@ -4,6 +4,7 @@ Both parsers hold back only text that could still be the start of a tag or call,
 as soon as it cannot be, so ordinary answers stream without delay.
 """
 
+import enum
 import json
 import secrets
 import string
@@ -29,6 +30,15 @@ def partial_suffix(text: str, marker: str) -> int:
     return 0
 
 
+class _Think(enum.Enum):
+    """Where ThinkingSplitter is: START → THINKING → AFTER → CONTENT, or START → CONTENT."""
+
+    START = "start"        # nothing but whitespace yet: a <think> may still open
+    THINKING = "thinking"  # inside <think>…: text is reasoning
+    AFTER = "after"        # just past </think>: blank lines before the answer are dropped
+    CONTENT = "content"    # the answer: text passes through
+
+
 class ThinkingSplitter:
     """Splits a leading `<think>…</think>` block off the answer.
 
@@ -37,30 +47,30 @@ class ThinkingSplitter:
 
     def __init__(self, keep: bool = True):
         self.keep = keep
-        self.state = "start"  # start → thinking → content, or start → content
+        self.state = _Think.START
         self.buffer = ""
 
     def feed(self, text: str) -> list[Token]:
         self.buffer += text
         out: list[Token] = []
         while True:
-            if self.state == "start":
+            if self.state is _Think.START:
                 stripped = self.buffer.lstrip()
                 if stripped.startswith(THINK_OPEN):
                     self.buffer = stripped[len(THINK_OPEN):].lstrip("\n")
-                    self.state = "thinking"
+                    self.state = _Think.THINKING
                     continue
                 if stripped and THINK_OPEN.startswith(stripped):
                     return out  # could still become <think>
                 if not stripped:
                     return out
-                self.state = "content"
-            if self.state == "thinking":
+                self.state = _Think.CONTENT
+            if self.state is _Think.THINKING:
                 end = self.buffer.find(THINK_CLOSE)
                 if end >= 0:
                     self._think(out, self.buffer[:end].rstrip("\n"))
                     self.buffer = self.buffer[end + len(THINK_CLOSE):].lstrip()
-                    self.state = "after"
+                    self.state = _Think.AFTER
                     if not self.buffer:
                         return out
                     continue
@@ -70,11 +80,11 @@ class ThinkingSplitter:
                 self._think(out, self.buffer[:cut])
                 self.buffer = self.buffer[cut:]
                 return out
-            if self.state == "after":  # drop the blank lines between </think> and the answer
+            if self.state is _Think.AFTER:  # drop the blank lines between </think> and the answer
                 self.buffer = self.buffer.lstrip()
                 if not self.buffer:
                     return out
-                self.state = "content"
+                self.state = _Think.CONTENT
             if self.buffer:
                 out.append(Token(self.buffer))
             self.buffer = ""
@@ -88,9 +98,20 @@ class ThinkingSplitter:
         rest, self.buffer = self.buffer, ""
         if not rest:
             return []
-        if self.state == "thinking":
+        if self.state is _Think.THINKING:
             return [Token(rest, thinking=True)] if self.keep else []
-        return [Token(rest)] if rest.strip() or self.state == "content" else []
+        return [Token(rest)] if rest.strip() or self.state is _Think.CONTENT else []
+
+
+class _Calls(enum.Enum):
+    """Where ToolCallParser is in the answer text."""
+
+    START = "start"          # nothing but whitespace yet: a bare JSON call may start here
+    TEXT = "text"            # plain answer text, watching for <tool_call>
+    TAG = "tag"              # inside <tool_call>…, waiting for </tool_call>
+    BETWEEN = "between"      # right after a tagged call: whitespace is not content
+    JSON = "json"            # inside a bare JSON call, waiting for its closing brace
+    JSON_MORE = "json_more"  # after a bare call: another one, separators, or nothing
 
 
 class ToolCallParser:
@@ -101,51 +122,51 @@ class ToolCallParser:
     def __init__(self, tool_names: set[str]):
         self.names = tool_names
         self.buffer = ""
-        self.state = "start"  # start | text | tag | json
+        self.state = _Calls.START
         self.calls = 0
 
     def feed(self, text: str) -> list:
         self.buffer += text
         out: list = []
         while self.buffer:
-            if self.state == "start":
+            if self.state is _Calls.START:
                 stripped = self.buffer.lstrip()
                 if stripped.startswith(PYTHON_TAG):
                     stripped = stripped[len(PYTHON_TAG):]
                 if not stripped or PYTHON_TAG.startswith(stripped):
                     return out
                 if stripped.startswith("{"):
-                    self.buffer, self.state = stripped, "json"
+                    self.buffer, self.state = stripped, _Calls.JSON
                     continue
-                self.state = "text"
-            if self.state == "text":
+                self.state = _Calls.TEXT
+            if self.state is _Calls.TEXT:
                 start = self.buffer.find(CALL_OPEN)
                 if start >= 0:
                     if self.buffer[:start]:
                         out.append(Token(self.buffer[:start]))
-                    self.buffer, self.state = self.buffer[start + len(CALL_OPEN):], "tag"
+                    self.buffer, self.state = self.buffer[start + len(CALL_OPEN):], _Calls.TAG
                     continue
                 keep = partial_suffix(self.buffer, CALL_OPEN)
                 if len(self.buffer) > keep:
                     out.append(Token(self.buffer[: len(self.buffer) - keep]))
                 self.buffer = self.buffer[len(self.buffer) - keep:]
                 return out
-            if self.state == "tag":
+            if self.state is _Calls.TAG:
                 end = self.buffer.find(CALL_CLOSE)
                 if end < 0:
                     return out
                 body, self.buffer = self.buffer[:end], self.buffer[end + len(CALL_CLOSE):]
                 call = self._call(body, require_known=False)
                 out.append(call or Token(CALL_OPEN + body + CALL_CLOSE))
-                self.state = "between" if call else "text"
+                self.state = _Calls.BETWEEN if call else _Calls.TEXT
                 continue
-            if self.state == "between":  # whitespace after a call is not content
+            if self.state is _Calls.BETWEEN:  # whitespace after a call is not content
                 self.buffer = self.buffer.lstrip()
                 if not self.buffer:
                     return out
-                self.state = "text"
+                self.state = _Calls.TEXT
                 continue
-            if self.state == "json":
+            if self.state is _Calls.JSON:
                 end = _json_object_end(self.buffer)
                 if end is None:
                     return out
@@ -153,17 +174,17 @@ class ToolCallParser:
                 call = self._call(body, require_known=True)
                 if call is None:
                     out.append(Token(self.buffer))
-                    self.buffer, self.state = "", "text"
+                    self.buffer, self.state = "", _Calls.TEXT
                     return out
                 out.append(call)
-                self.buffer, self.state = rest, "json_more"
+                self.buffer, self.state = rest, _Calls.JSON_MORE
                 continue
-            if self.state == "json_more":  # after a bare call: another call, or nothing
+            if self.state is _Calls.JSON_MORE:  # after a bare call: another call, or nothing
                 stripped = self.buffer.lstrip().lstrip(";,").lstrip()
                 if not stripped:
                     return out
                 self.buffer = stripped
-                self.state = "json" if stripped.startswith("{") else "text"
+                self.state = _Calls.JSON if stripped.startswith("{") else _Calls.TEXT
         return out
 
     def _call(self, body: str, require_known: bool):
@@ -189,10 +210,10 @@ class ToolCallParser:
 
     def finish(self) -> list:
         rest, self.buffer = self.buffer, ""
-        if self.state == "tag":
+        if self.state is _Calls.TAG:
             call = self._call(rest.strip(), require_known=False)  # a missing closing tag at EOS
             return [call] if call else [Token(CALL_OPEN + rest)]
-        if self.state in ("between", "json_more") and not rest.strip():
+        if self.state in (_Calls.BETWEEN, _Calls.JSON_MORE) and not rest.strip():
             return []
         return [Token(rest)] if rest else []
 
