@@ -1,8 +1,14 @@
 """A small HTTP client for the daemon (stdlib only, so the CLI starts fast)."""
 
+import builtins
 import http.client
 import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
 from urllib.parse import urlsplit
+
+from rkollama.api import types as wire
 
 
 class StatusError(Exception):
@@ -57,7 +63,8 @@ class Client:
         conn.close()
         return True
 
-    def request(self, method: str, path: str, body=None):
+    def request(self, method: str, path: str, body: object = None) -> Any:
+        """The decoded JSON reply (None for an empty body)."""
         conn, response = self._send(method, path, body)
         try:
             raw = response.read()
@@ -65,7 +72,7 @@ class Client:
             conn.close()
         return json.loads(raw) if raw.strip() else None
 
-    def stream(self, method: str, path: str, body):
+    def stream(self, method: str, path: str, body: object) -> Iterator[dict[str, Any]]:
         """Yield each NDJSON object; raise StatusError on an `error` line.
 
         Closing the generator (or Ctrl+C inside it) closes the connection, which is how the
@@ -84,23 +91,24 @@ class Client:
             conn.close()
 
     # -- endpoints -----------------------------------------------------------------------------
-    def list(self):
+    def list(self) -> builtins.list[wire.ListModel]:
         return self.request("GET", "/api/tags")["models"]
 
-    def ps(self):
+    def ps(self) -> builtins.list[wire.ProcessModel]:
         return self.request("GET", "/api/ps")["models"]
 
-    def show(self, model: str):
+    def show(self, model: str) -> wire.ShowResponse:
         return self.request("POST", "/api/show", {"model": model})
 
-    def delete(self, model: str):
+    def delete(self, model: str) -> None:
         self.request("DELETE", "/api/delete", {"model": model})
 
-    def copy(self, source: str, destination: str):
+    def copy(self, source: str, destination: str) -> None:
         self.request("POST", "/api/copy", {"source": source, "destination": destination})
 
-    def pull(self, model: str):
-        return self.stream("POST", "/api/pull", {"model": model, "stream": True})
+    def pull(self, model: str) -> Iterator[wire.ProgressResponse]:
+        return cast(Iterator[wire.ProgressResponse],
+                    self.stream("POST", "/api/pull", {"model": model, "stream": True}))
 
     def blob_exists(self, digest: str) -> bool:
         try:
@@ -111,7 +119,7 @@ class Client:
                 return False
             raise
 
-    def upload_blob(self, digest: str, path) -> None:
+    def upload_blob(self, digest: str, path: Path) -> None:
         """POST the file at `path` as the blob `digest`, streamed from disk."""
         import os
 
@@ -130,14 +138,14 @@ class Client:
         if response.status >= 400:
             raise StatusError(_error_message(raw, response.status), response.status)
 
-    def create(self, body: dict):
-        return self.stream("POST", "/api/create", dict(body, stream=True))
+    def create(self, body: dict[str, Any]) -> Iterator[wire.ProgressResponse]:
+        return cast(Iterator[wire.ProgressResponse], self.stream("POST", "/api/create", dict(body, stream=True)))
 
-    def generate(self, **body):
-        return self.stream("POST", "/api/generate", dict(body, stream=True))
+    def generate(self, body: wire.GenerateRequest) -> Iterator[wire.GenerateResponse]:
+        return cast(Iterator[wire.GenerateResponse], self.stream("POST", "/api/generate", dict(body, stream=True)))
 
-    def chat(self, **body):
-        return self.stream("POST", "/api/chat", dict(body, stream=True))
+    def chat(self, body: wire.ChatRequest) -> Iterator[wire.ChatResponse]:
+        return cast(Iterator[wire.ChatResponse], self.stream("POST", "/api/chat", dict(body, stream=True)))
 
 
 def _error_message(raw: bytes, status: int) -> str:

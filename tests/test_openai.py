@@ -263,7 +263,7 @@ def test_format_on_an_engine_that_cannot_constrain_is_validated_and_retried(http
     first, second, third = script.history[-3:]
     assert first.messages[-1].content.startswith("count\n\nReply with a single JSON value")
     assert "not valid JSON" in second.messages[-1].content
-    assert "$.n should be integer" in third.messages[-1].content
+    assert "$.n: 'three' is not of type 'integer'" in third.messages[-1].content
 
 
 def test_format_failure_after_the_retries_is_reported(http, script):

@@ -131,6 +131,15 @@ def test_unclosed_think_at_the_end_is_reasoning():
     ('["r", "g"]', {"type": "array", "items": {"enum": ["r", "g", "b"]}}, True),
     ('["r", "y"]', {"type": "array", "items": {"enum": ["r", "g", "b"]}}, False),
     ('"x"', {"anyOf": [{"type": "integer"}, {"type": "string"}]}, True),
+    # Keywords a hand-written subset used to ignore: bounds, patterns, references, sizes.
+    ('{"n": 0}', {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}, False),
+    ('{"n": 1}', {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}, True),
+    ('"abc"', {"type": "string", "pattern": "^[0-9]+$"}, False),
+    ('[]', {"type": "array", "minItems": 1}, False),
+    ('{"p": {"age": "x"}}', {"type": "object", "properties": {"p": {"$ref": "#/$defs/P"}},
+                             "$defs": {"P": {"type": "object", "properties": {"age": {"type": "integer"}}}}}, False),
+    ('{"p": {"age": 3}}', {"type": "object", "properties": {"p": {"$ref": "#/$defs/P"}},
+                           "$defs": {"P": {"type": "object", "properties": {"age": {"type": "integer"}}}}}, True),
 ])
 def test_structured_output_validation(text, fmt, ok):
     from rkollama.core.structured import problem

@@ -406,6 +406,9 @@ def test_a_format_the_engine_cannot_enforce_loads_the_model_once(http, script):
     ({"anyOf": []}, "format.anyOf must be a non-empty list"),
     ({"type": 7}, "format.type must be a string or a list of strings"),
     ({"items": "x"}, "format.items must be an object"),
+    ({"type": "integer", "minimum": "x"}, "format.minimum: 'x' is not of type 'number'"),
+    ({"type": "string", "pattern": "(["}, "format.pattern: '([' is not a 'regex'"),
+    ({"$ref": "https://example.com/schema.json"}, "format: $ref 'https://example.com/schema.json' does not point inside the schema"),
 ])
 def test_a_malformed_schema_in_format_is_a_400_naming_the_keyword(http, script, fmt, fault):
     for path, body in (("/api/chat", {"messages": [{"role": "user", "content": "x"}]}),

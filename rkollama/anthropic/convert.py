@@ -142,7 +142,7 @@ def _image(source) -> str:
         kind = source.get("type") if isinstance(source, dict) else source
         raise BadRequest(f"invalid image source type: {kind}. Only base64 images are supported.")
     data = source.get("data")
-    if not is_base64(data or ""):
+    if not data or not isinstance(data, str) or not is_base64(data):
         raise BadRequest("invalid base64 image data")
     return data
 

@@ -1,12 +1,14 @@
 """Ollama requests → core `Generation`, and core events → Ollama response objects."""
 
+from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from rkollama.api.fields import Fields
 from rkollama.core.request import (THINK_LEVELS, Request, check_top_logprobs, normalise_tool_calls,
                                    validate_tools)
 from rkollama.core.images import is_base64, split_data_uri
-from rkollama.core.types import DoneReason, Message
+from rkollama.api import types as wire
+from rkollama.core.types import Done, DoneReason, Message, ToolCall
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest
 
@@ -109,7 +111,7 @@ def timestamp(value: datetime | None) -> str:
     return value.isoformat()
 
 
-def metrics(done, load_s: float, total_s: float) -> dict:
+def metrics(done: Done, load_s: float, total_s: float) -> wire.Metrics:
     """Final-object metrics in integer nanoseconds; zero values omitted (Go omitempty)."""
     values = {
         "total_duration": int(total_s * 1e9),
@@ -119,7 +121,7 @@ def metrics(done, load_s: float, total_s: float) -> dict:
         "eval_count": int(done.eval_tokens),
         "eval_duration": int(done.eval_ms * 1e6),
     }
-    return {k: v for k, v in values.items() if v > 0}
+    return wire.Metrics(**{k: v for k, v in values.items() if v > 0})  # type: ignore[typeddict-item]
 
 
 def done_reason(reason: DoneReason) -> str:
@@ -127,15 +129,15 @@ def done_reason(reason: DoneReason) -> str:
     return "stop" if reason is DoneReason.TOOL_CALLS else reason.value
 
 
-def tool_calls(calls) -> list:
+def tool_calls(calls: Iterable[ToolCall]) -> list[wire.ToolCall]:
     """Native tool calls: arguments as an object, `index` inside `function`."""
     return [{"id": c.id, "function": {"index": c.index, "name": c.name, "arguments": c.arguments}}
             for c in calls]
 
 
 def chat_chunk(model: str, content: str = "", thinking: str = "", done: bool = False,
-               calls=()) -> dict:
-    message = {"role": "assistant", "content": content}
+               calls: Iterable[ToolCall] = ()) -> wire.ChatResponse:
+    message: wire.Message = {"role": "assistant", "content": content}
     if thinking:
         message["thinking"] = thinking
     if calls:
@@ -144,9 +146,9 @@ def chat_chunk(model: str, content: str = "", thinking: str = "", done: bool = F
 
 
 def generate_chunk(model: str, response: str = "", thinking: str = "", done: bool = False,
-                   calls=()) -> dict:
-    chunk = {"model": model, "created_at": created_at(), "response": response}
+                   calls: Iterable[ToolCall] = ()) -> wire.GenerateResponse:
+    """`calls` is accepted for the same signature as chat_chunk; /api/generate has no tool calls."""
     if thinking:
-        chunk["thinking"] = thinking
-    chunk["done"] = done
-    return chunk
+        return {"model": model, "created_at": created_at(), "response": response, "thinking": thinking,
+                "done": done}
+    return {"model": model, "created_at": created_at(), "response": response, "done": done}

@@ -70,7 +70,7 @@ class Fields:
 
     def __init__(self, data: dict, type_name: str):
         self.type_name = type_name
-        self._data = {}
+        self._data: dict[str, object] = {}
         for key, value in data.items():
             self._data.setdefault(str(key).lower(), value)
 

@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import time
+from typing import Any
 
 from rkollama.backends.base import Backend
 from rkollama.core.prompt import CHATML, ChatTemplate, TemplateRenderError
@@ -36,7 +37,7 @@ class LlamaCppBackend(Backend):
         B / max_token_bytes tokens, which refuses or drops what cannot fit without tokenizing."""
         self.context_length = n_ctx
         self.memory_bytes = spec.size
-        self._embedder = None
+        self._embedder: Any = None  # a second Llama with embedding=True, made on first use
         self._closed = False
 
     @classmethod

@@ -377,6 +377,7 @@ class _Engine(threading.Thread):
                 self.send(("error", first.request_id, _portable(exc)))
             return
         if len(batch) == 1 and self.slots == 1:
+            assert first.gen is not None and first.cancel is not None  # a generation job
             try:
                 for event in self.backend.generate(first.gen, first.cancel):
                     self.send(("event", first.request_id, event))

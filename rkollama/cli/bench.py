@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rich.live import Live
 
 from rkollama.cli import common, render
+from rkollama.api.types import GenerateRequest, GenerateResponse
 from rkollama.client import Client
 
 PROMPTS = {
@@ -103,10 +104,11 @@ def _stats(values: list[float]) -> dict:
 def one_run(cli: Client, model: str, prompt: str, num_predict: int, concurrency: int) -> Run:
     """One streaming /api/generate, timed by the client and by the server's counters."""
     start = time.perf_counter()
-    first = None
-    final = None
-    body = {"model": model, "prompt": prompt, "options": {"num_predict": num_predict, "temperature": 0}}
-    for line in cli.generate(**body):
+    first: float | None = None
+    final: GenerateResponse | None = None
+    body: GenerateRequest = {"model": model, "prompt": prompt,
+                             "options": {"num_predict": num_predict, "temperature": 0}}
+    for line in cli.generate(body):
         if first is None and (line.get("response") or line.get("thinking")):
             first = time.perf_counter()
         if line.get("done"):
@@ -116,13 +118,14 @@ def one_run(cli: Client, model: str, prompt: str, num_predict: int, concurrency:
                           "there is nothing to measure")
     first = first or time.perf_counter()
 
-    def rate(count: str, duration: str) -> float:
-        return final.get(count, 0) / (final[duration] / 1e9) if final.get(duration) else 0.0
+    def rate(count: int, duration_ns: int) -> float:
+        return count / (duration_ns / 1e9) if duration_ns else 0.0
 
     return Run(model, concurrency, (first - start) * 1000.0,
-               rate("prompt_eval_count", "prompt_eval_duration"),
-               rate("eval_count", "eval_duration"), final.get("prompt_eval_count", 0),
-               final.get("eval_count", 0), final.get("load_duration", 0) / 1e6)
+               rate(final.get("prompt_eval_count", 0), final.get("prompt_eval_duration", 0)),
+               rate(final.get("eval_count", 0), final.get("eval_duration", 0)),
+               final.get("prompt_eval_count", 0), final.get("eval_count", 0),
+               final.get("load_duration", 0) / 1e6)
 
 
 def quality(cli: Client, model: str) -> dict:
@@ -130,7 +133,7 @@ def quality(cli: Client, model: str) -> dict:
     answers, passed = [], 0
     for prompt, expected in QUALITY:
         text = "".join(line.get("response", "") for line in cli.generate(
-            model=model, prompt=prompt, options={"num_predict": 48, "temperature": 0}))
+            {"model": model, "prompt": prompt, "options": {"num_predict": 48, "temperature": 0}}))
         ok = any(word in text.lower() for word in expected)
         passed += ok
         answers.append({"prompt": prompt, "answer": text.strip(), "passed": ok})

@@ -4,6 +4,7 @@ import sys
 
 import typer
 
+from rkollama.api.types import ShowResponse
 from rkollama.cli import common, render
 
 
@@ -62,7 +63,7 @@ def show(model: str,
     print(show_info(info))
 
 
-def show_info(info: dict) -> str:
+def show_info(info: ShowResponse) -> str:
     """The default `show` text: indented Model, Capabilities, Parameters, System, License."""
     details = info.get("details", {})
     model_info = info.get("model_info") or {}

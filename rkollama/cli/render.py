@@ -3,6 +3,7 @@
 import math
 from datetime import datetime, timezone
 
+from rkollama.api.types import Metrics
 from rkollama.durations import format_go_duration
 
 
@@ -80,15 +81,16 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def verbose_stats(final: dict) -> str:
+def verbose_stats(final: Metrics) -> str:
     """Ollama's `--verbose` block: labels padded to column 23, Go durations, `%.2f tokens/s`."""
     lines = []
 
     def add(label, value):
         lines.append(f"{label + ':':<22}{value}")
 
-    def nonzero(key):
-        return int(final.get(key) or 0)
+    def nonzero(key: str) -> int:
+        value = final.get(key) or 0
+        return int(value) if isinstance(value, int | float) else 0
 
     if nonzero("total_duration"):
         add("total duration", format_go_duration(nonzero("total_duration")))

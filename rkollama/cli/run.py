@@ -3,11 +3,16 @@
 import json
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import typer
 
 from rkollama.cli import common, render
+from rkollama.api.types import (ChatRequest, ChatResponse, GenerateRequest, GenerateResponse, RequestBase,
+                                ShowResponse)
+from rkollama.client import Client
 
 HELP = """Available Commands:
   /set            Set session variables
@@ -75,7 +80,7 @@ def run(model: str = typer.Argument(..., help="Model name, e.g. smollm2:135m"),
     session.repl()
 
 
-def _show_or_pull(cli, model: str) -> dict:
+def _show_or_pull(cli: Client, model: str) -> ShowResponse:
     from rkollama.cli.models import pull_with_progress
 
     with common.daemon_errors():
@@ -99,23 +104,34 @@ def _think_flag(flag, info):
     return lowered
 
 
+def _pieces(obj: ChatResponse | GenerateResponse) -> tuple[str, str]:
+    """(thinking, answer text) of one streamed chat or generate object."""
+    if "message" in obj:
+        message = cast(ChatResponse, obj)["message"]
+        return message.get("thinking", ""), message.get("content", "")
+    reply = cast(GenerateResponse, obj)
+    return reply.get("thinking", ""), reply.get("response", "")
+
+
 class Session:
     """State of one `run`: the chat history, the options set with /set, and output rendering."""
 
-    def __init__(self, cli, model: str, info: dict, verbose=False, hide_thinking=False):
+    def __init__(self, cli: Client, model: str, info: ShowResponse, verbose: bool = False,
+                 hide_thinking: bool = False):
         self.cli, self.model, self.info = cli, model, info
         self.verbose, self.hide_thinking = verbose, hide_thinking
-        self.keep_alive = None
-        self.format = None
-        self.think = None
+        self.keep_alive: str | None = None
+        self.format: str | None = None
+        self.think: bool | str | None = None
+        """None: the model's default; True/False or a level ("low", "medium", "high")."""
         self.options: dict = {}
         self.system: str | None = None
         self.messages: list = []
         self.wordwrap = False
         self.history = not common.settings().nohistory
 
-    def _common(self) -> dict:
-        body = {"model": self.model}
+    def _common(self) -> RequestBase:
+        body: RequestBase = {"model": self.model}
         if self.options:
             body["options"] = self.options
         if self.keep_alive is not None:
@@ -127,11 +143,11 @@ class Session:
         return body
 
     def generate_once(self, prompt: str) -> None:
-        body = dict(self._common(), prompt=prompt)
+        body: GenerateRequest = {**self._common(), "prompt": prompt}
         if self.system:
             body["system"] = self.system
         try:
-            final = self._print_stream(self.cli.generate(**body), "response")
+            final = self._print_stream(self.cli.generate(body))
         except KeyboardInterrupt:
             print()
             raise typer.Exit(130)
@@ -141,7 +157,8 @@ class Session:
         if self.verbose and final:
             print(render.verbose_stats(final), file=sys.stderr)
 
-    def _print_stream(self, stream, key: str):
+    def _print_stream(self, stream: Iterator[ChatResponse] | Iterator[GenerateResponse]
+                      ) -> ChatResponse | GenerateResponse | None:
         """Print tokens as they come (the answer is kept in `last_answer`); return the final object."""
         final, thinking_open = None, False
         self.last_answer = ""
@@ -150,9 +167,7 @@ class Session:
         with common.daemon_errors():
             try:
                 for obj in stream:
-                    part = obj.get("message", {}) if key == "message" else obj
-                    thinking = part.get("thinking", "")
-                    text = part.get("content" if key == "message" else "response", "")
+                    thinking, text = _pieces(obj)
                     if thinking and not self.hide_thinking:
                         if not thinking_open:
                             out.write("Thinking...\n")
@@ -168,7 +183,7 @@ class Session:
                     if obj.get("done"):
                         final = obj
             finally:
-                if out is not sys.stdout:
+                if isinstance(out, render.WordWrap):
                     out.finish()
         return final
 
@@ -176,8 +191,8 @@ class Session:
     def repl(self) -> None:
         try:
             import readline  # line editing and history for input()
-        except ImportError:
-            readline = None
+        except ImportError:  # no line editing on this Python
+            readline = None  # type: ignore[assignment]
         history = HISTORY_FILE.expanduser()
         if readline is not None and self.history:
             try:
@@ -215,7 +230,7 @@ class Session:
             self._chat(line)
 
     def _load(self) -> None:
-        body = dict(self._common(), prompt="", stream=False)
+        body: GenerateRequest = {**self._common(), "prompt": "", "stream": False}
         common.call(self.cli.request, "POST", "/api/generate", body)
 
     def _read(self):
@@ -245,9 +260,9 @@ class Session:
             user = dict(user, content=text, **({"images": images} if images else {}))
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + \
             self.messages + [user]
-        body = dict(self._common(), messages=messages)
+        body: ChatRequest = {**self._common(), "messages": messages}
         try:
-            final = self._print_stream(self.cli.chat(**body), "message")
+            final = self._print_stream(self.cli.chat(body))
         except KeyboardInterrupt:
             # Closing the stream drops the connection: the daemon stops generating.
             print()

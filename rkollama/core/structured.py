@@ -1,26 +1,34 @@
 """Structured output for engines that cannot constrain sampling (the NPU runtime): the schema
 goes into the prompt, the answer is validated, and a bad answer is retried with the validation
-error, a few times at most. (The CPU engine enforces formats with a llama.cpp grammar instead.)"""
+error, a few times at most. (The CPU engine enforces formats with a llama.cpp grammar instead.)
+Validation is the `jsonschema` library's, for the schema's own draft (2020-12 by default)."""
 
 import json
+
+import jsonschema
+import referencing
+import referencing.exceptions
+from referencing.jsonschema import DRAFT202012
 
 from rkollama.core.types import Message
 
 MAX_ATTEMPTS = 3
-
-_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None),
-          "integer": int, "number": (int, float)}
-
 
 _SCHEMA_MAP = ("properties", "$defs", "definitions", "patternProperties")
 _SCHEMA_LIST = ("anyOf", "oneOf", "allOf", "prefixItems")
 MAX_SCHEMA_DEPTH = 32
 
 
-def schema_fault(schema, path: str = "format", depth: int = 0) -> str | None:
-    """What makes `schema` not a JSON Schema the keywords it uses can be read from (a request's
-    `format` is hostile input: `{"properties": null}` must be a 400, not a crash later), or None.
-    Only the shapes of keywords are checked, not their meaning."""
+def schema_fault(schema: object) -> str | None:
+    """Why a request's `format` schema cannot be used, in words for a 400, or None. It is hostile
+    input: `{"properties": null}`, `{"minimum": "x"}` or a `$ref` to elsewhere must be refused
+    here, not crash a validation later."""
+    return _shape_fault(schema) or _keyword_fault(schema)  # type: ignore[arg-type]
+
+
+def _shape_fault(schema: object, path: str = "format", depth: int = 0) -> str | None:
+    """The shapes of the structural keywords, walked to a bounded depth (so the meta-schema
+    check after it never recurses without end), in the words the API documents."""
     if isinstance(schema, bool):
         return None
     if not isinstance(schema, dict):
@@ -41,7 +49,7 @@ def schema_fault(schema, path: str = "format", depth: int = 0) -> str | None:
             if not isinstance(schema[key], dict):
                 return f"{path}.{key} must be an object"
             for name, sub in schema[key].items():
-                fault = schema_fault(sub, f"{path}.{key}.{name}", depth + 1)
+                fault = _shape_fault(sub, f"{path}.{key}.{name}", depth + 1)
                 if fault:
                     return fault
     for key in _SCHEMA_LIST:
@@ -49,12 +57,12 @@ def schema_fault(schema, path: str = "format", depth: int = 0) -> str | None:
             if not isinstance(schema[key], list) or not schema[key]:
                 return f"{path}.{key} must be a non-empty list"
             for index, sub in enumerate(schema[key]):
-                fault = schema_fault(sub, f"{path}.{key}[{index}]", depth + 1)
+                fault = _shape_fault(sub, f"{path}.{key}[{index}]", depth + 1)
                 if fault:
                     return fault
     for key in ("items", "additionalProperties", "not"):
         if key in schema:
-            fault = schema_fault(schema[key], f"{path}.{key}", depth + 1)
+            fault = _shape_fault(schema[key], f"{path}.{key}", depth + 1)
             if fault:
                 return fault
     return None
@@ -67,57 +75,55 @@ def instruction(fmt) -> str:
             + json.dumps(fmt))
 
 
-def problem(text: str, fmt) -> str | None:
-    """Why `text` does not satisfy `fmt` ("json" or a schema), or None when it does."""
+def problem(text: str, fmt: object) -> str | None:
+    """Why `text` does not satisfy `fmt` ("json" or a schema), or None when it does. The words
+    go into the retry prompt, so they name where in the reply (`$.a[0]`) and what is wrong."""
     try:
         value = json.loads(text)
     except ValueError as exc:
         return f"the reply is not valid JSON ({exc})"
-    if fmt == "json":
+    if fmt == "json" or not isinstance(fmt, dict | bool):
         return None
-    errors = schema_errors(value, fmt, "$")
-    return "; ".join(errors[:3]) if errors else None
+    errors = sorted(_validator(fmt).iter_errors(value), key=jsonschema.exceptions.relevance)
+    return "; ".join(f"{e.json_path}: {e.message}" for e in errors[:3]) or None
 
 
-def schema_errors(value, schema: dict, path: str) -> list[str]:
-    """A small JSON Schema check: type, enum, const, properties, required,
-    additionalProperties: false, items, anyOf. Enough to catch what models get wrong."""
-    if not isinstance(schema, dict):
-        return []
-    if "anyOf" in schema or "oneOf" in schema:
-        options = schema.get("anyOf") or schema.get("oneOf")
-        if all(schema_errors(value, option, path) for option in options):
-            return [f"{path} matches none of the allowed shapes"]
-        return []
-    kind = schema.get("type")
-    kinds = kind if isinstance(kind, list) else [kind] if kind else []
-    if kinds and not any(_is(value, k) for k in kinds):
-        return [f"{path} should be {' or '.join(kinds)}"]
-    if "enum" in schema and value not in schema["enum"]:
-        return [f"{path} should be one of {schema['enum']}"]
-    if "const" in schema and value != schema["const"]:
-        return [f"{path} should be {schema['const']!r}"]
-    errors = []
-    if isinstance(value, dict):
-        props = schema.get("properties", {})
-        errors += [f"{path}.{k} is missing" for k in schema.get("required", []) if k not in value]
-        if schema.get("additionalProperties") is False:
-            errors += [f"{path}.{k} is not allowed" for k in value if k not in props]
-        for key, sub in props.items():
-            if key in value:
-                errors += schema_errors(value[key], sub, f"{path}.{key}")
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        for index, item in enumerate(value):
-            errors += schema_errors(item, schema["items"], f"{path}[{index}]")
-    return errors
+def _validator(schema: dict | bool) -> jsonschema.protocols.Validator:
+    """A validator for the schema's own draft (`$schema`), 2020-12 when it names none."""
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    return cls(schema)
 
 
-def _is(value, kind: str) -> bool:
-    if kind in ("integer", "number") and isinstance(value, bool):
-        return False
-    if kind == "integer" and isinstance(value, float):
-        return value.is_integer()
-    return isinstance(value, _TYPES.get(kind, object))
+def _keyword_fault(schema: dict | bool) -> str | None:
+    """What the JSON Schema meta-schema refuses in `schema` (e.g. `minimum: "x"`), or a `$ref`
+    that does not point inside it (nothing is ever fetched), or None."""
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    meta = cls(cls.META_SCHEMA, format_checker=cls.FORMAT_CHECKER)  # `pattern` must compile
+    error = jsonschema.exceptions.best_match(meta.iter_errors(schema))
+    if error is not None:
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+        return f"format{where}: {error.message}"
+    resolver = referencing.Registry().with_resource(
+        "", referencing.Resource.from_contents(schema, default_specification=DRAFT202012)).resolver()
+    for ref in _refs(schema):
+        try:
+            resolver.lookup(ref)
+        except referencing.exceptions.Unresolvable:
+            return f"format: $ref {ref!r} does not point inside the schema"
+    return None
+
+
+def _refs(schema: object) -> list[str]:
+    found = []
+    if isinstance(schema, dict):
+        if isinstance(schema.get("$ref"), str):
+            found.append(schema["$ref"])
+        for value in schema.values():
+            found += _refs(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            found += _refs(value)
+    return found
 
 
 def with_instruction(messages: list, fmt) -> list:

@@ -99,7 +99,7 @@ def coerce_option(name: str, value):
     low = option.low
     high = machine_cores() if option.high_cores else option.high
     if (low is not None and typed < low) or (high is not None and typed > high):
-        shown = [int(b) if kind is int else b for b in (low, high)]
+        shown = [int(b) if kind is int and b is not None else b for b in (low, high)]
         if high is None:
             raise BadRequest(f'option "{name}" must be at least {shown[0]}')
         raise BadRequest(f'option "{name}" must be between {shown[0]} and {shown[1]}')

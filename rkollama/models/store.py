@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
 from rkollama.errors import BadRequest, CorruptModel, DigestMismatch, ModelNotFound, RkollamaError, StoreFull
 from rkollama.fsutil import write_bytes_atomic
@@ -311,6 +312,7 @@ class BlobWriter:
         self.store, self.expected = store, expected_sha256
         self.hasher, self.size, self.digest = hashlib.sha256(), 0, ""
         self.resumed = 0
+        self.handle: BinaryIO
         if resume_key:
             self.tmp = str(store.partial_path(resume_key))
             self.handle = open(self.tmp, "a+b")

@@ -2,14 +2,17 @@
 
 import json
 
+from rkollama.api import types as wire
 from rkollama.api.convert import timestamp
+from rkollama.models.store import ModelSpec
+from rkollama.scheduler import LoadedModel
 from rkollama.models.options import OPTIONS
 
 
-def details(spec) -> dict:
+def details(spec: ModelSpec) -> wire.ModelDetails:
     d = spec.modelfile.details
     family = d.get("family", "")
-    out = {"parent_model": "", "format": d.get("format") or spec.format, "family": family,
+    out: wire.ModelDetails = {"parent_model": "", "format": d.get("format") or spec.format, "family": family,
            "families": [family] if family else [],
            "parameter_size": d.get("parameter_size", ""),
            "quantization_level": d.get("quantization_level", "")}
@@ -20,14 +23,14 @@ def details(spec) -> dict:
     return out
 
 
-def list_entry(spec) -> dict:
+def list_entry(spec: ModelSpec) -> wire.ListModel:
     name = spec.name.display()
     return {"name": name, "model": name, "modified_at": timestamp(spec.modified_at),
             "size": spec.size, "digest": spec.digest, "details": details(spec),
             "capabilities": spec.capabilities}
 
 
-def ps_entry(loaded) -> dict:
+def ps_entry(loaded: LoadedModel) -> wire.ProcessModel:
     spec = loaded.spec
     name = spec.name.display()
     return {"name": name, "model": name, "size": loaded.size, "digest": spec.digest,
@@ -96,10 +99,10 @@ def modelfile_text(spec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def show(spec, verbose: bool = False) -> dict:
+def show(spec: ModelSpec, verbose: bool = False) -> wire.ShowResponse:
     """Ollama's ShowResponse; with `verbose` the header's arrays and the tensors (GGUF only)."""
     mf = spec.modelfile
-    out = {}
+    out: dict = {}  # filled in Ollama's key order
     if mf.license:
         out["license"] = mf.license
     out["modelfile"] = modelfile_text(spec)
@@ -123,4 +126,4 @@ def show(spec, verbose: bool = False) -> dict:
             pass  # a file the reader cannot parse keeps the stored table
     out["capabilities"] = spec.capabilities
     out["modified_at"] = timestamp(spec.modified_at)
-    return out
+    return out  # type: ignore[return-value]  # built key by key in wire order

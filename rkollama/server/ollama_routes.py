@@ -185,9 +185,8 @@ def _complete(req, endpoint: str, chunk, started: float):
         text = _deps().scheduler.render(prepared.spec, prepared.gen, prepared.load_opts,
                                         req.keep_alive, _disconnected())
         images = sum(len(m.images) for m in prepared.gen.messages or [])
-        empty = convert.chat_chunk(req.model) if endpoint == "chat" else convert.generate_chunk(req.model)
-        if endpoint == "chat":
-            empty["message"] = {"role": "", "content": ""}
+        empty: dict = dict(convert.chat_chunk(req.model), message={"role": "", "content": ""}) \
+            if endpoint == "chat" else dict(convert.generate_chunk(req.model))
         return json_response(dict(empty, _debug_info={"rendered_template": text, "image_count": images}))
     has_input = bool(req.messages) if endpoint == "chat" else bool(req.prompt)
     if not has_input:
