@@ -84,8 +84,9 @@ def run(webui: str, rkollama: str, model: str, pull_name: str, screenshots: str)
         how = wait_idle(page, 90)
         first = answers(page)
         error_text = page.locator(".text-red-500, [class*='error']").all_inner_texts()
+        shown = repr(first[-1][:120] if first else error_text)
         check("first message answered", len(first) == 1 and bool(first[0]) and not any(
-            "context length" in t for t in error_text), f"{how}: " + repr(first[-1][:120] if first else error_text))
+            "context length" in t for t in error_text), f"{how}: {shown}")
 
         send(page, "Now say it again, in other words.")
         page.wait_for_function("document.querySelectorAll('#response-content-container').length >= 2",
@@ -108,7 +109,7 @@ def run(webui: str, rkollama: str, model: str, pull_name: str, screenshots: str)
         stopped = answers(page)[2]
         page.wait_for_timeout(4000)
         after = answers(page)[2]
-        busy = [m for m in get_json(f"{rkollama}/api/ps")["models"]]
+        busy = list(get_json(f"{rkollama}/api/ps")["models"])
         check("Stop ends the answer", after == stopped and "1000" not in after,
               f"{len(after)} characters, unchanged for 4 s; {len(busy)} model(s) still loaded")
         page.screenshot(path=f"{screenshots}/open_webui_stopped.png")

@@ -72,9 +72,8 @@ def main() -> None:
                         help="short (4-token) runs for time to first token")
     args = parser.parse_args()
 
-    from llama_cpp import Llama
-
     from helpers import start_smollm2_daemon
+    from llama_cpp import Llama
 
     daemon, url, model_path, _ = start_smollm2_daemon("rkollama-bench-", args.threads)
     host, port = url.split("//")[1].split(":")

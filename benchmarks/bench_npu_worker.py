@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 def per_token_us(backend, gen) -> tuple[float, int]:
     start = time.perf_counter()
     count = 0
-    for event in backend.generate(gen, threading.Event()):
+    for _event in backend.generate(gen, threading.Event()):
         count += 1
     return (time.perf_counter() - start) / max(count, 1) * 1e6, count
 
@@ -37,6 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from helpers import register_fake
+
     from rkollama.backends.rkllm.backend import RKLLMBackend
     from rkollama.backends.runner import RunnerBackend
     from rkollama.config import Settings

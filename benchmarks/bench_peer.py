@@ -93,7 +93,7 @@ def main() -> None:
     try:
         import llama_cpp.server  # noqa: F401
     except ImportError as exc:
-        raise SystemExit(f"the peer is missing ({exc}): pip install 'llama-cpp-python[server]'")
+        raise SystemExit(f"the peer is missing ({exc}): pip install 'llama-cpp-python[server]'") from None
 
     from helpers import start_smollm2_daemon
 
@@ -109,7 +109,7 @@ def main() -> None:
         rows = []
         for i in range(args.runs):
             row = []
-            for name, port, model in sides:
+            for _name, port, model in sides:
                 prompt = f"Run {i}: write a detailed essay about the history of astronomy."
                 row.append(chat_run(port, model, prompt, args.tokens))
             rows.append(row)

@@ -47,7 +47,7 @@ class Client:
             response = conn.getresponse()
         except (ConnectionError, OSError) as exc:
             conn.close()
-            raise ConnectError(str(exc))
+            raise ConnectError(str(exc)) from None
         if response.status >= 400:
             raw = response.read()
             conn.close()
@@ -132,20 +132,23 @@ class Client:
             response = conn.getresponse()
             raw = response.read()
         except (ConnectionError, OSError) as exc:
-            raise ConnectError(str(exc))
+            raise ConnectError(str(exc)) from None
         finally:
             conn.close()
         if response.status >= 400:
             raise StatusError(_error_message(raw, response.status), response.status)
 
     def create(self, body: dict[str, Any]) -> Iterator[wire.ProgressResponse]:
-        return cast(Iterator[wire.ProgressResponse], self.stream("POST", "/api/create", dict(body, stream=True)))
+        lines = self.stream("POST", "/api/create", dict(body, stream=True))
+        return cast(Iterator[wire.ProgressResponse], lines)
 
     def generate(self, body: wire.GenerateRequest) -> Iterator[wire.GenerateResponse]:
-        return cast(Iterator[wire.GenerateResponse], self.stream("POST", "/api/generate", dict(body, stream=True)))
+        lines = self.stream("POST", "/api/generate", dict(body, stream=True))
+        return cast(Iterator[wire.GenerateResponse], lines)
 
     def chat(self, body: wire.ChatRequest) -> Iterator[wire.ChatResponse]:
-        return cast(Iterator[wire.ChatResponse], self.stream("POST", "/api/chat", dict(body, stream=True)))
+        lines = self.stream("POST", "/api/chat", dict(body, stream=True))
+        return cast(Iterator[wire.ChatResponse], lines)
 
 
 def _error_message(raw: bytes, status: int) -> str:

@@ -62,13 +62,15 @@ def check(settings, loaded: list | None) -> Report:
                                 "(llama.cpp), which needs nothing more.",
                                 "nothing to do; on an RK3588/RK3576 board run ./install.sh there"))
     driver = npu_driver_version()
-    report.facts.append(("NPU driver", driver or ("unknown (needs root to read debugfs)" if soc != "cpu" else "none")))
+    unknown = "unknown (needs root to read debugfs)" if soc != "cpu" else "none"
+    report.facts.append(("NPU driver", driver or unknown))
     problem = driver_problem()
     if problem == ROCKET_HINT:
         report.problems.append((ROCKET_HINT, "the rknpu driver comes with the board vendor's kernel"))
     elif problem is not None:
         report.problems.append((problem, "or build the driver from rknn-llm's rknpu-driver tarball"))
-    report.facts.append(("NPU device", next((d for d in ("/dev/rknpu", "/dev/dri/renderD129") if os.path.exists(d)), "none")))
+    node = next((d for d in ("/dev/rknpu", "/dev/dri/renderD129") if os.path.exists(d)), "none")
+    report.facts.append(("NPU device", node))
     _runtime(settings, soc, report)
     policies = sorted(Path("/sys/devices/system/cpu/cpufreq").glob("policy*"))
     for policy in policies:
@@ -87,10 +89,11 @@ def check(settings, loaded: list | None) -> Report:
     if not shown:
         report.facts.append(("NPU/DDR frequency", "not exposed (no devfreq devices)"))
     if soc in PINS and _read(next(iter(PINS[soc]))) not in ("userspace", "performance"):
-        report.problems.append(("NPU, CPU and DDR frequencies are not pinned; Rockchip's figures assume they are",
-                                "sudo rkollama doctor --pin-frequencies"))
+        report.problems.append(("NPU, CPU and DDR frequencies are not pinned; Rockchip's figures "
+                                "assume they are", "sudo rkollama doctor --pin-frequencies"))
     report.facts.append(("free memory", _meminfo()))
-    report.facts.append(("loaded models", ", ".join(loaded) if loaded else ("none" if loaded is not None else "daemon not running")))
+    idle = "none" if loaded is not None else "daemon not running"
+    report.facts.append(("loaded models", ", ".join(loaded) if loaded else idle))
     return report
 
 

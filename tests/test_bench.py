@@ -5,7 +5,6 @@ import json
 import struct
 
 import pytest
-
 from test_cli import rk
 
 

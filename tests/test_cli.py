@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-
 from helpers import free_port, register_fake
+
 from rkollama.core.types import DoneReason
 
 

@@ -12,10 +12,9 @@ import ollama
 import openai
 import pytest
 import requests
+from helpers import free_port, register_fake, start_daemon, wait_for_http
 
 from rkollama.models.store import ModelStore
-
-from helpers import free_port, register_fake, start_daemon, wait_for_http
 
 CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "nginx" / "rkollama.conf"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)

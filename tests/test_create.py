@@ -7,6 +7,8 @@ import ollama
 import pytest
 import requests
 
+from rkollama.errors import ModelNotFound
+
 
 @pytest.fixture
 def client(fake_server):
@@ -121,7 +123,7 @@ def test_cli_create_from_a_local_gguf_uploads_it(fake_server, store, tmp_path):
 def test_cli_create_errors_say_what_is_wrong_and_write_nothing(fake_server, store, tmp_path, text, message):
     result = run_create(fake_server, tmp_path, text)
     assert result.returncode == 1 and "Error: " in result.stderr and message in result.stderr
-    with pytest.raises(Exception):
+    with pytest.raises(ModelNotFound):
         store.resolve("mine")
 
 
@@ -150,7 +152,7 @@ tags:
     refused = rk(["create", "pet:big", "-f", str(tmp_path / "pet.yaml")], url=fake_server.url)
     assert refused.returncode == 1
     assert "tag big has no local `path` source" in refused.stderr and "RKOLLAMA_MODELFILES" in refused.stderr
-    with pytest.raises(Exception):
+    with pytest.raises(ModelNotFound):
         store.resolve("pet:big")
     (tmp_path / "bad.yaml").write_text("name: bad\ntags: 3\n")
     broken = rk(["create", "bad", "-f", str(tmp_path / "bad.yaml")], url=fake_server.url)

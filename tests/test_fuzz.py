@@ -6,10 +6,10 @@ import json
 
 import pytest
 import requests
+from helpers import ThreadServer, register_fake
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import ThreadServer, register_fake
 from rkollama.backends.fake import Script, factory
 from rkollama.config import Settings
 from rkollama.models.catalog import Catalog

@@ -9,8 +9,8 @@ import time
 import openai
 import pytest
 import requests
-
 from helpers import ThreadServer, register_fake
+
 from rkollama.backends.fake import factory
 from rkollama.config import Settings
 from rkollama.core.types import DoneReason

@@ -7,11 +7,11 @@ import os
 import random
 import threading
 
+import hf_standin
 import pytest
 import requests
-
-import hf_standin
 from helpers import ThreadServer
+
 from rkollama.config import Settings
 from rkollama.errors import ModelNotFound
 from rkollama.models.catalog import Catalog
@@ -36,8 +36,8 @@ def hub(tmp_path):
     files = {
         f"{NPU_REPO}/{NPU_FILE}": rnd.randbytes(2 << 20),
         f"{NPU_REPO}/Qwen3-0.6B-rk3588-w8a8_g256-opt-1-hybrid-ratio-0.5.rkllm": rnd.randbytes(3 << 20),
-        f"{NPU_REPO}/tokenizer_config.json": ('{"chat_template": %s}' % __import__("json").dumps(
-            QWEN_TEMPLATE)).encode(),
+        f"{NPU_REPO}/tokenizer_config.json": ('{"chat_template": ' + __import__("json").dumps(
+            QWEN_TEMPLATE) + "}").encode(),
         f"{NPU_REPO}/README.md": b"# Qwen3 0.6B for RK3588\n",
         "standin-org/npu-and-cpu/model-rk3576-w4a16.rkllm": rnd.randbytes(1 << 20),
         "standin-org/npu-and-cpu/model-rk3588-w4a16.rkllm": rnd.randbytes(1 << 20),
@@ -54,8 +54,8 @@ def hub(tmp_path):
 
 
 def daemon_for(tmp_path, srv, platform, fake_runtime=None, token=""):
-    overrides = dict(models=tmp_path / "models", platform=platform, hf_endpoint=srv.url,
-                     hf_token=token)
+    overrides = {"models": tmp_path / "models", "platform": platform, "hf_endpoint": srv.url,
+                 "hf_token": token}
     if fake_runtime is not None:
         overrides["rkllm_lib"] = str(fake_runtime["1.3"])
     settings = Settings.from_env({}, **overrides)

@@ -62,6 +62,7 @@ def test_queue_full_is_503_with_ollamas_message(settings, store, script, clock):
     from dataclasses import replace
 
     from helpers import ThreadServer
+
     from rkollama.backends.fake import factory
     from rkollama.models.catalog import Catalog
     from rkollama.scheduler import Scheduler

@@ -178,7 +178,7 @@ def test_native_embed_ranks_related_text_closer(client):
     vectors = client.embed(model=MODEL, input=["A kitten is a young cat.", "Cats are small pets.",
                                                "The stock market fell sharply today."]).embeddings
     def cos(a, b):
-        return sum(x * y for x, y in zip(a, b))
+        return sum(x * y for x, y in zip(a, b, strict=True))
     assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2])
 
 

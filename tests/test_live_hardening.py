@@ -13,7 +13,6 @@ from pathlib import Path
 import ollama
 import pytest
 import requests
-
 from helpers import start_daemon
 
 pytestmark = pytest.mark.live

@@ -164,7 +164,7 @@ def test_models_list_and_retrieve(oai):
 def test_embeddings_in_both_encodings_are_normalised(oai, http):
     floats = oai.embeddings.create(model="tiny", input=["a b", "hello"], encoding_format="float")
     default = oai.embeddings.create(model="tiny", input=["a b", "hello"])  # the SDK asks for base64
-    for item, other in zip(floats.data, default.data):
+    for item, other in zip(floats.data, default.data, strict=True):
         assert item.embedding == pytest.approx(other.embedding, abs=1e-6)
         assert sum(x * x for x in item.embedding) == pytest.approx(1.0)
     raw = http.post("/v1/embeddings", json={"model": "tiny", "input": "a", "encoding_format": "base64"}).get_json()
@@ -208,11 +208,11 @@ def test_one_script_through_both_dialects_gives_the_same_answer(http, script, to
 
 def test_native_streamed_tool_call_has_object_arguments(http, script, tooly):
     script.enqueue(list(CALL))
-    lines = [json.loads(l) for l in http.post("/api/chat", json={
+    lines = [json.loads(line) for line in http.post("/api/chat", json={
         "model": "tooly", "tools": TOOLS, "messages": [{"role": "user", "content": "w"}]}).get_data(as_text=True).splitlines()]
-    calls = [l["message"]["tool_calls"] for l in lines if "tool_calls" in l["message"]]
+    calls = [line["message"]["tool_calls"] for line in lines if "tool_calls" in line["message"]]
     assert calls == [[{"id": calls[0][0]["id"], "function": {"index": 0, "name": "get_weather", "arguments": {"city": "Tokyo"}}}]]
-    assert all(l["message"]["role"] == "assistant" for l in lines)
+    assert all(line["message"]["role"] == "assistant" for line in lines)
 
 
 OPENAI_BAD = [
@@ -277,7 +277,7 @@ def test_format_failure_after_the_retries_is_reported(http, script):
 
 def test_validated_format_streams_too(http, script):
     script.enqueue(['{"ok": true}'])
-    lines = [json.loads(l) for l in http.post("/api/generate", json={
+    lines = [json.loads(line) for line in http.post("/api/generate", json={
         "model": "tiny", "prompt": "x", "format": "json"}).get_data(as_text=True).splitlines()]
     assert lines[0]["response"] == '{"ok": true}' and lines[-1]["done"] is True
 

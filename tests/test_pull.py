@@ -57,7 +57,7 @@ def test_pull_over_http_streams_ollama_progress_and_registers(tmp_path, hub):
     assert lines[0] == {"status": "pulling manifest"}
     assert lines[1] == {"status": f"pulling {digest[:12]}", "digest": f"sha256:{digest}", "total": len(PAYLOAD)}
     assert lines[-4]["completed"] == lines[-4]["total"] == len(PAYLOAD)
-    assert [l["status"] for l in lines[-3:]] == ["verifying sha256 digest", "writing manifest", "success"]
+    assert [line["status"] for line in lines[-3:]] == ["verifying sha256 digest", "writing manifest", "success"]
     spec = store.resolve("demo:latest")
     assert spec.model_path.read_bytes() == PAYLOAD
     again = list(pull(store, catalog, "demo:small", "cpu"))  # blob present: no download
@@ -106,7 +106,7 @@ def test_pull_route_streams_progress(http, tmp_path, hub, app):
     deps: Deps = app.config["RKOLLAMA"]
     deps.catalog = catalog_with(tmp_path, f"        url: {hub}/repo/resolve/main/model.gguf\n        sha256: {digest}\n")
     reply = http.post("/api/pull", json={"model": "demo"})
-    lines = [json.loads(l) for l in reply.get_data(as_text=True).splitlines()]
+    lines = [json.loads(line) for line in reply.get_data(as_text=True).splitlines()]
     assert lines[-1] == {"status": "success"}
     quiet = http.post("/api/pull", json={"model": "demo", "stream": False})
     assert quiet.get_json() == {"status": "success"}

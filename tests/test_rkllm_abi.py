@@ -1,13 +1,12 @@
 """The ctypes layouts of both ABI families agree with the measured layouts file, field by field."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from rkollama.backends.rkllm import abi
-
-import os
 
 # The measured layouts live beside the project (../shared/data); tests/data keeps a copy so a
 # checkout elsewhere still tests against them, and a test keeps the copy identical.
@@ -44,7 +43,7 @@ def test_families_are_distinct_and_unknown_ones_refused():
     assert abi.sizeof(abi.family("1.2").RKLLMParam) == 208
     assert abi.sizeof(abi.family("1.3").RKLLMParam) == 184
     with pytest.raises(AttributeError):
-        abi.family("1.2").RKLLMSamplingParam
+        _ = abi.family("1.2").RKLLMSamplingParam
     with pytest.raises(ValueError):
         abi.family("1.1")
 

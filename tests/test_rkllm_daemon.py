@@ -9,8 +9,8 @@ import ollama
 import openai
 import pytest
 import requests
-
 from helpers import ThreadServer, register_fake
+
 from rkollama.config import Settings
 from rkollama.models.store import ModelStore
 from rkollama.server.serve import build

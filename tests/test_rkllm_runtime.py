@@ -131,6 +131,7 @@ def test_platform_override_and_defaults():
 
 def test_an_old_npu_driver_is_refused_with_the_fix(fake_runtime, tmp_path, monkeypatch):
     from helpers import register_fake
+
     from rkollama.backends.rkllm import backend
     from rkollama.config import Settings
     from rkollama.core.types import LoadOptions
@@ -148,6 +149,7 @@ def test_an_old_npu_driver_is_refused_with_the_fix(fake_runtime, tmp_path, monke
 
 def test_n_batch_is_refused_when_the_runtime_is_known_only_by_its_abi_family(fake_runtime, tmp_path, monkeypatch):
     from helpers import register_fake
+
     from rkollama.backends.rkllm.backend import RKLLMBackend
     from rkollama.config import Settings
     from rkollama.core.types import LoadOptions
@@ -166,6 +168,7 @@ def test_a_runtime_whose_init_hangs_fails_the_load_after_the_load_timeout(fake_r
     import time
 
     from helpers import register_fake
+
     from rkollama.backends.rkllm.backend import RKLLMBackend
     from rkollama.backends.runner import RunnerBackend
     from rkollama.config import Settings
@@ -209,6 +212,7 @@ def test_the_mainline_rocket_driver_is_told_apart_from_rknpu(tmp_path):
 
 def test_loading_on_the_rocket_driver_is_refused_with_the_fix(fake_runtime, tmp_path, monkeypatch):
     from helpers import register_fake
+
     from rkollama.backends.rkllm import backend
     from rkollama.config import Settings
     from rkollama.core.types import LoadOptions
@@ -223,6 +227,7 @@ def test_loading_on_the_rocket_driver_is_refused_with_the_fix(fake_runtime, tmp_
 
 def test_an_rkllm_built_for_another_board_is_refused_with_the_fix(fake_runtime, tmp_path):
     from helpers import register_fake
+
     from rkollama.backends.rkllm.backend import RKLLMBackend
     from rkollama.config import Settings
     from rkollama.core.types import LoadOptions
@@ -255,6 +260,7 @@ def _handles_alive(lib_path) -> int:
 ])
 def test_a_load_that_fails_after_the_runtime_starts_holds_no_handle(fake_runtime, tmp_path, fields, error):
     from helpers import register_fake
+
     from rkollama.backends.rkllm.backend import RKLLMBackend
     from rkollama.config import Settings
     from rkollama.core.types import LoadOptions
@@ -276,6 +282,7 @@ def test_init_sampling_is_ollamas_defaults_under_the_modelfiles_parameters(fake_
     import json
 
     from helpers import register_fake
+
     from rkollama.backends.rkllm.backend import RKLLMBackend
     from rkollama.config import Settings
     from rkollama.core.types import LoadOptions

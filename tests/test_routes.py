@@ -31,7 +31,7 @@ def test_chat_streams_ndjson_by_default_with_role_on_every_object(http, script):
     script.enqueue(["Hel", "lo", "!"])
     response = http.post("/api/chat", json={"model": "tiny", "messages": [{"role": "user", "content": "say hi"}]})
     assert response.status_code == 200
-    assert [normalise(l) for l in lines(response)] == [
+    assert [normalise(line) for line in lines(response)] == [
         {"model": "tiny", "message": {"role": "assistant", "content": "Hel"}, "done": False},
         {"model": "tiny", "message": {"role": "assistant", "content": "lo"}, "done": False},
         {"model": "tiny", "message": {"role": "assistant", "content": "!"}, "done": False},
@@ -57,7 +57,7 @@ def test_chat_without_stream_returns_one_object_with_the_whole_answer(http, scri
 def test_generate_streams_response_fields_and_final_metrics(http, script):
     script.enqueue(["The", " sky"])
     response = http.post("/api/generate", json={"model": "tiny", "prompt": "why blue"})
-    got = [normalise(l) for l in lines(response)]
+    got = [normalise(line) for line in lines(response)]
     assert got[:2] == [{"model": "tiny", "response": "The", "done": False},
                        {"model": "tiny", "response": " sky", "done": False}]
     assert got[2]["done"] is True and got[2]["response"] == "" and got[2]["done_reason"] == "stop"
@@ -124,7 +124,7 @@ def test_mid_stream_failure_ends_with_an_error_line(http, script):
     script.enqueue(["one", "two", "three"])
     script.fail_at_token = 2
     got = lines(http.post("/api/chat", json={"model": "tiny", "messages": [{"role": "user", "content": "x"}]}))
-    assert [l.get("message", {}).get("content") for l in got[:2]] == ["one", "two"]
+    assert [line.get("message", {}).get("content") for line in got[:2]] == ["one", "two"]
     assert got[-1] == {"error": "scripted failure"}
 
 

@@ -6,14 +6,13 @@ import ollama
 import openai
 import pytest
 import requests
+from helpers import ThreadServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from rkollama.config import Settings
 from rkollama.models.catalog import Catalog
 from rkollama.server.app import create_app
 from rkollama.server.metrics import Metrics
-
-from helpers import ThreadServer
 
 
 def samples(url: str, **kwargs) -> dict:

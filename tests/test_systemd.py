@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from helpers import free_port, wait_for
 
 from rkollama.service import Unit, parse
-
-from helpers import free_port, wait_for
 
 RKOLLAMA = str(Path(sys.executable).with_name("rkollama"))
 

@@ -1,13 +1,18 @@
 """Ollama requests → core `Generation`, and core events → Ollama response objects."""
 
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from rkollama.api.fields import Fields
-from rkollama.core.request import (THINK_LEVELS, Request, check_top_logprobs, normalise_tool_calls,
-                                   validate_tools)
-from rkollama.core.images import is_base64, split_data_uri
 from rkollama.api import types as wire
+from rkollama.api.fields import Fields
+from rkollama.core.images import is_base64, split_data_uri
+from rkollama.core.request import (
+    THINK_LEVELS,
+    Request,
+    check_top_logprobs,
+    normalise_tool_calls,
+    validate_tools,
+)
 from rkollama.core.types import Done, DoneReason, Message, ToolCall
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest
@@ -101,7 +106,7 @@ def _think(value):
 # -- responses ---------------------------------------------------------------------------------
 def created_at() -> str:
     """UTC RFC 3339 with fractional seconds and `Z`, as Ollama writes `created_at`."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def timestamp(value: datetime | None) -> str:

@@ -23,7 +23,7 @@ def parse_body(raw: bytes) -> dict:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise BadRequest(f"invalid JSON: {exc}")
+        raise BadRequest(f"invalid JSON: {exc}") from None
     if body is None:
         body = {}  # Go decodes `null` into a struct as nothing at all: the fields' checks answer
     if not isinstance(body, dict):

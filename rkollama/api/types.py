@@ -13,7 +13,7 @@ from typing import Any, TypedDict
 try:
     from typing import NotRequired
 except ImportError:  # Python 3.10 (Ubuntu 22.04 board images)
-    from typing_extensions import NotRequired
+    from typing import NotRequired
 
 
 class ToolCallFunction(TypedDict):

@@ -64,5 +64,5 @@ class Backend(ABC):
         """One embedding per text (not normalised) and the prompt tokens used."""
         raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  # optional: an engine with nothing to free keeps this
         pass

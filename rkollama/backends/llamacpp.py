@@ -14,7 +14,6 @@ from rkollama.core.types import Done, DoneReason, Token, TokenLogprob
 from rkollama.errors import BackendFailed, BadRequest, LoadFailed
 from rkollama.models.options import DEFAULT_NUM_BATCH
 
-
 INPUT_TOO_LONG = "the input length exceeds the context length"
 UNBOUNDED_WINDOWS = 4
 """num_predict -1 generates until the model ends its answer, at most this many windows of
@@ -47,7 +46,7 @@ class LlamaCppBackend(Backend):
         try:
             from llama_cpp import Llama
         except ImportError as exc:
-            raise LoadFailed(f"the CPU engine (llama-cpp-python) is not installed: {exc}")
+            raise LoadFailed(f"the CPU engine (llama-cpp-python) is not installed: {exc}") from None
         if not os.path.isfile(spec.model_path):
             raise LoadFailed(f"model file missing: {spec.model_path}; pull {spec.name.display()} again")
         threads = opts.num_thread or settings.threads
@@ -56,7 +55,7 @@ class LlamaCppBackend(Backend):
             # KV cache is allocated.
             probe = Llama(model_path=str(spec.model_path), vocab_only=True, verbose=False)
         except (ValueError, RuntimeError, OSError) as exc:
-            raise LoadFailed(f"failed to load {spec.name.display()}: {exc}")
+            raise LoadFailed(f"failed to load {spec.name.display()}: {exc}") from exc
         try:
             shape = _KVShape.from_metadata(probe.metadata)
             max_token_bytes = _max_token_bytes(probe)
@@ -73,7 +72,7 @@ class LlamaCppBackend(Backend):
                         n_ubatch=n_batch, n_threads=threads, n_threads_batch=threads,
                         use_mmap=True if opts.use_mmap is None else opts.use_mmap, verbose=False)
         except (ValueError, RuntimeError, OSError) as exc:
-            raise LoadFailed(f"failed to load {spec.name.display()}: {exc}")
+            raise LoadFailed(f"failed to load {spec.name.display()}: {exc}") from exc
         source = spec.modelfile.template
         if source == "builtin":
             source = llm.metadata.get("tokenizer.chat_template") or CHATML
@@ -83,7 +82,7 @@ class LlamaCppBackend(Backend):
                                     eos_token=model.token_get_text(model.token_eos()))
         except Exception as exc:  # jinja2 syntax errors in a Modelfile template
             llm.close()
-            raise LoadFailed(f"invalid chat template for {spec.name.display()}: {exc}")
+            raise LoadFailed(f"invalid chat template for {spec.name.display()}: {exc}") from None
         return cls(spec, llm, template, max_token_bytes, n_ctx)
 
     def _context(self, gen) -> list[int]:
@@ -163,7 +162,7 @@ class LlamaCppBackend(Backend):
         try:
             return self.template.render(messages, add_generation_prompt=True, **extra)
         except TemplateRenderError as exc:
-            raise BadRequest(f"chat template failed: {exc}")
+            raise BadRequest(f"chat template failed: {exc}") from None
 
     def render(self, gen) -> str:
         """The whole prompt text (no truncation), for `_debug_render_only`."""
@@ -212,7 +211,7 @@ class LlamaCppBackend(Backend):
         logits to sample from), so a short prompt costs no extra forward pass."""
         llm = self.llm
         cached = 0
-        for a, b in zip(llm.input_ids[: llm.n_tokens], tokens[: len(tokens) - 1]):
+        for a, b in zip(llm.input_ids[: llm.n_tokens], tokens[: len(tokens) - 1], strict=False):
             if a != b:
                 break
             cached += 1
@@ -299,7 +298,7 @@ class LlamaCppBackend(Backend):
                 if ended:
                     break
         except (RuntimeError, ValueError) as exc:
-            raise BackendFailed(f"generation failed: {exc}")
+            raise BackendFailed(f"generation failed: {exc}") from exc
         tail = decoder.decode(b"", final=True)
         if tail and reason is not DoneReason.CANCELLED:
             yield Token(tail)

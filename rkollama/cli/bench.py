@@ -23,8 +23,8 @@ import typer
 if TYPE_CHECKING:
     from rich.live import Live
 
-from rkollama.cli import common, render
 from rkollama.api.types import GenerateRequest, GenerateResponse
+from rkollama.cli import common, render
 from rkollama.client import Client
 
 PROMPTS = {
@@ -163,13 +163,15 @@ def bench(cli: Client, host: str, models: list[str], prompt: str, runs: int, num
             started = time.perf_counter()
             results: list[Run] = []
             errors: list[BaseException] = []
+            def work(n: int, model: str = model, level: int = level, results: list[Run] = results,
+                     errors: list[BaseException] = errors) -> None:
+                # A distinct first line per run: no run reuses another's cached prompt.
+                try:
+                    results.append(one_run(cli, model, f"(run {n})\n{prompt}", num_predict, level))
+                except BaseException as exc:  # reported after the threads end
+                    errors.append(exc)
+
             for index in range(runs):
-                def work(n: int):
-                    # A distinct first line per run: no run reuses another's cached prompt.
-                    try:
-                        results.append(one_run(cli, model, f"(run {n})\n{prompt}", num_predict, level))
-                    except BaseException as exc:  # reported after the threads end
-                        errors.append(exc)
                 threads = [threading.Thread(target=work, args=(index * level + k,)) for k in range(level)]
                 for thread in threads:
                     thread.start()
@@ -199,7 +201,7 @@ class LiveView:
     def __init__(self, runs: int):
         self.runs = runs
         self.rows: dict[tuple[str, int], list[Run]] = {}
-        self.live: "Live | None" = None
+        self.live: Live | None = None
 
     def __enter__(self) -> "LiveView":
         if sys.stderr.isatty():
@@ -266,8 +268,9 @@ def plot_png(report: Report, path: Path) -> None:
     top_ttft = max((r["ttft_ms"]["median"] for r in rows), default=1.0) or 1.0
     for index, row in enumerate(rows):
         x = 20 + index * (2 * bar + gap)
-        for offset, (value, top, colour) in enumerate(((row["decode_tps"]["median"], top_decode, (31, 119, 180)),
-                                                       (row["ttft_ms"]["median"], top_ttft, (255, 127, 14)))):
+        bars = ((row["decode_tps"]["median"], top_decode, (31, 119, 180)),
+                (row["ttft_ms"]["median"], top_ttft, (255, 127, 14)))
+        for offset, (value, top, colour) in enumerate(bars):
             h = int((height - 20) * value / top)
             for y in range(height - 10 - h, height - 10):
                 for dx in range(bar - 2):
@@ -283,11 +286,14 @@ def plot_png(report: Report, path: Path) -> None:
 
 
 def command(models: list[str] = typer.Argument(..., help="Models to measure"),
-            host: str = typer.Option("", "--host", help="Any Ollama-compatible server (default: OLLAMA_HOST)"),
+            host: str = typer.Option("", "--host",
+                                     help="Any Ollama-compatible server (default: OLLAMA_HOST)"),
             runs: int = typer.Option(3, "--runs", min=1, help="Measured runs per model and concurrency"),
             num_predict: int = typer.Option(128, "--num-predict", min=1, help="Tokens to generate per run"),
-            prompt: str = typer.Option("medium", "--prompt", help="short, medium (~128 tokens), long, or your own text"),
-            concurrency: str = typer.Option("1", "--concurrency", help="Comma-separated client counts, e.g. 1,2,4"),
+            prompt: str = typer.Option("medium", "--prompt",
+                                       help="short, medium (~128 tokens), long, or your own text"),
+            concurrency: str = typer.Option("1", "--concurrency",
+                                            help="Comma-separated client counts, e.g. 1,2,4"),
             json_file: str = typer.Option("", "--json", help="Write the report as JSON"),
             markdown_file: str = typer.Option("", "--markdown", help="Write the report as Markdown"),
             plot_file: str = typer.Option("", "--plot", help="Write a PNG chart of decode tok/s and TTFT"),
@@ -299,7 +305,7 @@ def command(models: list[str] = typer.Argument(..., help="Models to measure"),
         if not levels or min(levels) < 1:
             raise ValueError
     except ValueError:
-        raise common.fail(f"invalid --concurrency {concurrency!r}: use numbers such as 1,2,4")
+        raise common.fail(f"invalid --concurrency {concurrency!r}: use numbers such as 1,2,4") from None
     cli = common.for_settings(common.settings(), host) if host else common.client(autostart=True)
     text = PROMPTS.get(prompt, prompt)
 

@@ -70,7 +70,8 @@ def show_info(info: ShowResponse) -> str:
     arch = model_info.get("general.architecture") or details.get("family", "")
     rows = [("architecture", arch), ("parameters", details.get("parameter_size", "")),
             ("context length", model_info.get(f"{arch}.context_length") or details.get("context_length", "")),
-            ("embedding length", model_info.get(f"{arch}.embedding_length") or details.get("embedding_length", "")),
+            ("embedding length",
+             model_info.get(f"{arch}.embedding_length") or details.get("embedding_length", "")),
             ("quantization", details.get("quantization_level", ""))]
     out = ["  Model"] + [f"    {k:<20}{v}" for k, v in rows if v]
     if info.get("capabilities"):
@@ -130,7 +131,7 @@ def pull(model: str):
     try:
         _draw_progress(progress)
     except RkollamaError as exc:
-        raise common.fail(exc.message)
+        raise common.fail(exc.message) from None
 
 
 def pull_with_progress(cli, model: str) -> None:
@@ -161,7 +162,8 @@ def _draw_progress(lines) -> None:
 
 
 def doctor(pin_frequencies: bool = typer.Option(
-        False, "--pin-frequencies", help="As root: pin NPU, CPU and DDR frequencies as Rockchip's scripts do")):
+        False, "--pin-frequencies",
+        help="As root: pin NPU, CPU and DDR frequencies as Rockchip's scripts do")):
     """Check what this machine offers the NPU engine."""
     from rkollama import doctor as checks
 
@@ -170,7 +172,7 @@ def doctor(pin_frequencies: bool = typer.Option(
             for line in checks.pin_frequencies():
                 print(line)
         except PermissionError as exc:
-            raise common.fail(str(exc))
+            raise common.fail(str(exc)) from None
         return
     cfg = common.settings()
     cli = common.for_settings(cfg)
@@ -209,10 +211,10 @@ def create(name: str = typer.Argument(..., help="Name of the new model"),
             try:
                 text = path.read_text(encoding="utf-8")
             except OSError as exc:
-                raise common.fail(f"open {file}: {exc.strerror or exc}")
+                raise common.fail(f"open {file}: {exc.strerror or exc}") from None
             parsed = parse(text, path.parent)
     except BadRequest as exc:
-        raise common.fail(exc.message)
+        raise common.fail(exc.message) from None
     cli = common.client(autostart=True)
     body = dict(parsed.body, model=name)
     print("gathering model components", file=sys.stderr)
@@ -260,7 +262,7 @@ def import_ollama(source: str = typer.Option("", "--from", help="Ollama's models
     try:
         results = list(import_all(store, root, dry_run))
     except RkollamaError as exc:
-        raise common.fail(exc.message)
+        raise common.fail(exc.message) from None
     for result in results:
         print(f"{result.name:<40} {result.outcome}")
     if not results:

@@ -9,9 +9,15 @@ from typing import cast
 
 import typer
 
+from rkollama.api.types import (
+    ChatRequest,
+    ChatResponse,
+    GenerateRequest,
+    GenerateResponse,
+    RequestBase,
+    ShowResponse,
+)
 from rkollama.cli import common, render
-from rkollama.api.types import (ChatRequest, ChatResponse, GenerateRequest, GenerateResponse, RequestBase,
-                                ShowResponse)
 from rkollama.client import Client
 
 HELP = """Available Commands:
@@ -58,8 +64,10 @@ def run(model: str = typer.Argument(..., help="Model name, e.g. smollm2:135m"),
         format_: str = typer.Option(None, "--format", help='Response format (e.g. json)'),
         think: str = typer.Option(None, "--think", help="Enable thinking: true, false, low, medium, high"),
         hidethinking: bool = typer.Option(False, "--hidethinking", help="Hide thinking output"),
-        nowordwrap: bool = typer.Option(False, "--nowordwrap", help="Don't wrap words to the next line automatically"),
-        no_autostart: bool = typer.Option(False, "--no-autostart", help="Do not start a daemon when none answers")):
+        nowordwrap: bool = typer.Option(False, "--nowordwrap",
+                                        help="Don't wrap words to the next line automatically"),
+        no_autostart: bool = typer.Option(False, "--no-autostart",
+                                          help="Do not start a daemon when none answers")):
     cli = common.client(autostart=not no_autostart)
     info = _show_or_pull(cli, model)
     session = Session(cli, model, info, verbose=verbose, hide_thinking=hidethinking)
@@ -150,7 +158,7 @@ class Session:
             final = self._print_stream(self.cli.generate(body))
         except KeyboardInterrupt:
             print()
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
         if prompt:
             sys.stdout.write("\n\n")
             sys.stdout.flush()

@@ -41,9 +41,8 @@ def register(app: typer.Typer) -> None:
                  context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def serve(ctx: typer.Context):
         from rkollama.config import Settings
-        from rkollama.server.serve import run
-
         from rkollama.errors import RkollamaError
+        from rkollama.server.serve import run
 
         try:
             run(Settings.load(flags=parse_flags(list(ctx.args))))

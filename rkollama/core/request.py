@@ -122,8 +122,9 @@ def validate_tools(tools) -> list:
         raise BadRequest("tools must be an array")
     for tool in tools:
         function = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
-            raise BadRequest("invalid tool: each tool needs {\"type\": \"function\", \"function\": {\"name\": …}}")
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) \
+                or not function["name"]:
+            raise BadRequest('invalid tool: each tool needs {"type": "function", "function": {"name": …}}')
     return tools
 
 

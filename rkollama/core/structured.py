@@ -42,7 +42,8 @@ def _shape_fault(schema: object, path: str = "format", depth: int = 0) -> str | 
     if "enum" in schema and not isinstance(schema["enum"], list):
         return f"{path}.enum must be a list"
     required = schema.get("required")
-    if required is not None and not (isinstance(required, list) and all(isinstance(r, str) for r in required)):
+    if required is not None and not (isinstance(required, list)
+                                     and all(isinstance(r, str) for r in required)):
         return f"{path}.required must be a list of strings"
     for key in _SCHEMA_MAP:
         if key in schema:

@@ -49,7 +49,7 @@ _COMMON = {
     "parameters": "parameters", "rkllm": _RKLLM, "capabilities": [str], "details": _DETAILS,
     "messages": [_MESSAGE], "model_info": ANY,
 }
-_TAG = dict(_COMMON, default=bool, sources={p: _SOURCE for p in PLATFORMS})
+_TAG = dict(_COMMON, default=bool, sources=dict.fromkeys(PLATFORMS, _SOURCE))
 _FAMILY = dict(_COMMON, name=str, tags=ANY)
 _ENTRY = dict(_COMMON, name=str, tag=str, source=dict(_SOURCE, platform=str))
 
@@ -142,7 +142,7 @@ def load_family(path: Path) -> Family:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8-sig"))
     except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
-        raise ModelfileError(f"{origin}: cannot read Modelfile: {exc}")
+        raise ModelfileError(f"{origin}: cannot read Modelfile: {exc}") from None
     _check(data, _FAMILY, origin, "")
     if "name" not in data:
         raise ModelfileError(f"{origin}: missing key 'name'")
@@ -214,7 +214,7 @@ def _check(value, schema, origin: str, where: str) -> None:
             try:
                 value[name] = coerce_option(name, item)
             except Exception as exc:
-                raise ModelfileError(f"{origin}: {label}.{name}: {exc}")
+                raise ModelfileError(f"{origin}: {label}.{name}: {exc}") from None
         return
     if isinstance(schema, dict):
         if not isinstance(value, dict):

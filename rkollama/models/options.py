@@ -137,4 +137,4 @@ def parse_cli_value(name: str, words: list[str]):
             return coerce_option(name, int(float(text)) if "." in text else int(text))
         return coerce_option(name, float(text))
     except ValueError:
-        raise BadRequest(f"invalid {_TYPE_NAMES[kind]} value {text!r} for parameter '{name}'")
+        raise BadRequest(f"invalid {_TYPE_NAMES[kind]} value {text!r} for parameter '{name}'") from None

@@ -148,7 +148,7 @@ def _read_files(paths):
                 while block := handle.read(CHUNK):
                     yield block
         except OSError as exc:
-            raise PullFailed(f"cannot read {path}: {exc.strerror}")
+            raise PullFailed(f"cannot read {path}: {exc.strerror}") from None
 
 
 def _read_url(url: str, writer, auth: dict):
@@ -171,12 +171,11 @@ def _read_url(url: str, writer, auth: dict):
                     raise PullFailed(f"pull model manifest: {url} answered HTTP {response.status_code}")
                 if response.status_code == 200 and writer.size:
                     writer.restart()  # the server ignored the range: take the whole file again
-                for chunk in response.iter_content(NET_CHUNK):
-                    yield chunk
+                yield from response.iter_content(NET_CHUNK)
                 return
         except (requests.RequestException, _Transient) as exc:
             if attempt == RETRIES:
-                raise PullFailed(f"cannot download {url}: {exc}")
+                raise PullFailed(f"cannot download {url}: {exc}") from None
             time.sleep(BACKOFF_S * 2 ** attempt)
 
 

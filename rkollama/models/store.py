@@ -13,7 +13,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -199,7 +199,8 @@ class ModelStore:
             if other.key() == name.key() and other != name:
                 raise BadRequest("a model with that name already exists")
 
-    def register(self, name: ModelName, modelfile: Modelfile, model_digest: str, model_size: int) -> "ModelSpec":
+    def register(self, name: ModelName, modelfile: Modelfile, model_digest: str,
+                 model_size: int) -> "ModelSpec":
         """Write the config blob and the manifest for `name` (atomically replacing any old one).
         Call it under `lock()`."""
         config = json.dumps(modelfile.to_dict(), sort_keys=True).encode()
@@ -235,8 +236,9 @@ class ModelStore:
             label = _name_from_path(self.manifests, path).display()
             raise CorruptModel(f"model '{label}' is damaged (its manifest or configuration "
                                f"cannot be read: {exc}); pull it again or remove it") from None
-        size = sum(int(l.get("size", 0)) for l in manifest["layers"]) + int(manifest["config"].get("size", 0))
-        modified = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).astimezone()
+        size = sum(int(layer.get("size", 0)) for layer in manifest["layers"]) \
+            + int(manifest["config"].get("size", 0))
+        modified = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).astimezone()
         return ModelSpec(
             name=_name_from_path(self.manifests, path),
             modelfile=modelfile,
@@ -291,7 +293,7 @@ class ModelStore:
             try:
                 manifest = json.loads(path.read_bytes())
                 referenced.add(manifest["config"]["digest"].split(":")[-1])
-                referenced.update(l["digest"].split(":")[-1] for l in manifest["layers"])
+                referenced.update(layer["digest"].split(":")[-1] for layer in manifest["layers"])
             except (OSError, ValueError, KeyError, TypeError):
                 continue
         if self.blobs.is_dir():

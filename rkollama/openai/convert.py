@@ -8,8 +8,8 @@ import struct
 import time
 
 from rkollama.api.fields import Fields
-from rkollama.core.request import Request, check_top_logprobs, normalise_tool_calls, validate_tools
 from rkollama.core.images import is_base64, split_data_uri
+from rkollama.core.request import Request, check_top_logprobs, normalise_tool_calls, validate_tools
 from rkollama.core.types import DoneReason, Message
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest

@@ -21,7 +21,6 @@ from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest
 from rkollama.openai.convert import message_content
 
-
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 """The `include` entry that asks for the answer's log-probabilities (OpenAI's name)."""
 
@@ -171,7 +170,8 @@ def response_object(rid: str, model: str, echo: dict, status: str, output: list,
             "error": None, "tools": echo["tools"], "tool_choice": "auto",
             "truncation": echo["truncation"], "parallel_tool_calls": True, "text": echo["text"],
             "top_p": echo["top_p"], "presence_penalty": 0, "frequency_penalty": 0,
-            "top_logprobs": echo["top_logprobs"], "temperature": echo["temperature"], "reasoning": echo["reasoning"],
+            "top_logprobs": echo["top_logprobs"], "temperature": echo["temperature"],
+            "reasoning": echo["reasoning"],
             "usage": usage, "max_output_tokens": echo["max_output_tokens"], "max_tool_calls": None,
             "store": False, "background": False, "service_tier": "default", "metadata": {},
             "safety_identifier": None, "prompt_cache_key": None}
@@ -275,7 +275,8 @@ class StreamWriter:
                                    item=dict(_message_item(self.message_id, "", "in_progress"), content=[])),
                        self._event("response.content_part.added", item_id=self.message_id,
                                    output_index=self.index, content_index=0,
-                                   part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})]
+                                   part={"type": "output_text", "text": "", "annotations": [],
+                                         "logprobs": []})]
         self.text += text
         self.scored += scored
         events.append(self._event("response.output_text.delta", item_id=self.message_id,

@@ -27,7 +27,8 @@ _LOCAL_ORIGINS = ("http://localhost", "https://localhost", "http://localhost:*",
                   "http://0.0.0.0", "https://0.0.0.0", "http://0.0.0.0:*", "https://0.0.0.0:*",
                   "app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*")
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-_ALLOWED_HEADERS = ("Authorization, Content-Type, User-Agent, Accept, X-Requested-With, OpenAI-Beta, x-api-key, "
+_ALLOWED_HEADERS = ("Authorization, Content-Type, User-Agent, Accept, X-Requested-With, OpenAI-Beta, "
+                    "x-api-key, "
                     "x-stainless-arch, x-stainless-lang, x-stainless-os, x-stainless-package-version, "
                     "x-stainless-retry-count, x-stainless-runtime, x-stainless-runtime-version, "
                     "x-stainless-timeout, x-stainless-async")

@@ -7,6 +7,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from werkzeug.datastructures import Headers
+
+    HeaderMap = Headers | Mapping[str, str]
+    """A request's headers: werkzeug's (case-insensitive) in the daemon, a dict in tests."""
 
 OPEN_PATHS = ("/", "/v1/health")
 """Answer without a key (liveness checks of load balancers and supervisors)."""
@@ -33,7 +40,7 @@ class Gate:
         self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, at)
         self._lock = threading.Lock()
 
-    def check(self, path: str, headers: Mapping[str, str], address: str) -> Refusal | None:
+    def check(self, path: str, headers: "HeaderMap", address: str) -> Refusal | None:
         if path in OPEN_PATHS:
             return None
         client = address
@@ -75,7 +82,7 @@ class Gate:
             del self._buckets[client]
 
 
-def presented_key(headers: Mapping[str, str]) -> str | None:
+def presented_key(headers: "HeaderMap") -> str | None:
     """The key of `Authorization: Bearer KEY` (ollama and openai clients), or of `x-api-key`
     (the anthropic client)."""
     auth = headers.get("Authorization", "")

@@ -61,7 +61,7 @@ def recommendations():
     deps = generation.deps()
     entries = []
     for name, entry in deps.catalog.offered(deps.platform):
-        item = {"model": name, "description": entry.description}
+        item: dict[str, str | int] = {"model": name, "description": entry.description}
         context = entry.details.get("context_length")
         if isinstance(context, int) and context > 0:
             item["context_length"] = context

@@ -4,9 +4,9 @@ import json
 
 from rkollama.api import types as wire
 from rkollama.api.convert import timestamp
+from rkollama.models.options import OPTIONS
 from rkollama.models.store import ModelSpec
 from rkollama.scheduler import LoadedModel
-from rkollama.models.options import OPTIONS
 
 
 def details(spec: ModelSpec) -> wire.ModelDetails:
@@ -91,7 +91,8 @@ def modelfile_text(spec) -> str:
         lines.append(f"SYSTEM {_quoted(mf.system)}")
     for key, value in mf.parameters.items():
         for item in value if isinstance(value, list) else [value]:
-            lines.append(f"PARAMETER {key} {_go_value(item) if isinstance(item, str) and ' ' in item else item}")
+            shown = _go_value(item) if isinstance(item, str) and " " in item else item
+            lines.append(f"PARAMETER {key} {shown}")
     if mf.license:
         lines.append(f'LICENSE """{mf.license}"""')
     for message in mf.messages:

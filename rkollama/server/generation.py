@@ -67,7 +67,7 @@ def submit(req, prepared: Prepared):
 def _validated(gen, start):
     messages = structured.with_instruction(gen.messages, gen.format)
     load_s, prompt_tokens, eval_tokens, prompt_ms, eval_ms = 0.0, 0, 0, 0.0, 0.0
-    reason = ""
+    reason: str | None = ""
     for _ in range(structured.MAX_ATTEMPTS):
         stream = start(replace(gen, messages=messages))
         load_s += stream.load_duration

@@ -120,9 +120,7 @@ def _progress(lines, stream: bool):
     line is produced before the 200 goes out, so a bad request keeps its status code."""
     lines = primed(lines)
     if not stream:
-        last = None
-        for last in lines:
-            pass
+        *_, last = lines  # the final line: success, or what failed
         return json_response(last)
     return ndjson(lines)
 

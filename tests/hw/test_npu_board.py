@@ -23,8 +23,8 @@ pytestmark = [pytest.mark.npu,
 @pytest.fixture(scope="module")
 def board_daemon(tmp_path_factory):
     import ollama
-
     from helpers import start_daemon
+
     from rkollama.models.modelfile import Modelfile
     from rkollama.models.names import ModelName
     from rkollama.models.store import ModelStore
@@ -94,8 +94,8 @@ def test_a_thinking_model_answers_after_its_thinking_twice_in_a_row(tmp_path):
     """Runtime 1.3.0 was reported (by another RKLLM server) to send FINISH at </think>, swallow
     the </think> token, and end a second run early. This settles it on the first board run."""
     import ollama
-
     from helpers import start_daemon
+
     from rkollama.models.modelfile import Modelfile
     from rkollama.models.names import ModelName
     from rkollama.models.store import ModelStore

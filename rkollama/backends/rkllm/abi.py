@@ -15,10 +15,25 @@ give the classes; tests compare every size and offset with the measured layouts 
 """
 
 import ctypes
-from ctypes import (CFUNCTYPE, POINTER, Structure, Union, c_bool, c_char_p, c_float, c_int,
-                    c_int8, c_int32, c_size_t, c_uint8, c_uint32, c_uint64, c_void_p)
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    Structure,
+    Union,
+    c_bool,
+    c_char_p,
+    c_float,
+    c_int,
+    c_int8,
+    c_int32,
+    c_size_t,
+    c_uint8,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 FAMILIES = ("1.2", "1.3", "1.3.1")
@@ -53,7 +68,7 @@ class Family:
             raise AttributeError(f"ABI family {self.name} has no {item}") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def family(name: str) -> Family:
     """The layouts of ABI family "1.2", "1.3" or "1.3.1"."""
     if name not in FAMILIES:

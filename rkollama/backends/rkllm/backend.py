@@ -84,7 +84,8 @@ class RKLLMBackend(Backend):
                                             float(adapter.get("scale", 1.0)))
                 if rt.rkllm_load_lora(handle, ctypes.byref(lora)) != 0:
                     raise LoadFailed(f"the RKLLM runtime could not load the LoRA adapter {adapter['path']}")
-            if rk.get("prompt_cache") and rt.rkllm_load_prompt_cache(handle, rk["prompt_cache"].encode()) != 0:
+            cache = rk.get("prompt_cache")
+            if cache and rt.rkllm_load_prompt_cache(handle, cache.encode()) != 0:
                 raise LoadFailed(f"the RKLLM runtime could not load the prompt cache {rk['prompt_cache']}")
             if template is not None:
                 # The prompt arrives fully rendered: no pieces of the built-in template around it.
@@ -216,7 +217,7 @@ class RKLLMBackend(Backend):
         reasons = [DoneReason.STOP] * len(batch)
         try:
             for item in run.poll():
-                for index, (request_id, gen, cancel) in enumerate(batch):
+                for index, (request_id, _, cancel) in enumerate(batch):
                     if not ended[index] and cancel.is_set():
                         ended[index], reasons[index] = True, DoneReason.CANCELLED
                         yield request_id, Done(DoneReason.CANCELLED, 0, 0.0, counts[index], 0.0)
@@ -235,12 +236,13 @@ class RKLLMBackend(Backend):
         if run.error:
             raise BackendFailed("the NPU runtime reported an error during generation")
         prefill, prefill_ms, _, generate_ms = run.perf or (0, 0.0, 0, 0.0)
-        for index, (request_id, gen, _) in enumerate(batch):
+        for index, (request_id, _, _) in enumerate(batch):
             if reasons[index] is DoneReason.CANCELLED:
                 continue
             yield request_id, Done(reasons[index], prefill // n, prefill_ms, counts[index], generate_ms)
 
-    def _launch(self, inputs: Any, infer: Any, keep: Any, slots: int = 0) -> tuple[int, Run, threading.Thread]:
+    def _launch(self, inputs: Any, infer: Any, keep: Any,
+                slots: int = 0) -> tuple[int, Run, threading.Thread]:
         """Start rkllm_run on a run thread of its own; `keep` holds the buffers the runtime reads.
         With `slots`, the run is a batch and the callback receives an array of results."""
         run_id, run = self._runs.start(slots, keep=(inputs, infer, keep))

@@ -21,8 +21,10 @@ KNOWN_BLOBS = {
     "bfca051375287d0f5aa754a7b8681b4ede52e259": "1.1.1", "e8f4afc38c7394beeff83003dbc772412f649a44": "1.1.2",
     "68e79327e82f675413956be615f48c62ccd0f16e": "1.1.3", "3bb8cb6172c4c06e1c622c8f8c579888378784f4": "1.1.4",
     "3f173bdf016d346690d2ccad52480efc53234b3e": "1.1.4", "d45ee9b8dcb9ef27d7dd875ce3be3d5e6dfb654d": "1.2.0",
-    "d61b58e295a1e88f3c690df316bfd83eec4bd16d": "1.2.0", "db041c01bba5e0e8f624bb2ff50d48825dde1bfc": "1.2.1b1",
-    "08dc9db1a201c0a87f596c7667d5dc98ca16a7d9": "1.2.1b1", "6b9439d59f2fe4bb8ef5ee2b09c102f1bf993da9": "1.2.1",
+    "d61b58e295a1e88f3c690df316bfd83eec4bd16d": "1.2.0",
+    "db041c01bba5e0e8f624bb2ff50d48825dde1bfc": "1.2.1b1",
+    "08dc9db1a201c0a87f596c7667d5dc98ca16a7d9": "1.2.1b1",
+    "6b9439d59f2fe4bb8ef5ee2b09c102f1bf993da9": "1.2.1",
     "7025f35825e04ad75d839d10392e3c02cc88e57a": "1.2.1", "4464ccb4f167d72dbd61fe1c92b44976ed45dda5": "1.2.1",
     "8ed9cca16f8d5ad8f7cdd7d393de6561182b3395": "1.2.2", "d5953fdad6e60521f1dc696f6d638425c93ba08d": "1.2.2",
     "471639b60c2c7fdcb2c8dffd553acc8548d10c2e": "1.2.2", "0084abc34ab43359cfa9fd5d4c92ece34127dbd0": "1.2.3",
@@ -79,7 +81,8 @@ def identify(path: Path, probe: bool = True) -> Identity:
     if version:
         fam = family_of(version)
         if fam is None:
-            raise LoadFailed(f"{path} is RKLLM runtime {version}, which rkollama does not support; {INSTALL_HINT}")
+            raise LoadFailed(f"{path} is RKLLM runtime {version}, which rkollama does not support; "
+                             f"{INSTALL_HINT}")
         return Identity(Path(path), fam, version, "known file")
     try:
         lib = ctypes.CDLL(str(path))
@@ -200,7 +203,8 @@ class Runtime:
         # int rkllm_init(LLMHandle* handle, RKLLMParam* param, RKLLMCallback* callback);      (1.3)
         third = POINTER(f.RKLLMCallback) if f.callback_struct else f.LLMResultCallback
         self._bind("rkllm_init", [handle_p, POINTER(f.RKLLMParam), third])
-        # int rkllm_run(LLMHandle handle, RKLLMInput* rkllm_input, RKLLMInferParam* rkllm_infer_params, void* userdata);
+        # int rkllm_run(LLMHandle handle, RKLLMInput* rkllm_input, RKLLMInferParam* rkllm_infer_params,
+        #               void* userdata);
         self._bind("rkllm_run", [abi.LLMHandle, POINTER(f.RKLLMInput), POINTER(f.RKLLMInferParam), c_void_p])
         # int rkllm_abort(LLMHandle handle);
         self._bind("rkllm_abort", [abi.LLMHandle])
@@ -213,9 +217,11 @@ class Runtime:
         self._bind("rkllm_clear_kv_cache", [abi.LLMHandle, c_int, POINTER(c_int), POINTER(c_int)])
         # int rkllm_get_kv_cache_size(LLMHandle handle, int* cache_sizes);
         self._bind("rkllm_get_kv_cache_size", [abi.LLMHandle, POINTER(c_int)])
-        # int rkllm_set_chat_template(LLMHandle handle, const char* system_prompt, const char* prompt_prefix, const char* prompt_postfix);
+        # int rkllm_set_chat_template(LLMHandle handle, const char* system_prompt,
+        #                             const char* prompt_prefix, const char* prompt_postfix);
         self._bind("rkllm_set_chat_template", [abi.LLMHandle, c_char_p, c_char_p, c_char_p])
-        # int rkllm_set_function_tools(LLMHandle handle, const char* system_prompt, const char* tools, const char* tool_response_str);
+        # int rkllm_set_function_tools(LLMHandle handle, const char* system_prompt, const char* tools,
+        #                              const char* tool_response_str);
         self._bind("rkllm_set_function_tools", [abi.LLMHandle, c_char_p, c_char_p, c_char_p])
         # int rkllm_load_lora(LLMHandle handle, RKLLMLoraAdapter* lora_adapter);
         self._bind("rkllm_load_lora", [abi.LLMHandle, POINTER(f.RKLLMLoraAdapter)])
