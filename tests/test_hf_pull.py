@@ -236,3 +236,31 @@ def test_a_gguf_repository_on_the_cpu_gets_its_details_and_template_from_the_fil
         server.close()
         scheduler.shutdown()
         srv.shutdown()
+
+
+def test_a_busy_hub_is_retried_after_the_wait_it_asks_for(tmp_path, hub):
+    """429 and 5xx answers are retried (urllib3's Retry), honouring Retry-After."""
+    import time
+
+    srv, files = hub
+    srv.set_faults(fail_first=2, fail_status=429, retry_after=1, fail_match=f"*{NPU_FILE}")
+    store = ModelStore(tmp_path / "models")
+    started = time.monotonic()
+    lines = list(pull(store, Catalog(), f"hf.co/{NPU_REPO}:{NPU_FILE}", "rk3588", HubConfig(srv.url)))
+    waited = time.monotonic() - started
+    assert lines[-1] == {"status": "success"}
+    assert store.resolve(f"hf.co/{NPU_REPO}:{NPU_FILE}").model_path.read_bytes() == files[f"{NPU_REPO}/{NPU_FILE}"]
+    refused = [r for r in srv.requests if r["status"] == 429]
+    assert len(refused) == 2 and waited >= 2.0  # two answers asked for one second each
+
+
+def test_a_hub_that_keeps_failing_is_a_clear_error(tmp_path, hub, monkeypatch):
+    from rkollama.models import pull as pulling
+
+    monkeypatch.setattr(pulling, "BACKOFF_S", 0.01)
+    srv, _ = hub
+    srv.set_faults(fail_first=100, fail_status=503, fail_match=f"*{NPU_FILE}")
+    store = ModelStore(tmp_path / "models")
+    with pytest.raises(Exception, match="answered HTTP 503"):
+        list(pull(store, Catalog(), f"hf.co/{NPU_REPO}:{NPU_FILE}", "rk3588", HubConfig(srv.url)))
+    assert store.list() == []

@@ -14,6 +14,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from rkollama.errors import PullFailed
 from rkollama.models import gguf_facts, hf
@@ -151,36 +152,59 @@ def _read_files(paths):
             raise PullFailed(f"cannot read {path}: {exc.strerror}") from None
 
 
+TRANSIENT_STATUS = (429, 500, 502, 503, 504)
+MAX_RETRY_AFTER_S = 60.0
+"""Longest Retry-After honoured, in seconds (a server asking for more is waited on this long)."""
+
+
+def _session():
+    """A requests session whose connections retry with urllib3: refused connections and 429/5xx
+    answers are tried again with exponential backoff from BACKOFF_S, honouring Retry-After,
+    before any byte of the body is read."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    class _CappedRetry(Retry):
+        def get_retry_after(self, response: Any) -> float | None:
+            seconds = super().get_retry_after(response)
+            return None if seconds is None else min(seconds, MAX_RETRY_AFTER_S)
+
+    retry = _CappedRetry(total=RETRIES, backoff_factor=BACKOFF_S, status_forcelist=TRANSIENT_STATUS,
+                         allowed_methods=frozenset({"GET"}), respect_retry_after_header=True,
+                         raise_on_status=False)
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    session.mount("https://", HTTPAdapter(max_retries=retry))
+    return session
+
+
 def _read_url(url: str, writer, auth: dict):
-    """The bytes of `url` after the `writer.size` already on disk (HTTP Range), retrying a
-    dropped connection or a transient error (5xx, 429) with backoff."""
+    """The bytes of `url` after the `writer.size` already on disk (HTTP Range). urllib3 retries
+    what fails before the body (see _session); a connection that drops mid-body is resumed from
+    the bytes already written, RETRIES times at most."""
     import requests
 
-    for attempt in range(RETRIES + 1):
-        headers = dict(auth, Range=f"bytes={writer.size}-") if writer.size else dict(auth)
-        try:
-            with requests.get(url, stream=True, timeout=30, headers=headers) as response:
-                if response.status_code == 416 and writer.size:  # the partial is already whole
+    with _session() as session:
+        for attempt in range(RETRIES + 1):
+            headers = dict(auth, Range=f"bytes={writer.size}-") if writer.size else dict(auth)
+            try:
+                with session.get(url, stream=True, timeout=30, headers=headers) as response:
+                    if response.status_code == 416 and writer.size:  # the partial is already whole
+                        return
+                    if response.status_code in (401, 403):
+                        raise PullFailed(f"{url} answered HTTP {response.status_code}: a gated or "
+                                         "private file needs HF_TOKEN", response.status_code)
+                    if response.status_code not in (200, 206):
+                        raise PullFailed(f"pull model manifest: {url} answered HTTP {response.status_code}")
+                    if response.status_code == 200 and writer.size:
+                        writer.restart()  # the server ignored the range: take the whole file again
+                    yield from response.iter_content(NET_CHUNK)
                     return
-                if response.status_code in (429, 500, 502, 503, 504) and attempt < RETRIES:
-                    raise _Transient(f"HTTP {response.status_code}")
-                if response.status_code in (401, 403):
-                    raise PullFailed(f"{url} answered HTTP {response.status_code}: a gated or "
-                                     "private file needs HF_TOKEN", response.status_code)
-                if response.status_code not in (200, 206):
-                    raise PullFailed(f"pull model manifest: {url} answered HTTP {response.status_code}")
-                if response.status_code == 200 and writer.size:
-                    writer.restart()  # the server ignored the range: take the whole file again
-                yield from response.iter_content(NET_CHUNK)
-                return
-        except (requests.RequestException, _Transient) as exc:
-            if attempt == RETRIES:
-                raise PullFailed(f"cannot download {url}: {exc}") from None
-            time.sleep(BACKOFF_S * 2 ** attempt)
-
-
-class _Transient(Exception):
-    pass
+            except requests.RequestException as exc:
+                if attempt == RETRIES:
+                    raise PullFailed(f"cannot download {url}: {exc}") from None
+                time.sleep(BACKOFF_S * 2 ** attempt)
 
 
 def _pypi_files(pypi: dict, scratch: Path) -> list[Path]:

@@ -5,7 +5,6 @@
 """
 
 import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
+
+from filelock import FileLock
 
 from rkollama.errors import BadRequest, CorruptModel, DigestMismatch, ModelNotFound, RkollamaError, StoreFull
 from rkollama.fsutil import write_bytes_atomic
@@ -96,12 +97,8 @@ class ModelStore:
         """Serialise operations that change manifests or remove blobs (pull, cp, rm), across
         threads and processes (an advisory lock on <root>/.lock)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with FileLock(self.root / ".lock"):
+            yield
 
     @contextmanager
     def download_lock(self, key: str):
@@ -109,13 +106,9 @@ class ModelStore:
         file waits here, then finds the blob in place."""
         self.blobs.mkdir(parents=True, exist_ok=True)
         path = self.partial_path(key).with_suffix(".lock")
-        with open(path, "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            os.utime(path)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with FileLock(path):
+            os.utime(path)  # the lock's age says when this download last started
+            yield
 
     def partial_path(self, key: str) -> Path:
         """Where a download identified by `key` (a digest or a source URL) is resumed from."""
