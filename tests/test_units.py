@@ -73,6 +73,13 @@ def test_configuration_doc_lists_every_setting():
         assert f"`{setting.envs[0]}`" in doc
 
 
+def test_modelfile_doc_lists_every_rkllm_key():
+    from rkollama.models.rkllm_section import markdown_table
+
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "modelfiles.md")).read()
+    assert markdown_table() in doc, "docs/modelfiles.md is out of date: regenerate its rkllm table"
+
+
 def test_builtin_modelfiles_are_valid_and_ship_the_required_models():
     catalog = Catalog()
     for name in ["smollm2:135m", "gemma3:270m", "qwen3:0.6b", "qwen3:1.7b", "gemma3:1b", "smollm2"]:
@@ -99,6 +106,15 @@ def test_unknown_modelfile_key_names_the_key_and_the_file(tmp_path):
     ("name: x\ntags: {a: {sources: {cpu: {path: a, sha256: abc}}}}\n", "sha256"),
     ("name: x\ntags: {}\n", "tags"),
     ("name: x\ntags: {a: {sources: {cpu: {path: a}}}}\nrkllm: {n_batch: many}\n", "n_batch"),
+    ("name: x\ntags: {a: {sources: {cpu: {path: a}}}}\nrkllm: {n_batch: 9}\n",
+     "rkllm.n_batch: input should be less than or equal to 8"),
+    ("name: x\ntags: {a: {rkllm: {top_p: 1.5}, sources: {cpu: {path: a}}}}\n",
+     "tags.a.rkllm.top_p: input should be less than or equal to 1"),
+    ("name: x\ntags: {a: {sources: {cpu: {path: a}}}}\nrkllm: {lora: [{path: a.lora}]}\n",
+     r"rkllm.lora\[0\].name: field required"),
+    ("name: x\ntags: {a: {sources: {cpu: {path: a}}}}\nrkllm: {embed_flash: 1}\n",
+     "rkllm.embed_flash: input should be a valid boolean"),
+    ("name: x\ntags: {a: {sources: {cpu: {path: a}}}}\nrkllm: {n_batchs: 2}\n", "unknown key 'n_batchs' in rkllm"),
     ("- just\n- a list\n", "mapping"),
 ])
 def test_modelfile_validation_errors(tmp_path, yaml_text, fragment):

@@ -33,7 +33,6 @@ from rkollama.errors import BackendFailed, LoadFailed
 
 POLL_S = 0.05
 """How often a waiting generation checks its cancel event, in seconds."""
-BATCH_WINDOW_MS = 20
 CLOSE_TIMEOUT_S = 30
 _CRASH = object()
 
@@ -246,7 +245,7 @@ def _serve(conn: Connection, spec, opts: LoadOptions, settings, backend_cls: typ
             except (OSError, EOFError, ValueError):
                 pass  # the daemon went away; the receive loop ends too
 
-    window = spec.modelfile.rkllm.get("batch_window_ms", BATCH_WINDOW_MS) / 1000.0
+    window = spec.modelfile.rkllm_section().batch_window_ms / 1000.0
     engine = _Engine(backend, slots, send, window)
     engine.start()
     while True:

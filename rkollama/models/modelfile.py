@@ -9,7 +9,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rkollama.errors import ModelfileError
+from rkollama.models import rkllm_section
 from rkollama.models.options import OPTIONS, coerce_option
+from rkollama.models.rkllm_section import RKLLMSection
 
 PLATFORMS = ("cpu", "rk3588", "rk3576", "rk3562", "rv1126b")
 CAPABILITIES = ("completion", "tools", "thinking", "vision", "embedding", "insert")
@@ -33,20 +35,10 @@ _DETAILS = {
     "family": str, "parameter_size": str, "quantization_level": str, "context_length": int,
     "embedding_length": int, "format": str,
 }
-_RKLLM = {
-    "max_context_len": int, "max_new_tokens": int, "n_keep": int, "top_k": int, "top_p": float,
-    "temperature": float, "repeat_penalty": float, "frequency_penalty": float,
-    "presence_penalty": float, "mirostat": int, "mirostat_tau": float, "mirostat_eta": float,
-    "skip_special_token": bool, "ignore_eos_token": bool, "embed_flash": bool,
-    "base_domain_id": int, "enabled_cpus_num": int, "enabled_cpus_mask": int, "n_batch": int,
-    "use_cross_attn": bool, "img_start": str, "img_end": str, "img_content": str,
-    "prompt_cache": str, "lora": [{"path": str, "name": str, "scale": float}],
-    "system_template": str, "prompt_prefix": str, "prompt_postfix": str, "batch_window_ms": int,
-}
 _MESSAGE = {"role": str, "content": str}
 _COMMON = {
     "description": str, "template": str, "system": str, "license": str, "homepage": str,
-    "parameters": "parameters", "rkllm": _RKLLM, "capabilities": [str], "details": _DETAILS,
+    "parameters": "parameters", "rkllm": "rkllm", "capabilities": [str], "details": _DETAILS,
     "messages": [_MESSAGE], "model_info": ANY,
 }
 _TAG = dict(_COMMON, default=bool, sources=dict.fromkeys(PLATFORMS, _SOURCE))
@@ -77,6 +69,10 @@ class Modelfile:
     @property
     def format(self) -> str:
         return source_format(self.source)
+
+    def rkllm_section(self) -> RKLLMSection:
+        """The `rkllm` mapping typed, with the engine's defaults for what it leaves out."""
+        return rkllm_section.parse(self.rkllm)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -204,6 +200,12 @@ def _check(value, schema, origin: str, where: str) -> None:
     """Validate `value` against a tiny schema language: types, [item], {key: schema}, ANY."""
     label = where or "top level"
     if schema is ANY:
+        return
+    if schema == "rkllm":  # typed and bounded by its pydantic model
+        try:
+            rkllm_section.parse(value, label)
+        except ValueError as exc:
+            raise ModelfileError(f"{origin}: {exc}") from None
         return
     if schema == "parameters":
         if not isinstance(value, dict):

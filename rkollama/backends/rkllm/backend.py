@@ -27,9 +27,6 @@ from rkollama.models.options import DEFAULTS
 from rkollama.models.store import ModelSpec
 from rkollama.platform import NPU_ENGINE_PLATFORMS, driver_problem, platform_defaults, source_platform
 
-MAX_BATCH = 8
-"""Most requests one rkllm_run takes (rkllm.n_batch is clamped to 1..MAX_BATCH)."""
-
 
 class RKLLMBackend(Backend):
     kind = "rkllm"
@@ -58,7 +55,7 @@ class RKLLMBackend(Backend):
         template = _compile_template(spec)  # before rkllm_init: a bad template holds no handle
         rt = open_runtime(settings.rkllm_lib)
         fam = rt.family
-        rk = dict(spec.modelfile.rkllm)
+        rk = spec.modelfile.rkllm_section()
         path = str(spec.model_path).encode()
         param, ctx, n_batch = _init_param(rt, spec, opts, settings, path)
         runs = RunTable()
@@ -79,19 +76,16 @@ class RKLLMBackend(Backend):
                              f"{rc}); check that the model was converted for this platform and runtime")
         with ExitStack() as undo:
             undo.callback(rt.rkllm_destroy, handle)  # any failure from here on frees the handle
-            for adapter in rk.get("lora", []):
-                lora = fam.RKLLMLoraAdapter(adapter["path"].encode(), adapter["name"].encode(),
-                                            float(adapter.get("scale", 1.0)))
+            for adapter in rk.lora:
+                lora = fam.RKLLMLoraAdapter(adapter.path.encode(), adapter.name.encode(), adapter.scale)
                 if rt.rkllm_load_lora(handle, ctypes.byref(lora)) != 0:
-                    raise LoadFailed(f"the RKLLM runtime could not load the LoRA adapter {adapter['path']}")
-            cache = rk.get("prompt_cache")
-            if cache and rt.rkllm_load_prompt_cache(handle, cache.encode()) != 0:
-                raise LoadFailed(f"the RKLLM runtime could not load the prompt cache {rk['prompt_cache']}")
+                    raise LoadFailed(f"the RKLLM runtime could not load the LoRA adapter {adapter.path}")
+            if rk.prompt_cache and rt.rkllm_load_prompt_cache(handle, rk.prompt_cache.encode()) != 0:
+                raise LoadFailed(f"the RKLLM runtime could not load the prompt cache {rk.prompt_cache}")
             if template is not None:
                 # The prompt arrives fully rendered: no pieces of the built-in template around it.
                 rt.rkllm_set_chat_template(handle, b"", b"", b"")
-            adapters = rk.get("lora", [])
-            first_lora = fam.RKLLMLoraParam(adapters[0]["name"].encode()) if adapters else None
+            first_lora = fam.RKLLMLoraParam(rk.lora[0].name.encode()) if rk.lora else None
             backend = cls(spec, rt, handle, runs, Conversation(rt, handle, template, rk), ctx,
                           slots=n_batch, lora=first_lora, keep=tuple(keep))
             undo.pop_all()
@@ -311,31 +305,31 @@ def _init_param(rt: Runtime, spec: ModelSpec, opts: LoadOptions, settings: Setti
     """(RKLLMParam, context length in tokens, n_batch) for rkllm_init: the runtime's defaults,
     then the Modelfile's `parameters`, then its `rkllm` section (which wins). Sampling set here is
     what 1.2.x runtimes use for every run; 1.3 takes it per run as well."""
-    rk = spec.modelfile.rkllm
+    rk = spec.modelfile.rkllm_section()
     param = rt.default_param()
     param.model_path = path
-    ctx = opts.num_ctx or rk.get("max_context_len") or settings.context_length
+    ctx = opts.num_ctx or rk.max_context_len or settings.context_length
     param.max_context_len = ctx
-    param.max_new_tokens = rk.get("max_new_tokens", ctx)
-    param.n_keep = rk.get("n_keep", -1)
+    param.max_new_tokens = ctx if rk.max_new_tokens is None else rk.max_new_tokens
+    param.n_keep = rk.n_keep
     sampling = {**DEFAULTS, **spec.modelfile.parameters}
     for name, kind in (("top_k", int), ("top_p", float), ("temperature", float), ("repeat_penalty", float),
                        ("frequency_penalty", float), ("presence_penalty", float)):
-        setattr(param, name, kind(rk.get(name, sampling[name])))
-    param.mirostat = int(rk.get("mirostat", 0))
-    param.mirostat_tau = float(rk.get("mirostat_tau", 5.0))
-    param.mirostat_eta = float(rk.get("mirostat_eta", 0.1))
-    param.skip_special_token = bool(rk.get("skip_special_token", True))
+        own = getattr(rk, name)
+        setattr(param, name, kind(sampling[name] if own is None else own))
+    param.mirostat, param.mirostat_tau, param.mirostat_eta = rk.mirostat, rk.mirostat_tau, rk.mirostat_eta
+    param.skip_special_token = rk.skip_special_token
     param.is_async = False
     if rt.family.callback_struct:
-        param.ignore_eos_token = bool(rk.get("ignore_eos_token", False))
-    defaults = platform_defaults(spec.modelfile.source.get("platform", ""))
+        param.ignore_eos_token = rk.ignore_eos_token
     ext = param.extend_param
-    ext.base_domain_id = int(rk.get("base_domain_id", opts.npu_domain or 0))
-    ext.embed_flash = 1 if rk.get("embed_flash", True) else 0
-    ext.enabled_cpus_mask = int(rk.get("enabled_cpus_mask", defaults["cpus_mask"]))
-    ext.enabled_cpus_num = int(rk.get("enabled_cpus_num", bin(ext.enabled_cpus_mask).count("1")))
-    n_batch = max(1, min(MAX_BATCH, int(rk.get("n_batch", 1))))
+    ext.base_domain_id = (opts.npu_domain or 0) if rk.base_domain_id is None else rk.base_domain_id
+    ext.embed_flash = 1 if rk.embed_flash else 0
+    mask = rk.enabled_cpus_mask
+    ext.enabled_cpus_mask = platform_defaults(spec.modelfile.source.get("platform", ""))["cpus_mask"] \
+        if mask is None else mask
+    ext.enabled_cpus_num = rk.enabled_cpus_num or bin(ext.enabled_cpus_mask).count("1")
+    n_batch = rk.n_batch
     if n_batch > 1 and not rt.identity.version:
         raise LoadFailed(
             f"n_batch {n_batch} needs the exact runtime version (1.3.0 and 1.3.1 lay out "

@@ -8,13 +8,13 @@ change (each change clears the cache).
 """
 
 import json
-from typing import Any
 
 from rkollama.backends.rkllm import abi
 from rkollama.backends.rkllm.runtime import Runtime
 from rkollama.core.prompt import ChatTemplate, TemplateRenderError
 from rkollama.core.types import Generation, Message
 from rkollama.errors import BadRequest
+from rkollama.models.rkllm_section import RKLLMSection
 
 TurnKey = tuple[str, str]
 
@@ -24,7 +24,7 @@ class Conversation:
     owns it, as it owns every run."""
 
     def __init__(self, runtime: Runtime, handle: abi.LLMHandle, template: ChatTemplate | None,
-                 rkllm: dict[str, Any]):
+                 rkllm: RKLLMSection):
         self._rt, self._handle = runtime, handle
         self.template = template
         """A Modelfile Jinja template (prompts arrive rendered), or None for the runtime's own."""
@@ -113,12 +113,12 @@ class Conversation:
         template's pieces (rkllm.system_template with {system}, prompt_prefix, prompt_postfix).
         Returns False when it cannot (the caller then puts it in front of the message)."""
         rk = self._rkllm
-        if not system or "prompt_prefix" not in rk or "system_template" not in rk:
+        if not system or rk.system_template is None or rk.prompt_prefix is None:
             return False
         if system != self._system:
             self._rt.rkllm_set_chat_template(
-                self._handle, rk["system_template"].replace("{system}", system).encode(),
-                rk["prompt_prefix"].encode(), rk.get("prompt_postfix", "").encode())
+                self._handle, rk.system_template.replace("{system}", system).encode(),
+                rk.prompt_prefix.encode(), rk.prompt_postfix.encode())
             self._system = system
             self.clear()
         return True
