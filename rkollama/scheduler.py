@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from rkollama.core.parse import parse_output
@@ -200,7 +200,7 @@ class Scheduler:
 
     def ps(self) -> list[LoadedModel]:
         with self._cond:
-            now_mono, now_wall = self.clock(), datetime.now(UTC).astimezone()
+            now_mono, now_wall = self.clock(), datetime.now(timezone.utc).astimezone()
             snapshots = []
             for runner in self._runners.values():
                 expires = None
@@ -213,7 +213,7 @@ class Scheduler:
                 snapshots.append(LoadedModel(runner.spec, expires, backend.context_length,
                                              max(runner.spec.size, backend.memory_bytes),
                                              backend.device))
-        far = datetime.max.replace(tzinfo=UTC)
+        far = datetime.max.replace(tzinfo=timezone.utc)
         return sorted(snapshots, key=lambda s: s.expires_at or far, reverse=True)
 
     def reap(self) -> None:

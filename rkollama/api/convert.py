@@ -1,7 +1,7 @@
 """Ollama requests → core `Generation`, and core events → Ollama response objects."""
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from rkollama.api import types as wire
 from rkollama.api.fields import Fields
@@ -106,7 +106,7 @@ def _think(value):
 # -- responses ---------------------------------------------------------------------------------
 def created_at() -> str:
     """UTC RFC 3339 with fractional seconds and `Z`, as Ollama writes `created_at`."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def timestamp(value: datetime | None) -> str:

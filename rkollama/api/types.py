@@ -8,12 +8,13 @@ nanoseconds; times are RFC 3339 strings. Requests are parsed from hostile JSON b
 `api/fields.py`, never trusted as these types; the client builds them.
 """
 
+import sys
 from typing import Any, TypedDict
 
-try:
+if sys.version_info >= (3, 11):
     from typing import NotRequired
-except ImportError:  # Python 3.10 (Ubuntu 22.04 board images)
-    from typing import NotRequired
+else:  # Python 3.10 (Ubuntu 22.04 board images); typing_extensions comes with pydantic
+    from typing_extensions import NotRequired
 
 
 class ToolCallFunction(TypedDict):

@@ -1,7 +1,7 @@
 """Text the CLI prints, formatted as Ollama's CLI formats it (sizes, times, tables, stats)."""
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from rkollama.api.types import Metrics
 from rkollama.durations import format_go_duration
@@ -23,7 +23,7 @@ def _parse_time(text: str) -> datetime:
 
 
 def human_time_ago(text: str, now: datetime | None = None) -> str:
-    now = now or datetime.now(UTC)
+    now = now or datetime.now(timezone.utc)
     seconds = (now - _parse_time(text)).total_seconds()
     return _human_span(seconds) + " ago"
 
@@ -32,7 +32,7 @@ def human_until(text: str, now: datetime | None = None) -> str:
     when = _parse_time(text)
     if when.year <= 1:
         return "Stopping..."
-    now = now or datetime.now(UTC)
+    now = now or datetime.now(timezone.utc)
     seconds = (when - now).total_seconds()
     if seconds > 100 * 365 * 86400:
         return "Forever"

@@ -72,7 +72,10 @@ class Modelfile:
 
     def rkllm_section(self) -> RKLLMSection:
         """The `rkllm` mapping typed, with the engine's defaults for what it leaves out."""
-        return rkllm_section.parse(self.rkllm)
+        try:
+            return rkllm_section.parse(self.rkllm)
+        except ValueError as exc:  # a stored entry is validated when read; this is a backstop
+            raise ModelfileError(f"{self.name}:{self.tag}: {exc}") from None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -12,7 +12,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
@@ -231,7 +231,7 @@ class ModelStore:
                                f"cannot be read: {exc}); pull it again or remove it") from None
         size = sum(int(layer.get("size", 0)) for layer in manifest["layers"]) \
             + int(manifest["config"].get("size", 0))
-        modified = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).astimezone()
+        modified = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).astimezone()
         return ModelSpec(
             name=_name_from_path(self.manifests, path),
             modelfile=modelfile,
