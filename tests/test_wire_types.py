@@ -6,6 +6,8 @@ import json
 import types
 import typing
 
+import typing_extensions
+
 from rkollama.api import types as wire
 
 
@@ -13,17 +15,17 @@ def conforms(obj, kind, where: str = "$") -> list[str]:
     """Problems of `obj` against the TypedDict `kind`, nested TypedDicts and lists included."""
     if not isinstance(obj, dict):
         return [f"{where} is not an object"]
-    hints = typing.get_type_hints(kind)
+    hints = typing_extensions.get_type_hints(kind)
     problems = [f"{where}.{k} is not declared in {kind.__name__}" for k in obj if k not in hints]
     problems += [f"{where}.{k} is missing" for k in kind.__required_keys__ if k not in obj]
     for key, value in obj.items():
         hint = hints.get(key)
         union = typing.get_origin(hint) in (typing.Union, types.UnionType)
         for inner in typing.get_args(hint) if union else (hint,):
-            if typing.is_typeddict(inner):
+            if typing_extensions.is_typeddict(inner):
                 problems += conforms(value, inner, f"{where}.{key}")
             elif typing.get_origin(inner) is list and typing.get_args(inner) \
-                    and typing.is_typeddict(typing.get_args(inner)[0]):
+                    and typing_extensions.is_typeddict(typing.get_args(inner)[0]):
                 for index, item in enumerate(value):
                     problems += conforms(item, typing.get_args(inner)[0], f"{where}.{key}[{index}]")
     return problems

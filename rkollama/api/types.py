@@ -9,12 +9,12 @@ nanoseconds; times are RFC 3339 strings. Requests are parsed from hostile JSON b
 """
 
 import sys
-from typing import Any, TypedDict
+from typing import Any
 
 if sys.version_info >= (3, 11):
-    from typing import NotRequired
-else:  # Python 3.10 (Ubuntu 22.04 board images); typing_extensions comes with pydantic
-    from typing_extensions import NotRequired
+    from typing import NotRequired, TypedDict
+else:  # Python 3.10 (Ubuntu 22.04 board images): its TypedDict ignores NotRequired
+    from typing_extensions import NotRequired, TypedDict
 
 
 class ToolCallFunction(TypedDict):

@@ -153,6 +153,16 @@ def local_rss(host: str) -> int | None:
     return tree_rss(pid) if pid else None
 
 
+def _work(cli: Client, model: str, prompt: str, num_predict: int, level: int, n: int,
+          results: list[Run], errors: list[BaseException]) -> None:
+    """One client thread of a concurrency level: run `n`, its result or error appended."""
+    # A distinct first line per run: no run reuses another's cached prompt.
+    try:
+        results.append(one_run(cli, model, f"(run {n})\n{prompt}", num_predict, level))
+    except BaseException as exc:  # reported after the threads end
+        errors.append(exc)
+
+
 def bench(cli: Client, host: str, models: list[str], prompt: str, runs: int, num_predict: int,
           levels: list[int], progress=None, check_quality: bool = False) -> Report:
     report = Report(host=host, prompt=prompt)
@@ -163,16 +173,10 @@ def bench(cli: Client, host: str, models: list[str], prompt: str, runs: int, num
             started = time.perf_counter()
             results: list[Run] = []
             errors: list[BaseException] = []
-            def work(n: int, model: str = model, level: int = level, results: list[Run] = results,
-                     errors: list[BaseException] = errors) -> None:
-                # A distinct first line per run: no run reuses another's cached prompt.
-                try:
-                    results.append(one_run(cli, model, f"(run {n})\n{prompt}", num_predict, level))
-                except BaseException as exc:  # reported after the threads end
-                    errors.append(exc)
-
             for index in range(runs):
-                threads = [threading.Thread(target=work, args=(index * level + k,)) for k in range(level)]
+                threads = [threading.Thread(target=_work, args=(cli, model, prompt, num_predict, level,
+                                                               index * level + k, results, errors))
+                           for k in range(level)]
                 for thread in threads:
                     thread.start()
                 for thread in threads:
