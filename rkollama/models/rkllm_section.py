@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from rkollama.models.pydantic_words import describe
+
 MAX_BATCH = 8
 """Most requests one rkllm_run takes (n_batch)."""
 MAX_CONTEXT = 1 << 20
@@ -115,11 +117,4 @@ def parse(data: Any, label: str = "rkllm") -> RKLLMSection:
     try:
         return RKLLMSection.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
-        if error["type"] == "extra_forbidden":
-            parent = path.rsplit(".", 1)[0]
-            raise ValueError(f"unknown key '{error['loc'][-1]}' in {label}{parent}") from None
-        if error["type"] == "model_type":
-            raise ValueError(f"{label}{path} must be a mapping") from None
-        raise ValueError(f"{label}{path}: {error['msg'][0].lower()}{error['msg'][1:]}") from None
+        raise ValueError(describe(exc.errors()[0], label)) from None
