@@ -33,11 +33,12 @@ class Client:
         self.timeout = timeout
         self._conn = None
 
-    def _connect(self, timeout=None):
+    def _connect(self, timeout: float | None = None) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
         return cls(self.host, self.port, timeout=timeout if timeout is not None else self.timeout)
 
-    def _send(self, method: str, path: str, body=None, timeout=None):
+    def _send(self, method: str, path: str, body: object = None, timeout: float | None = None
+              ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         conn = self._connect(timeout)
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json", "Accept": "application/json",

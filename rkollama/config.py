@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_PORT = 11434
@@ -120,12 +121,12 @@ def _parse_bool(text: str) -> bool:
     return True
 
 
-def _default(name: str):
+def _default(name: str) -> Any:
     """A field's default, converted from the table (the table is its only home)."""
     return convert(_BY_FIELD[name], _BY_FIELD[name].default, "the default")
 
 
-def convert(setting: Setting, raw, source: str):
+def convert(setting: Setting, raw: object, source: str) -> Any:
     """`raw` (text, or a YAML scalar from a file) as the setting's kind; ConfigError otherwise."""
     where = f"{source}: {setting.field}"
     if setting.kind == "list":
@@ -248,7 +249,7 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         """The environment alone (no files): what tests and benchmarks build on; `overrides` win."""
         return dataclasses.replace(cls.load(environ, files=[]), **overrides)
 

@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rkollama.config import Settings
 from rkollama.platform import ROCKET_HINT, detect_soc, driver_problem, find_library, npu_driver_version
 
 # What Rockchip's fix_freq_<platform>.sh scripts set (fact sheet §3.8): sysfs file -> value.
@@ -52,7 +53,7 @@ def _freq(path: str, scale: float, unit: str) -> str:
     return f"{int(value) / scale:g} {unit}" if value.isdigit() else "unknown"
 
 
-def check(settings, loaded: list | None) -> Report:
+def check(settings: Settings, loaded: list | None) -> Report:
     report = Report()
     soc = detect_soc()
     board = _read("/proc/device-tree/model") or "unknown"
@@ -97,7 +98,7 @@ def check(settings, loaded: list | None) -> Report:
     return report
 
 
-def _runtime(settings, soc: str, report: Report) -> None:
+def _runtime(settings: Settings, soc: str, report: Report) -> None:
     from rkollama.backends.rkllm.runtime import INSTALL_HINT, identify
     from rkollama.errors import LoadFailed
 

@@ -14,7 +14,7 @@ MAX_DURATION_S = (2**63 - 1) / 1e9
 """Go's longest time.Duration (about 292 years): a longer keep-alive means forever."""
 
 
-def parse_keep_alive(value) -> float:
+def parse_keep_alive(value: object) -> float:
     """Return a keep-alive in seconds; `FOREVER` (inf) for negative values.
 
     Accepts JSON numbers (seconds, floats allowed), Go duration strings ("5m", "1h30m", "-1m") and,
@@ -33,7 +33,7 @@ def parse_keep_alive(value) -> float:
     return FOREVER if seconds < 0 or seconds >= MAX_DURATION_S else seconds
 
 
-def keep_alive_seconds(value) -> float | None:
+def keep_alive_seconds(value: object) -> float | None:
     """A request's `keep_alive` in seconds; None when absent (the model keeps its current one)."""
     return None if value is None else parse_keep_alive(value)
 

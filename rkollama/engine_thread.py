@@ -9,6 +9,10 @@ Events cross to the request thread through a per-request queue; exceptions trave
 
 import queue
 import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _END = object()
 
@@ -31,11 +35,11 @@ class EngineThread:
                 return
             job()
 
-    def call(self, fn, *args):
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` on the engine thread and return its result (or raise its exception)."""
         box: queue.Queue = queue.Queue(maxsize=1)
 
-        def job():
+        def job() -> None:
             try:
                 box.put((True, fn(*args)))
             except BaseException as exc:  # delivered to the caller, never lost on this thread
@@ -47,11 +51,11 @@ class EngineThread:
             raise value
         return value
 
-    def stream(self, make_events):
+    def stream(self, make_events: Callable[[], Iterable[T]]) -> Iterator[T]:
         """Iterate, on the engine thread, the generator `make_events()`; yield its items here."""
         out: queue.Queue = queue.Queue()
 
-        def job():
+        def job() -> None:
             try:
                 for item in make_events():
                     out.put(item)
@@ -67,7 +71,7 @@ class EngineThread:
         self._jobs.put(None)
 
 
-def _drain(out: queue.Queue):
+def _drain(out: queue.Queue) -> Iterator[Any]:
     while True:
         item = out.get()
         if item is _END:

@@ -2,12 +2,14 @@
 
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 
 @contextmanager
-def atomic_writer(path: Path, mode: str = "wb"):
+def atomic_writer(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Yield a file object; on clean exit it replaces `path` atomically, on error it vanishes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,19 +12,20 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from rkollama.core.parse import parse_output
 from rkollama.core.stops import apply_stops
-from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Token, TokenLogprob
+from rkollama.core.types import Done, DoneReason, Event, Generation, LoadOptions, Token, TokenLogprob
 from rkollama.durations import MAX_DURATION_S, parse_keep_alive
 from rkollama.engine_thread import EngineThread
 from rkollama.errors import BadRequest, Cancelled, LoadFailed, QueueFull, RkollamaError, ShuttingDown
 
 if TYPE_CHECKING:
+    from rkollama.backends.base import Backend
     from rkollama.config import Settings
     from rkollama.models.store import ModelSpec
 
@@ -46,7 +47,8 @@ class LoadedModel:
 
 
 class _Runner:
-    def __init__(self, key, spec, opts, backend, engine, keep_alive: float, now: float):
+    def __init__(self, key: str, spec: "ModelSpec", opts: LoadOptions, backend: "Backend",
+                 engine: EngineThread, keep_alive: float, now: float):
         self.key, self.spec, self.opts, self.backend = key, spec, opts, backend
         self.engine = engine
         self.slots = max(1, getattr(backend, "slots", 1))  # generations it can run at once
@@ -145,7 +147,7 @@ class Scheduler:
             self._watch(stream, disconnected)
         return stream
 
-    def constrains_format(self, spec) -> bool | None:
+    def constrains_format(self, spec: "ModelSpec") -> bool | None:
         """Whether `spec`'s engine enforces a `format` itself: from its loaded backend, else from
         the factory (`backend_factory.constrains_format(spec, settings)`); None if unknown."""
         with self._cond:
@@ -155,15 +157,17 @@ class Scheduler:
         ask = getattr(self.factory, "constrains_format", None)
         return ask(spec, self.settings) if ask is not None else None
 
-    def load(self, spec, opts, keep_alive=None, disconnected=None) -> float:
+    def load(self, spec: "ModelSpec", opts: LoadOptions, keep_alive: float | None = None,
+             disconnected: Callable[[], bool] | None = None) -> float:
         """Make sure `spec` is loaded; return the seconds it took. Sets its keep-alive."""
         start = self.clock()
         runner = self._acquire(spec, opts, keep_alive, disconnected)
         self._release(runner)
         return self.clock() - start
 
-    def embed(self, spec, opts, texts: list[str], truncate: bool = True, keep_alive=None,
-              disconnected=None) -> tuple[list[list[float]], int, float]:
+    def embed(self, spec: "ModelSpec", opts: LoadOptions, texts: list[str], truncate: bool = True,
+              keep_alive: float | None = None, disconnected: Callable[[], bool] | None = None
+              ) -> tuple[list[list[float]], int, float]:
         """Embeddings of `texts` on `spec`'s engine thread: (vectors, tokens used, load seconds)."""
         start = self.clock()
         runner = self._acquire(spec, opts, keep_alive, disconnected)
@@ -176,7 +180,8 @@ class Scheduler:
             self._release(runner)
         return vectors, used, load_s
 
-    def render(self, spec, gen, opts, keep_alive=None, disconnected=None) -> str:
+    def render(self, spec: "ModelSpec", gen: Generation, opts: LoadOptions, keep_alive: float | None = None,
+               disconnected: Callable[[], bool] | None = None) -> str:
         """The prompt text `gen` becomes on `spec`'s engine, without generating."""
         runner = self._acquire(spec, opts, keep_alive, disconnected)
         try:
@@ -186,7 +191,7 @@ class Scheduler:
         finally:
             self._release(runner)
 
-    def unload(self, spec) -> None:
+    def unload(self, spec: "ModelSpec") -> None:
         """Expire `spec` now: unloaded at once if idle, else as soon as its request ends."""
         with self._cond:
             runner = self._runners.get(_key(spec))
@@ -226,7 +231,8 @@ class Scheduler:
             self._cond.notify_all()
 
     # -- internals -----------------------------------------------------------------------------
-    def _acquire(self, spec, opts, keep_alive, disconnected):
+    def _acquire(self, spec: "ModelSpec", opts: LoadOptions, keep_alive: float | None,
+                 disconnected: Callable[[], bool] | None) -> _Runner:
         key = _key(spec)
         with self._cond:
             if self._stop.is_set():
@@ -269,7 +275,7 @@ class Scheduler:
                 self._waiting -= 1
                 self._cond.notify_all()
 
-    def _first_for(self, key):
+    def _first_for(self, key: str) -> int:
         """The oldest waiting ticket for `key`: later arrivals never overtake it."""
         return next(t for t, k in self._pending.items() if k == key)
 
@@ -282,7 +288,8 @@ class Scheduler:
             self._close(min(idle, key=lambda r: r.last_used))
         return True
 
-    def _load_locked(self, key, spec, opts, keep_alive):
+    def _load_locked(self, key: str, spec: "ModelSpec", opts: LoadOptions,
+                     keep_alive: float | None) -> _Runner:
         self._loading.add(key)
         if spec.format == "rkllm":  # distinct NPU address spaces for models loaded side by side
             used = {r.opts.npu_domain for r in self._runners.values()}
@@ -310,11 +317,11 @@ class Scheduler:
         self._runners[key] = runner
         return runner
 
-    def _set_keep_alive(self, runner, keep_alive) -> None:
+    def _set_keep_alive(self, runner: _Runner, keep_alive: float | None) -> None:
         if keep_alive is not None:
             runner.keep_alive = keep_alive
 
-    def _release(self, runner) -> None:
+    def _release(self, runner: _Runner) -> None:
         with self._cond:
             now = self.clock()
             runner.active -= 1
@@ -350,7 +357,7 @@ class Scheduler:
             self.reap()
 
     # -- clients that go away ------------------------------------------------------------------
-    def _watch(self, stream: "Stream", disconnected) -> None:
+    def _watch(self, stream: "Stream", disconnected: Callable[[], bool]) -> None:
         """Cancel `stream` within WATCH_S of its client disconnecting, whether the route is
         streaming or collecting, and during prefill as during decode."""
         with self._cond:
@@ -384,7 +391,7 @@ class Scheduler:
 class Stream:
     """Events of one generation: `Token`s then one `Done`. Closing it cancels the generation."""
 
-    def __init__(self, scheduler: Scheduler, runner: _Runner, gen, load_s: float,
+    def __init__(self, scheduler: Scheduler, runner: _Runner, gen: Generation, load_s: float,
                  started: float | None = None):
         self.load_duration = load_s
         self._started = started  # scheduler clock at submit, for the time to the first token
@@ -396,7 +403,8 @@ class Stream:
         self.disconnected = _never
         runner.cancels.add(self.cancel_event)
         self._released = False
-        def events():  # lazy: the engine starts at the first next(), so an unread stream costs nothing
+        # Lazy: the engine starts at the first next(), so an unread stream costs nothing.
+        def events() -> Iterator[Token | Done]:
             if runner.slots > 1 or runner.backend.thread_safe:
                 # A runner process owns its engine thread (and batches NPU n_batch generations
                 # itself); a second hop through a thread here would only add latency.
@@ -406,7 +414,7 @@ class Stream:
 
         self._logprobs: list[TokenLogprob] = []
 
-        def scored(items):
+        def scored(items: Iterable[Token | Done]) -> Iterator[Token | Done]:
             # Log-probabilities travel beside the text: stops and parsers regroup the text,
             # and the next token that leaves the stream carries what accumulated.
             for item in items:
@@ -421,10 +429,10 @@ class Stream:
         self._events = parse_output(stopped, gen)
         self._done = False
 
-    def __iter__(self):
+    def __iter__(self) -> "Stream":
         return self
 
-    def __next__(self):
+    def __next__(self) -> Event:
         if self._done:
             raise StopIteration
         try:
@@ -477,6 +485,6 @@ def _never() -> bool:
     return False
 
 
-def _key(spec):
+def _key(spec: "ModelSpec") -> str:
     return str(spec.model_path)
 

@@ -12,11 +12,13 @@ as server-sent events `message_start`, `content_block_start`/`_delta`/`_stop`, `
 
 import json
 import secrets
+from typing import Any
 
 from rkollama.api.fields import Fields
+from rkollama.core.collect import Completion
 from rkollama.core.images import is_base64
 from rkollama.core.request import THINK_LEVELS, Request, validate_tools
-from rkollama.core.types import DoneReason, Message, ToolCall
+from rkollama.core.types import Done, DoneReason, Message, ToolCall
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest
 
@@ -64,7 +66,7 @@ def from_messages_request(body: dict) -> Request:
     return req
 
 
-def _system(value) -> list[Message]:
+def _system(value: object) -> list[Message]:
     if value in (None, ""):
         return []
     if isinstance(value, str):
@@ -126,7 +128,7 @@ def _messages(items: list) -> list[Message]:
     return out
 
 
-def _result_text(content) -> str:
+def _result_text(content: object) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
@@ -137,7 +139,7 @@ def _result_text(content) -> str:
     raise BadRequest("tool_result content must be a string or an array of blocks")
 
 
-def _image(source) -> str:
+def _image(source: Any) -> str:
     if not isinstance(source, dict) or source.get("type") != "base64":
         kind = source.get("type") if isinstance(source, dict) else source
         raise BadRequest(f"invalid image source type: {kind}. Only base64 images are supported.")
@@ -147,7 +149,7 @@ def _image(source) -> str:
     return data
 
 
-def _tool(tool) -> dict:
+def _tool(tool: object) -> dict:
     if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
         raise BadRequest("each tool needs a name")
     schema = tool.get("input_schema") or {"type": "object"}
@@ -158,7 +160,7 @@ def _tool(tool) -> dict:
                                              "parameters": schema}}
 
 
-def _tool_choice(choice, tools: list) -> tuple[list, str | None]:
+def _tool_choice(choice: dict | None, tools: list) -> tuple[list, str | None]:
     kind = (choice or {}).get("type", "auto")
     if kind == "auto":
         return tools, None
@@ -167,14 +169,14 @@ def _tool_choice(choice, tools: list) -> tuple[list, str | None]:
     if kind == "any":
         return tools, "required"
     if kind == "tool":
-        name = choice.get("name")
+        name = (choice or {}).get("name")
         if name not in {t["function"]["name"] for t in tools}:
             raise BadRequest(f"tool_choice names '{name}', which is not in tools")
         return tools, name
     raise BadRequest(f"invalid tool_choice type: {kind!r}")
 
 
-def _think(f: Fields):
+def _think(f: Fields) -> bool | str | None:
     thinking = f.get("thinking", dict, {})
     if thinking.get("type") == "enabled":
         return True
@@ -197,7 +199,7 @@ def tool_use(call: ToolCall) -> dict:
             "input": call.arguments}
 
 
-def to_message(req: Request, completion, mid: str) -> dict:
+def to_message(req: Request, completion: Completion, mid: str) -> dict:
     content = []
     if completion.thinking:
         content.append({"type": "thinking", "thinking": completion.thinking, "signature": ""})
@@ -268,7 +270,7 @@ class StreamWriter:
         self.calls += 1
         return events
 
-    def done(self, done) -> list[tuple[str, dict]]:
+    def done(self, done: Done) -> list[tuple[str, dict]]:
         return self._close() + [
             ("message_delta", {"type": "message_delta",
                                "delta": {"stop_reason": stop_reason(done.reason, self.calls > 0),

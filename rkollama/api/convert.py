@@ -61,7 +61,7 @@ def parse_generate(body: dict) -> Request:
     return req
 
 
-def _message(data, index: int) -> Message:
+def _message(data: object, index: int) -> Message:
     if not isinstance(data, dict):
         raise BadRequest(f"json: cannot unmarshal {type(data).__name__} into Go struct field "
                          f"ChatRequest.messages of type api.Message")
@@ -76,7 +76,7 @@ def _message(data, index: int) -> Message:
                    thinking=f.get("thinking", str, ""))
 
 
-def _image(value) -> str:
+def _image(value: object) -> str:
     """Accept plain base64 (Ollama) or a data URI; return plain base64."""
     if not isinstance(value, str):
         raise BadRequest("json: cannot unmarshal images: expected base64 strings")
@@ -86,7 +86,7 @@ def _image(value) -> str:
     return text
 
 
-def _format(value):
+def _format(value: object) -> str | dict | None:
     if value in (None, ""):
         return None
     if value == "json" or isinstance(value, dict):
@@ -94,7 +94,7 @@ def _format(value):
     raise BadRequest(f'invalid format: {value!r}; expected "json" or a valid JSON Schema object')
 
 
-def _think(value):
+def _think(value: object) -> bool | str | None:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str) and value in THINK_LEVELS:

@@ -3,6 +3,7 @@ names case-insensitive) and its strictness (a wrong type is a 400 that names the
 
 import json
 import re
+from typing import Any
 
 from rkollama.errors import BadRequest
 
@@ -54,7 +55,7 @@ def _check_depth(raw: bytes) -> None:
             depth -= 1
 
 
-def _replace_lone_surrogates(value):
+def _replace_lone_surrogates(value: Any) -> Any:
     """Lone UTF-16 surrogates (`"\\ud800"`) become U+FFFD, as Go's JSON decoder makes them."""
     if isinstance(value, str):
         return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
@@ -77,11 +78,11 @@ class Fields:
     def has(self, name: str) -> bool:
         return self._data.get(name.lower()) is not None
 
-    def raw(self, name: str, default=None):
+    def raw(self, name: str, default: Any = None) -> Any:
         value = self._data.get(name.lower())
         return default if value is None else value
 
-    def get(self, name: str, kind, default=None):
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
         """The value if it has type `kind` (a type or tuple); None/absent → `default`."""
         value = self._data.get(name.lower())
         if value is None:
@@ -97,7 +98,7 @@ class Fields:
         return value
 
 
-def _json_kind(value) -> str:
+def _json_kind(value: object) -> str:
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, (int, float)):

@@ -1,10 +1,17 @@
 """Engine registry: picks the backend for a model from its format and the `backend` setting."""
 
+from typing import TYPE_CHECKING
+
 from rkollama.backends.base import Backend
+from rkollama.core.types import LoadOptions
 from rkollama.errors import LoadFailed
 
+if TYPE_CHECKING:
+    from rkollama.config import Settings
+    from rkollama.models.store import ModelSpec
 
-def engine_class(spec, settings) -> type[Backend]:
+
+def engine_class(spec: "ModelSpec", settings: "Settings") -> type[Backend]:
     """The engine that runs `spec`. Heavy engines are imported only here."""
     choice = settings.backend
     if spec.format == "rkllm":
@@ -20,7 +27,7 @@ class EngineFactory:
     """The Scheduler's default backend factory: loads a model's engine, and says before loading
     whether that engine enforces a `format` itself."""
 
-    def __call__(self, spec, opts, settings) -> Backend:
+    def __call__(self, spec: "ModelSpec", opts: LoadOptions, settings: "Settings") -> Backend:
         """The model's engine in a runner process of its own (RKOLLAMA_ISOLATION, the default),
         or in the daemon's process."""
         if settings.backend == "fake":
@@ -33,7 +40,7 @@ class EngineFactory:
         return cls.load(spec, opts, settings)
 
     @staticmethod
-    def constrains_format(spec, settings) -> bool:
+    def constrains_format(spec: "ModelSpec", settings: "Settings") -> bool:
         """From the engine's class (a grammar-capable engine), without loading anything."""
         if settings.backend == "fake":
             from rkollama.backends.fake import ScriptedBackend

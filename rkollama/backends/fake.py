@@ -11,16 +11,22 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from rkollama.backends.base import Backend
-from rkollama.core.types import Done, DoneReason, Token, TokenLogprob
+from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Token, TokenLogprob
 from rkollama.errors import BackendFailed, LoadFailed
+
+if TYPE_CHECKING:
+    from rkollama.config import Settings
+    from rkollama.models.store import ModelSpec
 
 
 class Script:
     """Shared, thread-safe control panel of fake backends created by one factory."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queue: deque = deque()
         self.history: list = []
@@ -39,7 +45,7 @@ class Script:
         with self._lock:
             self._queue.append(list(tokens))
 
-    def _next(self, gen) -> list[str] | None:
+    def _next(self, gen: Generation) -> list[str] | None:
         with self._lock:
             self.history.append(gen)
             return self._queue.popleft() if self._queue else None
@@ -49,7 +55,7 @@ class ScriptedBackend(Backend):
     kind = "fake"
     device = "cpu"
 
-    def __init__(self, spec, opts, script: Script):
+    def __init__(self, spec: "ModelSpec", opts: LoadOptions, script: Script):
         self.spec, self.opts, self.script = spec, opts, script
         self.context_length = opts.num_ctx or 4096
         self.memory_bytes = spec.size
@@ -57,14 +63,15 @@ class ScriptedBackend(Backend):
         self.closed = False
 
     @classmethod
-    def load(cls, spec, opts, settings, script: Script | None = None) -> "ScriptedBackend":
+    def load(cls, spec: "ModelSpec", opts: LoadOptions, settings: "Settings",
+             script: Script | None = None) -> "ScriptedBackend":
         script = script or Script()
         if script.fail_on_load:
             raise LoadFailed(script.fail_on_load)
         script.loads.append((spec.name.display(), opts))
         return cls(spec, opts, script)
 
-    def generate(self, gen, cancel):
+    def generate(self, gen: Generation, cancel: threading.Event) -> Iterator[Token | Done]:
         scripted = self.script._next(gen)
         words = _prompt_words(gen)
         tokens = scripted if scripted is not None else _echo(gen)
@@ -94,7 +101,7 @@ class ScriptedBackend(Backend):
             raise
         yield self._done(DoneReason.STOP, words, produced)
 
-    def _done(self, reason, prompt_tokens, produced):
+    def _done(self, reason: DoneReason, prompt_tokens: int, produced: int) -> Done:
         self.script.finished.append((reason, produced))
         # Token ids of the fake are positions: the context a real engine would hand back.
         return Done(reason, prompt_tokens, float(prompt_tokens), produced, 10.0 * produced,
@@ -106,10 +113,10 @@ class ScriptedBackend(Backend):
                    for t in texts]
         return vectors, sum(len(t.split()) for t in texts)
 
-    def render(self, gen) -> str:
+    def render(self, gen: Generation) -> str:
         if gen.prompt is not None:
             return gen.prompt
-        return "".join(f"<{m.role}>{m.content}\n" for m in gen.messages) + "<assistant>"
+        return "".join(f"<{m.role}>{m.content}\n" for m in gen.messages or []) + "<assistant>"
 
     def close(self) -> None:
         if not self.closed:
@@ -117,7 +124,7 @@ class ScriptedBackend(Backend):
             self.script.closes += 1
 
 
-def _scored(text: str, index: int, gen) -> tuple:
+def _scored(text: str, index: int, gen: Generation) -> tuple[TokenLogprob, ...]:
     """Deterministic log-probabilities: token i has -0.1*(i+1); alternatives alt0, alt1… below."""
     own = -0.1 * (index + 1)
     top = tuple(TokenLogprob(f"alt{k}", own - 1.0 - k, tuple(f"alt{k}".encode()))
@@ -125,13 +132,13 @@ def _scored(text: str, index: int, gen) -> tuple:
     return (TokenLogprob(text, own, tuple(text.encode()), top),)
 
 
-def _prompt_words(gen) -> int:
+def _prompt_words(gen: Generation) -> int:
     if gen.prompt is not None:
         return len(gen.prompt.split())
     return sum(len((m.content or "").split()) for m in gen.messages or [])
 
 
-def _echo(gen) -> list[str]:
+def _echo(gen: Generation) -> list[str]:
     text = gen.prompt or ""
     for message in reversed(gen.messages or []):
         if message.role == "user":
@@ -143,9 +150,9 @@ def _echo(gen) -> list[str]:
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
 
-def factory(script: Script):
+def factory(script: Script) -> Callable[["ModelSpec", LoadOptions, "Settings"], Backend]:
     """A backend_factory for the Scheduler that builds ScriptedBackends sharing `script`."""
-    def load(spec, opts, settings):
+    def load(spec: "ModelSpec", opts: LoadOptions, settings: "Settings") -> Backend:
         return ScriptedBackend.load(spec, opts, settings, script=script)
     load.constrains_format = lambda spec, settings: ScriptedBackend.constrains_format  # type: ignore[attr-defined]
     return load

@@ -5,14 +5,20 @@ import json
 import logging
 import os
 import random
+import threading
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from rkollama.backends.base import Backend
 from rkollama.core.prompt import CHATML, ChatTemplate, TemplateRenderError
-from rkollama.core.types import Done, DoneReason, Token, TokenLogprob
+from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Message, Token, TokenLogprob
 from rkollama.errors import BackendFailed, BadRequest, LoadFailed
 from rkollama.models.options import DEFAULT_NUM_BATCH
+
+if TYPE_CHECKING:
+    from rkollama.config import Settings
+    from rkollama.models.store import ModelSpec
 
 INPUT_TOO_LONG = "the input length exceeds the context length"
 UNBOUNDED_WINDOWS = 4
@@ -27,7 +33,8 @@ class LlamaCppBackend(Backend):
     device = "cpu"
     constrains_format = True
 
-    def __init__(self, spec, llm, template: ChatTemplate, max_token_bytes: int, n_ctx: int):
+    def __init__(self, spec: "ModelSpec", llm: Any, template: ChatTemplate, max_token_bytes: int,
+                 n_ctx: int):
         self.spec, self.llm, self.template = spec, llm, template
         self.n_ctx = n_ctx
         """The window in tokens, as requested (llama.cpp pads its own to a multiple of 256)."""
@@ -40,7 +47,7 @@ class LlamaCppBackend(Backend):
         self._closed = False
 
     @classmethod
-    def load(cls, spec, opts, settings) -> "LlamaCppBackend":
+    def load(cls, spec: "ModelSpec", opts: LoadOptions, settings: "Settings") -> "LlamaCppBackend":
         """Load the GGUF at `spec.model_path`. num_ctx is capped at the model's training context
         and refused (BadRequest) when its KV cache cannot fit in the available memory."""
         try:
@@ -85,7 +92,7 @@ class LlamaCppBackend(Backend):
             raise LoadFailed(f"invalid chat template for {spec.name.display()}: {exc}") from None
         return cls(spec, llm, template, max_token_bytes, n_ctx)
 
-    def _context(self, gen) -> list[int]:
+    def _context(self, gen: Generation) -> list[int]:
         """The token ids of an earlier exchange this prompt continues (/api/generate `context`)."""
         vocab = self.llm.n_vocab()
         if any(t >= vocab for t in gen.context):
@@ -102,7 +109,7 @@ class LlamaCppBackend(Backend):
         """A lower bound of the tokens of `text`, from its length alone."""
         return -(-len(text.encode("utf-8", "surrogatepass")) // self.max_token_bytes)
 
-    def _prompt_tokens(self, gen) -> list[int]:
+    def _prompt_tokens(self, gen: Generation) -> list[int]:
         """The prompt's tokens, fitted to `num_ctx` as Ollama fits them.
 
         With `truncate` (the default) chat history that does not fit loses its oldest messages
@@ -116,7 +123,7 @@ class LlamaCppBackend(Backend):
         context = self._context(gen)
         if gen.prompt is not None:
             return context + self._tokens(self._bounded(gen.prompt, gen), bos=not context)
-        messages = list(gen.messages)
+        messages = list(gen.messages or [])
 
         def render(dropped: int) -> list[int]:
             gone = set(droppable[:_tool_block_start(messages, droppable, dropped)])
@@ -150,7 +157,7 @@ class LlamaCppBackend(Backend):
                 low = middle + 1
         return best
 
-    def _render_messages(self, messages: list, gen) -> str:
+    def _render_messages(self, messages: list[Message], gen: Generation) -> str:
         """`messages` through the chat template, with the request's tools and think setting."""
         extra: dict = {}
         if gen.tools:
@@ -164,13 +171,13 @@ class LlamaCppBackend(Backend):
         except TemplateRenderError as exc:
             raise BadRequest(f"chat template failed: {exc}") from None
 
-    def render(self, gen) -> str:
+    def render(self, gen: Generation) -> str:
         """The whole prompt text (no truncation), for `_debug_render_only`."""
         if gen.prompt is not None:
             return gen.prompt
-        return self._render_messages(list(gen.messages), gen)
+        return self._render_messages(list(gen.messages or []), gen)
 
-    def _bounded(self, text: str, gen) -> str:
+    def _bounded(self, text: str, gen: Generation) -> str:
         """`text`, or with `truncate` its middle cut out when it is far longer than the window:
         only its first num_keep and last num_ctx tokens can survive `_fit`, so a 30 MB message
         costs no more tokenizing than a window's worth. Without `truncate`, a text that cannot
@@ -186,7 +193,7 @@ class LlamaCppBackend(Backend):
             return text
         return (data[:head].decode("utf-8", "ignore") + data[-tail:].decode("utf-8", "ignore"))
 
-    def _fit(self, tokens: list[int], gen) -> list[int]:
+    def _fit(self, tokens: list[int], gen: Generation) -> list[int]:
         """Tokens that exceed the window keep the first num_keep and lose what follows them, as
         Ollama's runner truncates; without `truncate` that is a 400."""
         n_ctx = self.n_ctx
@@ -198,13 +205,13 @@ class LlamaCppBackend(Backend):
         log.warning("truncating input prompt: limit %d, prompt %d, keep %d", n_ctx, len(tokens), keep)
         return tokens[:keep] + tokens[len(tokens) - (n_ctx - keep):]
 
-    def _num_keep(self, gen, prompt_tokens: int) -> int:
+    def _num_keep(self, gen: Generation, prompt_tokens: int) -> int:
         keep = gen.options.num_keep
         if keep < 0:
             keep = prompt_tokens
         return max(0, min(keep, self.n_ctx - 1))
 
-    def _prefill(self, tokens: list[int], cancel) -> bool:
+    def _prefill(self, tokens: list[int], cancel: threading.Event) -> bool:
         """Evaluate the prompt up to its last n_batch chunk, one chunk at a time, checking
         `cancel` between chunks and reusing the prefix already in the KV cache; False when
         cancelled. llama.cpp's own generate() then evaluates the last chunk (which yields the
@@ -225,7 +232,7 @@ class LlamaCppBackend(Backend):
             llm.eval(tokens[start:start + llm.n_batch])
         return not cancel.is_set()
 
-    def generate(self, gen, cancel):
+    def generate(self, gen: Generation, cancel: threading.Event) -> Iterator[Token | Done]:
         """Tokens of the answer, then Done. When the window fills before `num_predict`, the
         context shifts as Ollama's does (the first num_keep tokens stay, half of the rest goes)
         unless `shift` is false or a grammar is active; then it ends with LENGTH."""
@@ -400,7 +407,7 @@ class _KVShape:
         return 2 * 2 * self.layers * self.kv_width * n_ctx
 
 
-def _check_memory(spec, shape: _KVShape, n_ctx: int) -> None:
+def _check_memory(spec: "ModelSpec", shape: _KVShape, n_ctx: int) -> None:
     """Refuse a context whose KV cache (plus the weights) exceeds the memory available now."""
     available = _available_memory()
     needed = shape.kv_bytes(n_ctx) + spec.size
@@ -421,7 +428,7 @@ def _available_memory() -> int:
     return 0
 
 
-def _max_token_bytes(llm) -> int:
+def _max_token_bytes(llm: Any) -> int:
     """The longest token of the vocabulary, in bytes."""
     model = llm._model
     longest = 1
@@ -451,7 +458,7 @@ def _return_freed_memory() -> None:
         pass
 
 
-def _forced_call_schema(gen):
+def _forced_call_schema(gen: Generation) -> dict | None:
     """With tool_choice required (or one named tool), a JSON schema that admits only a call:
     {"name": <a tool>, "arguments": <its parameters>}. The output parser reads it as a call."""
     if not gen.tool_choice or not gen.tools:
@@ -468,7 +475,7 @@ def _forced_call_schema(gen):
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
-def _grammar(fmt):
+def _grammar(fmt: object) -> Any:
     """A llama.cpp grammar for Ollama's `format` ("json" or a JSON schema), else None."""
     if not fmt:
         return None

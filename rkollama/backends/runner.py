@@ -25,11 +25,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rkollama.backends.base import Backend
 from rkollama.core.types import Done, DoneReason, Generation, LoadOptions
 from rkollama.errors import BackendFailed, LoadFailed
+
+if TYPE_CHECKING:
+    from rkollama.config import Settings
+    from rkollama.models.store import ModelSpec
 
 POLL_S = 0.05
 """How often a waiting generation checks its cancel event, in seconds."""
@@ -44,7 +48,8 @@ class RunnerBackend(Backend):
 
     thread_safe = True
 
-    def __init__(self, process, conn: Connection, info: dict, label: str):
+    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection, info: dict,
+                 label: str):
         self.process, self.conn, self.label = process, conn, label
         self.kind = info["kind"]
         self.device = info["device"]
@@ -61,8 +66,8 @@ class RunnerBackend(Backend):
         self._reader.start()
 
     @classmethod
-    def load(cls, spec, opts: LoadOptions, settings, backend_cls: type[Backend] | None = None
-             ) -> "RunnerBackend":
+    def load(cls, spec: "ModelSpec", opts: LoadOptions, settings: "Settings",
+             backend_cls: type[Backend] | None = None) -> "RunnerBackend":
         """Start a runner process that loads `spec` with `backend_cls`; block until it is ready."""
         if backend_cls is None:
             raise LoadFailed("no engine given for the runner")
@@ -188,7 +193,7 @@ class RunnerBackend(Backend):
     def render(self, gen: Generation) -> str:
         return self._call("render", (gen,))
 
-    def _call(self, kind: str, args: tuple):
+    def _call(self, kind: str, args: tuple) -> Any:
         """Run the backend method `kind` with `args` on the runner's engine thread."""
         request_id, inbox = self._open(kind, args)
         try:
@@ -221,7 +226,8 @@ class RunnerBackend(Backend):
 
 
 # -- the runner process ----------------------------------------------------------------------------
-def _serve(conn: Connection, spec, opts: LoadOptions, settings, backend_cls: type[Backend]) -> None:
+def _serve(conn: Connection, spec: "ModelSpec", opts: LoadOptions, settings: "Settings",
+           backend_cls: type[Backend]) -> None:
     """Load the model, then serve requests until told to close (or the daemon goes away)."""
     # Ctrl+C in the daemon's terminal reaches the whole process group: the daemon decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -268,7 +274,7 @@ def _serve(conn: Connection, spec, opts: LoadOptions, settings, backend_cls: typ
     backend.close()
 
 
-def _load_timeout(settings) -> float | None:
+def _load_timeout(settings: "Settings") -> float | None:
     """OLLAMA_LOAD_TIMEOUT in seconds; None for no limit (0, negative or "forever")."""
     from rkollama.durations import parse_keep_alive
 
@@ -313,7 +319,7 @@ class _Engine(threading.Thread):
             self.pending.append(_Job(request_id, gen, event))
             self.cond.notify_all()
 
-    def call(self, request_id: int, fn: Callable, *args) -> None:
+    def call(self, request_id: int, fn: Callable[..., Any], *args: Any) -> None:
         with self.cond:
             self.pending.append(_Job(request_id, call=lambda: fn(*args)))
             self.cond.notify_all()

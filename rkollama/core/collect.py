@@ -1,8 +1,9 @@
 """Accumulating an event stream into one reply (non-streaming responses of every dialect)."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from rkollama.core.types import Done, Token, TokenLogprob, ToolCall
+from rkollama.core.types import Done, Event, Token, TokenLogprob, ToolCall
 from rkollama.errors import BackendFailed
 
 
@@ -18,7 +19,7 @@ class Completion:
     """The same for the answer's tokens only (without the reasoning's)."""
 
 
-def collect(events) -> Completion:
+def collect(events: Iterable[Event]) -> Completion:
     """Read the whole stream; a stream with `close()` is closed however this ends."""
     content: list[str] = []
     thinking: list[str] = []

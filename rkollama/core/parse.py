@@ -8,8 +8,9 @@ import enum
 import json
 import secrets
 import string
+from collections.abc import Generator, Iterable, Iterator
 
-from rkollama.core.types import Done, DoneReason, Token, ToolCall
+from rkollama.core.types import Done, DoneReason, Event, Generation, Token, ToolCall
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
@@ -167,10 +168,10 @@ class ToolCallParser:
                 self.state = _Calls.TEXT
                 continue
             if self.state is _Calls.JSON:
-                end = _json_object_end(self.buffer)
-                if end is None:
+                closing = _json_object_end(self.buffer)
+                if closing is None:
                     return out
-                body, rest = self.buffer[:end], self.buffer[end:]
+                body, rest = self.buffer[:closing], self.buffer[closing:]
                 call = self._call(body, require_known=True)
                 if call is None:
                     out.append(Token(self.buffer))
@@ -187,7 +188,7 @@ class ToolCallParser:
                 self.state = _Calls.JSON if stripped.startswith("{") else _Calls.TEXT
         return out
 
-    def _call(self, body: str, require_known: bool):
+    def _call(self, body: str, require_known: bool) -> ToolCall | None:
         try:
             data = json.loads(body)
         except ValueError:
@@ -218,7 +219,7 @@ class ToolCallParser:
         return [Token(rest)] if rest else []
 
 
-def _json_object_end(text: str):
+def _json_object_end(text: str) -> int | None:
     """Index just past the top-level JSON object starting at text[0], or None if incomplete."""
     depth, in_string, escaped = 0, False, False
     for i, ch in enumerate(text):
@@ -240,7 +241,7 @@ def _json_object_end(text: str):
     return None
 
 
-def parse_output(events, gen):
+def parse_output(events: Iterable[Event], gen: Generation) -> Generator[Event, None, None]:
     """Apply the thinking split and tool-call parsing a request asks for to an event stream.
 
     A `Done` after tool calls that stopped normally becomes `TOOL_CALLS`.
@@ -252,7 +253,7 @@ def parse_output(events, gen):
         return
     called = False
 
-    def through_tools(items):
+    def through_tools(items: Iterable[Event]) -> Iterator[Event]:
         nonlocal called
         for item in items:
             if tools is not None and isinstance(item, Token) and not item.thinking:

@@ -1,6 +1,10 @@
 """Rendering chat messages with a Hugging Face-style Jinja2 chat template (GGUF or Modelfile)."""
 
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Any, NoReturn
+
+from rkollama.core.types import Message
 
 # Used when a GGUF carries no chat template and the Modelfile gives none: ChatML.
 CHATML = (
@@ -24,7 +28,8 @@ class ChatTemplate:
         self.bos_token, self.eos_token = bos_token, eos_token
         self._template = env.from_string(source)
 
-    def render(self, messages, add_generation_prompt: bool = True, **extra) -> str:
+    def render(self, messages: Iterable[Message], add_generation_prompt: bool = True,
+               **extra: Any) -> str:
         from jinja2 import TemplateError
 
         try:
@@ -40,14 +45,14 @@ class TemplateRenderError(Exception):
     pass
 
 
-def _raise(message):
+def _raise(message: str) -> NoReturn:
     from jinja2 import TemplateError
 
     raise TemplateError(message)
 
 
-def _as_dict(message) -> dict:
-    data = {"role": message.role, "content": message.content or ""}
+def _as_dict(message: Message) -> dict:
+    data: dict[str, object] = {"role": message.role, "content": message.content or ""}
     if message.tool_calls:
         data["tool_calls"] = message.tool_calls
     if message.tool_name:

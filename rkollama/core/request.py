@@ -3,11 +3,15 @@ prompt assembly, option precedence and capability checks, the same for /api and 
 
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rkollama.core import structured
 from rkollama.core.types import Generation, LoadOptions, Message, SamplingOptions
 from rkollama.errors import BadRequest
 from rkollama.models.options import DEFAULTS, LOAD_OPTIONS, NUM_CTX_FLOOR, merge_request_options
+
+if TYPE_CHECKING:
+    from rkollama.models.store import ModelSpec
 
 THINK_LEVELS = ("low", "medium", "high", "max")
 
@@ -39,7 +43,7 @@ class Request:
     shift: bool = True     # shift the context when the answer fills it, else stop at "length"
 
 
-def check_capabilities(spec, req: Request, endpoint: str) -> None:
+def check_capabilities(spec: "ModelSpec", req: Request, endpoint: str) -> None:
     """Ollama's capability errors: embedding-only models, think without `thinking`, …"""
     caps = spec.capabilities
     if "completion" not in caps:
@@ -52,7 +56,7 @@ def check_capabilities(spec, req: Request, endpoint: str) -> None:
         raise BadRequest(f"{spec.name.full()} does not support tools")
 
 
-def effective_options(spec, request_options) -> dict:
+def effective_options(spec: "ModelSpec", request_options: object) -> dict:
     """Built-in defaults < Modelfile parameters < request options (unknown keys ignored)."""
     return merge_request_options({**DEFAULTS, **spec.modelfile.parameters}, request_options)
 
@@ -74,7 +78,7 @@ def sampling_options(options: dict) -> SamplingOptions:
     return SamplingOptions(**{k: v for k, v in options.items() if k in names})
 
 
-def to_generation(spec, req: Request, options: dict) -> Generation:
+def to_generation(spec: "ModelSpec", req: Request, options: dict) -> Generation:
     """Assemble the prompt as Ollama does: Modelfile MESSAGEs first, the Modelfile SYSTEM only when
     the request brings no system message of its own; /api/generate becomes one user turn."""
     sampling = sampling_options(options)
@@ -108,7 +112,7 @@ def to_generation(spec, req: Request, options: dict) -> Generation:
 MAX_TOP_LOGPROBS = 20
 
 
-def check_top_logprobs(value) -> None:
+def check_top_logprobs(value: object) -> None:
     """`top_logprobs` must be 0-20 (Ollama's and OpenAI's bound)."""
     if value is None:
         return
@@ -116,7 +120,7 @@ def check_top_logprobs(value) -> None:
         raise BadRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
 
 
-def validate_tools(tools) -> list:
+def validate_tools(tools: object) -> list:
     """Tool definitions must be `{"type": "function", "function": {"name": …}}` objects."""
     if not isinstance(tools, list):
         raise BadRequest("tools must be an array")

@@ -1,11 +1,14 @@
 """Stop sequences applied to any engine's token stream, matched across token boundaries."""
 
+import threading
+from collections.abc import Iterable, Iterator
 
 from rkollama.core.parse import partial_suffix
 from rkollama.core.types import Done, DoneReason, Token
 
 
-def apply_stops(events, stops: list[str], cancel):
+def apply_stops(events: Iterable[Token | Done], stops: list[str],
+                cancel: threading.Event) -> Iterator[Token | Done]:
     """Yield `events` with text cut at the first stop sequence, which is never emitted.
 
     Only text that could be the start of a stop sequence is held back, and only until it cannot
@@ -44,6 +47,6 @@ def apply_stops(events, stops: list[str], cancel):
             pending = pending[len(pending) - keep:]
 
 
-def _first_match(text: str, stops: list[str]):
+def _first_match(text: str, stops: list[str]) -> int | None:
     hits = [i for i in (text.find(s) for s in stops) if i >= 0]
     return min(hits) if hits else None

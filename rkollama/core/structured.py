@@ -69,7 +69,7 @@ def _shape_fault(schema: object, path: str = "format", depth: int = 0) -> str | 
     return None
 
 
-def instruction(fmt) -> str:
+def instruction(fmt: object) -> str:
     if fmt == "json":
         return "Reply with a single JSON value and nothing else."
     return ("Reply with a single JSON value and nothing else, matching this JSON schema:\n"
@@ -127,7 +127,7 @@ def _refs(schema: object) -> list[str]:
     return found
 
 
-def with_instruction(messages: list, fmt) -> list:
+def with_instruction(messages: list[Message], fmt: object) -> list[Message]:
     """The conversation with the format instruction added to the last user turn."""
     out = list(messages)
     for index in range(len(out) - 1, -1, -1):
@@ -139,6 +139,6 @@ def with_instruction(messages: list, fmt) -> list:
     return out
 
 
-def retry_messages(messages: list, answer: str, reason: str, fmt) -> list:
+def retry_messages(messages: list[Message], answer: str, reason: str, fmt: object) -> list[Message]:
     return messages + [Message("assistant", answer),
                        Message("user", f"That reply was not accepted: {reason}. {instruction(fmt)}")]

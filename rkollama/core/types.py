@@ -150,3 +150,7 @@ class Done:
     def relabelled(self, reason: DoneReason) -> "Done":
         """The same counts under another reason (a stop sequence matched; tools were called)."""
         return replace(self, reason=reason)
+
+
+Event = Token | ToolCall | Done
+"""What an engine's stream yields: text, parsed tool calls, and one final Done."""

@@ -3,6 +3,7 @@ details `/api/tags` and `/api/show` report, and the capabilities its template im
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rkollama.errors import PullFailed
 
@@ -26,7 +27,7 @@ def read(path: Path) -> GGUFFacts:
     except Exception as exc:  # the reader's own errors are of any type: the file is not a GGUF
         raise PullFailed(f"the downloaded file is not a valid GGUF: {type(exc).__name__}: {exc}") from None
 
-    def value(key: str):
+    def value(key: str) -> Any:
         item = reader.fields.get(key)
         try:
             return item.contents() if item is not None else None
@@ -55,7 +56,7 @@ def read(path: Path) -> GGUFFacts:
     return GGUFFacts(template, details, capabilities_of(template), _model_info(reader, count))
 
 
-def _model_info(reader, parameter_count: int, arrays: bool = False) -> dict:
+def _model_info(reader: Any, parameter_count: int, arrays: bool = False) -> dict:
     info: dict = {}
     for key, item in reader.fields.items():
         if key.startswith("GGUF.") or key == "tokenizer.chat_template":

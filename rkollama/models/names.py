@@ -22,7 +22,7 @@ class ModelName:
     tag: str
 
     @classmethod
-    def parse(cls, text) -> "ModelName":
+    def parse(cls, text: object) -> "ModelName":
         """Parse and validate; raise InvalidModelName for anything outside the grammar."""
         if not isinstance(text, str) or any(ord(c) < 32 or ord(c) == 127 for c in text):
             raise InvalidModelName()  # control characters (a newline in a name) never pass

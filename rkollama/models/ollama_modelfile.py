@@ -2,6 +2,7 @@
 on the client side into Ollama's `/api/create` request, as `ollama create` does."""
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def parse_yaml(path: Path, tag: str) -> Parsed:
     return parsed
 
 
-def _instructions(text: str):
+def _instructions(text: str) -> Iterator[tuple[int, str, str]]:
     """(line number, command, argument) per instruction; `\"\"\"` strings may span lines."""
     lines = text.splitlines()
     index = 0

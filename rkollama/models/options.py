@@ -68,7 +68,7 @@ def machine_cores() -> int:
 _TYPE_NAMES = {int: "integer", float: "number", bool: "boolean", list: "array", str: "string"}
 
 
-def coerce_option(name: str, value):
+def coerce_option(name: str, value: object) -> int | float | bool | list[str]:
     """Type and bound one option value as Ollama types it: ints given as floats are truncated.
 
     Returns the typed value; raises BadRequest (`option "x" must be of type integer`, `option "x"
@@ -106,7 +106,7 @@ def coerce_option(name: str, value):
     return typed
 
 
-def merge_request_options(base: dict, request_options) -> dict:
+def merge_request_options(base: dict, request_options: object) -> dict:
     """Overlay request `options` on `base`; unknown keys are ignored (Open WebUI sends legacy ones)."""
     if request_options is None:
         return dict(base)
@@ -119,7 +119,7 @@ def merge_request_options(base: dict, request_options) -> dict:
     return merged
 
 
-def parse_cli_value(name: str, words: list[str]):
+def parse_cli_value(name: str, words: list[str]) -> int | float | bool | list[str]:
     """Type a `/set parameter name v…` value from text, as the Ollama CLI does."""
     if name not in OPTIONS:
         raise BadRequest(f"unknown parameter '{name}'")

@@ -13,15 +13,19 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rkollama.errors import PullFailed
 from rkollama.models import gguf_facts, hf
 from rkollama.models.catalog import Catalog
 from rkollama.models.modelfile import Modelfile
 from rkollama.models.names import ModelName
-from rkollama.models.store import ModelStore
+from rkollama.models.store import BlobWriter, ModelStore
+
+if TYPE_CHECKING:
+    import requests
 
 CHUNK = 1 << 20
 NET_CHUNK = 1 << 16
@@ -33,7 +37,7 @@ BACKOFF_S = 0.5
 
 
 def pull(store: ModelStore, catalog: Catalog, model: str, platform: str,
-         hub: hf.HubConfig | None = None):
+         hub: hf.HubConfig | None = None) -> Iterator[dict]:
     """Yield Ollama progress objects while `model` is fetched, verified and registered.
 
     A blob already in the store is checked (size and sha256) and fetched again when damaged; an
@@ -70,7 +74,8 @@ def _entry(catalog: Catalog, name: ModelName, platform: str, hub: hf.HubConfig) 
     return entry
 
 
-def _download(store: ModelStore, source: dict, expected: str, hub: hf.HubConfig):
+def _download(store: ModelStore, source: dict, expected: str,
+              hub: hf.HubConfig) -> Generator[dict, None, str]:
     """Fetch the source into a blob, yielding progress; returns the blob's digest."""
     total = source.get("size") or 0
     label = expected
@@ -134,7 +139,7 @@ def _progress(digest: str, total: int, completed: int) -> dict:
     return line
 
 
-def _open_source(source: dict, scratch: Path, writer, headers: dict):
+def _open_source(source: dict, scratch: Path, writer: BlobWriter, headers: dict) -> Iterator[bytes]:
     if "path" in source:
         return _read_files([Path(source["path"])])
     if "url" in source:
@@ -142,7 +147,7 @@ def _open_source(source: dict, scratch: Path, writer, headers: dict):
     return _read_files(_pypi_files(source["pypi"], scratch))
 
 
-def _read_files(paths):
+def _read_files(paths: list[Path]) -> Iterator[bytes]:
     for path in paths:
         try:
             with open(path, "rb") as handle:
@@ -157,7 +162,7 @@ MAX_RETRY_AFTER_S = 60.0
 """Longest Retry-After honoured, in seconds (a server asking for more is waited on this long)."""
 
 
-def _session():
+def _session() -> "requests.Session":
     """A requests session whose connections retry with urllib3: refused connections and 429/5xx
     answers are tried again with exponential backoff from BACKOFF_S, honouring Retry-After,
     before any byte of the body is read."""
@@ -179,7 +184,7 @@ def _session():
     return session
 
 
-def _read_url(url: str, writer, auth: dict):
+def _read_url(url: str, writer: BlobWriter, auth: dict) -> Iterator[bytes]:
     """The bytes of `url` after the `writer.size` already on disk (HTTP Range). urllib3 retries
     what fails before the body (see _session); a connection that drops mid-body is resumed from
     the bytes already written, RETRIES times at most."""

@@ -10,11 +10,13 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
+from types import TracebackType
+from typing import BinaryIO, Literal, NoReturn
 
 from filelock import FileLock
 
@@ -93,7 +95,7 @@ class ModelStore:
             return False
 
     @contextmanager
-    def lock(self):
+    def lock(self) -> Iterator[None]:
         """Serialise operations that change manifests or remove blobs (pull, cp, rm), across
         threads and processes (an advisory lock on <root>/.lock)."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -101,7 +103,7 @@ class ModelStore:
             yield
 
     @contextmanager
-    def download_lock(self, key: str):
+    def download_lock(self, key: str) -> Iterator[None]:
         """Held while one download of `key` (a digest or URL) runs: a second pull of the same
         file waits here, then finds the blob in place."""
         self.blobs.mkdir(parents=True, exist_ok=True)
@@ -151,7 +153,7 @@ class ModelStore:
             write_bytes_atomic(path, data)
         return digest
 
-    def write_blob_stream(self, chunks, expected_sha256: str = "") -> tuple[str, int]:
+    def write_blob_stream(self, chunks: Iterable[bytes], expected_sha256: str = "") -> tuple[str, int]:
         """Write an iterable of byte chunks as a blob; verify `expected_sha256` when given.
 
         Returns (hex digest, size). Nothing is left behind on failure or mismatch.
@@ -180,7 +182,7 @@ class ModelStore:
                 return path
         return None
 
-    def _manifest_files(self):
+    def _manifest_files(self) -> list[Path]:
         if not self.manifests.is_dir():
             return []
         return [p for p in self.manifests.glob("*/*/*/*") if p.is_file() and not p.name.startswith(".")]
@@ -209,7 +211,7 @@ class ModelStore:
         write_bytes_atomic(self._manifest_path(name), json.dumps(manifest, indent=2).encode())
         return self.resolve(name)
 
-    def resolve(self, name) -> ModelSpec:
+    def resolve(self, name: "str | ModelName") -> ModelSpec:
         """Look `name` up (case-insensitively); raise ModelNotFound with the name as given."""
         parsed = name if isinstance(name, ModelName) else ModelName.parse(name)
         path = self._find_manifest(parsed)
@@ -337,14 +339,14 @@ class BlobWriter:
         self.hasher.update(chunk)
         self.size += len(chunk)
 
-    def _fail_disk(self, exc: OSError):
+    def _fail_disk(self, exc: OSError) -> NoReturn:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             self.keep_on_error = False
             raise StoreFull(f"no space left on the device of {self.store.root} after "
                             f"{self.size} bytes; nothing was registered") from None
         raise exc
 
-    def __enter__(self):
+    def __enter__(self) -> "BlobWriter":
         return self
 
     def finish(self) -> None:
@@ -365,7 +367,8 @@ class BlobWriter:
         os.replace(self.tmp, self.store.blob_path(self.digest))
         self._finished = True
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         try:
             if exc_type is None:
                 self.finish()

@@ -6,17 +6,21 @@ import json
 import random
 import struct
 import time
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from rkollama.api.fields import Fields
+from rkollama.core.collect import Completion
 from rkollama.core.images import is_base64, split_data_uri
 from rkollama.core.request import Request, check_top_logprobs, normalise_tool_calls, validate_tools
-from rkollama.core.types import DoneReason, Message
+from rkollama.core.types import Done, DoneReason, Message, TokenLogprob, ToolCall
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest
+from rkollama.models.store import ModelSpec
 
 FINGERPRINT = "fp_ollama"
-EFFORTS = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high",
-           "max": "max", "xhigh": "max"}
+EFFORTS: dict[str, bool | str] = {"none": False, "minimal": "low", "low": "low", "medium": "medium",
+                                  "high": "high", "max": "max", "xhigh": "max"}
 
 
 def error_body(message: str, status: int) -> dict:
@@ -25,7 +29,7 @@ def error_body(message: str, status: int) -> dict:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
-def _go_type(value) -> str:
+def _go_type(value: object) -> str:
     """How Go's %T names a decoded JSON value, for Ollama's error texts."""
     if value is None:
         return "<nil>"
@@ -96,7 +100,7 @@ def from_chat_request(body: dict) -> Request:
     return req
 
 
-def _tool_choice(choice, tools: list) -> tuple[list, str | None]:
+def _tool_choice(choice: object, tools: list) -> tuple[list, str | None]:
     """`none` hides the tools; `auto` (default) lets the model choose; `required` or a named
     function forces a call."""
     if choice in (None, "auto"):
@@ -123,7 +127,7 @@ def from_completion_request(body: dict) -> Request:
     return req
 
 
-def _effort(f: Fields):
+def _effort(f: Fields) -> bool | str | None:
     reasoning = f.get("reasoning", dict, {})
     effort = f.get("reasoning_effort", str) or reasoning.get("effort")
     if effort is None:
@@ -134,7 +138,7 @@ def _effort(f: Fields):
     return EFFORTS[effort]
 
 
-def _response_format(value):
+def _response_format(value: Any) -> str | dict | None:
     if not value or value.get("type") in (None, "text"):
         return None
     if value["type"] == "json_object":
@@ -172,7 +176,7 @@ def _messages(items: list) -> list[Message]:
     return out
 
 
-def message_content(value) -> tuple[str, list]:
+def message_content(value: object) -> tuple[str, list[str]]:
     """A message's text and base64 images from OpenAI content (a string or text/image_url
     parts), with Ollama's error texts; shared by chat completions and the Responses API."""
     if isinstance(value, str):
@@ -195,7 +199,7 @@ def message_content(value) -> tuple[str, list]:
     return "\n".join(texts), images
 
 
-def _data_uri(url) -> str:
+def _data_uri(url: object) -> str:
     if not isinstance(url, str) or not url.startswith("data:"):
         raise BadRequest("image URLs are not currently supported, please use base64 encoded data instead")
     header, data = split_data_uri(url)
@@ -215,20 +219,20 @@ def finish_reason(reason: DoneReason) -> str:
     return {DoneReason.LENGTH: "length", DoneReason.TOOL_CALLS: "tool_calls"}.get(reason, "stop")
 
 
-def usage(done) -> dict:
+def usage(done: Done) -> dict:
     return {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.eval_tokens,
             "total_tokens": done.prompt_tokens + done.eval_tokens}
 
 
-def tool_calls(calls) -> list:
+def tool_calls(calls: Iterable[ToolCall]) -> list[dict]:
     """OpenAI tool calls: arguments as a JSON string, `index` at the top level."""
     return [{"id": c.id, "index": c.index, "type": "function",
              "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
             for c in calls]
 
 
-def to_chat_completion(req: Request, completion, cid: str, created: int) -> dict:
-    message = {"role": "assistant", "content": completion.content}
+def to_chat_completion(req: Request, completion: Completion, cid: str, created: int) -> dict:
+    message: dict[str, object] = {"role": "assistant", "content": completion.content}
     if completion.thinking:
         message["reasoning"] = completion.thinking
     if completion.tool_calls:
@@ -241,7 +245,8 @@ def to_chat_completion(req: Request, completion, cid: str, created: int) -> dict
             "usage": usage(completion.done)}
 
 
-def chat_chunk(req: Request, cid: str, created: int, delta: dict, finish=None, scored=()) -> dict:
+def chat_chunk(req: Request, cid: str, created: int, delta: dict, finish: str | None = None,
+               scored: Sequence[TokenLogprob] = ()) -> dict:
     choice = {"index": 0, "delta": delta, "finish_reason": finish}
     if scored:
         choice["logprobs"] = logprobs(scored)
@@ -249,17 +254,17 @@ def chat_chunk(req: Request, cid: str, created: int, delta: dict, finish=None, s
             "system_fingerprint": FINGERPRINT, "choices": [choice]}
 
 
-def logprobs(scored) -> dict:
+def logprobs(scored: Sequence[TokenLogprob]) -> dict:
     """OpenAI's `choices[].logprobs`: every token with its alternatives."""
     return {"content": [lp.to_dict(always_top=True) for lp in scored], "refusal": None}
 
 
-def usage_chunk(req: Request, cid: str, created: int, obj: str, done) -> dict:
+def usage_chunk(req: Request, cid: str, created: int, obj: str, done: Done) -> dict:
     return {"id": cid, "object": obj, "created": created, "model": req.model,
             "system_fingerprint": FINGERPRINT, "choices": [], "usage": usage(done)}
 
 
-def to_completion(req: Request, completion, cid: str, created: int) -> dict:
+def to_completion(req: Request, completion: Completion, cid: str, created: int) -> dict:
     choice = {"text": completion.content, "index": 0,
               "finish_reason": finish_reason(completion.done.reason)}
     if req.logprobs:
@@ -268,8 +273,8 @@ def to_completion(req: Request, completion, cid: str, created: int) -> dict:
             "system_fingerprint": FINGERPRINT, "choices": [choice], "usage": usage(completion.done)}
 
 
-def completion_chunk(req: Request, cid: str, created: int, text: str, finish=None,
-                     scored=(), offset: int = 0) -> dict:
+def completion_chunk(req: Request, cid: str, created: int, text: str, finish: str | None = None,
+                     scored: Sequence[TokenLogprob] = (), offset: int = 0) -> dict:
     choice = {"text": text, "index": 0, "finish_reason": finish}
     if scored:
         choice["logprobs"] = completion_logprobs(scored, offset)
@@ -277,7 +282,7 @@ def completion_chunk(req: Request, cid: str, created: int, text: str, finish=Non
             "system_fingerprint": FINGERPRINT, "choices": [choice]}
 
 
-def completion_logprobs(scored, offset: int) -> dict:
+def completion_logprobs(scored: Sequence[TokenLogprob], offset: int) -> dict:
     """`/v1/completions` log-probabilities in both shapes a client may read: OpenAI's legacy
     columns (`tokens`, `token_logprobs`, `top_logprobs` as {token: logprob}, `text_offset` in
     characters from the start of the completion, `offset` being where this chunk starts) and
@@ -293,7 +298,7 @@ def completion_logprobs(scored, offset: int) -> dict:
             "content": [lp.to_dict(always_top=True) for lp in scored]}
 
 
-def model_entry(spec) -> dict:
+def model_entry(spec: ModelSpec) -> dict:
     return {"id": spec.name.display(), "object": "model",
             "created": int(spec.modified_at.timestamp()), "owned_by": spec.name.namespace}
 
@@ -316,9 +321,10 @@ def parse_embedding_request(body: dict) -> tuple[str, list[str], str, int | None
     return model, texts, encoding, f.get("dimensions", int)
 
 
-def to_embeddings(model: str, vectors, encoding: str, tokens: int) -> dict:
+def to_embeddings(model: str, vectors: list[list[float]], encoding: str, tokens: int) -> dict:
     data = []
     for index, vector in enumerate(vectors):
+        value: str | list[float]
         if encoding == "base64":  # little-endian float32, as the openai SDK decodes it
             value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
         else:

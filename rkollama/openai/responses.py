@@ -13,10 +13,13 @@ import json
 import random
 import secrets
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from rkollama.api.fields import Fields
+from rkollama.core.collect import Completion
 from rkollama.core.request import THINK_LEVELS, Request, check_top_logprobs, validate_tools
-from rkollama.core.types import Message, ToolCall
+from rkollama.core.types import Done, Message, TokenLogprob, ToolCall
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest
 from rkollama.openai.convert import message_content
@@ -121,7 +124,7 @@ def _items(items: list) -> list[Message]:
     return out
 
 
-def _parts(content):
+def _parts(content: object) -> object:
     """Responses content parts as chat-completions parts, for the shared content reader."""
     if isinstance(content, str):
         return content
@@ -142,7 +145,7 @@ def _parts(content):
     return parts
 
 
-def _tool(tool) -> dict:
+def _tool(tool: object) -> dict:
     if not isinstance(tool, dict) or tool.get("type", "function") != "function":
         raise BadRequest("only function tools are supported")
     return {"type": "function", "function": {"name": tool.get("name"),
@@ -150,7 +153,7 @@ def _tool(tool) -> dict:
                                              "parameters": tool.get("parameters") or {"type": "object"}}}
 
 
-def _effort(effort):
+def _effort(effort: object) -> bool | str | None:
     if not effort:
         return None
     if effort == "none":
@@ -162,7 +165,8 @@ def _effort(effort):
 
 
 # -- replies ---------------------------------------------------------------------------------------
-def response_object(rid: str, model: str, echo: dict, status: str, output: list, usage) -> dict:
+def response_object(rid: str, model: str, echo: dict, status: str, output: list,
+                    usage: dict | None) -> dict:
     return {"id": rid, "object": "response", "created_at": int(time.time()),
             "completed_at": int(time.time()) if status == "completed" else None,
             "status": status, "incomplete_details": None, "model": model,
@@ -177,7 +181,7 @@ def response_object(rid: str, model: str, echo: dict, status: str, output: list,
             "safety_identifier": None, "prompt_cache_key": None}
 
 
-def usage(done) -> dict:
+def usage(done: Done) -> dict:
     return {"input_tokens": done.prompt_tokens, "output_tokens": done.eval_tokens,
             "total_tokens": done.prompt_tokens + done.eval_tokens,
             "input_tokens_details": {"cached_tokens": 0},
@@ -194,18 +198,19 @@ def _call_item(item_id: str, call: ToolCall, status: str = "completed") -> dict:
             "name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}
 
 
-def _message_item(item_id: str, text: str, status: str = "completed", scored=()) -> dict:
+def _message_item(item_id: str, text: str, status: str = "completed",
+                  scored: Sequence[TokenLogprob] = ()) -> dict:
     return {"id": item_id, "type": "message", "status": status, "role": "assistant",
             "content": [{"type": "output_text", "text": text, "annotations": [],
                          "logprobs": _logprobs(scored)}]}
 
 
-def _logprobs(scored) -> list:
+def _logprobs(scored: Sequence[TokenLogprob]) -> list:
     """OpenAI's output_text log-probabilities: token, logprob, bytes and top_logprobs."""
     return [lp.to_dict(always_top=True) for lp in scored]
 
 
-def to_response(req: Request, echo: dict, completion, rid: str) -> dict:
+def to_response(req: Request, echo: dict, completion: Completion, rid: str) -> dict:
     output = []
     if completion.thinking:
         output.append(_reasoning_item(f"rs_{rid}", completion.thinking))
@@ -232,7 +237,7 @@ class StreamWriter:
         self.text_started = False
         self.calls: list[dict] = []
 
-    def _event(self, kind: str, **data) -> tuple[str, dict]:
+    def _event(self, kind: str, **data: Any) -> tuple[str, dict]:
         event = {"type": kind, "sequence_number": self.sequence, **data}
         self.sequence += 1
         return kind, event
@@ -299,7 +304,7 @@ class StreamWriter:
                    self._event("response.output_item.done", output_index=index, item=done)]
         return events
 
-    def done(self, done) -> list:
+    def done(self, done: Done) -> list:
         events = self._finish_reasoning()
         output = [_reasoning_item(self.reasoning_id, self.thinking)] if self.reasoning_id else []
         if self.calls:

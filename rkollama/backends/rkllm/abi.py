@@ -224,7 +224,7 @@ def family(name: str) -> Family:
     return Family(name, structs, v13, result_cb, tokenizer_cb, embed_cb)
 
 
-def layout(cls) -> dict:
+def layout(cls: Any) -> dict[str, tuple[int, int]]:
     """{field: (offset, size)} of a ctypes struct, nested members as `parent.child`, anonymous
     union members at the top level, as the layouts file writes them."""
     out = {}
@@ -241,9 +241,9 @@ def layout(cls) -> dict:
     return out
 
 
-def sizeof(cls) -> int:
+def sizeof(cls: Any) -> int:
     return ctypes.sizeof(cls)
 
 
-def alignment(cls) -> int:
+def alignment(cls: Any) -> int:
     return ctypes.alignment(cls)

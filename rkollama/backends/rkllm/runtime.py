@@ -10,6 +10,7 @@ from collections.abc import Callable
 from ctypes import POINTER, c_char_p, c_int, c_void_p
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rkollama.backends.rkllm import abi
 from rkollama.errors import LoadFailed
@@ -125,14 +126,14 @@ class _Opaque(ctypes.Structure):
     _fields_ = [("raw", ctypes.c_uint8 * 256)]
 
 
-def default_param_bytes(lib) -> bytes:
+def default_param_bytes(lib: ctypes.CDLL) -> bytes:
     # RKLLMParam rkllm_createDefaultParam();
     fn = lib.rkllm_createDefaultParam
     fn.argtypes, fn.restype = [], _Opaque
     return bytes(fn().raw)
 
 
-def default_param_family(lib) -> str | None:
+def default_param_family(lib: ctypes.CDLL) -> str | None:
     """ABI family from where the runtime's defaults sit (enabled_cpus_num 4, n_batch 1).
 
     The runtime writes its defaults into a return buffer that ctypes does not zero, so bytes it
@@ -235,7 +236,7 @@ class Runtime:
         fn.argtypes, fn.restype = argtypes, c_int
         setattr(self, name, fn)
 
-    def default_param(self):
+    def default_param(self) -> Any:
         """The runtime's own defaults, read through an oversized buffer (see _Opaque), copied
         field by field into a zeroed struct: reserved bytes, padding and pointers the runtime
         may leave as garbage never reach rkllm_init. The 1.2 img_* strings point at "", as real
