@@ -19,7 +19,7 @@ models.register(app)
 app.command("bench", help="Measure models: TTFT, prefill and decode tokens/s, concurrency")(bench.command)
 
 
-def _version(value: bool):
+def _version(value: bool) -> None:
     if value:
         from rkollama import __version__
         print(f"rkollama version is {__version__}")
@@ -28,7 +28,7 @@ def _version(value: bool):
 
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", "-v", callback=_version, is_eager=True,
-                                       help="Show version information")):
+                                       help="Show version information")) -> None:
     """Run large language models on Rockchip NPUs and CPUs, with Ollama's API."""
 
 

@@ -14,9 +14,11 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -164,7 +166,8 @@ def _work(cli: Client, model: str, prompt: str, num_predict: int, level: int, n:
 
 
 def bench(cli: Client, host: str, models: list[str], prompt: str, runs: int, num_predict: int,
-          levels: list[int], progress=None, check_quality: bool = False) -> Report:
+          levels: list[int], progress: Callable[[str, int, Run], None] | None = None,
+          check_quality: bool = False) -> Report:
     report = Report(host=host, prompt=prompt)
     for model in models:
         warm = one_run(cli, model, prompt, num_predict, 1)  # loads the model; left out
@@ -216,9 +219,10 @@ class LiveView:
             self.live.__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if self.live is not None:
-            self.live.__exit__(*exc)
+            self.live.__exit__(kind, exc, tb)
 
     def update(self, model: str, level: int, run: Run) -> None:
         done = self.rows.setdefault((model, level), [])
@@ -229,7 +233,7 @@ class LiveView:
             print(f"{model} ×{level}: TTFT {run.ttft_ms:.0f} ms, prefill {run.prefill_tps:.1f} tok/s, "
                   f"decode {run.decode_tps:.1f} tok/s", file=sys.stderr)
 
-    def _table(self):
+    def _table(self) -> Any:
         from rich.table import Table
 
         table = Table("model", "clients", "runs", "TTFT ms", "prefill tok/s", "decode tok/s",
@@ -302,7 +306,8 @@ def command(models: list[str] = typer.Argument(..., help="Models to measure"),
             markdown_file: str = typer.Option("", "--markdown", help="Write the report as Markdown"),
             plot_file: str = typer.Option("", "--plot", help="Write a PNG chart of decode tok/s and TTFT"),
             check_quality: bool = typer.Option(False, "--quality", help="Also ask a few quick questions "
-                                               "with known answers and report how many come out right")):
+                                               "with known answers and report how many come out right"),
+            ) -> None:
     """Measure models on a server: TTFT, prefill and decode tokens/s, under concurrency."""
     try:
         levels = sorted({int(x) for x in concurrency.split(",") if x.strip()})

@@ -4,15 +4,17 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
 
 from rkollama.client import Client, ConnectError, StatusError
 from rkollama.config import ConfigError, Settings, parse_host
 
+T = TypeVar("T")
 AUTOSTART_WAIT_S = 60.0
 
 
@@ -83,7 +85,7 @@ def daemon_errors(where: str = "rkollama server") -> Iterator[None]:
         raise fail(f"could not connect to {where}: {exc}") from None
 
 
-def call(fn, *args, **kwargs):
+def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a client call under daemon_errors()."""
     with daemon_errors():
         return fn(*args, **kwargs)

@@ -1,11 +1,14 @@
 """Model management commands: list/ls, ps, show, stop, rm, cp, pull."""
 
 import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import typer
 
 from rkollama.api.types import ShowResponse
 from rkollama.cli import common, render
+from rkollama.client import Client
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +26,7 @@ def register(app: typer.Typer) -> None:
     app.command("doctor", help="Check the NPU, its driver and runtime, and frequencies")(doctor)
 
 
-def list_models(prefix: str = typer.Argument("", help="Only models whose name starts with this")):
+def list_models(prefix: str = typer.Argument("", help="Only models whose name starts with this")) -> None:
     cli = common.client()
     models = common.call(cli.list)
     rows = [[m["name"], m["digest"][:12], render.human_bytes(m["size"]),
@@ -32,7 +35,7 @@ def list_models(prefix: str = typer.Argument("", help="Only models whose name st
     print(render.table(["NAME", "ID", "SIZE", "MODIFIED"], rows))
 
 
-def ps():
+def ps() -> None:
     cli = common.client()
     models = common.call(cli.ps)
     rows = []
@@ -48,7 +51,7 @@ def show(model: str,
          modelfile: bool = typer.Option(False, "--modelfile", help="Show Modelfile of a model"),
          parameters: bool = typer.Option(False, "--parameters", help="Show parameters of a model"),
          system: bool = typer.Option(False, "--system", help="Show system message of a model"),
-         template: bool = typer.Option(False, "--template", help="Show template of a model")):
+         template: bool = typer.Option(False, "--template", help="Show template of a model")) -> None:
     flags = {"license": license_, "modelfile": modelfile, "parameters": parameters,
              "system": system, "template": template}
     chosen = [k for k, v in flags.items() if v]
@@ -91,7 +94,7 @@ def show_info(info: ShowResponse) -> str:
     return "\n".join(out) + "\n"
 
 
-def stop(model: str):
+def stop(model: str) -> None:
     cli = common.client()
     loaded = common.call(cli.ps)
     if not any(m["name"] == model or m["name"] == f"{model}:latest" or m["model"] == model
@@ -100,20 +103,20 @@ def stop(model: str):
     common.call(cli.request, "POST", "/api/generate", {"model": model, "keep_alive": 0, "stream": False})
 
 
-def rm(models: list[str]):
+def rm(models: list[str]) -> None:
     cli = common.client()
     for model in models:
         common.call(cli.delete, model)
         print(f"deleted '{model}'")
 
 
-def cp(source: str, destination: str):
+def cp(source: str, destination: str) -> None:
     cli = common.client()
     common.call(cli.copy, source, destination)
     print(f"copied '{source}' to '{destination}'")
 
 
-def pull(model: str):
+def pull(model: str) -> None:
     """Through the daemon when one answers; otherwise straight into the local store."""
     cfg = common.settings()
     cli = common.for_settings(cfg)
@@ -134,13 +137,13 @@ def pull(model: str):
         raise common.fail(exc.message) from None
 
 
-def pull_with_progress(cli, model: str) -> None:
+def pull_with_progress(cli: Client, model: str) -> None:
     """Show Ollama-style progress: one bar per digest, status lines otherwise, then `success`."""
     with common.daemon_errors():
         _draw_progress(cli.pull(model))
 
 
-def _draw_progress(lines) -> None:
+def _draw_progress(lines: Iterable[Mapping[str, Any]]) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -163,7 +166,7 @@ def _draw_progress(lines) -> None:
 
 def doctor(pin_frequencies: bool = typer.Option(
         False, "--pin-frequencies",
-        help="As root: pin NPU, CPU and DDR frequencies as Rockchip's scripts do")):
+        help="As root: pin NPU, CPU and DDR frequencies as Rockchip's scripts do")) -> None:
     """Check what this machine offers the NPU engine."""
     from rkollama import doctor as checks
 
@@ -188,7 +191,7 @@ def doctor(pin_frequencies: bool = typer.Option(
 
 
 def create(name: str = typer.Argument(..., help="Name of the new model"),
-           file: str = typer.Option("Modelfile", "--file", "-f", help="Ollama Modelfile to read")):
+           file: str = typer.Option("Modelfile", "--file", "-f", help="Ollama Modelfile to read")) -> None:
     """Parse the Modelfile here (as `ollama create` does), upload a local model file, create."""
     import hashlib
     from pathlib import Path
@@ -241,14 +244,15 @@ def create(name: str = typer.Argument(..., help="Name of the new model"),
             print(line.get("status", ""), file=sys.stderr)
 
 
-def push(name: str = typer.Argument(..., help="Model to push")):
+def push(name: str = typer.Argument(..., help="Model to push")) -> None:
     cli = common.client()
     common.call(cli.request, "POST", "/api/push", {"model": name})
 
 
 def import_ollama(source: str = typer.Option("", "--from", help="Ollama's models folder "
                                              "(default: OLLAMA_MODELS, else ~/.ollama/models)"),
-                  dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be imported")):
+                  dry_run: bool = typer.Option(False, "--dry-run",
+                                               help="Only list what would be imported")) -> None:
     """Works on the store's files directly (the daemon reads manifests afresh on every request,
     and a file lock serialises the store), so it needs no running daemon."""
     from pathlib import Path

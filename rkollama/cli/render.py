@@ -2,6 +2,7 @@
 
 import math
 from datetime import datetime, timezone
+from typing import TextIO
 
 from rkollama.api.types import Metrics
 from rkollama.durations import format_go_duration
@@ -85,7 +86,7 @@ def verbose_stats(final: Metrics) -> str:
     """Ollama's `--verbose` block: labels padded to column 23, Go durations, `%.2f tokens/s`."""
     lines = []
 
-    def add(label, value):
+    def add(label: str, value: str) -> None:
         lines.append(f"{label + ':':<22}{value}")
 
     def nonzero(key: str) -> int:
@@ -115,7 +116,7 @@ class WordWrap:
     """Writes streamed text, breaking lines at word boundaries before `width` columns (`ollama
     run`'s word wrap). A word is held until its end is seen; `finish()` writes what is held."""
 
-    def __init__(self, out, width: int):
+    def __init__(self, out: TextIO, width: int):
         self.out, self.width = out, max(10, width)
         self.column = 0
         self.word = ""

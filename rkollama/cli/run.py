@@ -67,7 +67,7 @@ def run(model: str = typer.Argument(..., help="Model name, e.g. smollm2:135m"),
         nowordwrap: bool = typer.Option(False, "--nowordwrap",
                                         help="Don't wrap words to the next line automatically"),
         no_autostart: bool = typer.Option(False, "--no-autostart",
-                                          help="Do not start a daemon when none answers")):
+                                          help="Do not start a daemon when none answers")) -> None:
     cli = common.client(autostart=not no_autostart)
     info = _show_or_pull(cli, model)
     session = Session(cli, model, info, verbose=verbose, hide_thinking=hidethinking)
@@ -101,7 +101,7 @@ def _show_or_pull(cli: Client, model: str) -> ShowResponse:
     return common.call(cli.show, model)
 
 
-def _think_flag(flag, info):
+def _think_flag(flag: str | None, info: ShowResponse) -> bool | str | None:
     if flag is None:
         return True if "thinking" in info.get("capabilities", []) else None
     lowered = flag.lower()
@@ -232,7 +232,7 @@ class Session:
             if line is None or not line.strip():
                 continue
             if line.startswith("/"):
-                if self._command(line.strip()) == "exit":
+                if self._command(line.strip()):
                     return
                 continue
             self._chat(line)
@@ -241,7 +241,7 @@ class Session:
         body: GenerateRequest = {**self._common(), "prompt": "", "stream": False}
         common.call(self.cli.request, "POST", "/api/generate", body)
 
-    def _read(self):
+    def _read(self) -> str:
         """One message: a line, or a \"\"\"-delimited block spanning several lines."""
         line = input(">>> ")
         if not line.lstrip().startswith('"""'):
@@ -283,11 +283,12 @@ class Session:
         if self.verbose and final:
             print(render.verbose_stats(final), file=sys.stderr)
 
-    def _command(self, line: str):
+    def _command(self, line: str) -> bool:
+        """Run one /command; True when it ends the session."""
         words = line.split()
         cmd, args = words[0].lower(), words[1:]
         if cmd in ("/bye", "/exit"):
-            return "exit"
+            return True
         if cmd in ("/?", "/help"):
             topic = args[0] if args else ""
             print(SET_HELP if topic == "set" else SHOW_HELP if topic == "show" else HELP,
@@ -308,9 +309,9 @@ class Session:
             list_models("")
         else:
             print(f"Unknown command '{words[0]}'. Type /? for help")
-        return None
+        return False
 
-    def _set(self, args, line: str) -> None:
+    def _set(self, args: list[str], line: str) -> None:
         from rkollama.errors import BadRequest
         from rkollama.models.options import parse_cli_value
 
@@ -389,7 +390,7 @@ class Session:
             return
         print(f"Created new model '{name}'")
 
-    def _show(self, args) -> None:
+    def _show(self, args: list[str]) -> None:
         from rkollama.cli.models import show_info
 
         what = args[0] if args else ""

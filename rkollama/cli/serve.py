@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
     @app.command("serve", help="Start the rkollama daemon (Ollama API on OLLAMA_HOST).",
                  epilog=_epilog(),
                  context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def serve(ctx: typer.Context):
+    def serve(ctx: typer.Context) -> None:
         from rkollama.config import Settings
         from rkollama.errors import RkollamaError
         from rkollama.server.serve import run

@@ -1,6 +1,6 @@
 """Anthropic's Messages API (/v1/messages), translated to and from the same core as the others."""
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 
 from rkollama.anthropic import convert
 from rkollama.api.fields import parse_body
@@ -13,12 +13,12 @@ bp = Blueprint("anthropic", __name__, url_prefix="/v1/messages")
 
 
 @bp.errorhandler(RkollamaError)
-def _error(exc: RkollamaError):
+def _error(exc: RkollamaError) -> Response:
     return json_response(convert.error_body(exc.message, exc.status), exc.status)
 
 
 @bp.route("", methods=["POST"])
-def messages():
+def messages() -> Response:
     req = convert.from_messages_request(parse_body(request.get_data(cache=False)))
     stream = generation.submit(req, generation.prepare(req, "chat"))
     mid = convert.new_id("msg")
@@ -28,5 +28,5 @@ def messages():
 
 
 @bp.route("/count_tokens", methods=["POST"])
-def count_tokens():
+def count_tokens() -> Response:
     return json_response(convert.count_tokens(parse_body(request.get_data(cache=False))))

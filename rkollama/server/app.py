@@ -5,10 +5,11 @@ import ipaddress
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from rkollama import __version__
@@ -47,7 +48,7 @@ class Deps:
 
 
 def create_app(settings: "Settings", scheduler: "Scheduler", store: "ModelStore", catalog: "Catalog",
-               platform: str = "cpu", clock=time.monotonic) -> Flask:
+               platform: str = "cpu", clock: Callable[[], float] = time.monotonic) -> Flask:
     """The app; it also makes itself the scheduler's observer (its metrics)."""
     from rkollama.server import anthropic_routes, cloud_routes, manage_routes, ollama_routes, openai_routes
 
@@ -72,7 +73,7 @@ def create_app(settings: "Settings", scheduler: "Scheduler", store: "ModelStore"
         return any(fnmatch.fnmatchcase(origin, pattern) for pattern in origins)
 
     @app.before_request
-    def _guard():
+    def _guard() -> Response | None:
         g.started = time.monotonic()
         if guard_host and not _host_allowed(request.host):
             access.warning("refused %s %s: host %r is not allowed", request.method, request.path,
@@ -100,7 +101,7 @@ def create_app(settings: "Settings", scheduler: "Scheduler", store: "ModelStore"
         return None
 
     @app.after_request
-    def _headers(response):
+    def _headers(response: Response) -> Response:
         origin = request.headers.get("Origin")
         if origin and allowed_origin(origin):
             response.headers["Access-Control-Allow-Origin"] = origin
@@ -114,31 +115,31 @@ def create_app(settings: "Settings", scheduler: "Scheduler", store: "ModelStore"
         return response
 
     @app.errorhandler(404)
-    def _not_found(_exc):
+    def _not_found(_exc: HTTPException) -> Response:
         return app.response_class("404 page not found", status=404, content_type="text/plain")
 
     @app.errorhandler(405)
-    def _not_allowed(_exc):
+    def _not_allowed(_exc: HTTPException) -> Response:
         return app.response_class("405 method not allowed", status=405, content_type="text/plain")
 
     @app.errorhandler(413)
-    def _too_large(_exc):
+    def _too_large(_exc: HTTPException) -> Response:
         return _dialect_error(f"request body too large (limit {settings.max_body_bytes} bytes, "
                               "RKOLLAMA_MAX_BODY_BYTES)", 413)
 
     @app.errorhandler(HTTPException)
-    def _http(exc):
+    def _http(exc: HTTPException) -> Response:
         return _dialect_error(exc.description or exc.name, exc.code or 500)
 
     @app.errorhandler(Exception)
-    def _unexpected(exc):
+    def _unexpected(exc: Exception) -> Response:
         app.logger.exception("unexpected error")
         return error_response(f"internal error: {type(exc).__name__}: {exc}", 500)
 
     return app
 
 
-def _dialect_error(message: str, status: int):
+def _dialect_error(message: str, status: int) -> Response:
     """An error in the shape of the API the request was for (Anthropic's under /v1/messages,
     OpenAI's under the rest of /v1)."""
     if request.path.startswith("/v1/messages"):
@@ -154,7 +155,7 @@ def _dialect_error(message: str, status: int):
     return error_response(message, status)
 
 
-def _log_access(access: logging.Logger, response) -> None:
+def _log_access(access: logging.Logger, response: Response) -> None:
     """One line per request: method, path, status, milliseconds to the response head, model.
 
     Streams log when their head is sent; generation time is in the scheduler's lines."""

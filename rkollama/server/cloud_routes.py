@@ -7,7 +7,7 @@ cloud-disabled Ollama says (`ollama cloud is disabled: …`, its exported prefix
 for), never a bare 404 page.
 """
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 
 from rkollama.server import generation
 from rkollama.server.streaming import error_response, json_response
@@ -17,46 +17,46 @@ bp = Blueprint("cloud", __name__)
 CLOUD_DISABLED = "ollama cloud is disabled"
 
 
-def _disabled(operation: str):
+def _disabled(operation: str) -> Response:
     return error_response(f"{CLOUD_DISABLED}: {operation}", 403)
 
 
 @bp.route("/api/status", methods=["GET"])
-def status():
+def status() -> Response:
     # Ollama's `source` says which setting disabled the cloud (none/env/config/both); here it is
     # the build itself, reported as "config" so clients that only read `disabled` see the truth.
     return json_response({"cloud": {"disabled": True, "source": "config"}})
 
 
 @bp.route("/api/me", methods=["POST"])
-def whoami():
+def whoami() -> Response:
     return _disabled("accounts are unavailable (rkollama is local only)")
 
 
 @bp.route("/api/signout", methods=["POST"])
 @bp.route("/api/user/keys/<path:_key>", methods=["DELETE"])
-def signout(_key: str = ""):
+def signout(_key: str = "") -> Response:
     return error_response("you are not currently signed in", 401)  # Ollama's text, and true here
 
 
 @bp.route("/api/experimental/web_search", methods=["POST"])
-def web_search():
+def web_search() -> Response:
     return _web("web search is unavailable")
 
 
 @bp.route("/api/experimental/web_fetch", methods=["POST"])
-def web_fetch():
+def web_fetch() -> Response:
     return _web("web fetch is unavailable")
 
 
-def _web(operation: str):
+def _web(operation: str) -> Response:
     if not request.get_data(cache=False).strip():
         return error_response("missing request body", 400)  # Ollama checks the body first
     return _disabled(operation)
 
 
 @bp.route("/api/experimental/model-recommendations", methods=["GET"])
-def recommendations():
+def recommendations() -> Response:
     """The catalogue's models that have a source for this machine, default tags first."""
     deps = generation.deps()
     entries = []

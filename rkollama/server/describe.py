@@ -39,7 +39,7 @@ def ps_entry(loaded: LoadedModel) -> wire.ProcessModel:
             "context_length": loaded.context_length}
 
 
-def model_info(spec) -> dict:
+def model_info(spec: ModelSpec) -> dict:
     if spec.modelfile.model_info:
         return dict(spec.modelfile.model_info)
     d = spec.modelfile.details
@@ -64,7 +64,7 @@ def parameters_text(parameters: dict) -> str:
     return "\n".join(lines)
 
 
-def _go_value(value) -> str:
+def _go_value(value: object) -> str:
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, bool):
@@ -78,7 +78,7 @@ def _quoted(text: str) -> str:
     return text
 
 
-def modelfile_text(spec) -> str:
+def modelfile_text(spec: ModelSpec) -> str:
     """The `modelfile` field / `show --modelfile`: Ollama's text form of the stored model."""
     mf = spec.modelfile
     name = spec.name.display()

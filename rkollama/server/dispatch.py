@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
+from typing import Any
 
 CONTROL_THREADS = 4
 IDLE_S = 30.0
@@ -44,7 +45,7 @@ class _Lane:
         threading.Thread(target=self._work, name=f"http-{self.name}-{self.threads}",
                          daemon=True).start()
 
-    def add(self, task) -> None:
+    def add(self, task: Any) -> None:
         with self.cond:
             self.tasks.append(task)
             if self.idle > len(self.tasks) - 1:
@@ -105,7 +106,7 @@ class LaneDispatcher:
     def set_thread_count(self, count: int) -> None:
         """Waitress calls this with its `threads`; the lanes size themselves."""
 
-    def add_task(self, task) -> None:
+    def add_task(self, task: Any) -> None:
         lane = self.work if _is_work(task) else self.control
         lane.add(task)
 
@@ -119,7 +120,7 @@ class LaneDispatcher:
         return True
 
 
-def _is_work(task) -> bool:
+def _is_work(task: Any) -> bool:
     """Whether the request a waitress channel is about to serve may run long."""
     requests = getattr(task, "requests", None)
     if not requests:

@@ -1,20 +1,35 @@
 """The steps every generating route shares, whatever its dialect: resolve the model, check its
 capabilities, merge options, build the `Generation`, and hand it to the scheduler."""
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from flask import current_app, g, request
 
 from rkollama.core import structured
 from rkollama.core.collect import collect
-from rkollama.core.request import check_capabilities, effective_options, load_options, to_generation
-from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Token
+from rkollama.core.request import Request, check_capabilities, effective_options, load_options, to_generation
+from rkollama.core.types import Done, DoneReason, Event, Generation, LoadOptions, Token
 from rkollama.errors import BackendFailed
 
 if TYPE_CHECKING:
     from rkollama.models.store import ModelSpec
     from rkollama.server.app import Deps
+
+
+class EventStream(Protocol):
+    """What a generating route reads: the scheduler's Stream, or a Replay of a checked answer."""
+
+    load_duration: float
+    """Seconds spent loading the model for this request."""
+    constrains_format: bool
+
+    def __iter__(self) -> Iterator[Event]: ...
+
+    def __next__(self) -> Event: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -28,12 +43,12 @@ def deps() -> "Deps":
     return current_app.config["RKOLLAMA"]
 
 
-def disconnected():
+def disconnected() -> Callable[[], bool] | None:
     """Waitress's "client went away" probe (present with channel_request_lookahead)."""
     return request.environ.get("waitress.client_disconnected")
 
 
-def prepare(req, endpoint: str) -> Prepared:
+def prepare(req: Request, endpoint: str) -> Prepared:
     g.model = req.model  # for the access log
     spec = deps().store.resolve(req.model)
     check_capabilities(spec, req, endpoint)
@@ -41,10 +56,10 @@ def prepare(req, endpoint: str) -> Prepared:
     return Prepared(spec, to_generation(spec, req, options), load_options(options))
 
 
-def submit(req, prepared: Prepared):
+def submit(req: Request, prepared: Prepared) -> EventStream:
     """The event stream of the request. A `format` that the engine cannot enforce is checked
     after the fact (and retried): the reply is then replayed from the validated answer."""
-    def start(gen):
+    def start(gen: Generation) -> EventStream:
         return deps().scheduler.submit(prepared.spec, gen, prepared.load_opts, req.keep_alive,
                                        disconnected())
 
@@ -64,8 +79,8 @@ def submit(req, prepared: Prepared):
     return _validated(gen, start)
 
 
-def _validated(gen, start):
-    messages = structured.with_instruction(gen.messages, gen.format)
+def _validated(gen: Generation, start: Callable[[Generation], EventStream]) -> "Replay":
+    messages = structured.with_instruction(gen.messages or [], gen.format)
     load_s, prompt_tokens, eval_tokens, prompt_ms, eval_ms = 0.0, 0, 0, 0.0, 0.0
     reason: str | None = ""
     for _ in range(structured.MAX_ATTEMPTS):
@@ -94,28 +109,29 @@ class Replay:
 
     constrains_format = True
 
-    def __init__(self, events: list, load_s: float):
+    def __init__(self, events: list[Event], load_s: float):
         self._events = iter(events)
         self.load_duration = load_s
 
-    def __iter__(self):
+    def __iter__(self) -> "Replay":
         return self
 
-    def __next__(self):
+    def __next__(self) -> Event:
         return next(self._events)
 
     def close(self) -> None:
         pass
 
 
-def load(spec: "ModelSpec", options, keep_alive: float | None) -> float:
+def load(spec: "ModelSpec", options: object, keep_alive: float | None) -> float:
     """Load `spec` with a request's `options` now; the seconds it took (0 when it was loaded)."""
     g.model = spec.name.display()
     opts = load_options(effective_options(spec, options))
     return deps().scheduler.load(spec, opts, keep_alive, disconnected())
 
 
-def embed(model: str, texts: list[str], truncate: bool, options, keep_alive):
+def embed(model: str, texts: list[str], truncate: bool, options: object,
+          keep_alive: float | None) -> tuple[list[list[float]], int, float]:
     """(vectors, tokens, load seconds) for `texts`; 404 as the embed endpoints word it."""
     from rkollama.errors import ModelNotFound
 

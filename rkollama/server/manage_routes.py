@@ -2,7 +2,7 @@
 /v1 (`/v1/health`, `/v1/models/load|unload|loaded|available`), over the same scheduler, store
 and catalogue as the Ollama routes. Errors use OpenAI's shape, as everywhere under /v1."""
 
-from flask import Blueprint, current_app
+from flask import Blueprint, Response, current_app
 
 from rkollama import __version__
 from rkollama.api.fields import Fields, parse_body
@@ -17,17 +17,17 @@ bp = Blueprint("manage", __name__)
 
 
 @bp.errorhandler(RkollamaError)
-def _error(exc: RkollamaError):
+def _error(exc: RkollamaError) -> Response:
     return json_response(convert.error_body(exc.message, exc.status), exc.status)
 
 
 @bp.route("/metrics", methods=["GET"])
-def metrics():
+def metrics() -> Response:
     return current_app.response_class(generation.deps().metrics.render(), content_type=CONTENT_TYPE)
 
 
 @bp.route("/v1/health", methods=["GET", "HEAD"])
-def health():
+def health() -> Response:
     deps = generation.deps()
     if deps.scheduler.stopping:
         return json_response({"status": "shutting down"}, 503)
@@ -46,7 +46,7 @@ def _model(type_name: str) -> tuple[Fields, str]:
 
 
 @bp.route("/v1/models/load", methods=["POST"])
-def load():
+def load() -> Response:
     """Load a model now (as an empty /api/generate does): `model`, optional `keep_alive`, `options`."""
     f, name = _model("LoadRequest")
     spec = generation.deps().store.resolve(name)
@@ -56,7 +56,7 @@ def load():
 
 
 @bp.route("/v1/models/unload", methods=["POST"])
-def unload():
+def unload() -> Response:
     _, name = _model("UnloadRequest")
     deps = generation.deps()
     spec = deps.store.resolve(name)
@@ -65,7 +65,7 @@ def unload():
 
 
 @bp.route("/v1/models/loaded", methods=["GET"])
-def loaded():
+def loaded() -> Response:
     entries = []
     for model in generation.deps().scheduler.ps():
         ps = describe.ps_entry(model)
@@ -75,7 +75,7 @@ def loaded():
 
 
 @bp.route("/v1/models/available", methods=["GET"])
-def available():
+def available() -> Response:
     """Pulled models, then the catalogue's models for this machine that are not pulled yet."""
     deps = generation.deps()
     pulled = [dict(convert.model_entry(spec), downloaded=True) for spec in deps.store.list()]

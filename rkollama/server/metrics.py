@@ -13,7 +13,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from rkollama import board
 from rkollama.core.types import Done
-from rkollama.scheduler import Observer
+from rkollama.scheduler import Observer, Scheduler
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -25,7 +25,7 @@ TOKEN_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0
 class Metrics(Observer):
     """The daemon's metrics; also the scheduler's observer (`generation_finished`, `runner_died`)."""
 
-    def __init__(self, scheduler, sysfs_root: Path = Path("/")):
+    def __init__(self, scheduler: Scheduler, sysfs_root: Path = Path("/")):
         self.registry = CollectorRegistry()
         self.requests = Counter("rkollama_http_requests", "HTTP requests answered, by route and status",
                                 ["route", "method", "status"], registry=self.registry)
@@ -69,7 +69,7 @@ class Metrics(Observer):
 class _Live:
     """Gauges read when scraped: queue, loaded models and their memory, the board."""
 
-    def __init__(self, scheduler, sysfs_root: Path):
+    def __init__(self, scheduler: Scheduler, sysfs_root: Path):
         self.scheduler, self.root = scheduler, sysfs_root
 
     def collect(self) -> Iterator[Metric]:

@@ -1,13 +1,16 @@
 """Ollama's native API (/api/*). Each handler: parse → resolve → convert → scheduler → render."""
 
 import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Response, current_app, request
 
 from rkollama.api import convert
 from rkollama.api.fields import Fields, parse_body
 from rkollama.core.collect import collect
 from rkollama.core.embed import shape
+from rkollama.core.request import Request
 from rkollama.core.types import Done, DoneReason, Token, ToolCall
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest, CorruptModel, DigestMismatch, RkollamaError
@@ -15,6 +18,7 @@ from rkollama.models.create import create as create_model
 from rkollama.models.hf import HubConfig
 from rkollama.models.pull import pull as pull_model
 from rkollama.server import describe, generation
+from rkollama.server.metrics import Metrics
 from rkollama.server.streaming import error_response, json_response, ndjson, primed
 
 OLLAMA_VERSION = "0.12.0"
@@ -39,38 +43,38 @@ def _named(f: Fields) -> tuple[Fields, str]:
 
 
 @bp.errorhandler(RkollamaError)
-def _error(exc: RkollamaError):
+def _error(exc: RkollamaError) -> Response:
     return error_response(exc.message, exc.status)
 
 
 @bp.route("/", methods=["GET", "HEAD"])
-def root():
+def root() -> Response:
     return current_app.response_class("Ollama is running", content_type="text/plain; charset=utf-8")
 
 
 @bp.route("/api/version", methods=["GET", "HEAD"])
-def version():
+def version() -> Response:
     return json_response({"version": OLLAMA_VERSION})  # exactly Ollama's body; X-Rkollama-Version has ours
 
 
 @bp.route("/api/tags", methods=["GET", "HEAD"])
-def tags():
+def tags() -> Response:
     return json_response({"models": [describe.list_entry(s) for s in _deps().store.list()]})
 
 
 @bp.route("/api/ps", methods=["GET"])
-def ps():
+def ps() -> Response:
     return json_response({"models": [describe.ps_entry(m) for m in _deps().scheduler.ps()]})
 
 
 @bp.route("/api/show", methods=["POST"])
-def show():
+def show() -> Response:
     f, name = _named(Fields(_body(), "ShowRequest"))
     return json_response(describe.show(_deps().store.resolve(name), f.get("verbose", bool, False)))
 
 
 @bp.route("/api/copy", methods=["POST"])
-def copy():
+def copy() -> Response:
     f = Fields(_body(), "CopyRequest")
     source, destination = f.get("source", str, ""), f.get("destination", str, "")
     if not source or not destination:
@@ -80,7 +84,7 @@ def copy():
 
 
 @bp.route("/api/delete", methods=["DELETE"])
-def delete():
+def delete() -> Response:
     f, name = _named(Fields(_body(), "DeleteRequest"))
     deps = _deps()
     try:
@@ -92,7 +96,7 @@ def delete():
 
 
 @bp.route("/api/pull", methods=["POST"])
-def pull():
+def pull() -> Response:
     f, name = _named(Fields(_body(), "PullRequest"))
     deps = _deps()
     hub = HubConfig(deps.settings.hf_endpoint, deps.settings.hf_token)
@@ -100,7 +104,7 @@ def pull():
     return _progress(_counted(lines, deps.metrics), f.get("stream", bool, True))
 
 
-def _counted(lines, metrics):
+def _counted(lines: Iterable[dict], metrics: Metrics) -> Iterator[dict]:
     """The pull's progress lines, its outcome counted when it ends (success, failed, cancelled)."""
     outcome = "cancelled"
     try:
@@ -115,7 +119,7 @@ def _counted(lines, metrics):
         metrics.pulls.labels(outcome).inc()
 
 
-def _progress(lines, stream: bool):
+def _progress(lines: Iterator[dict], stream: bool) -> Response:
     """Ollama's progress replies (pull, create): NDJSON lines, or only the last one. The first
     line is produced before the 200 goes out, so a bad request keeps its status code."""
     lines = primed(lines)
@@ -126,13 +130,13 @@ def _progress(lines, stream: bool):
 
 
 @bp.route("/api/blobs/<digest>", methods=["HEAD"])
-def blob_exists(digest: str):
+def blob_exists(digest: str) -> Response:
     present = _deps().store.has_blob(digest)
     return current_app.response_class(b"", status=200 if present else 404)
 
 
 @bp.route("/api/blobs/<digest>", methods=["POST"])
-def blob_upload(digest: str):
+def blob_upload(digest: str) -> Response:
     """The raw body becomes the blob, verified against `digest` while it streams to disk."""
     store = _deps().store
     if store.has_blob(digest):
@@ -149,34 +153,34 @@ def blob_upload(digest: str):
 
 
 @bp.route("/api/create", methods=["POST"])
-def create():
+def create() -> Response:
     body = _body()
     return _progress(create_model(_deps().store, body),
                      Fields(body, "CreateRequest").get("stream", bool, True))
 
 
 @bp.route("/api/push", methods=["POST"])
-def push():
+def push() -> Response:
     f, name = _named(Fields(_body(), "PushRequest"))
     raise BadRequest(f"push is not supported: rkollama has no registry to push {name} to "
                      "(copy the model's files, or pull it on the other machine)")
 
 
 @bp.route("/api/chat", methods=["POST"])
-def chat():
+def chat() -> Response:
     started = time.monotonic()
     req = convert.parse_chat(_body())
     return _complete(req, "chat", convert.chat_chunk, started)
 
 
 @bp.route("/api/generate", methods=["POST"])
-def generate():
+def generate() -> Response:
     started = time.monotonic()
     req = convert.parse_generate(_body())
     return _complete(req, "generate", convert.generate_chunk, started)
 
 
-def _complete(req, endpoint: str, chunk, started: float):
+def _complete(req: Request, endpoint: str, chunk: Callable[..., Any], started: float) -> Response:
     """Shared body of chat and generate: the load/unload idioms, then stream or collect."""
     prepared = generation.prepare(req, endpoint)
     if req.debug_render_only:  # Ollama's way to test templates: the prompt, no generation
@@ -215,7 +219,7 @@ def _complete(req, endpoint: str, chunk, started: float):
         return json_response(_ordered(reply))
     events = primed(stream)  # errors before the first token still get a proper status code
 
-    def lines():
+    def lines() -> Iterator[dict]:
         for event in events:
             if isinstance(event, Token):
                 line = chunk(req.model, "" if event.thinking else event.text,
@@ -232,7 +236,7 @@ def _complete(req, endpoint: str, chunk, started: float):
 
 
 @bp.route("/api/embed", methods=["POST"])
-def embed():
+def embed() -> Response:
     started = time.monotonic()
     f = Fields(_body(), "EmbedRequest")
     model = f.get("model", str, "")
@@ -253,7 +257,7 @@ def embed():
 
 
 @bp.route("/api/embeddings", methods=["POST"])
-def embeddings():
+def embeddings() -> Response:
     f = Fields(_body(), "EmbeddingRequest")
     model = f.get("model", str, "")
     if not model:

@@ -1,22 +1,25 @@
 """OpenAI's API (/v1/*), translated to and from the same core as the native routes."""
 
 
+from collections.abc import Callable, Iterator, Sequence
+
 from flask import Blueprint, Response
 
 from rkollama.api.fields import parse_body
 from rkollama.core.collect import collect
 from rkollama.core.embed import shape
-from rkollama.core.types import DoneReason, Token, ToolCall
+from rkollama.core.types import DoneReason, Event, Token, TokenLogprob, ToolCall
 from rkollama.errors import ModelNotFound, RkollamaError
 from rkollama.openai import convert, responses
 from rkollama.server import generation
+from rkollama.server.generation import EventStream
 from rkollama.server.streaming import dumps, event_stream, json_response, named_events
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 
 
 @bp.errorhandler(RkollamaError)
-def _error(exc: RkollamaError):
+def _error(exc: RkollamaError) -> Response:
     return json_response(convert.error_body(exc.message, exc.status), exc.status)
 
 
@@ -27,7 +30,7 @@ def _body() -> dict:
 
 
 @bp.route("/models", methods=["GET"])
-def models():
+def models() -> Response:
     reply = json_response({"object": "list",
                            "data": [convert.model_entry(s) for s in generation.deps().store.list()]})
     reply.content_type = "application/json"  # exactly, as Ollama sends it
@@ -35,7 +38,7 @@ def models():
 
 
 @bp.route("/models/<path:model>", methods=["GET"])
-def model(model: str):
+def model(model: str) -> Response:
     try:
         spec = generation.deps().store.resolve(model)
     except (ModelNotFound, RkollamaError):
@@ -44,24 +47,24 @@ def model(model: str):
 
 
 @bp.route("/embeddings", methods=["POST"])
-def embeddings():
+def embeddings() -> Response:
     name, texts, encoding, dimensions = convert.parse_embedding_request(_body())
     vectors, tokens, _ = generation.embed(name, texts, True, None, None)
     return json_response(convert.to_embeddings(name, shape(vectors, dimensions), encoding, tokens))
 
 
 @bp.route("/chat/completions", methods=["POST"])
-def chat_completions():
+def chat_completions() -> Response:
     req = convert.from_chat_request(_body())
     stream = generation.submit(req, generation.prepare(req, "chat"))
     cid, created = convert.new_id("chatcmpl"), convert.now()
     if not req.stream:
         return json_response(convert.to_chat_completion(req, collect(stream), cid, created))
 
-    def chunk(delta, finish=None, scored=()):
+    def chunk(delta: dict, finish: str | None = None, scored: Sequence[TokenLogprob] = ()) -> dict:
         return convert.chat_chunk(req, cid, created, delta, finish, scored)
 
-    def frames(events):
+    def frames(events: Iterator[Event]) -> Iterator[dict]:
         yield chunk({"role": "assistant", "content": ""})
         for event in events:
             if isinstance(event, Token):
@@ -78,14 +81,14 @@ def chat_completions():
 
 
 @bp.route("/completions", methods=["POST"])
-def completions():
+def completions() -> Response:
     req = convert.from_completion_request(_body())
     stream = generation.submit(req, generation.prepare(req, "generate"))
     cid, created = convert.new_id("cmpl"), convert.now()
     if not req.stream:
         return json_response(convert.to_completion(req, collect(stream), cid, created))
 
-    def frames(events):
+    def frames(events: Iterator[Event]) -> Iterator[dict]:
         offset = 0  # characters of completion text sent so far, for `text_offset`
         for event in events:
             if isinstance(event, Token):
@@ -101,10 +104,10 @@ def completions():
     return _sse(stream, frames)
 
 
-def _sse(stream, frames) -> Response:
+def _sse(stream: EventStream, frames: Callable[[Iterator[Event]], Iterator[dict]]) -> Response:
     """Server-sent events: `data: {json}` frames, `data: [DONE]`; an error after the first frame
     becomes an OpenAI-shaped error frame (the openai SDK raises it)."""
-    def lines(events):
+    def lines(events: Iterator[Event]) -> Iterator[str]:
         for frame in frames(events):
             yield f"data: {dumps(frame)}\n\n"
         yield "data: [DONE]\n\n"
@@ -114,7 +117,7 @@ def _sse(stream, frames) -> Response:
 
 
 @bp.route("/responses", methods=["POST"])
-def responses_create():
+def responses_create() -> Response:
     req, echo = responses.from_responses_request(_body())
     stream = generation.submit(req, generation.prepare(req, "chat"))
     rid = responses.new_id("resp")

@@ -10,6 +10,14 @@ import resource
 import signal
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from rkollama.config import Settings
+    from rkollama.scheduler import Scheduler
 
 DRAIN_S = 10.0
 """Seconds the daemon waits, on shutdown, for answers in flight to reach their clients."""
@@ -17,7 +25,8 @@ DRAIN_S = 10.0
 log = logging.getLogger("rkollama")
 
 
-def build(settings, backend_factory=None):
+def build(settings: "Settings", backend_factory: Callable[..., Any] | None = None
+          ) -> tuple["Flask", "Scheduler"]:
     """Everything the app needs, from settings. Returns (app, scheduler)."""
     from rkollama.models.catalog import Catalog
     from rkollama.models.store import ModelStore
@@ -34,7 +43,7 @@ def build(settings, backend_factory=None):
     return app, scheduler
 
 
-def create_server(app, settings, host: str, port: int):
+def create_server(app: "Flask", settings: "Settings", host: str, port: int) -> Any:
     """Waitress configured for a daemon that many clients hold open connections to."""
     import waitress
 
@@ -54,7 +63,7 @@ def create_server(app, settings, host: str, port: int):
         ident="rkollama", clear_untrusted_proxy_headers=True)
 
 
-def run(settings) -> None:
+def run(settings: "Settings") -> None:
     from waitress import wasyncore
 
     logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO,
@@ -76,7 +85,7 @@ def run(settings) -> None:
         finished.set()
         server.pull_trigger()
 
-    def stop(signum, _frame) -> None:
+    def stop(signum: int, _frame: object) -> None:
         if stopping.is_set():
             return
         stopping.set()
@@ -95,7 +104,7 @@ def run(settings) -> None:
     log.info("stopped")
 
 
-def _unsent(server) -> bool:
+def _unsent(server: Any) -> bool:
     """Some connection still has response bytes to send."""
     return any(getattr(channel, "total_outbufs_len", 0) for channel in list(server._map.values()))
 

@@ -3,23 +3,27 @@ error line on failure and cancel the generation when the client goes away."""
 
 import itertools
 import json
-from collections.abc import Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Response
 
+from rkollama.core.types import Event
 from rkollama.errors import RkollamaError
+
+if TYPE_CHECKING:
+    from rkollama.server.generation import EventStream
 
 JSON_TYPE = "application/json; charset=utf-8"
 NDJSON_TYPE = "application/x-ndjson"
 T = TypeVar("T")
 
 
-def dumps(obj) -> str:
+def dumps(obj: object) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-def json_response(obj, status: int = 200) -> Response:
+def json_response(obj: object, status: int = 200) -> Response:
     return Response(dumps(obj), status=status, content_type=JSON_TYPE)
 
 
@@ -40,13 +44,13 @@ def primed(stream: Iterator[T]) -> Iterator[T]:
     return itertools.chain([first], stream)
 
 
-def ndjson(lines, on_close=None) -> Response:
+def ndjson(lines: Iterable[object], on_close: Callable[[], None] | None = None) -> Response:
     """Stream dicts as NDJSON. An RkollamaError mid-stream becomes a final `{"error": …}` line.
 
     `on_close` runs when the stream ends for any reason, including the client disconnecting
     (Waitress closes the app iterator when a write fails): that is how generation stops.
     """
-    def body():
+    def body() -> Iterator[str]:
         try:
             for line in lines:
                 yield dumps(line) + "\n"
@@ -61,14 +65,15 @@ def ndjson(lines, on_close=None) -> Response:
     return Response(body(), status=200, content_type=NDJSON_TYPE)
 
 
-def event_stream(stream, frames, error_frame) -> Response:
+def event_stream(stream: "EventStream", frames: Callable[[Iterator[Event]], Iterator[str]],
+                 error_frame: Callable[[str, int], str]) -> Response:
     """Server-sent events from a generation `stream`: `frames(events)` yields the wire text of
     each frame; an error after the first event becomes one last frame, `error_frame(message,
     status)`. The first event is read before the 200 goes out, so errors before any output keep
     their status code; the stream is closed however the body ends (the client gone included)."""
     events = primed(stream)
 
-    def body():
+    def body() -> Iterator[str]:
         try:
             yield from frames(events)
         except RkollamaError as exc:
@@ -82,13 +87,13 @@ def event_stream(stream, frames, error_frame) -> Response:
                     headers={"Cache-Control": "no-cache"})
 
 
-def named_events(stream, writer, error_body) -> Response:
+def named_events(stream: "EventStream", writer: Any, error_body: Callable[[str, int], dict]) -> Response:
     """Server-sent events with event names (Anthropic's Messages, OpenAI's Responses): `writer`
     turns core events into (name, data) pairs through start(), token(), call() and done();
     a late error becomes a final `error` event in `error_body`'s shape."""
     from rkollama.core.types import Done, DoneReason, Token, ToolCall
 
-    def frames(events):
+    def frames(events: Iterator[Event]) -> Iterator[str]:
         pairs = writer.start()
         for event in events:
             if isinstance(event, Token):
