@@ -19,6 +19,13 @@ FORBIDDEN = {
     "rkollama.backends": ("rkollama.server", "rkollama.cli", "rkollama.doctor", "rkollama.scheduler"),
     "rkollama.scheduler": ("rkollama.server", "rkollama.cli", "rkollama.doctor"),
     "rkollama.server": ("rkollama.cli",),
+    # The dialects' translators sit under the routes: they know requests and core events only.
+    "rkollama.api": ("rkollama.server", "rkollama.cli", "rkollama.scheduler", "rkollama.backends"),
+    "rkollama.openai": ("rkollama.server", "rkollama.cli", "rkollama.scheduler", "rkollama.backends"),
+    "rkollama.anthropic": ("rkollama.server", "rkollama.cli", "rkollama.scheduler", "rkollama.backends"),
+    # The CLI's client starts fast: the standard library and the wire types, nothing of the daemon.
+    "rkollama.client": ("rkollama.server", "rkollama.scheduler", "rkollama.backends", "rkollama.models",
+                        "rkollama.core", "rkollama.cli", "rkollama.api.convert", "rkollama.api.fields"),
 }
 
 
