@@ -275,6 +275,26 @@ def test_format_failure_after_the_retries_is_reported(http, script):
     assert reply.get_json()["error"]["message"].startswith("the model did not produce the requested format after 3 attempts")
 
 
+def test_a_pattern_that_backtracks_without_end_is_cut_off_not_run(http, script):
+    """A hostile `pattern` ((a|a)+$ takes exponential time on a backtracking matcher) is matched
+    under a time limit: the request ends with the format error instead of holding the daemon."""
+    answer = '"' + "a" * 40 + 'b"'
+    for _ in range(3):
+        script.enqueue([answer])
+    schema = {"type": "string", "pattern": "(a|a)+$"}
+    reply = http.post("/api/chat", json={"model": "tiny", "stream": False, "format": schema,
+                                         "messages": [{"role": "user", "content": "x"}]})
+    assert reply.status_code == 500
+    assert "matching '(a|a)+$' took longer than 0.1 s" in reply.get_json()["error"]
+    # The limit is per match: ordinary patterns are still checked (and retried) as before.
+    script.enqueue(['"abc"'])
+    script.enqueue(['"123"'])
+    digits = http.post("/api/chat", json={"model": "tiny", "stream": False, "messages": [{"role": "user", "content": "x"}],
+                                          "format": {"type": "string", "pattern": "^[0-9]+$"}}).get_json()
+    assert digits["message"]["content"] == '"123"'
+    assert "'abc' does not match '^[0-9]+$'" in script.history[-1].messages[-1].content
+
+
 def test_validated_format_streams_too(http, script):
     script.enqueue(['{"ok": true}'])
     lines = [json.loads(line) for line in http.post("/api/generate", json={

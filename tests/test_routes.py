@@ -409,6 +409,8 @@ def test_a_format_the_engine_cannot_enforce_loads_the_model_once(http, script):
     ({"type": "integer", "minimum": "x"}, "format.minimum: 'x' is not of type 'number'"),
     ({"type": "string", "pattern": "(["}, "format.pattern: '([' is not a 'regex'"),
     ({"$ref": "https://example.com/schema.json"}, "format: $ref 'https://example.com/schema.json' does not point inside the schema"),
+    ({"type": "object", "patternProperties": {"^x": {}}, "unevaluatedProperties": False},
+     "format: unevaluatedProperties together with patternProperties is not supported"),
 ])
 def test_a_malformed_schema_in_format_is_a_400_naming_the_keyword(http, script, fmt, fault):
     for path, body in (("/api/chat", {"messages": [{"role": "user", "content": "x"}]}),

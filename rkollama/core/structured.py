@@ -10,6 +10,7 @@ import referencing
 import referencing.exceptions
 from referencing.jsonschema import DRAFT202012
 
+from rkollama.core import schema_regex
 from rkollama.core.types import Message
 
 MAX_ATTEMPTS = 3
@@ -92,7 +93,7 @@ def problem(text: str, fmt: object) -> str | None:
 def _validator(schema: dict | bool) -> jsonschema.protocols.Validator:
     """A validator for the schema's own draft (`$schema`), 2020-12 when it names none."""
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    return cls(schema)
+    return schema_regex.timed(cls)(schema)
 
 
 def _keyword_fault(schema: dict | bool) -> str | None:
@@ -104,6 +105,8 @@ def _keyword_fault(schema: dict | bool) -> str | None:
     if error is not None:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
         return f"format{where}: {error.message}"
+    if schema_regex.uses_untimed_regex(schema):
+        return "format: unevaluatedProperties together with patternProperties is not supported"
     resolver = referencing.Registry().with_resource(
         "", referencing.Resource.from_contents(schema, default_specification=DRAFT202012)).resolver()
     for ref in _refs(schema):
