@@ -144,6 +144,18 @@ def test_openai_client_and_sampling_per_request(npu):
         assert sampling["present"] == 0  # 1.2.x: sampling is fixed at init
 
 
+def test_the_modelfiles_mirostat_holds_for_every_run(npu, tmp_path):
+    """Ollama's options have no mirostat: each 1.3 run keeps the Modelfile's, as init got it."""
+    url, last, family = npu
+    register_fake(ModelStore(tmp_path / "npu-models"), "miro-npu", rkllm={"mirostat": 2},
+                  source={"path": "model.rkllm", "format": "rkllm", "platform": "rk3588"})
+    ollama.Client(host=url).generate(model="miro-npu", prompt="a b", options={"temperature": 0.5})
+    if family.startswith("1.3"):
+        assert last()["sampling"]["present"] == 1 and last()["sampling"]["mirostat"] == 2
+    else:
+        assert last()["sampling"]["present"] == 0
+
+
 def test_unloading_destroys_the_handle(npu):
     url, last, _ = npu
     client = ollama.Client(host=url)

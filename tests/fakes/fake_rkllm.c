@@ -557,7 +557,7 @@ const char *fake_last_json(void) {
         "\"top_p\": %.3f, \"temperature\": %.3f, \"repeat_penalty\": %.3f, \"skip_special_token\": %d, "
         "\"is_async\": %d, \"base_domain_id\": %d, \"embed_flash\": %d, \"enabled_cpus_num\": %d, "
         "\"enabled_cpus_mask\": %u, \"n_batch\": %d}, "
-        "\"sampling\": {\"present\": %d, \"top_k\": %d, \"top_p\": %.3f, \"temperature\": %.3f, \"repeat_penalty\": %.3f}}",
+        "\"sampling\": {\"present\": %d, \"top_k\": %d, \"top_p\": %.3f, \"temperature\": %.3f, \"repeat_penalty\": %.3f, \"mirostat\": %d}}",
         e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7], g_enable_thinking, g_keep_history, g_runs, g_init_calls,
         g_destroy_calls, g_abort_calls, g_clear_calls, g_input_type, (unsigned long long)(uintptr_t)g_userdata,
         g_max_new_tokens_run, g_lora, g_cache_path, g_n_batch_run, g_loaded_lora, g_loaded_cache, g_reserved_nonzero,
@@ -565,7 +565,8 @@ const char *fake_last_json(void) {
         g_param.temperature, g_param.repeat_penalty, g_param.skip_special_token, g_param.is_async,
         g_param.extend_param.base_domain_id, g_param.extend_param.embed_flash,
         g_param.extend_param.enabled_cpus_num, g_param.extend_param.enabled_cpus_mask, g_param.extend_param.n_batch,
-        g_have_sampling, g_sampling.top_k, g_sampling.top_p, g_sampling.temperature, g_sampling.repeat_penalty);
+        g_have_sampling, g_sampling.top_k, g_sampling.top_p, g_sampling.temperature, g_sampling.repeat_penalty,
+        g_sampling.mirostat);
     pthread_mutex_unlock(&g_lock);
     return g_last;
 }

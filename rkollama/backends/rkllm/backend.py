@@ -42,6 +42,9 @@ class RKLLMBackend(Backend):
         self.memory_bytes = spec.size
         self.slots = slots
         self._lora = lora  # RKLLMLoraParam of the Modelfile's first adapter, or None
+        rk = spec.modelfile.rkllm_section()
+        # Ollama's options have no mirostat: each run keeps the Modelfile's (as rkllm_init got it).
+        self._mirostat = (rk.mirostat, rk.mirostat_tau, rk.mirostat_eta)
         self._keep = keep  # the callback objects and strings must outlive the handle
         self._closed = False
 
@@ -117,7 +120,8 @@ class RKLLMBackend(Backend):
                                               repeat_penalty=opts.repeat_penalty,
                                               frequency_penalty=opts.frequency_penalty,
                                               presence_penalty=opts.presence_penalty,
-                                              mirostat=0, mirostat_tau=5.0, mirostat_eta=0.1)
+                                              mirostat=self._mirostat[0], mirostat_tau=self._mirostat[1],
+                                              mirostat_eta=self._mirostat[2])
             infer.sampling_params = ctypes.pointer(sampling)
             infer.max_new_tokens = opts.num_predict if opts.num_predict > 0 else 0
         cached = self._kv_size() if keep_history else 0
