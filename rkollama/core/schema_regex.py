@@ -8,6 +8,7 @@ and holds the interpreter while it does. `pattern`, `patternProperties` and
 """
 
 from collections.abc import Iterator
+from types import MappingProxyType
 from typing import Any
 
 import jsonschema
@@ -80,9 +81,10 @@ def _additional_properties(validator: Any, allowed: Any, instance: Any,
 
 _KEYWORDS = {"pattern": _pattern, "patternProperties": _pattern_properties,
              "additionalProperties": _additional_properties}
-_TIMED = {cls: jsonschema.validators.extend(cls, _KEYWORDS)
-          for cls in (jsonschema.Draft4Validator, jsonschema.Draft6Validator, jsonschema.Draft7Validator,
-                      jsonschema.Draft201909Validator, jsonschema.Draft202012Validator)}
+_TIMED = MappingProxyType({
+    cls: jsonschema.validators.extend(cls, _KEYWORDS)
+    for cls in (jsonschema.Draft4Validator, jsonschema.Draft6Validator, jsonschema.Draft7Validator,
+                jsonschema.Draft201909Validator, jsonschema.Draft202012Validator)})
 
 
 def timed(cls: Any) -> Any:
