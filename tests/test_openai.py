@@ -222,6 +222,7 @@ OPENAI_BAD = [
     ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "reasoning_effort": "huge"}, 400, None),
     ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "yaml"}}, 400, None),
     ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{oops"}}]}]}, 400, "invalid tool call arguments"),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[" * 5000 + "]" * 5000}}]}]}, 400, "invalid tool call arguments"),
     ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": 5}]}, 400, None),
     ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, 400, None),
     ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, 400, None),

@@ -131,6 +131,10 @@ def test_unclosed_think_at_the_end_is_reasoning():
     ('["r", "g"]', {"type": "array", "items": {"enum": ["r", "g", "b"]}}, True),
     ('["r", "y"]', {"type": "array", "items": {"enum": ["r", "g", "b"]}}, False),
     ('"x"', {"anyOf": [{"type": "integer"}, {"type": "string"}]}, True),
+    # A schema that refers to itself through a property (a linked list) is fine: each step descends.
+    ('{"next": {"next": {}}}', {"type": "object", "properties": {"next": {"$ref": "#"}}}, True),
+    ('{"next": {"next": 3}}', {"type": "object", "properties": {"next": {"$ref": "#"}}}, False),
+    ("[" * 5000 + "]" * 5000, "json", False),  # nested past the parser's limit: not accepted, no crash
     # Keywords a hand-written subset used to ignore: bounds, patterns, references, sizes.
     ('{"n": 0}', {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}, False),
     ('{"n": 1}', {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}, True),
@@ -142,6 +146,15 @@ def test_unclosed_think_at_the_end_is_reasoning():
                            "$defs": {"P": {"type": "object", "properties": {"age": {"type": "integer"}}}}}, True),
 ])
 def test_structured_output_validation(text, fmt, ok):
+    """jsonschema's checks, through the words the retry prompt uses."""
     from rkollama.core.structured import problem
 
     assert (problem(text, fmt) is None) is ok
+
+
+def test_a_tool_call_nested_past_the_parsers_limit_is_text_not_a_crash():
+    deep = "[" * 5000 + "]" * 5000
+    parser = ToolCallParser({"f"})
+    out = parser.feed(f'<tool_call>{{"name": "f", "arguments": {deep}}}</tool_call>') + parser.finish()
+    assert not any(isinstance(item, ToolCall) for item in out)
+    assert "".join(item.text for item in out if isinstance(item, Token)).startswith("<tool_call>")

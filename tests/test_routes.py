@@ -409,6 +409,11 @@ def test_a_format_the_engine_cannot_enforce_loads_the_model_once(http, script):
     ({"type": "integer", "minimum": "x"}, "format.minimum: 'x' is not of type 'number'"),
     ({"type": "string", "pattern": "(["}, "format.pattern: '([' is not a 'regex'"),
     ({"$ref": "https://example.com/schema.json"}, "format: $ref 'https://example.com/schema.json' does not point inside the schema"),
+    ({"$ref": "#"}, "format: $ref '#' refers back to itself without reaching a value"),
+    ({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"allOf": [{"$ref": "#/$defs/a"}]}}, "$ref": "#/$defs/a"},
+     "format: $ref '#/$defs/a' refers back to itself without reaching a value"),
+    ({"$defs": {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(40)} | {"d40": {"type": "string"}},
+      "$ref": "#/$defs/d0"}, "format: more than 32 references and combinators apply to one value"),
     ({"type": "object", "patternProperties": {"^x": {}}, "unevaluatedProperties": False},
      "format: unevaluatedProperties together with patternProperties is not supported"),
 ])

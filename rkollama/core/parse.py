@@ -191,7 +191,7 @@ class ToolCallParser:
     def _call(self, body: str, require_known: bool) -> ToolCall | None:
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested past the parser's limit: not a call
             return None
         if not isinstance(data, dict) or not isinstance(data.get("name"), str):
             return None
@@ -199,7 +199,7 @@ class ToolCallParser:
         if isinstance(args, str):
             try:
                 args = json.loads(args)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return None
         if not isinstance(args, dict):
             return None

@@ -147,7 +147,7 @@ def normalise_tool_calls(calls: object, json_arguments: bool = False) -> list[di
         if json_arguments and (arguments is None or isinstance(arguments, str)):
             try:
                 arguments = json.loads(arguments or "{}")
-            except ValueError:
+            except (ValueError, RecursionError):  # nested past the parser's limit
                 raise BadRequest("invalid tool call arguments") from None
         if not isinstance(arguments, dict):
             raise BadRequest("invalid tool call arguments")

@@ -6,11 +6,8 @@ Validation is the `jsonschema` library's, for the schema's own draft (2020-12 by
 import json
 
 import jsonschema
-import referencing
-import referencing.exceptions
-from referencing.jsonschema import DRAFT202012
 
-from rkollama.core import schema_regex
+from rkollama.core import schema_refs, schema_regex
 from rkollama.core.types import Message
 
 MAX_ATTEMPTS = 3
@@ -84,9 +81,14 @@ def problem(text: str, fmt: object) -> str | None:
         value = json.loads(text)
     except ValueError as exc:
         return f"the reply is not valid JSON ({exc})"
+    except RecursionError:
+        return "the reply nests too deeply to read"
     if fmt == "json" or not isinstance(fmt, dict | bool):
         return None
-    errors = sorted(_validator(fmt).iter_errors(value), key=jsonschema.exceptions.relevance)
+    try:
+        errors = sorted(_validator(fmt).iter_errors(value), key=jsonschema.exceptions.relevance)
+    except RecursionError:  # schema_fault bounds the schema; a value can still nest very deeply
+        return "the reply nests too deeply to check against the schema"
     return "; ".join(f"{e.json_path}: {e.message}" for e in errors[:3]) or None
 
 
@@ -97,8 +99,8 @@ def _validator(schema: dict | bool) -> jsonschema.protocols.Validator:
 
 
 def _keyword_fault(schema: dict | bool) -> str | None:
-    """What the JSON Schema meta-schema refuses in `schema` (e.g. `minimum: "x"`), or a `$ref`
-    that does not point inside it (nothing is ever fetched), or None."""
+    """What the JSON Schema meta-schema refuses in `schema` (e.g. `minimum: "x"`), regex keywords
+    it could not time, or `$ref`s that cannot be followed (schema_refs), or None."""
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     meta = cls(cls.META_SCHEMA, format_checker=cls.FORMAT_CHECKER)  # `pattern` must compile
     error = jsonschema.exceptions.best_match(meta.iter_errors(schema))
@@ -107,27 +109,7 @@ def _keyword_fault(schema: dict | bool) -> str | None:
         return f"format{where}: {error.message}"
     if schema_regex.uses_untimed_regex(schema):
         return "format: unevaluatedProperties together with patternProperties is not supported"
-    resolver = referencing.Registry().with_resource(
-        "", referencing.Resource.from_contents(schema, default_specification=DRAFT202012)).resolver()
-    for ref in _refs(schema):
-        try:
-            resolver.lookup(ref)
-        except referencing.exceptions.Unresolvable:
-            return f"format: $ref {ref!r} does not point inside the schema"
-    return None
-
-
-def _refs(schema: object) -> list[str]:
-    found = []
-    if isinstance(schema, dict):
-        if isinstance(schema.get("$ref"), str):
-            found.append(schema["$ref"])
-        for value in schema.values():
-            found += _refs(value)
-    elif isinstance(schema, list):
-        for value in schema:
-            found += _refs(value)
-    return found
+    return schema_refs.ref_fault(schema)
 
 
 def with_instruction(messages: list[Message], fmt: object) -> list[Message]:

@@ -165,8 +165,8 @@ def repo_chat_template(hub: HubConfig, source: dict) -> str | None:
         if response.status_code != 200:
             return None
         template = response.json().get("chat_template")
-    except (requests.RequestException, ValueError, AttributeError):
-        return None
+    except (requests.RequestException, ValueError, AttributeError, RecursionError):
+        return None  # no readable tokenizer_config.json: the model keeps its built-in template
     if isinstance(template, list):  # [{"name": "default", "template": …}, …]
         named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
         template = named.get("default") or next(iter(named.values()), None)

@@ -96,7 +96,7 @@ def _items(items: list) -> list[Message]:
         elif kind == "function_call":
             try:
                 arguments = json.loads(item.get("arguments") or "{}")
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, RecursionError):
                 raise BadRequest("failed to parse function call arguments") from None
             if not isinstance(arguments, dict) or not isinstance(item.get("name"), str):
                 raise BadRequest(f"input[{index}]: a function_call needs a name and object arguments")

@@ -1,0 +1,90 @@
+"""`$ref`s of a request's `format` schema: each must point inside the schema (nothing is ever
+fetched), and no chain of them may come back to where it started without descending into a part
+of the value (`{"$ref": "#"}` would make validation recurse until the interpreter gives up)."""
+
+from collections.abc import Iterator
+
+import referencing
+import referencing.exceptions
+from referencing.jsonschema import DRAFT202012
+
+# Keywords whose subschemas apply to the same value (no descent into a property or an item).
+_SAME_VALUE_LISTS = ("allOf", "anyOf", "oneOf")
+_SAME_VALUE_SCHEMAS = ("not", "if", "then", "else")
+_SAME_VALUE_MAPS = ("dependentSchemas", "dependencies")
+MAX_CHAIN = 32
+"""Longest chain of references and combinators applied to one value (validation recurses once
+per link)."""
+
+
+def ref_fault(schema: object) -> str | None:
+    """Why the schema's references cannot be followed, in words for a 400, or None."""
+    if not isinstance(schema, dict):
+        return None
+    resolver = referencing.Registry().with_resource(
+        "", referencing.Resource.from_contents(schema, default_specification=DRAFT202012)).resolver()
+    targets: dict[int, object] = {}
+    for node in _subschemas(schema):
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            try:
+                targets[id(node)] = resolver.lookup(ref).contents
+            except referencing.exceptions.Unresolvable:
+                return f"format: $ref {ref!r} does not point inside the schema"
+    return _chain_fault(schema, targets)
+
+
+def _subschemas(node: object) -> Iterator[dict]:
+    """Every mapping in the schema, iteratively (a deep schema cannot exhaust the stack)."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _same_value_children(node: dict, targets: dict[int, object]) -> list[dict]:
+    children: list[object] = []
+    if id(node) in targets:
+        children.append(targets[id(node)])
+    for key in _SAME_VALUE_LISTS:
+        if isinstance(node.get(key), list):
+            children.extend(node[key])
+    for key in _SAME_VALUE_SCHEMAS:
+        if key in node:
+            children.append(node[key])
+    for key in _SAME_VALUE_MAPS:
+        if isinstance(node.get(key), dict):
+            children.extend(node[key].values())
+    return [child for child in children if isinstance(child, dict)]
+
+
+def _chain_fault(schema: dict, targets: dict[int, object]) -> str | None:
+    """A cycle, or a chain longer than MAX_CHAIN, among the subschemas that apply to one value
+    (iterative depth-first search), in words; or None."""
+    done: set[int] = set()
+    for start in _subschemas(schema):
+        if id(start) in done:
+            continue
+        on_path: set[int] = {id(start)}
+        stack: list[tuple[dict, Iterator[dict]]] = [(start, iter(_same_value_children(start, targets)))]
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                on_path.discard(id(node))
+                done.add(id(node))
+                continue
+            if id(child) in on_path:
+                ref = node.get("$ref", "#")
+                return f"format: $ref {ref!r} refers back to itself without reaching a value"
+            if len(stack) >= MAX_CHAIN:
+                return f"format: more than {MAX_CHAIN} references and combinators apply to one value"
+            if id(child) not in done:
+                on_path.add(id(child))
+                stack.append((child, iter(_same_value_children(child, targets))))
+    return None
