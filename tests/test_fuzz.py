@@ -114,6 +114,42 @@ def test_arbitrary_bytes_never_break_the_daemon(daemon, endpoint, data):
     send(daemon, method, path, data)
 
 
+# JSON Schema keywords and values that reach the validator's harder paths: references (cycles,
+# dangling, dynamic), regex keywords, combinators, drafts.
+SCHEMA_KEYS = ["type", "properties", "items", "$ref", "$defs", "allOf", "anyOf", "oneOf", "not", "if",
+               "then", "else", "pattern", "patternProperties", "additionalProperties", "required", "enum",
+               "const", "minimum", "maxLength", "prefixItems", "contains", "dependentSchemas",
+               "propertyNames", "unevaluatedProperties", "$id", "$schema", "$anchor", "$dynamicRef",
+               "format", "minItems", "multipleOf", "echo"]
+schema_leaves = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["#", "#/$defs/a", "#/properties/echo", "string", "object", "integer", "array",
+                     "(a|a)+$", "^e", "[", "http://x/y", "#a", "date-time", "email"]))
+schemas = st.dictionaries(st.sampled_from(SCHEMA_KEYS), st.recursive(schema_leaves, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(SCHEMA_KEYS + ["a"]), inner, max_size=4)),
+    max_leaves=20), max_size=4)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+@given(schema=schemas, dialect=st.sampled_from(["ollama", "openai"]))
+def test_random_format_schemas_are_a_400_or_an_answer(daemon, schema, dialect):
+    """A `format` schema is validated before any engine work and checked against the answer with
+    bounded time and depth. The one 500 allowed is the documented one: the model did not produce
+    the format after its attempts (the fake engine echoes {"echo": …}, which most schemas refuse)."""
+    url, session = daemon
+    messages = [{"role": "user", "content": "x y"}]
+    if dialect == "ollama":
+        reply = session.post(f"{url}/api/chat", timeout=30, json={
+            "model": "tiny", "stream": False, "format": schema, "messages": messages})
+    else:
+        reply = session.post(f"{url}/v1/chat/completions", timeout=30, json={
+            "model": "tiny", "messages": messages,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}})
+    if reply.status_code == 500 and "did not produce the requested format" in reply.text:
+        return
+    check(reply)
+
+
 def test_the_daemon_still_answers_normally_after_the_fuzzing(daemon):
     url, session = daemon
     reply = session.post(f"{url}/api/chat", json=VALID["/api/chat"], timeout=10)

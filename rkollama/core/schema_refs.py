@@ -23,33 +23,42 @@ def ref_fault(schema: object) -> str | None:
         return None
     resolver = referencing.Registry().with_resource(
         "", referencing.Resource.from_contents(schema, default_specification=DRAFT202012)).resolver()
-    targets: dict[int, object] = {}
+    targets: dict[int, list[object]] = {}
     for node in _subschemas(schema):
-        ref = node.get("$ref")
-        if isinstance(ref, str):
-            try:
-                targets[id(node)] = resolver.lookup(ref).contents
-            except referencing.exceptions.Unresolvable:
-                return f"format: $ref {ref!r} does not point inside the schema"
+        for keyword in ("$ref", "$dynamicRef"):
+            ref = node.get(keyword)
+            if isinstance(ref, str):
+                try:
+                    targets.setdefault(id(node), []).append(resolver.lookup(ref).contents)
+                except referencing.exceptions.Unresolvable:
+                    return f"format: {keyword} {ref!r} does not point inside the schema"
     return _chain_fault(schema, targets)
 
 
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas",
+                "dependencies")
+"""Keywords whose values map names to schemas (a property may be called "const")."""
+_NOT_SCHEMAS = ("const", "enum", "default", "examples")
+"""Keywords whose values are data, not schemas: a `$ref` key inside them means nothing."""
+
+
 def _subschemas(node: object) -> Iterator[dict]:
-    """Every mapping in the schema, iteratively (a deep schema cannot exhaust the stack)."""
-    stack = [node]
+    """Every mapping in the schema that is a schema or holds schemas, iteratively (a deep schema
+    cannot exhaust the stack)."""
+    stack: list[tuple[object, bool]] = [(node, False)]  # (item, is it a name -> schema map)
     while stack:
-        item = stack.pop()
+        item, is_map = stack.pop()
         if isinstance(item, dict):
-            yield item
-            stack.extend(item.values())
+            if not is_map:
+                yield item
+            stack.extend((value, not is_map and key in _SCHEMA_MAPS) for key, value in item.items()
+                         if is_map or key not in _NOT_SCHEMAS)
         elif isinstance(item, list):
-            stack.extend(item)
+            stack.extend((value, False) for value in item)
 
 
-def _same_value_children(node: dict, targets: dict[int, object]) -> list[dict]:
-    children: list[object] = []
-    if id(node) in targets:
-        children.append(targets[id(node)])
+def _same_value_children(node: dict, targets: dict[int, list[object]]) -> list[dict]:
+    children: list[object] = list(targets.get(id(node), []))
     for key in _SAME_VALUE_LISTS:
         if isinstance(node.get(key), list):
             children.extend(node[key])
@@ -62,7 +71,7 @@ def _same_value_children(node: dict, targets: dict[int, object]) -> list[dict]:
     return [child for child in children if isinstance(child, dict)]
 
 
-def _chain_fault(schema: dict, targets: dict[int, object]) -> str | None:
+def _chain_fault(schema: dict, targets: dict[int, list[object]]) -> str | None:
     """A cycle, or a chain longer than MAX_CHAIN, among the subschemas that apply to one value
     (iterative depth-first search), in words; or None."""
     done: set[int] = set()

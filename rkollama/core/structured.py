@@ -33,6 +33,9 @@ def _shape_fault(schema: object, path: str = "format", depth: int = 0) -> str | 
         return f"{path} must be an object"
     if depth > MAX_SCHEMA_DEPTH:
         return f"{path} is nested too deeply"
+    for key in ("$schema", "$id", "$ref", "$anchor", "$dynamicRef"):  # looked up before validation
+        if key in schema and not isinstance(schema[key], str):
+            return f"{path}.{key} must be a string"
     kind = schema.get("type")
     if kind is not None and not (isinstance(kind, str) or
                                  (isinstance(kind, list) and all(isinstance(k, str) for k in kind))):
