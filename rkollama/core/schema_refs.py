@@ -24,7 +24,7 @@ def ref_fault(schema: object) -> str | None:
     resolver = referencing.Registry().with_resource(
         "", referencing.Resource.from_contents(schema, default_specification=DRAFT202012)).resolver()
     targets: dict[int, list[object]] = {}
-    for node in _subschemas(schema):
+    for node in subschemas(schema):
         for keyword in ("$ref", "$dynamicRef"):
             ref = node.get(keyword)
             if isinstance(ref, str):
@@ -42,7 +42,7 @@ _NOT_SCHEMAS = ("const", "enum", "default", "examples")
 """Keywords whose values are data, not schemas: a `$ref` key inside them means nothing."""
 
 
-def _subschemas(node: object) -> Iterator[dict]:
+def subschemas(node: object) -> Iterator[dict]:
     """Every mapping in the schema that is a schema or holds schemas, iteratively (a deep schema
     cannot exhaust the stack)."""
     stack: list[tuple[object, bool]] = [(node, False)]  # (item, is it a name -> schema map)
@@ -75,7 +75,7 @@ def _chain_fault(schema: dict, targets: dict[int, list[object]]) -> str | None:
     """A cycle, or a chain longer than MAX_CHAIN, among the subschemas that apply to one value
     (iterative depth-first search), in words; or None."""
     done: set[int] = set()
-    for start in _subschemas(schema):
+    for start in subschemas(schema):
         if id(start) in done:
             continue
         on_path: set[int] = {id(start)}

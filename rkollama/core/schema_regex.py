@@ -15,6 +15,8 @@ import jsonschema
 import regex
 from jsonschema.exceptions import ValidationError
 
+from rkollama.core.schema_refs import subschemas
+
 MATCH_TIMEOUT_S = 0.1
 """Longest one pattern may take against one string, in seconds."""
 
@@ -95,17 +97,6 @@ def timed(cls: Any) -> Any:
 def uses_untimed_regex(schema: object) -> bool:
     """True when `schema` combines `unevaluatedProperties` with `patternProperties`: jsonschema
     matches those with `re`, outside any time limit, so such a schema is refused."""
-    found = {"unevaluatedProperties": False, "patternProperties": False}
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            for key in found:
-                found[key] = found[key] or key in node
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(schema)
-    return all(found.values())
+    nodes = list(subschemas(schema))
+    return any("unevaluatedProperties" in node for node in nodes) and \
+        any("patternProperties" in node for node in nodes)

@@ -24,6 +24,7 @@ from rkollama.core.prompt import ChatTemplate
 from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Token
 from rkollama.errors import BackendFailed, BadRequest, LoadFailed
 from rkollama.models.options import DEFAULTS
+from rkollama.models.rkllm_section import RKLLMSection
 from rkollama.models.store import ModelSpec
 from rkollama.platform import NPU_ENGINE_PLATFORMS, driver_problem, platform_defaults, source_platform
 
@@ -33,8 +34,8 @@ class RKLLMBackend(Backend):
     device = "npu"
 
     def __init__(self, spec: ModelSpec, runtime: Runtime, handle: abi.LLMHandle, runs: RunTable,
-                 conversation: Conversation, context_length: int, slots: int = 1,
-                 lora: Any = None, keep: tuple[Any, ...] = ()):
+                 conversation: Conversation, rkllm: RKLLMSection, context_length: int,
+                 slots: int = 1, lora: Any = None, keep: tuple[Any, ...] = ()):
         self.spec, self.rt, self.handle = spec, runtime, handle
         self._runs = runs
         self._conversation = conversation
@@ -42,9 +43,7 @@ class RKLLMBackend(Backend):
         self.memory_bytes = spec.size
         self.slots = slots
         self._lora = lora  # RKLLMLoraParam of the Modelfile's first adapter, or None
-        rk = spec.modelfile.rkllm_section()
-        # Ollama's options have no mirostat: each run keeps the Modelfile's (as rkllm_init got it).
-        self._mirostat = (rk.mirostat, rk.mirostat_tau, rk.mirostat_eta)
+        self._rkllm = rkllm
         self._keep = keep  # the callback objects and strings must outlive the handle
         self._closed = False
 
@@ -60,7 +59,7 @@ class RKLLMBackend(Backend):
         fam = rt.family
         rk = spec.modelfile.rkllm_section()
         path = str(spec.model_path).encode()
-        param, ctx, n_batch = _init_param(rt, spec, opts, settings, path)
+        param, ctx, n_batch = _init_param(rt, spec, rk, opts, settings, path)
         runs = RunTable()
         result_cb = fam.LLMResultCallback(runs.on_result)
         keep: list[Any] = [result_cb, path]
@@ -89,7 +88,7 @@ class RKLLMBackend(Backend):
                 # The prompt arrives fully rendered: no pieces of the built-in template around it.
                 rt.rkllm_set_chat_template(handle, b"", b"", b"")
             first_lora = fam.RKLLMLoraParam(rk.lora[0].name.encode()) if rk.lora else None
-            backend = cls(spec, rt, handle, runs, Conversation(rt, handle, template, rk), ctx,
+            backend = cls(spec, rt, handle, runs, Conversation(rt, handle, template, rk), rk, ctx,
                           slots=n_batch, lora=first_lora, keep=tuple(keep))
             undo.pop_all()
         return backend
@@ -120,8 +119,11 @@ class RKLLMBackend(Backend):
                                               repeat_penalty=opts.repeat_penalty,
                                               frequency_penalty=opts.frequency_penalty,
                                               presence_penalty=opts.presence_penalty,
-                                              mirostat=self._mirostat[0], mirostat_tau=self._mirostat[1],
-                                              mirostat_eta=self._mirostat[2])
+                                              # Ollama's options have no mirostat: each run
+                                              # keeps the Modelfile's, as rkllm_init got it.
+                                              mirostat=self._rkllm.mirostat,
+                                              mirostat_tau=self._rkllm.mirostat_tau,
+                                              mirostat_eta=self._rkllm.mirostat_eta)
             infer.sampling_params = ctypes.pointer(sampling)
             infer.max_new_tokens = opts.num_predict if opts.num_predict > 0 else 0
         cached = self._kv_size() if keep_history else 0
@@ -304,12 +306,11 @@ def _compile_template(spec: ModelSpec) -> ChatTemplate | None:
         raise LoadFailed(f"invalid chat template for {spec.name.display()}: {exc}") from None
 
 
-def _init_param(rt: Runtime, spec: ModelSpec, opts: LoadOptions, settings: Settings,
+def _init_param(rt: Runtime, spec: ModelSpec, rk: RKLLMSection, opts: LoadOptions, settings: Settings,
                 path: bytes) -> tuple[Any, int, int]:
     """(RKLLMParam, context length in tokens, n_batch) for rkllm_init: the runtime's defaults,
     then the Modelfile's `parameters`, then its `rkllm` section (which wins). Sampling set here is
     what 1.2.x runtimes use for every run; 1.3 takes it per run as well."""
-    rk = spec.modelfile.rkllm_section()
     param = rt.default_param()
     param.model_path = path
     ctx = opts.num_ctx or rk.max_context_len or settings.context_length
