@@ -21,7 +21,8 @@ ENDPOINTS = [("POST", "/api/chat"), ("POST", "/api/generate"), ("POST", "/api/em
              ("POST", "/api/embeddings"), ("POST", "/api/show"), ("POST", "/api/copy"),
              ("DELETE", "/api/delete"), ("POST", "/api/pull"), ("GET", "/api/tags"),
              ("GET", "/api/ps"), ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"),
-             ("POST", "/v1/embeddings"), ("GET", "/v1/models"), ("GET", "/v1/models/tiny")]
+             ("POST", "/v1/embeddings"), ("GET", "/v1/models"), ("GET", "/v1/models/tiny"),
+             ("POST", "/api/create")]
 
 VALID = {
     "/api/chat": {"model": "tiny", "stream": False, "messages": [{"role": "user", "content": "hi"}]},
@@ -35,10 +36,13 @@ VALID = {
     "/v1/chat/completions": {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]},
     "/v1/completions": {"model": "tiny", "prompt": "hi"},
     "/v1/embeddings": {"model": "tiny", "input": "hi"},
+    "/api/create": {"model": "made", "from": "tiny", "stream": False, "parameters": {"temperature": 0.2},
+                    "system": "be brief", "messages": [{"role": "user", "content": "hi"}]},
 }
 
 # Field names the routes read, so random objects reach real code paths.
-KEYS = ["model", "name", "messages", "role", "content", "prompt", "stream", "options", "format",
+KEYS = ["from", "parameters", "template", "license", "files",
+        "model", "name", "messages", "role", "content", "prompt", "stream", "options", "format",
         "keep_alive", "think", "tools", "images", "system", "raw", "suffix", "input", "truncate",
         "num_ctx", "num_batch", "num_thread", "temperature", "top_p", "seed", "stop", "num_predict",
         "response_format", "type", "json_schema", "schema", "tool_choice", "function", "arguments",

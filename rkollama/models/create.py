@@ -74,7 +74,10 @@ def _override(base: Modelfile, name: ModelName, body: dict) -> Modelfile:
         if "{{ ." in template or "{{- ." in template or "{{." in template:
             raise BadRequest(GO_TEMPLATE_HINT)
     parameters = dict(base.parameters)
-    for key, value in (body.get("parameters") or {}).items():
+    given = body.get("parameters") or {}
+    if not isinstance(given, dict):
+        raise BadRequest("parameters must be an object of {name: value}")
+    for key, value in given.items():
         if key not in OPTIONS:
             raise BadRequest(f"unknown parameter '{key}'")
         parameters[key] = coerce_option(key, value)
