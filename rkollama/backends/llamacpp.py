@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from rkollama.backends.base import Backend
-from rkollama.core.prompt import CHATML, ChatTemplate, TemplateRenderError
-from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Message, Token, TokenLogprob
+from rkollama.core.fitting import INPUT_TOO_LONG, PromptFitter
+from rkollama.core.prompt import CHATML, ChatTemplate
+from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Token, TokenLogprob
 from rkollama.errors import BackendFailed, BadRequest, LoadFailed
 from rkollama.models.options import DEFAULT_NUM_BATCH
 
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
     from rkollama.config import Settings
     from rkollama.models.store import ModelSpec
 
-INPUT_TOO_LONG = "the input length exceeds the context length"
 UNBOUNDED_WINDOWS = 4
 """num_predict -1 generates until the model ends its answer, at most this many windows of
 num_ctx tokens (rkollama's guard against a model that never stops; Ollama has none)."""
@@ -43,6 +43,8 @@ class LlamaCppBackend(Backend):
         B / max_token_bytes tokens, which refuses or drops what cannot fit without tokenizing."""
         self.context_length = n_ctx
         self.memory_bytes = spec.size
+        self.fitter = PromptFitter(n_ctx, template, self._tokens, self.max_token_bytes,
+                                   vocab_size=llm.n_vocab())
         self._embedder: Any = None  # a second Llama with embedding=True, made on first use
         self._closed = False
 
@@ -92,13 +94,6 @@ class LlamaCppBackend(Backend):
             raise LoadFailed(f"invalid chat template for {spec.name.display()}: {exc}") from None
         return cls(spec, llm, template, max_token_bytes, n_ctx)
 
-    def _context(self, gen: Generation) -> list[int]:
-        """The token ids of an earlier exchange this prompt continues (/api/generate `context`)."""
-        vocab = self.llm.n_vocab()
-        if any(t >= vocab for t in gen.context):
-            raise BadRequest(f"invalid context: token ids must be below {vocab}")
-        return list(gen.context)
-
     def _tokens(self, text: str, bos: bool = True) -> list[int]:
         add_bos = bos and self.llm._model.add_bos_token()
         if add_bos and self.template.bos_token and text.startswith(self.template.bos_token):
@@ -107,109 +102,15 @@ class LlamaCppBackend(Backend):
 
     def _min_tokens(self, text: str) -> int:
         """A lower bound of the tokens of `text`, from its length alone."""
-        return -(-len(text.encode("utf-8", "surrogatepass")) // self.max_token_bytes)
+        return self.fitter.min_tokens(text)
 
     def _prompt_tokens(self, gen: Generation) -> list[int]:
-        """The prompt's tokens, fitted to `num_ctx` as Ollama fits them.
-
-        With `truncate` (the default) chat history that does not fit loses its oldest messages
-        first, keeping system messages and the last message and never a tool result without the
-        assistant turn that called it (Ollama's chatPrompt); what still does not fit is cut at
-        the token level by `_fit`. Without it nothing is dropped and an input that does not fit
-        is refused. Linear in the history: messages that cannot fit by their length alone are
-        dropped without rendering, then a binary search finds how many of the oldest to drop
-        (each probe renders and tokenizes once)."""
-        n_ctx = self.n_ctx
-        context = self._context(gen)
-        if gen.prompt is not None:
-            return context + self._tokens(self._bounded(gen.prompt, gen), bos=not context)
-        messages = list(gen.messages or [])
-
-        def render(dropped: int) -> list[int]:
-            gone = set(droppable[:_tool_block_start(messages, droppable, dropped)])
-            keep = [m for i, m in enumerate(messages) if i not in gone]
-            text = self._render_messages(keep, gen)
-            return context + self._tokens(self._bounded(text, gen), bos=not context)
-
-        droppable = [i for i in range(len(messages) - 1) if messages[i].role != "system"]
-        if not gen.truncate:
-            droppable = []
-        floor = sum(self._min_tokens(m.content) for m in messages)
-        if not gen.truncate and floor > n_ctx:
-            raise BadRequest(INPUT_TOO_LONG)  # known from the text's length alone
-        skip = 0  # oldest droppable messages that cannot fit by their length alone
-        while skip < len(droppable) and floor > n_ctx:
-            floor -= self._min_tokens(messages[droppable[skip]].content)
-            skip += 1
-        tokens = render(skip)
-        if len(tokens) <= n_ctx or skip == len(droppable):
-            return tokens
-        low, high = skip + 1, len(droppable)  # the answer lies in [low, high]
-        best = render(high)
-        if len(best) > n_ctx:
-            return best  # even system + the last message do not fit: _fit cuts tokens
-        while low < high:
-            middle = (low + high) // 2
-            candidate = render(middle)
-            if len(candidate) <= n_ctx:
-                best, high = candidate, middle
-            else:
-                low = middle + 1
-        return best
-
-    def _render_messages(self, messages: list[Message], gen: Generation) -> str:
-        """`messages` through the chat template, with the request's tools and think setting."""
-        extra: dict = {}
-        if gen.tools:
-            extra["tools"] = gen.tools
-        if gen.parse_thinking:  # Qwen3-style templates switch reasoning with this
-            extra["enable_thinking"] = gen.think not in (False, None)
-            if isinstance(gen.think, str):
-                extra["reasoning_effort"] = gen.think
-        try:
-            return self.template.render(messages, add_generation_prompt=True, **extra)
-        except TemplateRenderError as exc:
-            raise BadRequest(f"chat template failed: {exc}") from None
+        """The prompt's tokens, fitted to `num_ctx` as Ollama fits them (core.fitting)."""
+        return self.fitter.prompt_tokens(gen)
 
     def render(self, gen: Generation) -> str:
         """The whole prompt text (no truncation), for `_debug_render_only`."""
-        if gen.prompt is not None:
-            return gen.prompt
-        return self._render_messages(list(gen.messages or []), gen)
-
-    def _bounded(self, text: str, gen: Generation) -> str:
-        """`text`, or with `truncate` its middle cut out when it is far longer than the window:
-        only its first num_keep and last num_ctx tokens can survive `_fit`, so a 30 MB message
-        costs no more tokenizing than a window's worth. Without `truncate`, a text that cannot
-        fit by its length alone is refused before tokenizing."""
-        if not gen.truncate:
-            if self._min_tokens(text) > self.n_ctx:
-                raise BadRequest(INPUT_TOO_LONG)
-            return text
-        data = text.encode("utf-8", "surrogatepass")
-        keep = max(0, gen.options.num_keep) + 16
-        head, tail = keep * self.max_token_bytes, (self.n_ctx + 16) * self.max_token_bytes
-        if len(data) <= 2 * (head + tail):
-            return text
-        return (data[:head].decode("utf-8", "ignore") + data[-tail:].decode("utf-8", "ignore"))
-
-    def _fit(self, tokens: list[int], gen: Generation) -> list[int]:
-        """Tokens that exceed the window keep the first num_keep and lose what follows them, as
-        Ollama's runner truncates; without `truncate` that is a 400."""
-        n_ctx = self.n_ctx
-        if len(tokens) <= n_ctx:
-            return tokens
-        if not gen.truncate:
-            raise BadRequest(INPUT_TOO_LONG)
-        keep = self._num_keep(gen, len(tokens))
-        log.warning("truncating input prompt: limit %d, prompt %d, keep %d", n_ctx, len(tokens), keep)
-        return tokens[:keep] + tokens[len(tokens) - (n_ctx - keep):]
-
-    def _num_keep(self, gen: Generation, prompt_tokens: int) -> int:
-        keep = gen.options.num_keep
-        if keep < 0:
-            keep = prompt_tokens
-        return max(0, min(keep, self.n_ctx - 1))
+        return self.fitter.whole_text(gen)
 
     def _prefill(self, tokens: list[int], cancel: threading.Event) -> bool:
         """Evaluate the prompt up to its last n_batch chunk, one chunk at a time, checking
@@ -240,7 +141,7 @@ class LlamaCppBackend(Backend):
 
         opts = gen.options
         n_ctx = self.n_ctx
-        tokens = self._fit(self._prompt_tokens(gen), gen)
+        tokens = self.fitter.prompt_tokens(gen)
         # llama.cpp seeds are 32-bit: a larger request seed keeps its low bits.
         self.llm.set_seed(opts.seed & 0xFFFFFFFF if opts.seed >= 0 else random.randrange(2**31))
         if opts.num_predict >= 0:
@@ -251,7 +152,7 @@ class LlamaCppBackend(Backend):
             limit = UNBOUNDED_WINDOWS * n_ctx
         grammar = _grammar(gen.format or _forced_call_schema(gen))
         may_shift = gen.shift and grammar is None and opts.num_predict != -2
-        keep = self._num_keep(gen, len(tokens))
+        keep = self.fitter.num_keep(gen, len(tokens))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         vocab = self.llm._model.vocab
         start = time.perf_counter()
@@ -435,16 +336,6 @@ def _max_token_bytes(llm: Any) -> int:
     for token in range(model.n_vocab()):
         longest = max(longest, len(model.token_get_text(token).encode("utf-8", "replace")))
     return longest
-
-
-def _tool_block_start(messages: list, droppable: list[int], dropped: int) -> int:
-    """How many of the oldest droppable messages to drop so that the first kept one is not a
-    tool result whose assistant tool-call turn was dropped (Ollama's toolBlockStartIndex)."""
-    while 0 < dropped < len(droppable) and messages[droppable[dropped]].role == "tool":
-        dropped -= 1
-        if messages[droppable[dropped]].role == "assistant" and messages[droppable[dropped]].tool_calls:
-            return dropped
-    return dropped
 
 
 def _return_freed_memory() -> None:

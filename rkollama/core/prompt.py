@@ -41,6 +41,15 @@ class ChatTemplate:
             raise TemplateRenderError(str(exc)) from exc
 
 
+def chat_template_of(config: dict) -> str:
+    """The template of a tokenizer_config.json: a string, or the `default` of a named list."""
+    template = config.get("chat_template")
+    if isinstance(template, list):  # [{"name": "default", "template": …}, …]
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default") or next(iter(named.values()), None)
+    return template if isinstance(template, str) else ""
+
+
 class TemplateRenderError(Exception):
     pass
 

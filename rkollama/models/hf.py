@@ -11,10 +11,12 @@ one, an NPU platform takes the `.rkllm` built for it (`rk3588`/`rk3576` in the n
 RK3588, w4a16 first on RK3576), anything else a GGUF (Q4_K_M, then Q8_0, then the smallest).
 """
 
+import json
 import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from rkollama.core.prompt import chat_template_of
 from rkollama.errors import Forbidden, ModelNotFound, PullFailed
 from rkollama.models.modelfile import Modelfile
 from rkollama.models.names import DEFAULT_TAG, ModelName
@@ -23,6 +25,9 @@ HF_HOSTS = ("hf.co", "huggingface.co")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 NPU_QUANT_PREFERENCE = {"rk3588": ("w8a8", "w4a16"), "rk3576": ("w4a16", "w8a8")}
 GGUF_QUANT_PREFERENCE = ("q4_k_m", "q8_0")
+TOKENIZER_LIMIT = 64 << 20
+"""Largest tokenizer.json / tokenizer_config.json taken from a repository, in bytes (the
+biggest public ones are about 33 MB)."""
 
 
 @dataclass(frozen=True)
@@ -151,26 +156,38 @@ def entry(name: ModelName, hub: HubConfig, platform: str, base: Modelfile | None
                      homepage=f"{hub.endpoint.rstrip('/')}/{repo}", source=source)
 
 
-def repo_chat_template(hub: HubConfig, source: dict) -> str | None:
-    """The chat template of the repository's tokenizer_config.json, if it has one."""
+def repo_file(hub: HubConfig, repo: str, revision: str, path: str, limit: int) -> bytes | None:
+    """A small file of a repository (a tokenizer or its config), at most `limit` bytes; None
+    when the repository has no such file or it is larger."""
     import requests
 
+    headers = {"Authorization": f"Bearer {hub.token}"} if hub.token else {}
+    try:
+        with requests.get(resolve_url(hub, repo, revision or "main", path), headers=headers,
+                          timeout=30, stream=True) as response:
+            if response.status_code != 200:
+                return None
+            data = b""
+            for chunk in response.iter_content(1 << 16):
+                data += chunk
+                if len(data) > limit:
+                    return None
+            return data
+    except requests.RequestException:
+        return None
+
+
+def repo_chat_template(hub: HubConfig, source: dict) -> str | None:
+    """The chat template of the repository's tokenizer_config.json, if it has one."""
     repo, revision = source.get("repo"), source.get("revision")
     if not repo:
         return None
-    headers = {"Authorization": f"Bearer {hub.token}"} if hub.token else {}
+    raw = repo_file(hub, repo, revision or "main", "tokenizer_config.json", TOKENIZER_LIMIT)
     try:
-        response = requests.get(resolve_url(hub, repo, revision or "main", "tokenizer_config.json"),
-                                headers=headers, timeout=30)
-        if response.status_code != 200:
-            return None
-        template = response.json().get("chat_template")
-    except (requests.RequestException, ValueError, AttributeError, RecursionError):
+        config = json.loads(raw) if raw else None
+    except (ValueError, RecursionError):
         return None  # no readable tokenizer_config.json: the model keeps its built-in template
-    if isinstance(template, list):  # [{"name": "default", "template": …}, …]
-        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
-        template = named.get("default") or next(iter(named.values()), None)
-    return template if isinstance(template, str) else None
+    return (chat_template_of(config) or None) if isinstance(config, dict) else None
 
 
 def rkllm_details(file_name: str) -> dict:

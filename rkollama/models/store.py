@@ -28,6 +28,10 @@ from rkollama.models.names import ModelName
 CONFIG_TYPE = "application/vnd.rkollama.modelfile.v1+json"
 MANIFEST_TYPE = "application/vnd.rkollama.manifest.v1+json"
 MODEL_TYPE = "application/vnd.rkollama.model.{fmt}"
+TOKENIZER_TYPE = "application/vnd.rkollama.tokenizer"
+"""A Hugging Face tokenizer.json beside an .rkllm model (the NPU engine then feeds token ids)."""
+TOKENIZER_CONFIG_TYPE = "application/vnd.rkollama.tokenizer.config"
+"""Its tokenizer_config.json (chat template, BOS/EOS)."""
 STALE_PARTIAL_S = 7 * 86400
 """A partial download untouched this long (seconds) is removed when the daemon starts; younger
 ones are kept so that the next pull of the same file resumes them."""
@@ -46,6 +50,9 @@ class ModelSpec:
     digest: str
     size: int
     modified_at: datetime
+    tokenizer_path: Path | None = None
+    """The model's tokenizer.json, when the store has one for it (.rkllm models)."""
+    tokenizer_config_path: Path | None = None
 
     @property
     def format(self) -> str:
@@ -195,9 +202,10 @@ class ModelStore:
                 raise BadRequest("a model with that name already exists")
 
     def register(self, name: ModelName, modelfile: Modelfile, model_digest: str,
-                 model_size: int) -> "ModelSpec":
+                 model_size: int, extra: tuple[tuple[str, str, int], ...] = ()) -> "ModelSpec":
         """Write the config blob and the manifest for `name` (atomically replacing any old one).
-        Call it under `lock()`."""
+        `extra` lists further layers as (media type, digest, size), e.g. a tokenizer. Call it
+        under `lock()`."""
         config = json.dumps(modelfile.to_dict(), sort_keys=True).encode()
         config_digest = self.write_blob_bytes(config)
         manifest = {
@@ -205,7 +213,9 @@ class ModelStore:
             "mediaType": MANIFEST_TYPE,
             "config": {"mediaType": CONFIG_TYPE, "digest": f"sha256:{config_digest}", "size": len(config)},
             "layers": [{"mediaType": MODEL_TYPE.format(fmt=modelfile.format),
-                        "digest": f"sha256:{model_digest}", "size": model_size}],
+                        "digest": f"sha256:{model_digest}", "size": model_size}]
+            + [{"mediaType": kind, "digest": f"sha256:{digest}", "size": size}
+               for kind, digest, size in extra],
         }
         self.check_name_free(name)
         write_bytes_atomic(self._manifest_path(name), json.dumps(manifest, indent=2).encode())
@@ -234,6 +244,10 @@ class ModelStore:
         size = sum(int(layer.get("size", 0)) for layer in manifest["layers"]) \
             + int(manifest["config"].get("size", 0))
         modified = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).astimezone()
+        by_type = {item.get("mediaType"): item.get("digest", "") for item in manifest["layers"][1:]
+                   if isinstance(item, dict)}
+        tokenizer, tokenizer_config = (self._layer_path(by_type.get(kind, ""))
+                                       for kind in (TOKENIZER_TYPE, TOKENIZER_CONFIG_TYPE))
         return ModelSpec(
             name=_name_from_path(self.manifests, path),
             modelfile=modelfile,
@@ -241,7 +255,17 @@ class ModelStore:
             digest=hashlib.sha256(raw).hexdigest(),
             size=size,
             modified_at=modified,
+            tokenizer_path=tokenizer,
+            tokenizer_config_path=tokenizer_config,
         )
+
+    def _layer_path(self, digest: str) -> Path | None:
+        """A further layer's blob, or None when the manifest names none or it is missing."""
+        try:
+            path = self.blob_path(digest) if digest else None
+        except RkollamaError:
+            return None
+        return path if path is not None and path.is_file() else None
 
     def list(self) -> list[ModelSpec]:
         """Every valid local model, most recently modified first (corrupt manifests skipped)."""

@@ -9,8 +9,9 @@ when no run is in flight.
 """
 
 import ctypes
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -19,7 +20,11 @@ from rkollama.backends.rkllm import abi
 from rkollama.backends.rkllm.conversation import Conversation
 from rkollama.backends.rkllm.runs import END, Run, RunTable
 from rkollama.backends.rkllm.runtime import Runtime, open_runtime
+from rkollama.backends.rkllm.token_cache import TokenCache
+from rkollama.backends.rkllm.tokenizer import HFTokenizer
 from rkollama.config import Settings
+from rkollama.core.fitting import PromptFitter
+from rkollama.core.parse import THINK_CLOSE, THINK_OPEN
 from rkollama.core.prompt import ChatTemplate
 from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Token
 from rkollama.errors import BackendFailed, BadRequest, LoadFailed
@@ -28,6 +33,11 @@ from rkollama.models.rkllm_section import RKLLMSection
 from rkollama.models.store import ModelSpec
 from rkollama.platform import NPU_ENGINE_PLATFORMS, driver_problem, platform_defaults, source_platform
 
+log = logging.getLogger("rkollama.rkllm")
+
+MAX_THINK_CONTINUATIONS = 1
+"""Runs added after a runtime ended an answer at </think> (1.3.x): one, for the answer."""
+
 
 class RKLLMBackend(Backend):
     kind = "rkllm"
@@ -35,7 +45,8 @@ class RKLLMBackend(Backend):
 
     def __init__(self, spec: ModelSpec, runtime: Runtime, handle: abi.LLMHandle, runs: RunTable,
                  conversation: Conversation, rkllm: RKLLMSection, context_length: int,
-                 slots: int = 1, lora: Any = None, keep: tuple[Any, ...] = ()):
+                 slots: int = 1, lora: Any = None, keep: tuple[Any, ...] = (),
+                 tokenizer: HFTokenizer | None = None, fitter: PromptFitter | None = None):
         self.spec, self.rt, self.handle = spec, runtime, handle
         self._runs = runs
         self._conversation = conversation
@@ -46,6 +57,10 @@ class RKLLMBackend(Backend):
         self._rkllm = rkllm
         self._keep = keep  # the callback objects and strings must outlive the handle
         self._closed = False
+        self.tokenizer = tokenizer
+        """The model's own tokenizer: prompts go to the runtime as token ids (None: as text)."""
+        self._fitter = fitter
+        self._cache = TokenCache()
 
     # -- loading -------------------------------------------------------------------------------
     @classmethod
@@ -54,7 +69,9 @@ class RKLLMBackend(Backend):
         if problem is not None:
             raise LoadFailed(f"{problem}; `rkollama doctor` shows the details")
         _check_target(spec, source_platform(settings.platform, settings.rkllm_lib))
-        template = _compile_template(spec)  # before rkllm_init: a bad template holds no handle
+        tokenizer = _open_tokenizer(spec)
+        # Before rkllm_init: a bad template holds no handle.
+        template = tokenizer.template(spec.modelfile.template) if tokenizer else _compile_template(spec)
         rt = open_runtime(settings.rkllm_lib)
         fam = rt.family
         rk = spec.modelfile.rkllm_section()
@@ -88,9 +105,18 @@ class RKLLMBackend(Backend):
                 # The prompt arrives fully rendered: no pieces of the built-in template around it.
                 rt.rkllm_set_chat_template(handle, b"", b"", b"")
             first_lora = fam.RKLLMLoraParam(rk.lora[0].name.encode()) if rk.lora else None
-            backend = cls(spec, rt, handle, runs, Conversation(rt, handle, template, rk), rk, ctx,
-                          slots=n_batch, lora=first_lora, keep=tuple(keep))
+            fitter = None
+            if tokenizer is not None and template is not None:
+                fitter = PromptFitter(ctx, template, tokenizer.encode, tokenizer.max_token_bytes,
+                                      vocab_size=tokenizer.vocab_size)
+            backend = cls(spec, rt, handle, runs,
+                          Conversation(rt, handle, None if tokenizer else template, rk), rk, ctx,
+                          slots=n_batch, lora=first_lora, keep=tuple(keep), tokenizer=tokenizer,
+                          fitter=fitter)
             undo.pop_all()
+        log.info("%s on the NPU: prompts sent as %s, context %d, runtime %s (%s)", spec.name.display(),
+                 "token ids" if fitter else "text (no tokenizer: the runtime's template applies)",
+                 ctx, rt.identity.version or rt.identity.family, rt.identity.how)
         return backend
 
     # -- generation ------------------------------------------------------------------------------
@@ -98,6 +124,116 @@ class RKLLMBackend(Backend):
         if gen.logprobs:
             raise BadRequest("log-probabilities are not available on the NPU engine (RKLLM): "
                              "ask without logprobs, or use the model's GGUF on the CPU engine")
+        if self._fitter is not None:
+            yield from self._generate_tokens(gen, cancel, self._fitter)
+        else:
+            yield from self._generate_text(gen, cancel)
+
+    def render(self, gen: Generation) -> str:
+        """The prompt text `gen` becomes (`_debug_render_only`); the text path shows only the
+        message the runtime's own template wraps."""
+        if self._fitter is not None:
+            return self._fitter.whole_text(gen)
+        return self._conversation.whole_prompt(gen)[0]
+
+    # -- prompts as token ids ----------------------------------------------------------------------
+    def _generate_tokens(self, gen: Generation, cancel: threading.Event,
+                         fitter: PromptFitter) -> Iterator[Token | Done]:
+        """Render, tokenize and fit the prompt as the CPU engine does, send what the KV cache
+        does not hold yet (token_cache.py), and when a 1.3.x runtime ends the run at </think>,
+        run again from the thinking plus </think> so the answer follows."""
+        assert self.tokenizer is not None
+        tokens = fitter.prompt_tokens(gen)
+        limit = _limit(gen, self.context_length - len(tokens))
+        whole = list(tokens)
+        produced, prompt_ms, eval_ms = 0, 0.0, 0.0
+        reason = DoneReason.STOP
+        thinking = gen.parse_thinking and self._opens_thinking(tokens)
+        continuations = 0
+        while True:
+            send, cached = self._cache.plan(whole)
+            if not cached and self._cache.needs_clear:
+                self._clear_cache()
+            remaining = None if limit is None else limit - produced
+            ids = (ctypes.c_int32 * len(send))(*send)
+            inp = self.rt.family.RKLLMInput()
+            inp.role = b"user"
+            inp.enable_thinking = False  # the rendered prompt already says; the runtime's switch
+            inp.input_type = abi.RKLLM_INPUT_TOKEN  # only works with its own template
+            inp.token_input.input_ids = ctypes.cast(ids, ctypes.POINTER(ctypes.c_int32))
+            inp.token_input.n_tokens = len(send)
+            infer, sampling = self._infer(gen, keep_history=True, max_new=remaining)
+            log.debug("rkllm_run: %d tokens sent, %d reused from the KV cache", len(send), cached)
+            run_id, run, thread = self._launch(ctypes.pointer(inp), infer, keep=(ids, sampling))
+            text: list[str] = []
+            try:
+                for token in self._stream(run, remaining, cancel):
+                    text.append(token.text)
+                    yield token
+            finally:
+                self._join(run_id, thread)
+            answer = "".join(text) + run.decoder.finish()
+            reason = run.stop_reason
+            if run.error and not run.aborted:
+                self._cache.forget("the run failed")
+                raise BackendFailed("the NPU runtime reported an error during generation")
+            generated = self._generated_ids(run.ids, answer)
+            self._cache.settle(whole, generated, self._kv_size())
+            count = min(run.perf[2] if run.perf else run.tokens, remaining or run.tokens) or run.tokens
+            produced += count
+            if run.perf:
+                prompt_ms += run.perf[1] if not continuations else 0.0
+                eval_ms += run.perf[3]
+            whole += generated if generated is not None else self.tokenizer.encode(answer, add_bos=False)
+            thinking = _still_thinking(thinking, answer)
+            close = self.tokenizer.token_id(THINK_CLOSE)
+            if (thinking and reason is DoneReason.STOP and run.finished and not run.aborted
+                    and close is not None and continuations < MAX_THINK_CONTINUATIONS
+                    and (limit is None or produced < limit)):
+                # The runtime ended the run at </think> without passing it on (1.3.x with a
+                # thinking model): the answer is still to come.
+                log.info("the runtime ended the answer at %s: running again for the answer", THINK_CLOSE)
+                continuations += 1
+                thinking = False
+                whole.append(close)
+                yield Token(THINK_CLOSE)
+                continue
+            break
+        if limit is not None and produced >= limit and reason is DoneReason.STOP:
+            reason = DoneReason.LENGTH
+        yield Done(reason, len(tokens), prompt_ms, produced, eval_ms, tuple(whole))
+
+    def _opens_thinking(self, tokens: list[int]) -> bool:
+        """True when the rendered prompt leaves a <think> block open (templates that start the
+        reasoning for the model)."""
+        assert self.tokenizer is not None
+        opened, closed = (self.tokenizer.token_id(t) for t in (THINK_OPEN, THINK_CLOSE))
+        if opened is None:
+            return False
+        last_open = max((i for i, t in enumerate(tokens) if t == opened), default=-1)
+        last_close = max((i for i, t in enumerate(tokens) if t == closed), default=-1)
+        return last_open > last_close
+
+    def _generated_ids(self, ids: list[int], answer: str) -> list[int] | None:
+        """The answer's token ids as the callbacks gave them, when they spell the answer's text;
+        None when they do not (a runtime that gives no ids, or ids of another meaning)."""
+        assert self.tokenizer is not None
+        if not answer and not ids:
+            return []
+        for skip in (False, True):
+            if self.tokenizer.decode(ids, skip_special=skip) == answer:
+                return list(ids)
+        return None
+
+    def _clear_cache(self) -> None:
+        # int rkllm_clear_kv_cache(handle, keep_system_prompt, NULL, NULL): the runtime's own
+        # system prompt is empty on this path, so nothing is kept.
+        if self.rt.rkllm_clear_kv_cache(self.handle, 0, None, None) != 0:
+            log.warning("rkllm_clear_kv_cache failed")
+        self._cache.cleared()
+
+    # -- prompts as text (no tokenizer) ------------------------------------------------------------
+    def _generate_text(self, gen: Generation, cancel: threading.Event) -> Iterator[Token | Done]:
         fam = self.rt.family
         prompt, role, keep_history = self._conversation.prepare(gen)
         data = prompt.encode()
@@ -106,13 +242,41 @@ class RKLLMBackend(Backend):
         inp.enable_thinking = gen.think not in (False, None) if gen.parse_thinking else False
         inp.input_type = abi.RKLLM_INPUT_PROMPT
         inp.prompt_input = data
+        limit = _limit(gen, self.context_length)
+        infer, sampling = self._infer(gen, keep_history=keep_history, max_new=limit)
+        cached = self._kv_size() if keep_history else 0
+        run_id, run, thread = self._launch(ctypes.pointer(inp), infer, keep=(data, sampling))
+        try:
+            yield from self._stream(run, limit, cancel)
+        finally:
+            self._join(run_id, thread)
+        reason = run.stop_reason
+        if run.error and not run.aborted:
+            self._conversation.clear()
+            raise BackendFailed("the NPU runtime reported an error during generation")
+        tail = run.decoder.finish()
+        if tail and reason is not DoneReason.CANCELLED:
+            yield Token(tail)
+        if reason is DoneReason.CANCELLED:
+            self._conversation.clear()
+        else:
+            self._conversation.remember(gen, keep_history)
+        prefill, prefill_ms, generated, generate_ms = run.perf or (0, 0.0, run.tokens, 0.0)
+        if limit is not None and generated >= limit and reason is DoneReason.STOP:
+            reason = DoneReason.LENGTH
+        yield Done(reason, cached + prefill, prefill_ms, min(generated, limit or generated), generate_ms)
+
+    # -- what both paths share ---------------------------------------------------------------------
+    def _infer(self, gen: Generation, keep_history: bool, max_new: int | None) -> tuple[Any, Any]:
+        """(RKLLMInferParam, its RKLLMSamplingParam or None) for one run."""
+        fam = self.rt.family
         infer = fam.RKLLMInferParam()
         infer.mode = abi.RKLLM_INFER_GENERATE
         infer.keep_history = 1 if keep_history else 0
         if self._lora is not None:  # the Modelfile's adapter applies to every run, as ADAPTER does
             infer.lora_params = ctypes.pointer(self._lora)
         sampling = None
-        if self.rt.family.callback_struct:
+        if fam.callback_struct:
             opts = gen.options
             sampling = fam.RKLLMSamplingParam(top_k=opts.top_k, top_p=opts.top_p,
                                               temperature=opts.temperature,
@@ -125,39 +289,34 @@ class RKLLMBackend(Backend):
                                               mirostat_tau=self._rkllm.mirostat_tau,
                                               mirostat_eta=self._rkllm.mirostat_eta)
             infer.sampling_params = ctypes.pointer(sampling)
-            infer.max_new_tokens = opts.num_predict if opts.num_predict > 0 else 0
-        cached = self._kv_size() if keep_history else 0
-        run_id, run, thread = self._launch(ctypes.pointer(inp), infer, keep=(data, sampling))
-        reason = DoneReason.STOP
-        # num_predict: 1.3.0 takes it per run; 1.2.x only at init, so the limit is also kept here.
-        limit = gen.options.num_predict if gen.options.num_predict > 0 else None
-        try:
-            for item in run.poll():
-                if item is not None and reason is DoneReason.STOP:
-                    text, count = item
+            infer.max_new_tokens = max_new or 0  # <= 0: the init value
+        return infer, sampling
+
+    def _stream(self, run: Run, limit: int | None,
+                cancel: threading.Event) -> Generator[Token, None, None]:
+        """The run's text as it comes; sets `run.stop_reason`. A 1.3.x runtime stops at the
+        run's max_new_tokens by itself, so it is aborted only if it runs past the limit (an
+        abort racing its own stop could land on the next run); 1.2.x knows only the init limit,
+        so it is aborted at the limit. Cancelling aborts at once."""
+        own_stop = self.rt.family.callback_struct
+        for item in run.poll():
+            if item is not None and run.stop_reason is DoneReason.STOP:
+                text, count = item
+                if limit is None or count <= limit:
                     yield Token(text)
-                    if limit is not None and count >= limit:
-                        reason = DoneReason.LENGTH
-                        self.rt.rkllm_abort(self.handle)
-                if cancel.is_set() and reason is DoneReason.STOP:
-                    reason = DoneReason.CANCELLED
-                    self.rt.rkllm_abort(self.handle)  # lands at the next decode step
-        finally:
-            self._join(run_id, thread)
-        if run.error:
-            self._conversation.clear()
-            raise BackendFailed("the NPU runtime reported an error during generation")
-        tail = run.decoder.decode(b"", final=True)
-        if tail:
-            yield Token(tail)
-        if reason is DoneReason.CANCELLED:
-            self._conversation.clear()
-        else:
-            self._conversation.remember(gen, keep_history)
-        prefill, prefill_ms, generated, generate_ms = run.perf or (0, 0.0, run.tokens, 0.0)
-        if limit is not None and generated >= limit and reason is DoneReason.STOP:
-            reason = DoneReason.LENGTH
-        yield Done(reason, cached + prefill, prefill_ms, min(generated, limit or generated), generate_ms)
+                if limit is not None and count >= limit:
+                    run.stop_reason = DoneReason.LENGTH
+                    if not own_stop or count > limit:
+                        self._abort(run)
+            elif item is not None and limit is not None and item[1] > limit and not run.aborted:
+                self._abort(run)  # the runtime did not stop at max_new_tokens
+            if cancel.is_set() and run.stop_reason is not DoneReason.CANCELLED:
+                run.stop_reason = DoneReason.CANCELLED
+                self._abort(run)  # lands at the next decode step
+
+    def _abort(self, run: Run) -> None:
+        run.aborted = True
+        self.rt.rkllm_abort(self.handle)
 
     def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
         """Mean of the last hidden layer over each text's tokens (RKLLM_INFER_GET_LAST_HIDDEN_LAYER),
@@ -166,6 +325,9 @@ class RKLLMBackend(Backend):
         vectors: list[list[float]] = []
         used = 0
         self._conversation.clear()
+        if self._cache.needs_clear:
+            self._clear_cache()
+        self._cache.forget("embeddings ran")  # what a hidden-layer run leaves is not known
         for text in texts:
             data = text.encode()
             inp = fam.RKLLMInput()
@@ -197,9 +359,21 @@ class RKLLMBackend(Backend):
         n = self.slots
         self._conversation.start_batch(batch[0][1])
         inputs = (fam.RKLLMInput * n)()
-        keep = []
+        keep: list[Any] = []
+        if self._cache.needs_clear:
+            self._clear_cache()
+        self._cache.forget("a batch ran")
         for slot in range(n):
             gen = batch[min(slot, len(batch) - 1)][1]
+            if self._fitter is not None:
+                tokens = self._fitter.prompt_tokens(gen)
+                ids = (ctypes.c_int32 * len(tokens))(*tokens)
+                keep.append(ids)
+                inputs[slot].role = b"user"
+                inputs[slot].input_type = abi.RKLLM_INPUT_TOKEN
+                inputs[slot].token_input.input_ids = ctypes.cast(ids, ctypes.POINTER(ctypes.c_int32))
+                inputs[slot].token_input.n_tokens = len(tokens)
+                continue
             text, role = self._conversation.whole_prompt(gen)
             data = text.encode()
             keep.append(data)
@@ -293,6 +467,35 @@ def _check_target(spec: ModelSpec, machine: str) -> None:
                          f"source for {machine}, or hf.co/OWNER/REPO with its {machine} file)")
 
 
+
+
+def _limit(gen: Generation, room: int) -> int | None:
+    """Tokens a run may generate: num_predict, the rest of the window for -2, else no limit
+    of rkollama's (the runtime's max_new_tokens applies)."""
+    predict = gen.options.num_predict
+    if predict > 0:
+        return predict
+    return max(1, room) if predict == -2 else None
+
+
+def _still_thinking(thinking: bool, answer: str) -> bool:
+    """Whether a <think> block is open after `answer`, given whether it was before."""
+    opened, closed = answer.rfind(THINK_OPEN), answer.rfind(THINK_CLOSE)
+    if opened < 0 and closed < 0:
+        return thinking
+    return opened > closed
+
+
+def _open_tokenizer(spec: ModelSpec) -> HFTokenizer | None:
+    """The model's tokenizer from the store, or None (the text path) when it has none or it
+    cannot be read (said in the log: the model still answers, through the runtime's template)."""
+    if spec.tokenizer_path is None:
+        return None
+    try:
+        return HFTokenizer.open(spec.tokenizer_path, spec.tokenizer_config_path)
+    except LoadFailed as exc:
+        log.warning("%s: %s; prompts go to the runtime as text", spec.name.display(), exc.message)
+        return None
 
 
 def _compile_template(spec: ModelSpec) -> ChatTemplate | None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rkollama.backends.rkllm import abi
+from rkollama.core.types import DoneReason
 
 END = object()
 """Put on a run's queue when rkllm_run has returned."""
@@ -22,8 +23,40 @@ Perf = tuple[int, float, int, float]
 """(prefill tokens, prefill ms, generated tokens, generate ms) as the runtime reports them."""
 
 
-def _utf8_decoder() -> codecs.IncrementalDecoder:
-    return codecs.getincrementaldecoder("utf-8")(errors="replace")
+class Utf8Joiner:
+    """Text from the result callback's bytes, right whichever way the runtime fills WAITING.
+
+    A WAITING callback means the token's bytes are not yet a whole UTF-8 character. Runtimes
+    may give it NULL, the partial bytes (the next NORMAL then carries the rest), or bytes that
+    the next NORMAL repeats in full (fact sheet §3.2; every public server ignores WAITING text).
+    WAITING bytes are held back; a NORMAL that starts with a continuation byte (0x80-0xBF) needs
+    them in front, one that starts a character of its own repeated them, and they are dropped.
+    """
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = b""
+
+    def feed(self, raw: bytes | None, waiting: bool) -> str:
+        raw = raw or b""
+        if waiting:
+            if raw:  # a leading byte starts the character again: it replaces what was held
+                self._pending = raw if not _continuation(raw[0]) else self._pending + raw
+            return ""
+        if self._pending:
+            if raw and _continuation(raw[0]):
+                raw = self._pending + raw
+            self._pending = b""
+        return str(self._decoder.decode(raw))
+
+    def finish(self) -> str:
+        """What is still held (an incomplete character at the very end), as replacement text."""
+        pending, self._pending = self._pending, b""
+        return str(self._decoder.decode(pending, final=True))
+
+
+def _continuation(byte: int) -> bool:
+    return 0x80 <= byte <= 0xBF
 
 
 @dataclass
@@ -31,13 +64,22 @@ class Run:
     """Per-generation state reached from the callback through `userdata`."""
 
     events: "queue.Queue[Any]" = field(default_factory=queue.Queue)
-    decoder: codecs.IncrementalDecoder = field(default_factory=_utf8_decoder)
+    decoder: Utf8Joiner = field(default_factory=Utf8Joiner)
     perf: Perf | None = None
     error: bool = False
-    slot_decoders: list[codecs.IncrementalDecoder] = field(default_factory=list)
+    finished: bool = False
+    """A FINISH callback arrived."""
+    stop_reason: DoneReason = DoneReason.STOP
+    """Why the engine ended the run's stream (set by the backend while it reads it)."""
+    aborted: bool = False
+    """rkollama called rkllm_abort for this run: whatever the runtime then reports (a -1
+    from rkllm_run, an ERROR callback) is the abort, not a failure."""
+    slot_decoders: list[Utf8Joiner] = field(default_factory=list)
     """Batch runs: one decoder per slot (the callback then receives an array of results)."""
     tokens: int = 0
     """One NORMAL or WAITING callback per generated token."""
+    ids: list[int] = field(default_factory=list)
+    """Token ids the callbacks carried (checked against the text before they are trusted)."""
     hidden: list[float] | None = None
     """Mean of the last hidden layer (embedding runs)."""
     keep: tuple[Any, ...] = ()
@@ -66,7 +108,7 @@ class RunTable:
         run_id = next(self._ids)
         run = self._runs[run_id] = Run(keep=keep)
         if slots:
-            run.slot_decoders = [_utf8_decoder() for _ in range(slots)]
+            run.slot_decoders = [Utf8Joiner() for _ in range(slots)]
         return run_id, run
 
     def finish(self, run_id: int) -> None:
@@ -98,12 +140,14 @@ def _single_result(run: Run, result: Any, state: int) -> None:
         return
     if state in (abi.RKLLM_RUN_NORMAL, abi.RKLLM_RUN_WAITING):
         run.tokens += 1
+        if result and result.contents.token_id >= 0:
+            run.ids.append(int(result.contents.token_id))
         raw = result.contents.text if result else None
-        if raw:  # bytes; WAITING pieces are incomplete UTF-8, the decoder joins them
-            text = run.decoder.decode(raw)
-            if text:
-                run.events.put((text, run.tokens))
+        text = run.decoder.feed(raw, waiting=state == abi.RKLLM_RUN_WAITING)
+        if text:
+            run.events.put((text, run.tokens))
     elif state == abi.RKLLM_RUN_FINISH:
+        run.finished = True
         perf = result.contents.perf if result else None
         run.perf = _perf(perf) if perf else None
     elif state == abi.RKLLM_RUN_ERROR:
@@ -116,10 +160,13 @@ def _batch_result(run: Run, result: Any, state: int) -> None:
     if state in (abi.RKLLM_RUN_NORMAL, abi.RKLLM_RUN_WAITING) and result:
         for slot, decoder in enumerate(run.slot_decoders):
             item = result[slot]
-            if item.token_id < 0 or not item.text:
+            if item.token_id < 0:
                 continue
-            run.events.put((slot, decoder.decode(item.text)))
+            text = decoder.feed(item.text, waiting=state == abi.RKLLM_RUN_WAITING)
+            if text:
+                run.events.put((slot, text))
     elif state == abi.RKLLM_RUN_FINISH and result:
+        run.finished = True
         run.perf = _perf(result[0].perf)
     elif state == abi.RKLLM_RUN_ERROR:
         run.error = True
