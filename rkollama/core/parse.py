@@ -50,6 +50,9 @@ class ThinkingSplitter:
         self.keep = keep
         self.state = _Think.START
         self.buffer = ""
+        self.opened = False
+        """Just past <think>: newlines are dropped until the reasoning starts, whichever
+        chunks they come in (Qwen's `<think>` and its newline are separate tokens)."""
 
     def feed(self, text: str) -> list[Token]:
         self.buffer += text
@@ -58,8 +61,8 @@ class ThinkingSplitter:
             if self.state is _Think.START:
                 stripped = self.buffer.lstrip()
                 if stripped.startswith(THINK_OPEN):
-                    self.buffer = stripped[len(THINK_OPEN):].lstrip("\n")
-                    self.state = _Think.THINKING
+                    self.buffer = stripped[len(THINK_OPEN):]
+                    self.state, self.opened = _Think.THINKING, True
                     continue
                 if stripped and THINK_OPEN.startswith(stripped):
                     return out  # could still become <think>
@@ -67,6 +70,11 @@ class ThinkingSplitter:
                     return out
                 self.state = _Think.CONTENT
             if self.state is _Think.THINKING:
+                if self.opened:
+                    self.buffer = self.buffer.lstrip("\n")
+                    if not self.buffer:
+                        return out
+                    self.opened = False
                 end = self.buffer.find(THINK_CLOSE)
                 if end >= 0:
                     self._think(out, self.buffer[:end].rstrip("\n"))

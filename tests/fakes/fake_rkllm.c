@@ -10,7 +10,29 @@
  * buffer field by field (other bytes stay as the caller left them) and points the 1.2 img_*
  * strings at ""; rkllm_init prints its version banner on stdout (C stdio, so buffered in a pipe)
  * and "E rkllm:" lines on failure. FAKE_RKLLM_INIT=crash aborts after the banner, =hang never
- * returns once the model file exists, =silent prints no banner.
+ * returns once the model file exists, =silent prints no banner, =sigill dies of SIGILL after
+ * the banner, =nomem and =nodriver refuse with the runtime's words (no banner without a driver),
+ * =fail returns -1 after the banner and says nothing more.
+ *
+ * Prompts come as text (RKLLM_INPUT_PROMPT) or as token ids (RKLLM_INPUT_TOKEN) of the tests'
+ * byte-level tokenizer: ids 0-255 are bytes, 256.. the special tokens in SPECIALS below. With
+ * tokens the double keeps a KV cache of ids (keep_history=1 appends; =0 starts again, or with
+ * FAKE_RKLLM_REUSE=prefix reuses the common prefix), counts what it really prefills, looks for
+ * the behaviours below in the whole context, echoes the last user turn one token per byte, and
+ * emits canned answers one token per byte or special token.
+ *
+ * Switches for every runtime behaviour the public evidence leaves open (environment variables):
+ *   FAKE_RKLLM_THINK_FINISH  never | enabled | always: FINISH when the model reaches </think>,
+ *                            which is not passed on (1.3.x: "enabled" = when enable_thinking is set)
+ *   FAKE_RKLLM_WAITING       partial | null | repeat: what a WAITING callback's text holds (the
+ *                            partial bytes; NULL; the bytes so far, which the NORMAL repeats)
+ *   FAKE_RKLLM_ABORT         zero | minus1 | error: after rkllm_abort, FINISH and rkllm_run = 0;
+ *                            no FINISH and rkllm_run = -1; an ERROR callback
+ *   FAKE_RKLLM_MAX_NEW       honour | ignore: whether the run stops at max_new_tokens by itself
+ *   FAKE_RKLLM_KV_TAIL       evaluated | pending: whether the last generated token is in the cache
+ *   FAKE_RKLLM_REUSE         none | prefix: keep_history=0 reuses the cached common prefix
+ *   FAKE_RKLLM_CTX_LIMIT     N: the model's max_context_limit; a larger max_context_len is refused
+ *                            with the runtime's words
  *
  * Behaviour is chosen by the prompt (it answers on a thread of its own, like a runtime may):
  *   default        echo the prompt's words, one NORMAL callback per word, then FINISH + perf
@@ -24,6 +46,7 @@
  * sizeof/offsetof of every struct.
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -180,8 +203,24 @@ typedef struct {
     void *default_userdata;
     volatile int abort_flag;
     volatile int running;
-    int kv_tokens;               /* words "in the KV cache" when keep_history is used */
+    int kv_tokens;               /* words "in the KV cache" when keep_history is used (text) */
+    int32_t *cache;              /* token ids in the KV cache (token input) */
+    size_t n_cache;
 } FakeHandle;
+
+#define CACHE_MAX 65536
+static const char *SPECIALS[] = {"<|im_start|>", "<|im_end|>", "<think>", "</think>", "<tool_call>",
+                                 "</tool_call>", "<|endoftext|>"};
+#define N_SPECIALS 7
+#define THINK_CLOSE_ID 259
+
+static const char *env_or(const char *name, const char *fallback) {
+    const char *v = getenv(name);
+    return v && *v ? v : fallback;
+}
+static int env_is(const char *name, const char *value, const char *fallback) {
+    return strcmp(env_or(name, fallback), value) == 0;
+}
 
 typedef struct {
     FakeHandle *h;
@@ -189,6 +228,7 @@ typedef struct {
     RKLLMInferParam *infer;
     void *userdata;
     int n_batch;
+    int rc;
 } RunJob;
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -196,6 +236,7 @@ static char g_last[40000];
 static char g_template[3][2048], g_tools[3][4096], g_prompt[4096], g_role[64], g_lora[256], g_cache_path[512];
 static int g_enable_thinking = -1, g_keep_history = -1, g_clear_calls = 0, g_init_calls = 0, g_destroy_calls = 0;
 static int g_abort_calls = 0, g_runs = 0, g_max_new_tokens_run = -99, g_input_type = -1, g_n_batch_run = 0;
+static int g_sent_tokens = 0, g_prefilled = 0, g_think_finishes = 0;
 static void *g_userdata = NULL;
 static RKLLMParam g_param;
 static RKLLMSamplingParam g_sampling;
@@ -257,6 +298,13 @@ int rkllm_init(LLMHandle *handle, RKLLMParam *param, LLMResultCallback callback)
     void *ud = NULL;
 #endif
     const char *mode = getenv("FAKE_RKLLM_INIT");
+    if (mode && strcmp(mode, "nodriver") == 0) {  /* no NPU driver: the runtime prints no banner */
+        printf("E RKNN: failed to open rknpu module, need to insmod rknpu dirver!\n");
+        printf("E RKNN: failed to open rknn device!\n");
+        printf("E rkllm: rkllm init failed\n");
+        *handle = NULL;
+        return -1;
+    }
     if (!mode || strcmp(mode, "silent") != 0)  /* =silent: a build that prints no banner */
     printf("I rkllm: rkllm-runtime version: %s, rknpu driver version: 0.9.8, platform: RK3588\n",
 #if defined(RKLLM_ABI_131)
@@ -268,6 +316,7 @@ int rkllm_init(LLMHandle *handle, RKLLMParam *param, LLMResultCallback callback)
 #endif
     );
     if (mode && strcmp(mode, "crash") == 0) abort();  /* the buffered banner dies with us */
+    if (mode && strcmp(mode, "sigill") == 0) raise(SIGILL);  /* a build using SVE on a CPU without */
     pthread_mutex_lock(&g_lock);
     g_init_calls++;
     g_param = *param;
@@ -280,6 +329,23 @@ int rkllm_init(LLMHandle *handle, RKLLMParam *param, LLMResultCallback callback)
         return -1;
     }
     if (mode && strcmp(mode, "hang") == 0) for (;;) pause();  /* a model that never finishes loading */
+    int limit = atoi(env_or("FAKE_RKLLM_CTX_LIMIT", "16384"));
+    printf("I rkllm: loading rkllm model from %s\n", param->model_path);
+    printf("I rkllm: rkllm-toolkit version: 1.2.1, max_context_limit: %d, npu_core_num: 3, "
+           "target_platform: RK3588, model_dtype: W8A8\n", limit);
+    if (param->max_context_len > limit) {
+        printf("E rkllm: max_context[%d] must be less than the model's max_context_limit[%d]\n",
+               param->max_context_len, limit);
+        *handle = NULL;
+        return -1;
+    }
+    if (mode && strcmp(mode, "nomem") == 0) {
+        printf("E RKNN: failed to malloc npu memory, size: 268435456, flags: 0x2\n");
+        printf("E rkllm: rkllm init failed\n");
+        *handle = NULL;
+        return -1;
+    }
+    if (mode && strcmp(mode, "fail") == 0) { *handle = NULL; return -1; }  /* a silent -1 */
     FakeHandle *h = calloc(1, sizeof *h);
     h->param = *param;
     copy_str(h->model_path, sizeof h->model_path, param->model_path);
@@ -315,6 +381,181 @@ static void finish(FakeHandle *h, void *ud, int prefill, int generated) {
     h->callback(&r, ud, RKLLM_RUN_FINISH);
 }
 
+
+/* ---- token-level emission, shared by both input kinds ------------------------------------ */
+static int utf8_complete(const unsigned char *b, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = b[i];
+        size_t need = c < 0x80 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        if (i + need > len) return 0;
+        i += need;
+    }
+    return 1;
+}
+
+typedef struct { char acc[512]; size_t n; } Waiting;
+
+/* One generated token whose bytes are piece[0..n): WAITING while the bytes since the last NORMAL
+   end inside a character, filled as FAKE_RKLLM_WAITING says; NORMAL when they are whole. */
+static int emit_token(FakeHandle *h, void *ud, Waiting *w, const char *piece, size_t n, int id) {
+    char joined[600], text[600];
+    if (w->n + n >= sizeof joined) w->n = 0;
+    memcpy(joined, w->acc, w->n);
+    memcpy(joined + w->n, piece, n);
+    size_t jn = w->n + n;
+    const char *mode = env_or("FAKE_RKLLM_WAITING", "partial");
+    int partial = strcmp(mode, "partial") == 0, null = strcmp(mode, "null") == 0;
+    if (!utf8_complete((const unsigned char *)joined, jn)) {
+        memcpy(w->acc, joined, jn);
+        w->n = jn;
+        if (null) return emit(h, ud, NULL, RKLLM_RUN_WAITING, id);
+        size_t tn = partial ? n : jn;
+        memcpy(text, partial ? piece : joined, tn);
+        text[tn] = 0;
+        return emit(h, ud, text, RKLLM_RUN_WAITING, id);
+    }
+    size_t tn = partial ? n : jn;
+    memcpy(text, partial ? piece : joined, tn);
+    text[tn] = 0;
+    w->n = 0;
+    return emit(h, ud, text, RKLLM_RUN_NORMAL, id);
+}
+
+/* The tests' byte-level vocabulary: the special token at s, or -1 (then one byte is one token). */
+static int special_at(const char *s) {
+    for (int i = 0; i < N_SPECIALS; i++)
+        if (strncmp(s, SPECIALS[i], strlen(SPECIALS[i])) == 0) return 256 + i;
+    return -1;
+}
+
+static size_t detokenize(const int32_t *ids, size_t n, char *out, size_t cap) {
+    size_t j = 0;
+    for (size_t i = 0; i < n && j + 16 < cap; i++) {
+        int id = ids[i];
+        if (id >= 0 && id < 256) out[j++] = (char)id;
+        else if (id >= 256 && id < 256 + N_SPECIALS) j += (size_t)snprintf(out + j, cap - j, "%s", SPECIALS[id - 256]);
+        else out[j++] = '?';
+    }
+    out[j] = 0;
+    return j;
+}
+
+static int think_finish_applies(const RKLLMInput *input) {
+    const char *mode = env_or("FAKE_RKLLM_THINK_FINISH", "never");
+    return strcmp(mode, "always") == 0 || (strcmp(mode, "enabled") == 0 && input->enable_thinking);
+}
+
+/* How a run ends: FINISH with perf, or after an abort as FAKE_RKLLM_ABORT says. */
+static void end_run(RunJob *job, void *ud, int prefill, int generated, int aborted) {
+    FakeHandle *h = job->h;
+    if (aborted && env_is("FAKE_RKLLM_ABORT", "minus1", "zero")) { job->rc = -1; return; }
+    if (aborted && env_is("FAKE_RKLLM_ABORT", "error", "zero")) { emit(h, ud, NULL, RKLLM_RUN_ERROR, -1); return; }
+    finish(h, ud, prefill, generated);
+}
+
+static int run_limit(RunJob *job) {
+    FakeHandle *h = job->h;
+    if (env_is("FAKE_RKLLM_MAX_NEW", "ignore", "honour")) return -1;
+    return job->infer ?
+#ifdef RKLLM_ABI_13
+        (job->infer->max_new_tokens > 0 ? job->infer->max_new_tokens : h->param.max_new_tokens)
+#else
+        h->param.max_new_tokens
+#endif
+        : h->param.max_new_tokens;
+}
+
+/* Emit `answer` token by token (a special token whole, else one byte); stops at the limit, an
+   abort, a pause, or </think> when the runtime would end there. Returns tokens emitted. */
+static int emit_answer(RunJob *job, void *ud, const char *answer, int32_t *ids_out, int cap, int slow_ms) {
+    FakeHandle *h = job->h;
+    Waiting w = {{0}, 0};
+    int limit = run_limit(job), generated = 0;
+    for (const char *p = answer; *p;) {
+        if (h->abort_flag) break;
+        if (limit > 0 && generated >= limit) break;
+        int id = special_at(p);
+        size_t n = id >= 0 ? strlen(SPECIALS[id - 256]) : 1;
+        if (id < 0) id = (unsigned char)*p;
+        if (id == THINK_CLOSE_ID && think_finish_applies(&job->inputs[0])) {
+            pthread_mutex_lock(&g_lock); g_think_finishes++; pthread_mutex_unlock(&g_lock);
+            break;  /* FINISH at </think>, which is not passed on */
+        }
+        if (slow_ms && *p == ' ') usleep((useconds_t)slow_ms * 1000);
+        int rc = emit_token(h, ud, &w, p, n, id);
+        if (generated < cap) ids_out[generated] = id;
+        generated++;
+        p += n;
+        if (rc == 1) break;
+    }
+    return generated;
+}
+
+static void cache_push(FakeHandle *h, const int32_t *ids, size_t n) {
+    if (!h->cache) h->cache = calloc(CACHE_MAX, sizeof *h->cache);
+    for (size_t i = 0; i < n && h->n_cache < CACHE_MAX; i++) h->cache[h->n_cache++] = ids[i];
+}
+
+static const char *THINK_ANSWER = "<think>\nLet me think.\n</think>\n\nThe answer is 42.";
+static const char *TOOL_ANSWER = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+
+/* RKLLM_INPUT_TOKEN: the KV cache of ids, and answers read from the whole context. */
+static void token_run(RunJob *job, void *ud) {
+    FakeHandle *h = job->h;
+    const RKLLMTokenInput *ti = &job->inputs[0].token_input;
+    size_t n = ti->n_tokens;
+    int keep = job->infer && job->infer->keep_history;
+    int reuse = env_is("FAKE_RKLLM_REUSE", "prefix", "none");
+    size_t common = 0;
+    if (!keep) {
+        if (reuse)
+            while (common < h->n_cache && common < n && h->cache[common] == ti->input_ids[common]) common++;
+        h->n_cache = common;
+    }
+    cache_push(h, ti->input_ids + common, n - common);
+    int prefill = (int)(n - common);
+    static char ctx[1 << 20], sent[8192];
+    detokenize(h->cache, h->n_cache, ctx, sizeof ctx);
+    detokenize(ti->input_ids, n, sent, sizeof sent);
+    pthread_mutex_lock(&g_lock);
+    copy_str(g_prompt, sizeof g_prompt, sent);
+    g_sent_tokens = (int)n; g_prefilled = prefill;
+    pthread_mutex_unlock(&g_lock);
+    persist();
+    if (strstr(ctx, "__crash__")) abort();
+    if (strstr(ctx, "__error__")) {
+        emit(h, ud, "partial", RKLLM_RUN_NORMAL, 'p');
+        emit(h, ud, NULL, RKLLM_RUN_ERROR, -1);
+        return;
+    }
+    const char *assistant = NULL;
+    for (const char *q = strstr(ctx, "<|im_start|>assistant"); q; q = strstr(q + 1, "<|im_start|>assistant")) assistant = q;
+    static char answer[8192];
+    int slow = 0;
+    if (strstr(ctx, "__think__"))
+        snprintf(answer, sizeof answer, "%s", assistant && strstr(assistant, "</think>") ? "The answer is 42." : THINK_ANSWER);
+    else if (strstr(ctx, "__tool__")) snprintf(answer, sizeof answer, "%s", TOOL_ANSWER);
+    else if (strstr(ctx, "__slow__")) {
+        size_t j = 0;
+        for (int i = 0; i < 200 && j + 8 < sizeof answer; i++) j += (size_t)snprintf(answer + j, sizeof answer - j, "w%d ", i);
+        slow = 20;
+    } else {  /* echo the last user turn (or the raw prompt) */
+        const char *user = NULL;
+        for (const char *q = strstr(ctx, "<|im_start|>user\n"); q; q = strstr(q + 1, "<|im_start|>user\n")) user = q;
+        const char *from = user ? user + strlen("<|im_start|>user\n") : sent;
+        size_t len = user ? strcspn(from, "<") : strlen(from);
+        snprintf(answer, sizeof answer, "%.*s", (int)len, from);
+    }
+    static int32_t out[8192];
+    int generated = emit_answer(job, ud, answer, out, 8192, slow);
+    int stored = generated < 8192 ? generated : 8192;
+    if (stored && env_is("FAKE_RKLLM_KV_TAIL", "pending", "evaluated")) stored--;
+    cache_push(h, out, (size_t)stored);
+    if (!keep && !reuse) h->n_cache = 0;
+    end_run(job, ud, prefill, generated, h->abort_flag);
+}
+
 static void *run_thread(void *arg) {
     RunJob *job = arg;
     FakeHandle *h = job->h;
@@ -341,6 +582,10 @@ static void *run_thread(void *arg) {
         rs[0].perf.prefill_tokens = prefill; rs[0].perf.generate_tokens = generated;
         h->callback(rs, ud, RKLLM_RUN_FINISH);
         free(rs);
+        return NULL;
+    }
+    if (job->inputs[0].input_type == RKLLM_INPUT_TOKEN && !(job->infer && job->infer->mode == 1)) {
+        token_run(job, ud);
         return NULL;
     }
     if (strstr(prompt, "__crash__")) { abort(); }
@@ -373,35 +618,24 @@ static void *run_thread(void *arg) {
         return NULL;
     }
     if (strstr(prompt, "__utf8__")) {
-        /* "héllo wörld €": é = c3 a9, ö = c3 b6, € = e2 82 ac, each split across callbacks */
+        /* "héllo wörld €": é = c3 a9, ö = c3 b6, € = e2 82 ac, each split across tokens */
         const char *pieces[] = {"h", "\xc3", "\xa9llo", " w", "\xc3", "\xb6rld ", "\xe2", "\x82", "\xac"};
-        const LLMCallState states[] = {RKLLM_RUN_NORMAL, RKLLM_RUN_WAITING, RKLLM_RUN_NORMAL, RKLLM_RUN_NORMAL,
-                                       RKLLM_RUN_WAITING, RKLLM_RUN_NORMAL, RKLLM_RUN_WAITING, RKLLM_RUN_WAITING, RKLLM_RUN_NORMAL};
-        for (int i = 0; i < 9; i++) { emit(h, ud, pieces[i], states[i], 10 + i); generated++; }
+        Waiting w = {{0}, 0};
+        for (int i = 0; i < 9; i++) { emit_token(h, ud, &w, pieces[i], strlen(pieces[i]), 10 + i); generated++; }
         finish(h, ud, prefill, generated);
         return NULL;
     }
     const char *canned = NULL;
-    if (strstr(prompt, "__tool__")) canned = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
-    if (strstr(prompt, "__think__")) canned = "<think>\nLet me think.\n</think>\n\nThe answer is 42.";
+    if (strstr(prompt, "__tool__")) canned = TOOL_ANSWER;
+    if (strstr(prompt, "__think__")) canned = THINK_ANSWER;
     if (canned) {
-        char piece[8];
-        for (size_t i = 0; canned[i]; i += 4) {
-            snprintf(piece, sizeof piece, "%.4s", canned + i);
-            emit(h, ud, piece, RKLLM_RUN_NORMAL, (int)i);
-            generated++;
-        }
-        finish(h, ud, prefill, generated);
+        int32_t ids[512];
+        generated = emit_answer(job, ud, canned, ids, 512, 0);
+        end_run(job, ud, prefill, generated, h->abort_flag);
         return NULL;
     }
     int slow = strstr(prompt, "__slow__") != NULL;
-    int limit = job->infer ?
-#ifdef RKLLM_ABI_13
-        (job->infer->max_new_tokens > 0 ? job->infer->max_new_tokens : h->param.max_new_tokens)
-#else
-        h->param.max_new_tokens
-#endif
-        : h->param.max_new_tokens;
+    int limit = run_limit(job);
     char word[256];
     const char *p = prompt;
     int total = slow ? 200 : words;
@@ -420,7 +654,7 @@ static void *run_thread(void *arg) {
         if (rc == 1) break;  /* pause requested */
     }
     if (job->infer && job->infer->keep_history) h->kv_tokens += generated;
-    finish(h, ud, prefill, generated);
+    end_run(job, ud, prefill, generated, h->abort_flag);
     return NULL;
 }
 
@@ -449,14 +683,14 @@ int rkllm_run(LLMHandle handle, RKLLMInput *input, RKLLMInferParam *infer_params
     FakeHandle *h = handle;
     if (!h || !input || !h->callback) return -1;
     record_run(h, input, infer_params, userdata);
-    RunJob job = {h, input, infer_params, userdata, h->param.extend_param.n_batch > 1 ? h->param.extend_param.n_batch : 1};
+    RunJob job = {h, input, infer_params, userdata, h->param.extend_param.n_batch > 1 ? h->param.extend_param.n_batch : 1, 0};
     h->abort_flag = 0;
     h->running = 1;
     pthread_t t;
     pthread_create(&t, NULL, run_thread, &job);   /* callbacks come from another thread */
     pthread_join(t, NULL);
     h->running = 0;
-    return 0;
+    return job.rc;
 }
 
 int rkllm_run_async(LLMHandle handle, RKLLMInput *input, RKLLMInferParam *infer_params, void *userdata) {
@@ -477,6 +711,7 @@ int rkllm_is_running(LLMHandle handle) { FakeHandle *h = handle; return h && h->
 int rkllm_destroy(LLMHandle handle) {
     pthread_mutex_lock(&g_lock); g_destroy_calls++; pthread_mutex_unlock(&g_lock);
     persist();
+    if (handle) free(((FakeHandle *)handle)->cache);
     free(handle);
     return 0;
 }
@@ -487,14 +722,15 @@ int rkllm_clear_kv_cache(LLMHandle handle, int keep_system_prompt, int *start_po
     if (start_pos || end_pos) return -1;  /* ranges are only valid when paused; the binding passes NULL */
     pthread_mutex_lock(&g_lock); g_clear_calls++; pthread_mutex_unlock(&g_lock);
     persist();
-    if (h) h->kv_tokens = 0;
+    if (h) { h->kv_tokens = 0; h->n_cache = 0; }
     return 0;
 }
 
 int rkllm_get_kv_cache_size(LLMHandle handle, int *cache_sizes) {
     FakeHandle *h = handle;
     if (!h || !cache_sizes) return -1;
-    for (int b = 0; b < (h->param.extend_param.n_batch > 0 ? h->param.extend_param.n_batch : 1); b++) cache_sizes[b] = h->kv_tokens;
+    for (int b = 0; b < (h->param.extend_param.n_batch > 0 ? h->param.extend_param.n_batch : 1); b++)
+        cache_sizes[b] = h->kv_tokens + (int)h->n_cache;
     return 0;
 }
 
@@ -553,6 +789,7 @@ const char *fake_last_json(void) {
         "\"destroys\": %d, \"aborts\": %d, \"clears\": %d, \"input_type\": %d, \"userdata\": %llu, "
         "\"max_new_tokens_run\": %d, \"lora\": \"%s\", \"prompt_cache\": \"%s\", \"n_batch\": %d, "
         "\"loaded_lora\": \"%s\", \"loaded_prompt_cache\": \"%s\", \"reserved_nonzero\": %d, "
+        "\"sent_tokens\": %d, \"prefilled\": %d, \"think_finishes\": %d, "
         "\"param\": {\"max_context_len\": %d, \"max_new_tokens\": %d, \"top_k\": %d, \"n_keep\": %d, "
         "\"top_p\": %.3f, \"temperature\": %.3f, \"repeat_penalty\": %.3f, \"skip_special_token\": %d, "
         "\"is_async\": %d, \"base_domain_id\": %d, \"embed_flash\": %d, \"enabled_cpus_num\": %d, "
@@ -561,6 +798,7 @@ const char *fake_last_json(void) {
         e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7], g_enable_thinking, g_keep_history, g_runs, g_init_calls,
         g_destroy_calls, g_abort_calls, g_clear_calls, g_input_type, (unsigned long long)(uintptr_t)g_userdata,
         g_max_new_tokens_run, g_lora, g_cache_path, g_n_batch_run, g_loaded_lora, g_loaded_cache, g_reserved_nonzero,
+        g_sent_tokens, g_prefilled, g_think_finishes,
         g_param.max_context_len, g_param.max_new_tokens, g_param.top_k, g_param.n_keep, g_param.top_p,
         g_param.temperature, g_param.repeat_penalty, g_param.skip_special_token, g_param.is_async,
         g_param.extend_param.base_domain_id, g_param.extend_param.embed_flash,
