@@ -48,6 +48,11 @@ def hub(tmp_path):
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+    # The base model's repository, which the catalogue names for the tokenizer.
+    from npu_tokenizer import write_tokenizer
+
+    for path in write_tokenizer(root / "Qwen" / "Qwen3-0.6B"):
+        files[f"Qwen/Qwen3-0.6B/{path.name}"] = path.read_bytes()
     srv = hf_standin.serve(str(root), gated={GATED: "manual"}, tokens={TOKEN: ["*"]})
     yield srv, files
     srv.shutdown()
@@ -184,6 +189,7 @@ def test_rkollama_run_qwen3_on_a_board_pulls_the_npu_model_and_answers_from_it(
 
     record = tmp_path / "rkllm-record.json"
     monkeypatch.setenv("FAKE_RKLLM_RECORD", str(record))
+    monkeypatch.setenv("FAKE_RKLLM_THINK_FINISH", "always")  # as 1.3.x runtimes are reported to
     srv, files = hub
     server, scheduler = daemon_for(tmp_path, srv, "rk3588", fake_runtime)
     try:
@@ -199,7 +205,18 @@ def test_rkollama_run_qwen3_on_a_board_pulls_the_npu_model_and_answers_from_it(
         assert {"thinking", "tools"} <= set(spec.capabilities)
         seen = json.loads(record.read_text())
         assert seen["template"] == ["", "", ""]
+        # The tokenizer came with the pull, from the base model's repository: prompts go as ids.
+        assert spec.tokenizer_path is not None and spec.tokenizer_config_path is not None
+        assert spec.tokenizer_path.read_bytes() == files["Qwen/Qwen3-0.6B/tokenizer.json"]
+        assert seen["input_type"] == 1
         assert seen["prompt"].startswith("<|im_start|>user\nhello from the npu<|im_end|>")
+        # Thinking on and off, on a runtime that ends the run at </think>: an answer either way.
+        for think in ("--think=true", "--think=false"):
+            answer = rk(["run", "qwen3", think, "__think__ six times seven?"], url=server.url, timeout=120)
+            assert answer.returncode == 0, answer.stderr
+            assert "The answer is 42." in answer.stdout
+            assert ("Let me think." in answer.stdout) == (think == "--think=true")
+        assert json.loads(record.read_text())["think_finishes"] >= 1  # and the answers came anyway
         # A repository without a template: the runtime's built-in one, and the double's echo.
         answer = rk(["run", "hf.co/standin-org/npu-and-cpu", "hello from the npu"], url=server.url,
                     timeout=120)

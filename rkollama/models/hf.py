@@ -150,6 +150,8 @@ def entry(name: ModelName, hub: HubConfig, platform: str, base: Modelfile | None
         source["sha256"] = chosen.sha256
     if base is not None:
         data = base.to_dict()
+        if base.source.get("tokenizer"):  # where its tokenizer comes from, if not from `repo`
+            source["tokenizer"] = base.source["tokenizer"]
         data["source"] = source
         return Modelfile(**data)
     return Modelfile(name=name.model, tag=name.tag, description=f"{repo} ({chosen.name})",
