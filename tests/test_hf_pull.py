@@ -281,3 +281,33 @@ def test_a_hub_that_keeps_failing_is_a_clear_error(tmp_path, hub, monkeypatch):
     with pytest.raises(Exception, match="answered HTTP 503"):
         list(pull(store, Catalog(), f"hf.co/{NPU_REPO}:{NPU_FILE}", "rk3588", HubConfig(srv.url)))
     assert store.list() == []
+
+
+def test_rkollama_run_qwen3_on_an_rk3576_uses_the_npu(tmp_path, hub, fake_runtime, monkeypatch):
+    """The catalogue has an RK3576 conversion of qwen3:0.6b: an RK3576 board runs it on the NPU
+    instead of falling back to the CPU."""
+    import json
+
+    from test_cli import rk
+
+    record = tmp_path / "rkllm-record.json"
+    monkeypatch.setenv("FAKE_RKLLM_RECORD", str(record))
+    srv, _ = hub
+    weights = random.Random(3).randbytes(1 << 20)
+    repo = tmp_path / "hub" / "JiahaoLi" / "Qwen3-RK3576"
+    repo.mkdir(parents=True)
+    (repo / "Qwen3-0.6B-rk3576-w4a16.rkllm").write_bytes(weights)
+    server, scheduler = daemon_for(tmp_path, srv, "rk3576", fake_runtime)
+    try:
+        result = rk(["run", "qwen3:0.6b", "hello rk3576"], url=server.url, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "hello rk3576" in result.stdout
+        spec = ModelStore(tmp_path / "models").resolve("qwen3:0.6b")
+        assert spec.format == "rkllm" and spec.model_path.read_bytes() == weights
+        assert spec.tokenizer_path is not None  # from Qwen/Qwen3-0.6B, as the catalogue says
+        assert json.loads(record.read_text())["input_type"] == 1
+        ps = rk(["ps"], url=server.url)
+        assert "100% NPU" in ps.stdout or "NPU" in ps.stdout, ps.stdout
+    finally:
+        server.close()
+        scheduler.shutdown()

@@ -302,3 +302,61 @@ def test_init_sampling_is_ollamas_defaults_under_the_modelfiles_parameters(fake_
     assert (seen[0]["repeat_penalty"], seen[0]["temperature"], seen[0]["top_k"], seen[0]["top_p"]) == \
         (1.0, 0.8, 40, 0.9)
     assert (seen[1]["temperature"], seen[1]["top_k"]) == (0.3, 5)
+
+
+def _npu_spec(tmp_path, **rkllm):
+    from helpers import register_fake
+
+    from rkollama.models.store import ModelStore
+
+    store = ModelStore(tmp_path / "m")
+    model = tmp_path / "m.rkllm"
+    model.write_bytes(b"x")
+    spec = register_fake(store, "npu", source={"path": str(model), "format": "rkllm"},
+                         rkllm=rkllm or {})
+    return type(spec)(spec.name, spec.modelfile, model, spec.digest, spec.size, spec.modified_at)
+
+
+@pytest.mark.parametrize("mode,words", [
+    ("nodriver", r"the NPU runtime refused the model: failed to open rknpu module, need to insmod rknpu "
+                 r"dirver!.*the rknpu kernel driver is not loaded"),
+    ("nomem", r"the NPU runtime refused the model: failed to malloc npu memory.*NPU is out of memory: unload"),
+    ("fail", r"refused the model without saying why \(rkllm_init returned -1\).*RKLLM_LOG_LEVEL=2"),
+    ("sigill", r"died while loading: killed by SIGILL: this runtime build uses instructions this CPU lacks; "
+               r"try runtime 1\.2\.3"),
+])
+def test_a_load_the_runtime_refuses_is_explained_in_its_own_words(fake_runtime, tmp_path, monkeypatch,
+                                                                  mode, words):
+    from rkollama.backends.rkllm.backend import RKLLMBackend
+    from rkollama.backends.runner import RunnerBackend
+    from rkollama.config import Settings
+    from rkollama.core.types import LoadOptions
+
+    monkeypatch.setenv("FAKE_RKLLM_INIT", mode)
+    settings = Settings.from_env({}, models=tmp_path / "m", rkllm_lib=str(fake_runtime["1.3.1"]))
+    with pytest.raises(LoadFailed, match=words):
+        RunnerBackend.load(_npu_spec(tmp_path), LoadOptions(), settings, backend_cls=RKLLMBackend)
+
+
+def test_a_context_longer_than_the_model_allows_is_clamped_to_its_limit(fake_runtime, tmp_path, monkeypatch,
+                                                                        caplog):
+    import json
+
+    from rkollama.backends.rkllm.backend import RKLLMBackend
+    from rkollama.config import Settings
+    from rkollama.core.types import LoadOptions
+
+    record = tmp_path / "record.json"
+    monkeypatch.setenv("FAKE_RKLLM_RECORD", str(record))
+    monkeypatch.setenv("FAKE_RKLLM_CTX_LIMIT", "4096")
+    settings = Settings.from_env({}, models=tmp_path / "m", rkllm_lib=str(fake_runtime["1.3"]))
+    backend = RKLLMBackend.load(_npu_spec(tmp_path, max_context_len=16384), LoadOptions(), settings)
+    try:
+        assert backend.context_length == 4096
+        assert json.loads(record.read_text())["param"]["max_context_len"] == 4096
+        assert "allows 4096 tokens of context" in caplog.text
+        # The runtime's refusal is in the log at its level.
+        assert any(r.levelname == "ERROR" and "max_context[16384] must be less than" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        backend.close()

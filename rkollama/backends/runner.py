@@ -90,9 +90,9 @@ class RunnerBackend(Backend):
             kind, payload = parent.recv()
         except (EOFError, OSError):
             process.join(5)
-            log.warning("runner for %s died while loading (exit code %s)", label, process.exitcode)
-            raise LoadFailed(f"the runner for {label} died while loading "
-                             f"(exit code {process.exitcode})") from None
+            why = _death(process.exitcode, backend_cls.kind)
+            log.error("runner for %s died while loading: %s", label, why)
+            raise LoadFailed(f"the runner for {label} died while loading: {why}") from None
         if kind == "error":
             process.join(5)
             raise payload
@@ -151,9 +151,10 @@ class RunnerBackend(Backend):
         self.dead = True
         self.process.join(1)
         code = self.process.exitcode
-        log.error("runner for %s crashed (exit code %s)", self.label, code)
+        why = _death(code, self.kind)
+        log.error("runner for %s crashed: %s", self.label, why)
         engine = "the NPU runtime" if self.device == "npu" else "the CPU engine (llama.cpp)"
-        return BackendFailed(f"{engine} crashed (runner exit code {code}); "
+        return BackendFailed(f"{engine} crashed ({why}); "
                              "the model will be loaded again on the next request")
 
     # -- backend interface ---------------------------------------------------------------------
@@ -232,6 +233,7 @@ def _serve(conn: Connection, spec: "ModelSpec", opts: LoadOptions, settings: "Se
     # Ctrl+C in the daemon's terminal reaches the whole process group: the daemon decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
+    _log_to_stderr(settings)
     try:
         backend = backend_cls.load(spec, opts, settings)
     except Exception as exc:  # sent to the daemon, which reports it
@@ -272,6 +274,40 @@ def _serve(conn: Connection, spec: "ModelSpec", opts: LoadOptions, settings: "Se
             return
     engine.stop()
     backend.close()
+
+
+SIGNAL_HINTS = {
+    signal.SIGILL: {"rkllm": "this runtime build uses instructions this CPU lacks; try runtime 1.2.3",
+                    "": "the engine was built for instructions this CPU lacks"},
+    signal.SIGKILL: {"": "the system may have run out of memory (see `dmesg`)"},
+}
+
+
+def _death(code: int | None, kind: str) -> str:
+    """How a runner ended, in words: its exit code, or the signal that killed it and what that
+    usually means for this engine."""
+    if code is None or code >= 0:
+        return f"runner exit code {code}"
+    try:
+        sig = signal.Signals(-code)
+    except ValueError:
+        return f"killed by signal {-code}"
+    hints = SIGNAL_HINTS.get(sig, {})
+    hint = hints.get(kind) or hints.get("", "")
+    return f"killed by {sig.name}" + (f": {hint}" if hint else "")
+
+
+def _log_to_stderr(settings: "Settings") -> None:
+    """The runner's log lines go where the daemon's do (its stderr), in the daemon's format,
+    through a duplicate of fd 2: capturing a native library's output on fd 2 never loops them."""
+    import os
+
+    stream = os.fdopen(os.dup(2), "w", buffering=1)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if settings.debug else logging.INFO)
 
 
 def _load_timeout(settings: "Settings") -> float | None:

@@ -16,7 +16,8 @@ from contextlib import ExitStack
 from typing import Any
 
 from rkollama.backends.base import Backend
-from rkollama.backends.rkllm import abi
+from rkollama.backends.native_output import CapturedOutput
+from rkollama.backends.rkllm import abi, runtime_words
 from rkollama.backends.rkllm.conversation import Conversation
 from rkollama.backends.rkllm.runs import END, Run, RunTable
 from rkollama.backends.rkllm.runtime import Runtime, open_runtime
@@ -88,11 +89,18 @@ class RKLLMBackend(Backend):
             third: Any = ctypes.byref(callbacks)
         else:
             third = result_cb
-        handle = abi.LLMHandle()
-        rc = rt.rkllm_init(ctypes.byref(handle), ctypes.byref(param), third)
+        handle, rc, lines = _init(rt, param, third)
+        refused = runtime_words.context_refusal(lines)
+        if (rc != 0 or not handle.value) and refused and refused[1] < ctx:
+            # The file allows less context than asked: load it with what it allows.
+            log.warning("%s allows %d tokens of context (max_context_limit): loading it with %d "
+                        "instead of %d", spec.name.display(), refused[1], refused[1], ctx)
+            if param.max_new_tokens == ctx:
+                param.max_new_tokens = refused[1]
+            ctx = param.max_context_len = refused[1]
+            handle, rc, lines = _init(rt, param, third)
         if rc != 0 or not handle.value:
-            raise LoadFailed(f"the RKLLM runtime could not load {spec.model_path} (rkllm_init returned "
-                             f"{rc}); check that the model was converted for this platform and runtime")
+            raise LoadFailed(runtime_words.refusal(lines, rc))
         with ExitStack() as undo:
             undo.callback(rt.rkllm_destroy, handle)  # any failure from here on frees the handle
             for adapter in rk.lora:
@@ -467,6 +475,15 @@ def _check_target(spec: ModelSpec, machine: str) -> None:
                          f"source for {machine}, or hf.co/OWNER/REPO with its {machine} file)")
 
 
+
+
+def _init(rt: Runtime, param: Any, third: Any) -> tuple[abi.LLMHandle, int, list[str]]:
+    """rkllm_init with the runtime's printed lines captured (and logged at their level)."""
+    handle = abi.LLMHandle()
+    with CapturedOutput() as out:
+        rc = rt.rkllm_init(ctypes.byref(handle), ctypes.byref(param), third)
+    runtime_words.log_lines(out.lines)
+    return handle, rc, out.lines
 
 
 def _limit(gen: Generation, room: int) -> int | None:
