@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from rkollama.platform import PLATFORMS
+
 DEFAULT_PORT = 11434
 SYSTEM_CONFIG = Path("/etc/rkollama/config.yaml")
 USER_CONFIG = Path("~/.rkollama/config.yaml")
@@ -69,10 +71,17 @@ SETTINGS: tuple[Setting, ...] = (
             "Engine: auto (chosen by the model's format), llamacpp, or fake (scripted, for tests)",
             choices=("auto", "llamacpp", "fake")),
     Setting("platform", ("RKOLLAMA_PLATFORM",), "auto",
-            "Platform whose model sources are used: auto, cpu, rk3588, rk3576",
-            choices=("auto", "cpu", "rk3588", "rk3576")),
+            "Platform whose model sources are used: auto (detected), " + ", ".join(PLATFORMS),
+            choices=("auto", *PLATFORMS)),
     Setting("rkllm_lib", ("RKOLLAMA_RKLLM_LIB",), "",
             "Path of librkllmrt.so (default: external/, then the system library paths)"),
+    Setting("rkllm_abi", ("RKOLLAMA_RKLLM_ABI",), "",
+            "ABI to use with an RKLLM runtime rkollama does not know (a newer or beta release): "
+            "1.2, 1.3 or 1.3.1; empty = decide from the file. A wrong one crashes the model's runner",
+            choices=("", "1.2", "1.3", "1.3.1")),
+    Setting("npu_driver_check", ("RKOLLAMA_NPU_DRIVER_CHECK",), "true",
+            "Refuse NPU loads on an RKNPU driver known not to work (below 0.9.0) and warn below "
+            "0.9.8; false skips the check", kind="bool"),
     Setting("isolation", ("RKOLLAMA_ISOLATION", "RKOLLAMA_NPU_ISOLATION"), "true",
             "Run each loaded model in a runner process, so an engine crash cannot take the daemon down",
             kind="bool"),
@@ -208,6 +217,8 @@ class Settings:
     backend: str = _default("backend")
     platform: str = _default("platform")
     rkllm_lib: str = _default("rkllm_lib")
+    rkllm_abi: str = _default("rkllm_abi")
+    npu_driver_check: bool = _default("npu_driver_check")
     isolation: bool = _default("isolation")
     modelfiles: str = _default("modelfiles")
     hf_endpoint: str = _default("hf_endpoint")

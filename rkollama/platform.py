@@ -1,24 +1,47 @@
 """Which platform's model sources to use: a Rockchip SoC from the device tree, or `cpu`."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
-# Device-tree compatible strings -> platform names used by Modelfile sources.
-_SOCS = (("rockchip,rk3588", "rk3588"), ("rockchip,rk3576", "rk3576"),
-         ("rockchip,rk3562", "rk3562"), ("rockchip,rv1126b", "rv1126b"))
 
-# Per-platform runtime defaults: the big cores (CPU4-7 on RK3588 and RK3576; the small SoCs have
-# none, so CPU0-3) and the NPU core count.
-_DEFAULTS = {
-    "rk3588": {"cpus_mask": 0xF0, "npu_cores": 3},
-    "rk3576": {"cpus_mask": 0xF0, "npu_cores": 2},
-    "rk3562": {"cpus_mask": 0x0F, "npu_cores": 1},
-    "rv1126b": {"cpus_mask": 0x0F, "npu_cores": 1},
+# The one table of platforms: device-tree compatible marker, the big cores' CPU mask (CPU4-7 on
+# RK3588 and RK3576; the small SoCs have none, so CPU0-3), NPU cores, NPU device node, and the
+# .rkllm quantizations it runs, best first (fact sheet §3.7, §6). `cpu` is every other machine.
+@dataclass(frozen=True)
+class NPUPlatform:
+    compatible: str
+    cpus_mask: int
+    npu_cores: int
+    npu_node: str
+    quants: tuple[str, ...]
+
+
+_NPU = {
+    "rk3588": NPUPlatform("rockchip,rk3588", 0xF0, 3, "fdab0000.npu", ("w8a8", "w4a16")),
+    "rk3576": NPUPlatform("rockchip,rk3576", 0xF0, 2, "27700000.npu", ("w4a16", "w8a8")),
+    "rk3562": NPUPlatform("rockchip,rk3562", 0x0F, 1, "ff300000.npu", ("w8a8", "w4a16", "w4a8")),
+    "rv1126b": NPUPlatform("rockchip,rv1126b", 0x0F, 1, "", ("w4a16", "w8a8")),
 }
-NPU_ENGINE_PLATFORMS = tuple(_DEFAULTS)
+_UNKNOWN = NPUPlatform("", 0x0F, 1, "", ())
+NPU_ENGINE_PLATFORMS = tuple(_NPU)
+PLATFORMS = ("cpu", *NPU_ENGINE_PLATFORMS)
+"""Every platform a Modelfile source or RKOLLAMA_PLATFORM may name."""
+
+
+def npu_quantizations(platform: str) -> tuple[str, ...]:
+    """The .rkllm quantizations `platform` runs, best first; () for the CPU."""
+    return _NPU.get(platform, _UNKNOWN).quants
+
+
+def npu_node(platform: str) -> str:
+    """The NPU's device name under /sys/class/devfreq (and in dmesg), "" when unknown."""
+    return _NPU.get(platform, _UNKNOWN).npu_node
 
 
 def platform_defaults(platform: str) -> dict:
-    return dict(_DEFAULTS.get(platform, {"cpus_mask": 0x0F, "npu_cores": 1}))
+    """{"cpus_mask", "npu_cores"} of `platform` (the little cores and one NPU core if unknown)."""
+    entry = _NPU.get(platform, _UNKNOWN)
+    return {"cpus_mask": entry.cpus_mask, "npu_cores": entry.npu_cores}
 
 
 def detect_soc(root: Path = Path("/proc/device-tree")) -> str:
@@ -27,8 +50,8 @@ def detect_soc(root: Path = Path("/proc/device-tree")) -> str:
         compatible = (root / "compatible").read_bytes().decode("ascii", "replace").lower()
     except OSError:
         return "cpu"
-    for marker, name in _SOCS:
-        if marker in compatible:
+    for name, entry in _NPU.items():
+        if entry.compatible in compatible:
             return name
     return "cpu"
 
@@ -46,6 +69,7 @@ def source_platform(setting: str, rkllm_lib: str = "") -> str:
 
 
 DRIVER_VERSION_FILES = ("sys/module/rknpu/version",       # readable by every user
+                        "proc/rknpu/version",              # CONFIG_ROCKCHIP_RKNPU_PROC_FS
                         "sys/kernel/debug/rknpu/version",  # debugfs: root only
                         "proc/debug/rknpu/version")
 ROCKET_HINT = ("the mainline 'rocket' NPU driver is loaded, which the RKLLM runtime cannot use: "
@@ -81,8 +105,11 @@ def npu_driver_kind(root: Path = Path("/")) -> str:
 RUNTIME_PATHS = ("/usr/lib/librkllmrt.so", "/usr/lib/aarch64-linux-gnu/librkllmrt.so",
                  "/usr/local/lib/librkllmrt.so", "/lib/librkllmrt.so")
 """Where a system-wide RKLLM runtime is looked for, after RKOLLAMA_RKLLM_LIB and external/."""
-REQUIRED_DRIVER = (0, 9, 8)
-"""The oldest RKNPU driver the RKLLM runtime works with."""
+RECOMMENDED_DRIVER = (0, 9, 8)
+"""The RKNPU driver Rockchip's SDK asks for; the runtime itself only warns below 0.9.7, and
+Armbian's vendor kernel ships 0.9.7."""
+BROKEN_DRIVER_BELOW = (0, 9, 0)
+"""Drivers older than this are known not to work (W8A8 matmuls fail on 0.8.2)."""
 
 
 def find_library(setting: str = "") -> Path | None:
@@ -101,8 +128,25 @@ def driver_problem() -> str | None:
     if npu_driver_kind() == "rocket":
         return ROCKET_HINT
     driver = npu_driver_version()
-    if driver and tuple(int(x) for x in driver.split(".")) < REQUIRED_DRIVER:
-        return (f"the RKNPU driver is {driver}; the RKLLM runtime needs "
-                f"{'.'.join(map(str, REQUIRED_DRIVER))} or newer. Upgrade the board's kernel "
-                "(5.10.209 or 6.1.84 ship 0.9.8)")
+    if driver and _version(driver) < BROKEN_DRIVER_BELOW:
+        return (f"the RKNPU driver is {driver}, which is known not to work with the RKLLM runtime; "
+                f"it needs {_dotted(RECOMMENDED_DRIVER)} (kernels 5.10.209 or 6.1.84 ship it). "
+                "RKOLLAMA_NPU_DRIVER_CHECK=false skips this check")
     return None
+
+
+def driver_warning() -> str | None:
+    """A driver that works but is older than Rockchip asks for, or None."""
+    driver = npu_driver_version()
+    if driver and BROKEN_DRIVER_BELOW <= _version(driver) < RECOMMENDED_DRIVER:
+        return (f"the RKNPU driver is {driver}; Rockchip recommends {_dotted(RECOMMENDED_DRIVER)} "
+                "(the runtime itself warns below 0.9.7)")
+    return None
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split("."))
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))

@@ -43,7 +43,7 @@ def test_rkollama_config_names_the_system_file(tmp_path, monkeypatch):
     ("keep_alive: soon\n", "f.yaml: keep_alive must be a duration such as 5m, 1h30m or 300 (seconds), got 'soon'"),
     ("max_queue: many\n", "f.yaml: max_queue must be an integer, got 'many'"),
     ("max_loaded_models: 0\n", "f.yaml: max_loaded_models must be at least 1, got 0"),
-    ("platform: rk9\n", "f.yaml: platform must be one of auto, cpu, rk3588, rk3576, got 'rk9'"),
+    ("platform: rk9\n", "f.yaml: platform must be one of auto, cpu, rk3588, rk3576, rk3562, rv1126b, got 'rk9'"),
     ("isolation: maybe\n", "f.yaml: isolation must be true or false, got 'maybe'"),
     ("hots: x\n", "f.yaml: unknown setting 'hots' (known: host, models,"),
     ("config: /x\n", "f.yaml: unknown setting 'config'"),
@@ -87,3 +87,13 @@ def test_the_daemon_refuses_to_start_half_configured(tmp_path):
     shown = subprocess.run([sys.executable, "-m", "rkollama", "serve", "--help"], env=env,
                            capture_output=True, text=True, timeout=60)
     assert "--keep-alive VALUE   [RKOLLAMA_KEEP_ALIVE, OLLAMA_KEEP_ALIVE]" in shown.stdout
+
+
+def test_every_platform_the_detector_knows_is_a_setting_and_a_modelfile_source():
+    """One home for platforms: RKOLLAMA_PLATFORM=rk3562 is accepted as the device tree's is."""
+    from rkollama.models.schema import Tag
+    from rkollama.platform import NPU_ENGINE_PLATFORMS
+
+    for name in NPU_ENGINE_PLATFORMS:
+        assert Settings.from_env({"RKOLLAMA_PLATFORM": name}).platform == name
+        Tag.model_validate({"sources": {name: {"url": "https://x/m.rkllm"}}})

@@ -279,3 +279,12 @@ def test_logprobs_on_the_npu_engine_are_a_clear_400(npu):
     reply = requests.post(f"{url}/api/chat", json={"model": "plain-npu", "stream": False, "logprobs": True,
                                                    "messages": [{"role": "user", "content": "x"}]})
     assert reply.status_code == 400 and "NPU engine" in reply.json()["error"]
+
+
+def test_a_new_system_prompt_with_the_same_tools_reaches_the_runtime(npu):
+    url, last, _ = npu
+    client = ollama.Client(host=url)
+    for system in ("Be helpful.", "Answer in French."):
+        client.chat(model="qwen-npu", tools=TOOLS, messages=[
+            {"role": "system", "content": system}, {"role": "user", "content": "__tool__ weather?"}])
+        assert last()["tools"][0] == system

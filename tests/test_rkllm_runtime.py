@@ -140,11 +140,72 @@ def test_an_old_npu_driver_is_refused_with_the_fix(fake_runtime, tmp_path, monke
     spec = register_fake(ModelStore(tmp_path), "m", source={"path": "m.rkllm", "format": "rkllm"})
     settings = Settings.from_env({}, models=tmp_path, rkllm_lib=str(fake_runtime["1.2"]))
     monkeypatch.setattr(platform, "npu_driver_version", lambda: "0.8.2")
-    with pytest.raises(LoadFailed, match="RKNPU driver is 0.8.2; the RKLLM runtime needs 0.9.8"):
+    with pytest.raises(LoadFailed, match="RKNPU driver is 0.8.2, which is known not to work.*needs 0.9.8.*"
+                                         "RKOLLAMA_NPU_DRIVER_CHECK=false skips"):
         backend.RKLLMBackend.load(spec, LoadOptions(), settings)
+    unchecked = Settings.from_env({"RKOLLAMA_NPU_DRIVER_CHECK": "false"}, models=tmp_path,
+                                  rkllm_lib=str(fake_runtime["1.2"]))
+    backend.RKLLMBackend.load(spec, LoadOptions(), unchecked).close()
     monkeypatch.setattr(platform, "npu_driver_version", lambda: "0.9.8")
     loaded = backend.RKLLMBackend.load(spec, LoadOptions(), settings)
     loaded.close()
+
+
+def test_armbians_0_9_7_driver_is_a_warning_not_a_refusal(fake_runtime, tmp_path, monkeypatch, caplog):
+    from helpers import register_fake
+
+    from rkollama.backends.rkllm import backend
+    from rkollama.config import Settings
+    from rkollama.core.types import LoadOptions
+    from rkollama.models.store import ModelStore
+
+    spec = register_fake(ModelStore(tmp_path), "m", source={"path": "m.rkllm", "format": "rkllm"})
+    settings = Settings.from_env({}, models=tmp_path, rkllm_lib=str(fake_runtime["1.3"]))
+    monkeypatch.setattr(platform, "npu_driver_version", lambda: "0.9.7")
+    backend.RKLLMBackend.load(spec, LoadOptions(), settings).close()
+    assert "the RKNPU driver is 0.9.7; Rockchip recommends 0.9.8" in caplog.text
+
+
+@pytest.mark.parametrize("family", ["1.2", "1.3.1"])
+def test_a_release_newer_than_rkollama_knows_is_used_like_one_without_a_banner(fake_runtime, monkeypatch,
+                                                                             caplog, family):
+    """1.3.2 (or a beta) and a build that prints no version get one decision: the ABI family its
+    defaults show, in that family's newest layouts, with a warning."""
+    monkeypatch.setenv("FAKE_RKLLM_VERSION", "1.3.2b1" if family != "1.2" else "1.2.9")
+    newer = runtime.identify(fake_runtime[family])
+    monkeypatch.setenv("FAKE_RKLLM_VERSION", "")
+    monkeypatch.setenv("FAKE_RKLLM_INIT", "silent")
+    silent = runtime.identify(fake_runtime[family])
+    assert (newer.family, newer.version) == (silent.family, silent.version) == (family, "")
+    assert "newer than rkollama knows" in caplog.text and "names no version" in caplog.text
+
+
+def test_an_older_release_is_still_refused_and_the_abi_setting_decides(fake_runtime, monkeypatch):
+    monkeypatch.setenv("FAKE_RKLLM_VERSION", "1.1.4")
+    with pytest.raises(LoadFailed, match="runtime 1.1.4, which rkollama does not support"):
+        runtime.identify(fake_runtime["1.2"])
+    forced = runtime.identify(fake_runtime["1.2"], abi_override="1.2")
+    assert (forced.family, forced.how) == ("1.2", "RKOLLAMA_RKLLM_ABI")
+
+
+def test_a_model_that_names_no_platform_gets_this_boards_big_cores(fake_runtime, tmp_path):
+    """A model made with `create` from a local .rkllm names no platform: RK3588's mask, not 0x0F."""
+    import ctypes
+    import json
+
+    from helpers import register_fake
+
+    from rkollama.backends.rkllm.backend import RKLLMBackend
+    from rkollama.config import Settings
+    from rkollama.core.types import LoadOptions
+    from rkollama.models.store import ModelStore
+
+    spec = register_fake(ModelStore(tmp_path), "mine", source={"path": "m.rkllm", "format": "rkllm"})
+    settings = Settings.from_env({}, models=tmp_path, rkllm_lib=str(fake_runtime["1.3"]), platform="rk3588")
+    RKLLMBackend.load(spec, LoadOptions(), settings).close()
+    lib = ctypes.CDLL(str(fake_runtime["1.3"]))
+    lib.fake_last_json.restype = ctypes.c_char_p
+    assert json.loads(lib.fake_last_json())["param"]["enabled_cpus_mask"] == 0xF0
 
 
 def test_n_batch_is_refused_when_the_runtime_is_known_only_by_its_abi_family(fake_runtime, tmp_path, monkeypatch):

@@ -20,10 +20,10 @@ from rkollama.core.prompt import chat_template_of
 from rkollama.errors import Forbidden, ModelNotFound, PullFailed
 from rkollama.models.modelfile import Modelfile
 from rkollama.models.names import DEFAULT_TAG, ModelName
+from rkollama.platform import NPU_ENGINE_PLATFORMS, npu_quantizations
 
 HF_HOSTS = ("hf.co", "huggingface.co")
 DEFAULT_ENDPOINT = "https://huggingface.co"
-NPU_QUANT_PREFERENCE = {"rk3588": ("w8a8", "w4a16"), "rk3576": ("w4a16", "w8a8")}
 GGUF_QUANT_PREFERENCE = ("q4_k_m", "q8_0")
 TOKENIZER_LIMIT = 64 << 20
 """Largest tokenizer.json / tokenizer_config.json taken from a repository, in bytes (the
@@ -85,7 +85,7 @@ def runnable(files: list[RepoFile], platform: str) -> list[RepoFile]:
         lower = file.name.lower()
         if lower.endswith(".gguf") and "mmproj" not in lower:
             out.append(file)
-        elif lower.endswith(".rkllm") and platform in NPU_QUANT_PREFERENCE and platform in lower:
+        elif lower.endswith(".rkllm") and platform in NPU_ENGINE_PLATFORMS and platform in lower:
             out.append(file)
     return out
 
@@ -116,7 +116,7 @@ def _by_tag(files: list[RepoFile], tag: str) -> RepoFile | None:
 
 def _default(files: list[RepoFile], platform: str) -> RepoFile | None:
     npu = [f for f in files if f.name.lower().endswith(".rkllm")]
-    for quant in NPU_QUANT_PREFERENCE.get(platform, ()):
+    for quant in npu_quantizations(platform):
         found = _by_tag(npu, quant)
         if found is not None:
             return found

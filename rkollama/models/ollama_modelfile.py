@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rkollama.errors import BadRequest
 from rkollama.models.options import OPTIONS, parse_cli_value
+from rkollama.platform import NPU_ENGINE_PLATFORMS
 
 COMMANDS = ("from", "license", "template", "system", "adapter", "parameter", "message")
 _UNKNOWN = ('command must be one of "from", "license", "template", "system", "adapter", '
@@ -90,7 +91,7 @@ def parse_yaml(path: Path, tag: str) -> Parsed:
         raise BadRequest(exc.message) from None
     wanted = tag if tag.lower() in {str(t).lower() for t in family.data["tags"]} else family.default_tag()
     entry = family.entry(str(wanted), "cpu") or next(
-        (e for p in ("rk3588", "rk3576") if (e := family.entry(str(wanted), p)) is not None), None)
+        (e for p in NPU_ENGINE_PLATFORMS if (e := family.entry(str(wanted), p)) is not None), None)
     if entry is None or "path" not in entry.source:
         raise BadRequest(f"{path}: tag {wanted} has no local `path` source; a YAML Modelfile that "
                          "downloads its model belongs in RKOLLAMA_MODELFILES, then `rkollama pull "

@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rkollama.models.options import OPTIONS, coerce_option
 from rkollama.models.pydantic_words import describe
 from rkollama.models.rkllm_section import RKLLMSection
+from rkollama.platform import PLATFORMS
 
-Platform = Literal["cpu", "rk3588", "rk3576", "rk3562", "rv1126b"]
 CAPABILITIES = ("completion", "tools", "thinking", "vision", "embedding", "insert")
 SOURCE_KINDS = ("url", "path", "pypi", "hf")
 
@@ -140,8 +140,16 @@ class _Common(_Strict):
 class Tag(_Common):
     default: bool = False
     """The tag `latest` means."""
-    sources: dict[Platform, Source] = Field(min_length=1)
-    """Per platform; `cpu` is the fallback of every other."""
+    sources: dict[str, Source] = Field(min_length=1)
+    """Per platform (platform.PLATFORMS); `cpu` is the fallback of every other."""
+
+    @field_validator("sources")
+    @classmethod
+    def _platforms(cls, sources: dict[str, Source]) -> dict[str, Source]:
+        for name in sources:
+            if name not in PLATFORMS:
+                raise ValueError(f"unknown platform '{name}' (known: {', '.join(PLATFORMS)})")
+        return sources
 
 
 class Family(_Common):

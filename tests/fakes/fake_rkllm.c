@@ -307,6 +307,7 @@ int rkllm_init(LLMHandle *handle, RKLLMParam *param, LLMResultCallback callback)
     }
     if (!mode || strcmp(mode, "silent") != 0)  /* =silent: a build that prints no banner */
     printf("I rkllm: rkllm-runtime version: %s, rknpu driver version: 0.9.8, platform: RK3588\n",
+           getenv("FAKE_RKLLM_VERSION") ? getenv("FAKE_RKLLM_VERSION") :  /* a release we do not know */
 #if defined(RKLLM_ABI_131)
             "1.3.1"
 #elif defined(RKLLM_ABI_13)

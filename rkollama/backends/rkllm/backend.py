@@ -32,7 +32,13 @@ from rkollama.errors import BackendFailed, BadRequest, LoadFailed
 from rkollama.models.options import DEFAULTS
 from rkollama.models.rkllm_section import RKLLMSection
 from rkollama.models.store import ModelSpec
-from rkollama.platform import NPU_ENGINE_PLATFORMS, driver_problem, platform_defaults, source_platform
+from rkollama.platform import (
+    NPU_ENGINE_PLATFORMS,
+    driver_problem,
+    driver_warning,
+    platform_defaults,
+    source_platform,
+)
 
 log = logging.getLogger("rkollama.rkllm")
 
@@ -66,18 +72,23 @@ class RKLLMBackend(Backend):
     # -- loading -------------------------------------------------------------------------------
     @classmethod
     def load(cls, spec: ModelSpec, opts: LoadOptions, settings: Settings) -> "RKLLMBackend":
-        problem = driver_problem()
-        if problem is not None:
-            raise LoadFailed(f"{problem}; `rkollama doctor` shows the details")
-        _check_target(spec, source_platform(settings.platform, settings.rkllm_lib))
+        if settings.npu_driver_check:
+            problem = driver_problem()
+            if problem is not None:
+                raise LoadFailed(f"{problem}; `rkollama doctor` shows the details")
+            warning = driver_warning()
+            if warning is not None:
+                log.warning("%s", warning)
+        machine = source_platform(settings.platform, settings.rkllm_lib)
+        _check_target(spec, machine)
         tokenizer = _open_tokenizer(spec)
         # Before rkllm_init: a bad template holds no handle.
         template = tokenizer.template(spec.modelfile.template) if tokenizer else _compile_template(spec)
-        rt = open_runtime(settings.rkllm_lib)
+        rt = open_runtime(settings.rkllm_lib, settings.rkllm_abi)
         fam = rt.family
         rk = spec.modelfile.rkllm_section()
         path = str(spec.model_path).encode()
-        param, ctx, n_batch = _init_param(rt, spec, rk, opts, settings, path)
+        param, ctx, n_batch = _init_param(rt, spec, rk, opts, settings, path, machine)
         runs = RunTable()
         result_cb = fam.LLMResultCallback(runs.on_result)
         keep: list[Any] = [result_cb, path]
@@ -527,7 +538,7 @@ def _compile_template(spec: ModelSpec) -> ChatTemplate | None:
 
 
 def _init_param(rt: Runtime, spec: ModelSpec, rk: RKLLMSection, opts: LoadOptions, settings: Settings,
-                path: bytes) -> tuple[Any, int, int]:
+                path: bytes, machine: str) -> tuple[Any, int, int]:
     """(RKLLMParam, context length in tokens, n_batch) for rkllm_init: the runtime's defaults,
     then the Modelfile's `parameters`, then its `rkllm` section (which wins). Sampling set here is
     what 1.2.x runtimes use for every run; 1.3 takes it per run as well."""
@@ -551,8 +562,11 @@ def _init_param(rt: Runtime, spec: ModelSpec, rk: RKLLMSection, opts: LoadOption
     ext.base_domain_id = (opts.npu_domain or 0) if rk.base_domain_id is None else rk.base_domain_id
     ext.embed_flash = 1 if rk.embed_flash else 0
     mask = rk.enabled_cpus_mask
-    ext.enabled_cpus_mask = platform_defaults(spec.modelfile.source.get("platform", ""))["cpus_mask"] \
-        if mask is None else mask
+    # The model's platform, else this board's (a model made with `create` names none): never the
+    # little cores' mask on a board with big ones.
+    target = spec.modelfile.source.get("platform", "")
+    target = target if target in NPU_ENGINE_PLATFORMS else machine
+    ext.enabled_cpus_mask = platform_defaults(target)["cpus_mask"] if mask is None else mask
     ext.enabled_cpus_num = rk.enabled_cpus_num or bin(ext.enabled_cpus_mask).count("1")
     n_batch = rk.n_batch
     if n_batch > 1 and not rt.identity.version:

@@ -32,6 +32,7 @@ class Conversation:
         self._history: list[TurnKey] = []  # turns the runtime holds in its KV cache
         self._cache_used = False  # a keep_history run may have left something in the KV cache
         self._tools_json: str | None = None
+        self._tools_system = ""  # the system prompt set with the tools
         self._system: str | None = None  # the system prompt last set through rkllm_set_chat_template
 
     def prepare(self, gen: Generation) -> tuple[str, str, bool]:
@@ -83,13 +84,15 @@ class Conversation:
         self._history = _turn_keys(turns) + [("assistant", "")]
 
     def set_tools(self, system: str, tools: list) -> None:
+        """Tool definitions and the system prompt that goes with them, set again whenever either
+        changes (a new system prompt with the same tools must reach the runtime too)."""
         tools_json = json.dumps(tools) if tools else None
-        if tools_json != self._tools_json:
+        if (tools_json, system if tools_json else "") != (self._tools_json, self._tools_system):
             # Tool definitions and the system prompt that goes with them; "tool_response" is the
             # tag the official servers use to mark tool results.
             self._rt.rkllm_set_function_tools(self._handle, system.encode(),
                                               (tools_json or "[]").encode(), b"tool_response")
-            self._tools_json = tools_json
+            self._tools_json, self._tools_system = tools_json, system if tools_json else ""
             self.clear()
 
     def clear(self) -> None:

@@ -3,6 +3,7 @@ declaring its functions for that family (each prototype is quoted above its bind
 
 import ctypes
 import hashlib
+import logging
 import re
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from typing import Any
 from rkollama.backends.rkllm import abi
 from rkollama.errors import LoadFailed
 from rkollama.platform import find_library
+
+log = logging.getLogger("rkollama.rkllm")
 
 # Git blob ids of Rockchip's official builds (fact sheet §2.2): id -> runtime version.
 KNOWN_BLOBS = {
@@ -73,11 +76,15 @@ def known_version(path: Path) -> str:
     return by_blob or KNOWN_SHA256.get(hashlib.sha256(data).hexdigest(), "")
 
 
-def identify(path: Path, probe: bool = True) -> Identity:
+def identify(path: Path, probe: bool = True, abi_override: str = "") -> Identity:
     """Tell the ABI family before any real call (fact sheet §2.2): file identity, exported
     symbols, the default-parameter fingerprint, and, when those disagree or are unsure, a probe
     rkllm_init in a child process that reads the version the runtime prints. Raises LoadFailed
-    naming what was found and what to install."""
+    naming what was found and what to install. `abi_override` (RKOLLAMA_RKLLM_ABI) decides
+    instead, with a warning."""
+    if abi_override:
+        log.warning("using the RKLLM ABI %s for %s because RKOLLAMA_RKLLM_ABI says so", abi_override, path)
+        return Identity(Path(path), abi_override, "", "RKOLLAMA_RKLLM_ABI")
     version = known_version(path)
     if version:
         fam = family_of(version)
@@ -100,17 +107,32 @@ def identify(path: Path, probe: bool = True) -> Identity:
         return Identity(Path(path), _widest(fingerprint), "", "default parameters")
     probed = probe_version(path) if probe else ""
     fam = family_of(probed) if probed else None
-    if probed and fam is None:
+    if probed and fam is None and _older_than_supported(probed):
         raise LoadFailed(f"{path} is RKLLM runtime {probed}, which rkollama does not support; {INSTALL_HINT}")
     if fam and fingerprint and not fam.startswith(fingerprint):
         raise LoadFailed(f"{path}: the runtime says {probed} but its default parameters look like "
                          f"ABI {fingerprint}; refusing to guess. {INSTALL_HINT}")
     if fam:
         return Identity(Path(path), fam, probed, "probe")
+    # A release newer than rkollama knows (1.3.2, a beta) and a build that prints no version are
+    # one case: the ABI its defaults show, in the newest layouts of that family.
     if fingerprint:
+        found = f"runtime {probed}, newer than rkollama knows," if probed else "a runtime that names no version"
+        log.warning("%s is %s: using the %s layouts its default parameters point to "
+                    "(RKOLLAMA_RKLLM_ABI chooses another)", path, found, _widest(fingerprint))
         return Identity(Path(path), _widest(fingerprint), "", "default parameters")
-    raise LoadFailed(f"cannot tell which RKLLM runtime {path} is (unknown file, no version printed, "
-                     f"unrecognised defaults); {INSTALL_HINT}")
+    said = f"it says {probed}, which rkollama does not know" if probed else "no version printed"
+    raise LoadFailed(f"cannot tell which RKLLM runtime {path} is ({said}, unrecognised defaults); "
+                     f"set RKOLLAMA_RKLLM_ABI to 1.2, 1.3 or 1.3.1 if you know its ABI, or {INSTALL_HINT}")
+
+
+def _older_than_supported(version: str) -> bool:
+    """True for releases before 1.2.1 and the 1.2.1 beta (other ABIs, refused)."""
+    numbers = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    if not numbers:
+        return False
+    parts = tuple(int(n) for n in numbers.groups())
+    return parts < (1, 2, 1) or (parts == (1, 2, 1) and version != "1.2.1")
 
 
 def _widest(fingerprint: str) -> str:
@@ -258,9 +280,9 @@ class Runtime:
         return param
 
 
-def open_runtime(setting: str = "") -> Runtime:
+def open_runtime(setting: str = "", abi_override: str = "") -> Runtime:
     path = find_library(setting)
     if path is None:
         raise LoadFailed(f"no RKLLM runtime found; {INSTALL_HINT}")
-    return Runtime(identify(path))
+    return Runtime(identify(path, abi_override=abi_override))
 
