@@ -117,7 +117,8 @@ def identify(path: Path, probe: bool = True, abi_override: str = "") -> Identity
     # A release newer than rkollama knows (1.3.2, a beta) and a build that prints no version are
     # one case: the ABI its defaults show, in the newest layouts of that family.
     if fingerprint:
-        found = f"runtime {probed}, newer than rkollama knows," if probed else "a runtime that names no version"
+        found = (f"runtime {probed}, newer than rkollama knows," if probed
+                 else "a runtime that names no version")
         log.warning("%s is %s: using the %s layouts its default parameters point to "
                     "(RKOLLAMA_RKLLM_ABI chooses another)", path, found, _widest(fingerprint))
         return Identity(Path(path), _widest(fingerprint), "", "default parameters")
