@@ -72,6 +72,11 @@ def check(settings: Settings, loaded: list | None) -> Report:
         report.problems.append((problem, "or build the driver from rknn-llm's rknpu-driver tarball"))
     node = next((d for d in ("/dev/rknpu", "/dev/dri/renderD129") if os.path.exists(d)), "none")
     report.facts.append(("NPU device", node))
+    if soc != "cpu" and node == "none":
+        report.problems.append((f"this {soc.upper()} has an NPU but no NPU device node (/dev/rknpu or "
+                                "/dev/dri/renderD129): the runtime cannot reach it",
+                                "boot a vendor kernel with the rknpu driver; a kernel built with "
+                                "CONFIG_ROCKCHIP_RKNPU_DMA_HEAP and no DRM GEM lacks renderD129"))
     _runtime(settings, soc, report)
     policies = sorted(Path("/sys/devices/system/cpu/cpufreq").glob("policy*"))
     for policy in policies:
@@ -93,6 +98,8 @@ def check(settings: Settings, loaded: list | None) -> Report:
         report.problems.append(("NPU, CPU and DDR frequencies are not pinned; Rockchip's figures "
                                 "assume they are", "sudo rkollama doctor --pin-frequencies"))
     report.facts.append(("free memory", _meminfo()))
+    for name, path in npu_prompt_paths(settings):
+        report.facts.append((f"NPU model {name}", path))
     idle = "none" if loaded is not None else "daemon not running"
     report.facts.append(("loaded models", ", ".join(loaded) if loaded else idle))
     return report
@@ -116,6 +123,15 @@ def _runtime(settings: Settings, soc: str, report: Report) -> None:
         return
     report.facts.append(("RKLLM runtime", f"{path} (version {found.version or 'unknown'}, "
                                           f"ABI family {found.family}, by {found.how})"))
+
+
+def npu_prompt_paths(settings: Settings) -> list[tuple[str, str]]:
+    """(model, how its prompts reach the runtime) for every .rkllm model in the store."""
+    from rkollama.models.describe_npu import prompt_path
+    from rkollama.models.store import ModelStore
+
+    return [(spec.name.display(), prompt_path(spec)) for spec in ModelStore(settings.models).list()
+            if spec.format == "rkllm"]
 
 
 def _meminfo() -> str:

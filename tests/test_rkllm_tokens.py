@@ -219,3 +219,15 @@ def test_generate_returns_a_context_that_continues(npu):
 
 def test_the_double_knows_the_close_of_thinking_by_id():
     assert THINK_CLOSE_ID == 259  # kept in step with SPECIALS in fake_rkllm.c
+
+
+def test_show_says_which_path_a_models_prompts_take(npu):
+    url, _, _, _ = npu
+    client = ollama.Client(host=url)
+    assert client.show("qwen-tok").modelinfo["rkollama.npu.prompts"].startswith("token ids")
+    text = client.show("text-only").modelinfo["rkollama.npu.prompts"]
+    assert text.startswith("text (no tokenizer") and "prompt fitting" in text
+    from test_cli import rk
+
+    shown = rk(["show", "text-only"], url=url)
+    assert "prompts sent as" in shown.stdout and "no tokenizer" in shown.stdout, shown.stderr

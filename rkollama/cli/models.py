@@ -79,6 +79,8 @@ def show_info(info: ShowResponse) -> str:
     out = ["  Model"] + [f"    {k:<20}{v}" for k, v in rows if v]
     if info.get("capabilities"):
         out += ["", "  Capabilities"] + [f"    {c}" for c in info["capabilities"]]
+    if model_info.get("rkollama.npu.prompts"):
+        out += ["", "  NPU", f"    {'prompts sent as':<20}{model_info['rkollama.npu.prompts']}"]
     if info.get("parameters"):
         out += ["", "  Parameters"]
         for line in info["parameters"].splitlines():

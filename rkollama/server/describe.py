@@ -4,6 +4,7 @@ import json
 
 from rkollama.api import types as wire
 from rkollama.api.convert import timestamp
+from rkollama.models.describe_npu import prompt_path
 from rkollama.models.options import OPTIONS
 from rkollama.models.store import ModelSpec
 from rkollama.scheduler import LoadedModel
@@ -40,6 +41,13 @@ def ps_entry(loaded: LoadedModel) -> wire.ProcessModel:
 
 
 def model_info(spec: ModelSpec) -> dict:
+    info = _model_info(spec)
+    if spec.format == "rkllm":  # a key of rkollama's own: which path the NPU engine takes
+        info["rkollama.npu.prompts"] = prompt_path(spec)
+    return info
+
+
+def _model_info(spec: ModelSpec) -> dict:
     if spec.modelfile.model_info:
         return dict(spec.modelfile.model_info)
     d = spec.modelfile.details
