@@ -39,7 +39,7 @@ RUN pip install --no-cache-dir --no-index --find-links /wheels "rkollama[cpu]" "
 # Rockchip's RKLLM runtime 1.3.1 (arm64 only), checked by its sha256 as install.sh checks it.
 RUN if [ "$TARGETARCH" = "arm64" ]; then \
       curl -fsSL -o /usr/local/lib/librkllmrt.so \
-        https://raw.githubusercontent.com/airockchip/rknn-llm/release-v1.3.1/rkllm-runtime/Linux/librkllm_api/aarch64/librkllmrt.so \
+        https://raw.githubusercontent.com/airockchip/rknn-llm/f7390530443bf84f0394255a449d7cbe81e69d1c/rkllm-runtime/Linux/librkllm_api/aarch64/librkllmrt.so \
    && echo "f25e9b099db08aaacd0a3ac62b4697d3951d6ae61ae41ea09f6702cfa89eb32c  /usr/local/lib/librkllmrt.so" | sha256sum -c - ; \
     fi
 ENV OLLAMA_HOST=0.0.0.0:11434 \

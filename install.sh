@@ -102,8 +102,8 @@ fi
 # On an RK3588/RK3576 board: Rockchip's RKLLM runtime for the NPU engine, verified by its
 # sha256 (which rkollama also uses to recognise it), into external/.
 # 1.3.1: sha256 and size from public copies of the official aarch64 build (issue #8).
-runtime_commit="f7390530443bf84f0394255a449d7cbe81e69d1c"  # release 1.3.1, the commit public copies cite
-runtime_url="https://raw.githubusercontent.com/airockchip/rknn-llm/$runtime_commit/rkllm-runtime/Linux/librkllm_api/aarch64/librkllmrt.so"
+# Pinned by commit: release 1.3.1 is commit f7390530443b… in the public copies of rknn-llm.
+runtime_url="https://raw.githubusercontent.com/airockchip/rknn-llm/f7390530443bf84f0394255a449d7cbe81e69d1c/rkllm-runtime/Linux/librkllm_api/aarch64/librkllmrt.so"
 runtime_sha256="f25e9b099db08aaacd0a3ac62b4697d3951d6ae61ae41ea09f6702cfa89eb32c"
 case "$(tr -d '\0' 2>/dev/null </proc/device-tree/compatible || true)" in
   *rockchip,rk3588*|*rockchip,rk3576*)

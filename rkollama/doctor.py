@@ -21,6 +21,8 @@ PINS = {
         "/sys/devices/system/cpu/cpufreq/policy6/scaling_setspeed": "2352000",
         "/sys/class/devfreq/dmc/governor": "userspace",
         "/sys/class/devfreq/dmc/userspace/set_freq": "2112000000",
+        # Rockchip's script also disables the deep idle state on every CPU.
+        **{f"/sys/devices/system/cpu/cpu{n}/cpuidle/state1/disable": "1" for n in range(8)},
     },
     "rk3576": {
         "/sys/class/devfreq/27700000.npu/governor": "userspace",
@@ -31,6 +33,7 @@ PINS = {
         "/sys/devices/system/cpu/cpufreq/policy4/scaling_setspeed": "2304000",
         "/sys/class/devfreq/dmc/governor": "userspace",
         "/sys/class/devfreq/dmc/userspace/set_freq": "2112000000",
+        **{f"/sys/devices/system/cpu/cpu{n}/cpuidle/state1/disable": "1" for n in range(8)},
     },
 }
 

@@ -28,6 +28,11 @@ PLATFORMS = ("cpu", *NPU_ENGINE_PLATFORMS)
 """Every platform a Modelfile source or RKOLLAMA_PLATFORM may name."""
 
 
+ROCKCHIP_DECODE = {("qwen3:0.6b", "rk3588"): 32.91, ("qwen3:0.6b", "rk3576"): 24.85}
+"""Rockchip's published decode speeds (tokens/s; runtime 1.3.0, 128-token prompt, frequencies
+pinned; RK3588 w8a8, RK3576 w4a16: the fact sheet's table), for the catalogue models they cover."""
+
+
 def npu_quantizations(platform: str) -> tuple[str, ...]:
     """The .rkllm quantizations `platform` runs, best first; () for the CPU."""
     return _NPU.get(platform, _UNKNOWN).quants

@@ -52,9 +52,6 @@ QUALITY = (
 """Quick sanity prompts with the words a right answer contains (case-insensitive): a speed figure
 means little if the model (or a bad conversion) answers nonsense."""
 
-# Rockchip's published decode speeds (tokens/s; runtime 1.3.0, 128-token prompt, frequencies
-# pinned; RK3588 w8a8, RK3576 w4a16: the fact sheet's table), for the catalogue models they cover.
-ROCKCHIP_DECODE = {("qwen3:0.6b", "rk3588"): 32.91, ("qwen3:0.6b", "rk3576"): 24.85}
 
 
 @dataclass
@@ -323,7 +320,7 @@ def command(models: list[str] = typer.Argument(..., help="Models to measure"),
         report = bench(cli, host or common.settings().base_url(), models, text, runs, num_predict,
                        levels, view.update, check_quality)
     print(markdown(report), end="")
-    from rkollama.platform import detect_soc
+    from rkollama.platform import ROCKCHIP_DECODE, detect_soc
 
     soc = detect_soc()  # this machine's board: a ratio only means something measured here
     for row in report.summary():

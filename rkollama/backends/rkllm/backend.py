@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Generator, Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from rkollama.backends.base import Backend
@@ -46,6 +47,18 @@ MAX_THINK_CONTINUATIONS = 1
 """Runs added after a runtime ended an answer at </think> (1.3.x): one, for the answer."""
 
 
+@dataclass(frozen=True)
+class RunFacts:
+    path: str = ""
+    """"tokens" or "text"."""
+    sent: int = 0
+    """Tokens sent (token path) or bytes of text (text path) in the last rkllm_run."""
+    reused: int = 0
+    """Tokens the KV cache already held."""
+    continuations: int = 0
+    """Runs added after the runtime ended the answer at </think>."""
+
+
 class RKLLMBackend(Backend):
     kind = "rkllm"
     device = "npu"
@@ -68,6 +81,10 @@ class RKLLMBackend(Backend):
         """The model's own tokenizer: prompts go to the runtime as token ids (None: as text)."""
         self._fitter = fitter
         self._cache = TokenCache()
+        self.init_lines: list[str] = []
+        """What the runtime printed while it loaded the model (banner, limits)."""
+        self.last_run = RunFacts()
+        """What the last generation sent and got (for `doctor --npu-check`)."""
 
     # -- loading -------------------------------------------------------------------------------
     @classmethod
@@ -133,6 +150,7 @@ class RKLLMBackend(Backend):
                           slots=n_batch, lora=first_lora, keep=tuple(keep), tokenizer=tokenizer,
                           fitter=fitter)
             undo.pop_all()
+        backend.init_lines = lines
         log.info("%s on the NPU: prompts sent as %s, context %d, runtime %s (%s)", spec.name.display(),
                  "token ids" if fitter else "text (no tokenizer: the runtime's template applies)",
                  ctx, rt.identity.version or rt.identity.family, rt.identity.how)
@@ -183,6 +201,7 @@ class RKLLMBackend(Backend):
             inp.token_input.n_tokens = len(send)
             infer, sampling = self._infer(gen, keep_history=True, max_new=remaining)
             log.debug("rkllm_run: %d tokens sent, %d reused from the KV cache", len(send), cached)
+            self.last_run = RunFacts("tokens", len(send), cached, continuations)
             run_id, run, thread = self._launch(ctypes.pointer(inp), infer, keep=(ids, sampling))
             text: list[str] = []
             try:
@@ -264,6 +283,7 @@ class RKLLMBackend(Backend):
         limit = _limit(gen, self.context_length)
         infer, sampling = self._infer(gen, keep_history=keep_history, max_new=limit)
         cached = self._kv_size() if keep_history else 0
+        self.last_run = RunFacts("text", len(data), cached, 0)
         run_id, run, thread = self._launch(ctypes.pointer(inp), infer, keep=(data, sampling))
         try:
             yield from self._stream(run, limit, cancel)

@@ -9,6 +9,7 @@ import codecs
 import ctypes
 import itertools
 import queue
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +104,9 @@ class RunTable:
     def __init__(self) -> None:
         self._runs: dict[int, Run] = {}
         self._ids = itertools.count(1)
+        self.trace: list[tuple[float, int, bytes | None, int]] | None = None
+        """When a list (`doctor --npu-check`): every callback as (monotonic s, state, text bytes,
+        token id), for a report of what the runtime did."""
 
     def start(self, slots: int = 0, keep: tuple[Any, ...] = ()) -> tuple[int, Run]:
         run_id = next(self._ids)
@@ -117,6 +121,13 @@ class RunTable:
     def on_result(self, result: Any, userdata: int | None, state: int) -> int:
         """The runtime's result callback. Returns 0: continue (1 would pause, 2 release buffers)."""
         run = self._runs.get(userdata or 0)
+        if self.trace is not None:
+            try:
+                single = result.contents if result and not (run and run.slot_decoders) else None
+                self.trace.append((time.monotonic(), state, single.text if single else None,
+                                   single.token_id if single else -1))
+            except Exception:  # a diagnostic must never disturb the runtime's thread
+                pass
         if run is None:
             return 0
         try:
