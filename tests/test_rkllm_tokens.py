@@ -231,3 +231,22 @@ def test_show_says_which_path_a_models_prompts_take(npu):
 
     shown = rk(["show", "text-only"], url=url)
     assert "prompts sent as" in shown.stdout and "no tokenizer" in shown.stdout, shown.stderr
+
+
+def test_a_follow_up_that_shares_only_a_prefix_is_resent_for_the_runtime_to_reuse(npu):
+    """Thinking off, the template puts an empty think block after the prompt but not after the
+    earlier answer, so the next prompt shares only a prefix with the cache: the whole prompt goes
+    with keep_history=0, and a runtime that reuses prefixes prefills only the rest."""
+    url, last, _, behaviour = npu
+    first = [{"role": "user", "content": "a question long enough to share a real prefix with the next"}]
+    one = chat(url, first, think=False)
+    history = first + [{"role": "assistant", "content": one.message.content},
+                       {"role": "user", "content": "and then?"}]
+    two = chat(url, history, think=False)
+    seen = last()
+    assert two.message.content == "and then?"
+    assert seen["keep_history"] == 0 and seen["sent_tokens"] == two.prompt_eval_count
+    if "reuse-prefix" in behaviour:
+        assert seen["prefilled"] < seen["sent_tokens"] - 60  # the first turn was not prefilled again
+    else:
+        assert seen["prefilled"] == seen["sent_tokens"]

@@ -168,10 +168,21 @@ def _draw_progress(lines: Iterable[Mapping[str, Any]]) -> None:
 
 def doctor(pin_frequencies: bool = typer.Option(
         False, "--pin-frequencies",
-        help="As root: pin NPU, CPU and DDR frequencies as Rockchip's scripts do")) -> None:
+        help="As root: pin NPU, CPU and DDR frequencies as Rockchip's scripts do"),
+        npu_check: bool = typer.Option(
+            False, "--npu-check",
+            help="Load an NPU model here and run a scripted session; write a report to attach to a bug"),
+        model: str = typer.Option("", "--model", help="With --npu-check: the model (default: the "
+                                                       "smallest pulled NPU model)"),
+        report_dir: str = typer.Option(
+            "", "--report-dir",
+            help="With --npu-check: where the report goes (default ~/.rkollama/npu-check)")) -> None:
     """Check what this machine offers the NPU engine."""
     from rkollama import doctor as checks
 
+    if npu_check:
+        _npu_check(model, report_dir)
+        return
     if pin_frequencies:
         try:
             for line in checks.pin_frequencies():
@@ -190,6 +201,27 @@ def doctor(pin_frequencies: bool = typer.Option(
         print()
         for problem, fix in report.problems:
             print(f"- {problem}\n  fix: {fix}")
+
+
+def _npu_check(model: str, report_dir: str) -> None:
+    import os
+    from pathlib import Path
+
+    from rkollama import npu_check
+    from rkollama.errors import RkollamaError
+
+    cfg = common.settings()
+    out = Path(report_dir or os.path.expanduser("~/.rkollama/npu-check"))
+    try:
+        outcome = npu_check.run_check(cfg, model, out, progress=lambda line: print(line, file=sys.stderr))
+    except RkollamaError as exc:
+        raise common.fail(exc.message) from None
+    for step in outcome.steps:
+        print(f"{'pass' if step.passed else 'FAIL'}  {step.name}: {step.detail}")
+    if not outcome.steps:
+        print("the model did not load: see the report")
+    print(f"\nreport: {outcome.report}\ndata:   {outcome.data}\n"
+          "Attach both files to a bug report at the project's issue tracker.")
 
 
 def create(name: str = typer.Argument(..., help="Name of the new model"),

@@ -188,8 +188,9 @@ class RKLLMBackend(Backend):
         thinking = gen.parse_thinking and self._opens_thinking(tokens)
         continuations = 0
         while True:
-            send, cached = self._cache.plan(whole)
-            if not cached and self._cache.needs_clear:
+            plan = self._cache.plan(whole)
+            send, cached = plan.send, plan.cached
+            if plan.clear:
                 self._clear_cache()
             remaining = None if limit is None else limit - produced
             ids = (ctypes.c_int32 * len(send))(*send)
@@ -199,8 +200,9 @@ class RKLLMBackend(Backend):
             inp.input_type = abi.RKLLM_INPUT_TOKEN  # only works with its own template
             inp.token_input.input_ids = ctypes.cast(ids, ctypes.POINTER(ctypes.c_int32))
             inp.token_input.n_tokens = len(send)
-            infer, sampling = self._infer(gen, keep_history=True, max_new=remaining)
-            log.debug("rkllm_run: %d tokens sent, %d reused from the KV cache", len(send), cached)
+            infer, sampling = self._infer(gen, keep_history=plan.keep_history, max_new=remaining)
+            log.debug("rkllm_run: %d tokens sent (keep_history=%d), %d reused from the KV cache",
+                      len(send), plan.keep_history, cached)
             self.last_run = RunFacts("tokens", len(send), cached, continuations)
             run_id, run, thread = self._launch(ctypes.pointer(inp), infer, keep=(ids, sampling))
             text: list[str] = []
@@ -216,7 +218,7 @@ class RKLLMBackend(Backend):
                 self._cache.forget("the run failed")
                 raise BackendFailed("the NPU runtime reported an error during generation")
             generated = self._generated_ids(run.ids, answer)
-            self._cache.settle(whole, generated, self._kv_size())
+            self._cache.settle(whole, generated, self._kv_size(), kept=plan.keep_history)
             count = min(run.perf[2] if run.perf else run.tokens, remaining or run.tokens) or run.tokens
             produced += count
             if run.perf:
