@@ -35,7 +35,7 @@ from rkollama.core.types import (
 from rkollama.doctor import check
 from rkollama.errors import RkollamaError
 from rkollama.models.store import ModelSpec, ModelStore
-from rkollama.platform import ROCKCHIP_DECODE, detect_soc
+from rkollama.platform import ROCKCHIP_DECODE, source_platform
 
 STATES = {0: "NORMAL", 1: "WAITING", 2: "FINISH", 3: "ERROR"}
 WEATHER = [{"type": "function", "function": {
@@ -148,18 +148,24 @@ def _steps(thinking: bool, window: int) -> list[tuple[str, Callable[[_Session, S
     def second_turn(session: _Session, step: StepResult) -> None:
         first = StepResult("first turn")
         question = "Name one colour of the sky."
-        session.ask(first, _chat(question, thinking))
+        think = True if thinking else False  # as clients ask a thinking model by default
+        session.ask(first, _chat(question, thinking, think=think))
         gen = Generation(messages=[Message("user", question), Message("assistant", first.answer),
-                                   Message("user", "And one more?")], parse_thinking=thinking, think=False)
+                                   Message("user", "And one more?")], parse_thinking=thinking, think=think)
         session.ask(step, gen)
-        step.passed = bool(step.answer.strip()) and (step.prompts_sent_as != "tokens" or step.reused > 0)
-        step.detail = (f"{step.reused} tokens reused from the KV cache, {step.sent} sent"
-                       if step.prompts_sent_as == "tokens" else "text path: the runtime keeps the history")
+        prefilled = session.backend.last_run.prefilled
+        step.passed = bool(step.answer.strip()) and prefilled is not None and prefilled < step.prompt_tokens
+        how = ("only the new tokens" if step.reused else
+               "the whole prompt, keep_history=0" if not session.backend.last_run.keep_history else
+               "the whole prompt")
+        said = "an unknown number of" if prefilled is None else str(prefilled)
+        step.detail = (f"prompt {step.prompt_tokens} tokens; sent {step.sent} ({how}); the runtime "
+                       f"prefilled {said}: " + ("it reused the cache" if step.passed else "no reuse"))
 
     def think(on: bool) -> Callable[[_Session, StepResult], None]:
         def run(session: _Session, step: StepResult) -> None:
             session.ask(step, _chat("What is 17 times 3? Answer with the number.", True, think=on))
-            step.passed = bool(step.answer.strip()) and (bool(step.thinking) == on or not on)
+            step.passed = bool(step.answer.strip()) and bool(step.thinking) == on
             step.detail = (f"answer {len(step.answer)} chars, thinking {len(step.thinking)} chars, "
                            f"{step.continuations} run(s) added after the runtime stopped at </think>")
         return run
@@ -218,7 +224,8 @@ def run_check(settings: Settings, model: str, out_dir: Path,
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     data_path, report_path = out_dir / f"npu-check-{stamp}.json", out_dir / f"npu-check-{stamp}.md"
     board = check(settings, None)
-    data: dict = {"model": spec.name.display(), "soc": detect_soc(), "machine": host_platform.machine(),
+    soc = source_platform(settings.platform, settings.rkllm_lib)
+    data: dict = {"model": spec.name.display(), "soc": soc, "machine": host_platform.machine(),
                   "board": dict(board.facts), "problems": [p for p, _ in board.problems], "steps": []}
     progress(f"loading {spec.name.display()} on the NPU")
     started = time.monotonic()

@@ -33,6 +33,10 @@
  *   FAKE_RKLLM_REUSE         none | prefix: keep_history=0 reuses the cached common prefix
  *   FAKE_RKLLM_CTX_LIMIT     N: the model's max_context_limit; a larger max_context_len is refused
  *                            with the runtime's words
+ *   FAKE_RKLLM_MODEL         echo | smart: with token input, "smart" acts like a small chat model
+ *                            for `doctor --npu-check`: it thinks when the prompt leaves thinking
+ *                            open, calls the first tool offered, answers a tool result, and takes
+ *                            2 ms per token
  *
  * Behaviour is chosen by the prompt (it answers on a thread of its own, like a runtime may):
  *   default        echo the prompt's words, one NORMAL callback per word, then FINISH + perf
@@ -483,7 +487,8 @@ static int emit_answer(RunJob *job, void *ud, const char *answer, int32_t *ids_o
             pthread_mutex_lock(&g_lock); g_think_finishes++; pthread_mutex_unlock(&g_lock);
             break;  /* FINISH at </think>, which is not passed on */
         }
-        if (slow_ms && *p == ' ') usleep((useconds_t)slow_ms * 1000);
+        if (slow_ms > 0 && *p == ' ') usleep((useconds_t)slow_ms * 1000);
+        if (slow_ms < 0) usleep((useconds_t)(-slow_ms) * 1000);  /* every token */
         int rc = emit_token(h, ud, &w, p, n, id);
         if (generated < cap) ids_out[generated] = id;
         generated++;
@@ -534,7 +539,15 @@ static void token_run(RunJob *job, void *ud) {
     for (const char *q = strstr(ctx, "<|im_start|>assistant"); q; q = strstr(q + 1, "<|im_start|>assistant")) assistant = q;
     static char answer[8192];
     int slow = 0;
-    if (strstr(ctx, "__think__"))
+    const char *last_user = NULL;
+    for (const char *q = strstr(ctx, "<|im_start|>user\n"); q; q = strstr(q + 1, "<|im_start|>user\n")) last_user = q;
+    int smart = env_is("FAKE_RKLLM_MODEL", "smart", "echo");
+    int thinking_open = assistant && !strstr(assistant, "</think>");
+    if (smart && last_user && strstr(last_user, "<tool_response>"))
+        snprintf(answer, sizeof answer, "It is clear and 21 degrees in Paris.");
+    else if (smart && strstr(ctx, "# Tools") && !thinking_open) snprintf(answer, sizeof answer, "%s", TOOL_ANSWER);
+    else if (smart && thinking_open) snprintf(answer, sizeof answer, "%s", THINK_ANSWER);
+    else if (strstr(ctx, "__think__"))
         snprintf(answer, sizeof answer, "%s", assistant && strstr(assistant, "</think>") ? "The answer is 42." : THINK_ANSWER);
     else if (strstr(ctx, "__tool__")) snprintf(answer, sizeof answer, "%s", TOOL_ANSWER);
     else if (strstr(ctx, "__slow__")) {
@@ -549,7 +562,7 @@ static void token_run(RunJob *job, void *ud) {
         snprintf(answer, sizeof answer, "%.*s", (int)len, from);
     }
     static int32_t out[8192];
-    int generated = emit_answer(job, ud, answer, out, 8192, slow);
+    int generated = emit_answer(job, ud, answer, out, 8192, slow ? slow : smart ? -2 : 0);
     int stored = generated < 8192 ? generated : 8192;
     if (stored && env_is("FAKE_RKLLM_KV_TAIL", "pending", "evaluated")) stored--;
     cache_push(h, out, (size_t)stored);

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Generator, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rkollama.backends.base import Backend
@@ -57,6 +57,9 @@ class RunFacts:
     """Tokens the KV cache already held."""
     continuations: int = 0
     """Runs added after the runtime ended the answer at </think>."""
+    prefilled: int | None = None
+    """Tokens the runtime says it prefilled in the first run (its perf figures), if it says."""
+    keep_history: bool = True
 
 
 class RKLLMBackend(Backend):
@@ -203,7 +206,8 @@ class RKLLMBackend(Backend):
             infer, sampling = self._infer(gen, keep_history=plan.keep_history, max_new=remaining)
             log.debug("rkllm_run: %d tokens sent (keep_history=%d), %d reused from the KV cache",
                       len(send), plan.keep_history, cached)
-            self.last_run = RunFacts("tokens", len(send), cached, continuations)
+            self.last_run = RunFacts("tokens", len(send), cached, continuations,
+                                     keep_history=plan.keep_history)
             run_id, run, thread = self._launch(ctypes.pointer(inp), infer, keep=(ids, sampling))
             text: list[str] = []
             try:
@@ -224,6 +228,8 @@ class RKLLMBackend(Backend):
             if run.perf:
                 prompt_ms += run.perf[1] if not continuations else 0.0
                 eval_ms += run.perf[3]
+                if not continuations:
+                    self.last_run = replace(self.last_run, prefilled=run.perf[0])
             whole += generated if generated is not None else self.tokenizer.encode(answer, add_bos=False)
             thinking = _still_thinking(thinking, answer)
             close = self.tokenizer.token_id(THINK_CLOSE)
