@@ -148,7 +148,7 @@ class Tag(_Common):
     def _platforms(cls, sources: dict[str, Source]) -> dict[str, Source]:
         for name in sources:
             if name not in PLATFORMS:
-                raise ValueError(f"unknown platform '{name}' (known: {', '.join(PLATFORMS)})")
+                raise ValueError(f"unknown key '{name}': platforms are {', '.join(PLATFORMS)}")
         return sources
 
 
