@@ -121,3 +121,41 @@ def test_a_thinking_model_answers_after_its_thinking_twice_in_a_row(tmp_path):
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_the_npu_check_runs_on_the_board(tmp_path):
+    """`doctor --npu-check` on the board's model (with RKOLLAMA_TEST_NPU_TOKENIZER, a directory
+    holding its tokenizer.json and tokenizer_config.json, on the token path). The steps every
+    model must pass are asserted; the others are what the report is for."""
+    import json
+
+    from rkollama.models.modelfile import Modelfile
+    from rkollama.models.names import ModelName
+    from rkollama.models.store import TOKENIZER_CONFIG_TYPE, TOKENIZER_TYPE, ModelStore
+    from rkollama.platform import detect_soc
+
+    model = Path(os.environ["RKOLLAMA_TEST_NPU_MODEL"])
+    store = ModelStore(tmp_path / "models")
+    with open(model, "rb") as handle:
+        digest, size = store.write_blob_stream(iter(lambda: handle.read(1 << 20), b""))
+    layers = []
+    tokenizer = os.environ.get("RKOLLAMA_TEST_NPU_TOKENIZER")
+    if tokenizer:
+        for kind, name in ((TOKENIZER_TYPE, "tokenizer.json"), (TOKENIZER_CONFIG_TYPE, "tokenizer_config.json")):
+            data = (Path(tokenizer) / name).read_bytes()
+            layers.append((kind, store.write_blob_bytes(data), len(data)))
+    store.register(ModelName.parse("board-check"),
+                   Modelfile(name="board-check", tag="latest", capabilities=["completion", "tools", "thinking"],
+                             rkllm={"max_context_len": 2048},
+                             source={"path": str(model), "format": "rkllm", "platform": detect_soc()}),
+                   digest, size, tuple(layers))
+    out = subprocess.run([sys.executable, "-m", "rkollama", "doctor", "--npu-check", "--model", "board-check",
+                          "--report-dir", str(tmp_path / "report")], capture_output=True, text=True,
+                         env=dict(os.environ, RKOLLAMA_MODELS=str(tmp_path / "models")), timeout=900)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(sorted((tmp_path / "report").glob("*.json"))[-1].read_text())
+    assert data["load"]["ok"], data["load"]
+    steps = {s["name"]: s for s in data["steps"]}
+    for name in ("plain answer", "abort mid-answer", "num_predict stop", "prompt over the window"):
+        assert steps[name]["passed"], (name, steps[name]["detail"])
+    print(out.stdout)
