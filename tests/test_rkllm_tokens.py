@@ -250,3 +250,39 @@ def test_a_follow_up_that_shares_only_a_prefix_is_resent_for_the_runtime_to_reus
         assert seen["prefilled"] < seen["sent_tokens"] - 60  # the first turn was not prefilled again
     else:
         assert seen["prefilled"] == seen["sent_tokens"]
+
+
+@pytest.mark.parametrize("pieces,expected", [
+    ([(b"\xe2", True), (b"\x82", True), (b"\xac", False)], "€"),            # partial bytes
+    ([(None, True), (None, True), (b"\xe2\x82\xac", False)], "€"),           # NULL
+    ([(b"\xe2", True), (b"\xe2\x82", True), (b"\xe2\x82\xac", False)], "€"),  # the bytes so far
+    ([(b"\xe2", True), (b"\x82", True), (b"\xe2\x82\xac", False)], "€"),      # repeated by NORMAL
+    ([(b"a", False), (b"\xc3", True), (b"\xa9b", False)], "aéb"),
+])
+def test_waiting_bytes_are_joined_whichever_way_the_runtime_fills_them(pieces, expected):
+    from rkollama.backends.rkllm.runs import Utf8Joiner
+
+    joiner = Utf8Joiner()
+    assert "".join(joiner.feed(raw, waiting) for raw, waiting in pieces) + joiner.finish() == expected
+
+
+def test_the_token_cache_believes_only_what_the_runtime_confirms():
+    from rkollama.backends.rkllm.token_cache import SHARED_PREFIX_MIN, TokenCache
+
+    cache = TokenCache()
+    prompt = list(range(100))
+    first = cache.plan(prompt)
+    assert (first.send, first.keep_history, first.clear) == (prompt, True, False)
+    cache.settle(prompt, [500, 501], kv_size=102)
+    extended = cache.plan(prompt + [500, 501, 7, 8])
+    assert (extended.send, extended.cached, extended.keep_history) == ([7, 8], 102, True)
+    cache.settle(prompt, [500, 501], kv_size=101)  # the last sampled token was not evaluated
+    assert cache.plan(prompt + [500, 501, 9]).send == [501, 9]
+    shared = cache.plan(prompt[:SHARED_PREFIX_MIN] + [999])  # a prefix, then different
+    assert (shared.keep_history, shared.clear) == (False, False)
+    cache.settle(prompt, [500], kv_size=57)  # a count that fits nothing: not believed
+    unknown = cache.plan(prompt + [500, 1])
+    assert (unknown.send, unknown.keep_history, unknown.clear) == (prompt + [500, 1], True, True)
+    cache.cleared()
+    cache.settle(prompt, None, kv_size=101)  # ids that did not spell the answer
+    assert cache.plan(prompt + [1]).clear

@@ -25,6 +25,7 @@ from rkollama.models.catalog import Catalog
 from rkollama.models.modelfile import Modelfile
 from rkollama.models.names import ModelName
 from rkollama.models.store import TOKENIZER_CONFIG_TYPE, TOKENIZER_TYPE, BlobWriter, ModelStore
+from rkollama.platform import NPU_ENGINE_PLATFORMS
 
 if TYPE_CHECKING:
     import requests
@@ -50,6 +51,10 @@ def pull(store: ModelStore, catalog: Catalog, model: str, platform: str,
     store.check_name_free(name)
     entry = _entry(catalog, name, platform, hub)  # before the first line: "not found" is a 404
     yield {"status": "pulling manifest"}
+    if platform in NPU_ENGINE_PLATFORMS and entry.format != "rkllm":
+        why = (f"{name.display()} has no {platform} build: it will run on the CPU engine, not the NPU")
+        log.warning("%s", why)
+        yield {"status": why}
     source = entry.source
     expected = source.get("sha256", "")
     key = expected or source.get("url", "")

@@ -17,8 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from rkollama.backends.base import Backend
-from rkollama.backends.native_output import CapturedOutput
-from rkollama.backends.rkllm import abi, runtime_words
+from rkollama.backends.rkllm import abi, loading, runtime_words
 from rkollama.backends.rkllm.conversation import Conversation
 from rkollama.backends.rkllm.runs import END, Run, RunTable
 from rkollama.backends.rkllm.runtime import Runtime, open_runtime
@@ -27,17 +26,13 @@ from rkollama.backends.rkllm.tokenizer import HFTokenizer
 from rkollama.config import Settings
 from rkollama.core.fitting import PromptFitter
 from rkollama.core.parse import THINK_CLOSE, THINK_OPEN
-from rkollama.core.prompt import ChatTemplate
 from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Token
 from rkollama.errors import BackendFailed, BadRequest, LoadFailed
-from rkollama.models.options import DEFAULTS
 from rkollama.models.rkllm_section import RKLLMSection
 from rkollama.models.store import ModelSpec
 from rkollama.platform import (
-    NPU_ENGINE_PLATFORMS,
     driver_problem,
     driver_warning,
-    platform_defaults,
     source_platform,
 )
 
@@ -100,15 +95,16 @@ class RKLLMBackend(Backend):
             if warning is not None:
                 log.warning("%s", warning)
         machine = source_platform(settings.platform, settings.rkllm_lib)
-        _check_target(spec, machine)
-        tokenizer = _open_tokenizer(spec)
+        loading.check_target(spec, machine)
+        tokenizer = loading.open_tokenizer(spec)
         # Before rkllm_init: a bad template holds no handle.
-        template = tokenizer.template(spec.modelfile.template) if tokenizer else _compile_template(spec)
+        template = (tokenizer.template(spec.modelfile.template) if tokenizer
+                    else loading.compile_template(spec))
         rt = open_runtime(settings.rkllm_lib, settings.rkllm_abi)
         fam = rt.family
         rk = spec.modelfile.rkllm_section()
         path = str(spec.model_path).encode()
-        param, ctx, n_batch = _init_param(rt, spec, rk, opts, settings, path, machine)
+        param, ctx, n_batch = loading.init_param(rt, spec, rk, opts, settings, path, machine)
         runs = RunTable()
         result_cb = fam.LLMResultCallback(runs.on_result)
         keep: list[Any] = [result_cb, path]
@@ -120,7 +116,7 @@ class RKLLMBackend(Backend):
             third: Any = ctypes.byref(callbacks)
         else:
             third = result_cb
-        handle, rc, lines = _init(rt, param, third)
+        handle, rc, lines = loading.init_captured(rt, param, third)
         refused = runtime_words.context_refusal(lines)
         if (rc != 0 or not handle.value) and refused and refused[1] < ctx:
             # The file allows less context than asked: load it with what it allows.
@@ -129,7 +125,7 @@ class RKLLMBackend(Backend):
             if param.max_new_tokens == ctx:
                 param.max_new_tokens = refused[1]
             ctx = param.max_context_len = refused[1]
-            handle, rc, lines = _init(rt, param, third)
+            handle, rc, lines = loading.init_captured(rt, param, third)
         if rc != 0 or not handle.value:
             raise LoadFailed(runtime_words.refusal(lines, rc))
         with ExitStack() as undo:
@@ -189,6 +185,8 @@ class RKLLMBackend(Backend):
         produced, prompt_ms, eval_ms = 0, 0.0, 0.0
         reason = DoneReason.STOP
         thinking = gen.parse_thinking and self._opens_thinking(tokens)
+        if thinking:  # the template opened the reasoning: the parser must see where it starts
+            yield Token(THINK_OPEN)
         continuations = 0
         while True:
             plan = self._cache.plan(whole)
@@ -223,8 +221,8 @@ class RKLLMBackend(Backend):
                 raise BackendFailed("the NPU runtime reported an error during generation")
             generated = self._generated_ids(run.ids, answer)
             self._cache.settle(whole, generated, self._kv_size(), kept=plan.keep_history)
-            count = min(run.perf[2] if run.perf else run.tokens, remaining or run.tokens) or run.tokens
-            produced += count
+            count = run.perf[2] if run.perf and run.perf[2] else run.tokens
+            produced += count if remaining is None else min(count, remaining)
             if run.perf:
                 prompt_ms += run.perf[1] if not continuations else 0.0
                 eval_ms += run.perf[3]
@@ -354,14 +352,15 @@ class RKLLMBackend(Backend):
                 if limit is not None and count >= limit:
                     run.stop_reason = DoneReason.LENGTH
                     if not own_stop or count > limit:
-                        self._abort(run)
+                        self._abort(run, "num_predict reached")
             elif item is not None and limit is not None and item[1] > limit and not run.aborted:
-                self._abort(run)  # the runtime did not stop at max_new_tokens
+                self._abort(run, "the runtime ran past max_new_tokens")
             if cancel.is_set() and run.stop_reason is not DoneReason.CANCELLED:
                 run.stop_reason = DoneReason.CANCELLED
-                self._abort(run)  # lands at the next decode step
+                self._abort(run, "cancelled")  # lands at the next decode step
 
-    def _abort(self, run: Run) -> None:
+    def _abort(self, run: Run, why: str) -> None:
+        log.debug("rkllm_abort: %s", why)
         run.aborted = True
         self.rt.rkllm_abort(self.handle)
 
@@ -404,7 +403,8 @@ class RKLLMBackend(Backend):
         """
         fam = self.rt.family
         n = self.slots
-        self._conversation.start_batch(batch[0][1])
+        if self._fitter is None:  # tools and system prompt live in the runtime's template
+            self._conversation.start_batch(batch[0][1])
         inputs = (fam.RKLLMInput * n)()
         keep: list[Any] = []
         if self._cache.needs_clear:
@@ -497,34 +497,6 @@ class RKLLMBackend(Backend):
             self.rt.rkllm_destroy(self.handle)
 
 
-def _check_target(spec: ModelSpec, machine: str) -> None:
-    """Refuse an .rkllm built for another NPU: a model converted for RK3576 does not run on an
-    RK3588 (and the reverse). The target comes from the Modelfile source's platform, else from
-    the file's name (rkllm-toolkit builds carry it there by convention)."""
-    if machine not in NPU_ENGINE_PLATFORMS:
-        return
-    source = spec.modelfile.source
-    target = source.get("platform", "")
-    if target not in NPU_ENGINE_PLATFORMS:
-        name = (source.get("file") or source.get("url") or source.get("path") or "").lower()
-        target = next((p for p in NPU_ENGINE_PLATFORMS if p in name.rsplit("/", 1)[-1]), "")
-    if target and target != machine:
-        raise LoadFailed(f"{spec.name.display()} was converted for {target.upper()}, and this board "
-                         f"is {machine.upper()}: pull the {machine} build instead (a Modelfile "
-                         f"source for {machine}, or hf.co/OWNER/REPO with its {machine} file)")
-
-
-
-
-def _init(rt: Runtime, param: Any, third: Any) -> tuple[abi.LLMHandle, int, list[str]]:
-    """rkllm_init with the runtime's printed lines captured (and logged at their level)."""
-    handle = abi.LLMHandle()
-    with CapturedOutput() as out:
-        rc = rt.rkllm_init(ctypes.byref(handle), ctypes.byref(param), third)
-    runtime_words.log_lines(out.lines)
-    return handle, rc, out.lines
-
-
 def _limit(gen: Generation, room: int) -> int | None:
     """Tokens a run may generate: num_predict, the rest of the window for -2, else no limit
     of rkollama's (the runtime's max_new_tokens applies)."""
@@ -540,69 +512,3 @@ def _still_thinking(thinking: bool, answer: str) -> bool:
     if opened < 0 and closed < 0:
         return thinking
     return opened > closed
-
-
-def _open_tokenizer(spec: ModelSpec) -> HFTokenizer | None:
-    """The model's tokenizer from the store, or None (the text path) when it has none or it
-    cannot be read (said in the log: the model still answers, through the runtime's template)."""
-    if spec.tokenizer_path is None:
-        return None
-    try:
-        return HFTokenizer.open(spec.tokenizer_path, spec.tokenizer_config_path)
-    except LoadFailed as exc:
-        log.warning("%s: %s; prompts go to the runtime as text", spec.name.display(), exc.message)
-        return None
-
-
-def _compile_template(spec: ModelSpec) -> ChatTemplate | None:
-    """The Modelfile's Jinja template, or None for the runtime's built-in one."""
-    source = spec.modelfile.template
-    if not source or source == "builtin":
-        return None
-    try:
-        return ChatTemplate(source)
-    except Exception as exc:  # jinja2 syntax errors in a Modelfile template
-        raise LoadFailed(f"invalid chat template for {spec.name.display()}: {exc}") from None
-
-
-def _init_param(rt: Runtime, spec: ModelSpec, rk: RKLLMSection, opts: LoadOptions, settings: Settings,
-                path: bytes, machine: str) -> tuple[Any, int, int]:
-    """(RKLLMParam, context length in tokens, n_batch) for rkllm_init: the runtime's defaults,
-    then the Modelfile's `parameters`, then its `rkllm` section (which wins). Sampling set here is
-    what 1.2.x runtimes use for every run; 1.3 takes it per run as well."""
-    param = rt.default_param()
-    param.model_path = path
-    ctx = opts.num_ctx or rk.max_context_len or settings.context_length
-    param.max_context_len = ctx
-    param.max_new_tokens = ctx if rk.max_new_tokens is None else rk.max_new_tokens
-    param.n_keep = rk.n_keep
-    sampling = {**DEFAULTS, **spec.modelfile.parameters}
-    for name, kind in (("top_k", int), ("top_p", float), ("temperature", float), ("repeat_penalty", float),
-                       ("frequency_penalty", float), ("presence_penalty", float)):
-        own = getattr(rk, name)
-        setattr(param, name, kind(sampling[name] if own is None else own))
-    param.mirostat, param.mirostat_tau, param.mirostat_eta = rk.mirostat, rk.mirostat_tau, rk.mirostat_eta
-    param.skip_special_token = rk.skip_special_token
-    param.is_async = False
-    if rt.family.callback_struct:
-        param.ignore_eos_token = rk.ignore_eos_token
-    ext = param.extend_param
-    ext.base_domain_id = (opts.npu_domain or 0) if rk.base_domain_id is None else rk.base_domain_id
-    ext.embed_flash = 1 if rk.embed_flash else 0
-    mask = rk.enabled_cpus_mask
-    # The model's platform, else this board's (a model made with `create` names none): never the
-    # little cores' mask on a board with big ones.
-    target = spec.modelfile.source.get("platform", "")
-    target = target if target in NPU_ENGINE_PLATFORMS else machine
-    ext.enabled_cpus_mask = platform_defaults(target)["cpus_mask"] if mask is None else mask
-    ext.enabled_cpus_num = rk.enabled_cpus_num or bin(ext.enabled_cpus_mask).count("1")
-    n_batch = rk.n_batch
-    if n_batch > 1 and not rt.identity.version:
-        raise LoadFailed(
-            f"n_batch {n_batch} needs the exact runtime version (1.3.0 and 1.3.1 lay out "
-            f"RKLLMInput arrays differently) and {rt.identity.path} could not be identified "
-            "beyond its ABI family: install an official build (recognised by its checksum) "
-            "or set rkllm.n_batch to 1 in the Modelfile")
-    ext.n_batch = n_batch
-    ext.use_cross_attn = 0
-    return param, ctx, n_batch
