@@ -200,6 +200,8 @@ def test_rkollama_run_qwen3_on_a_board_pulls_the_npu_model_and_answers_from_it(
         assert spec.format == "rkllm" and spec.modelfile.source["revision"] != "main"
         assert spec.model_path.read_bytes() == files[f"{NPU_REPO}/{NPU_FILE}"]
         assert spec.modelfile.source["sha256"] == sha(files[f"{NPU_REPO}/{NPU_FILE}"])
+        # The conversion allows 16k tokens of context (its repository's name), not Qwen3's 40960.
+        assert spec.modelfile.details["context_length"] == 16384
         # The repository's chat template renders the conversation; the runtime's is emptied.
         assert spec.modelfile.template == QWEN_TEMPLATE
         assert {"thinking", "tools"} <= set(spec.capabilities)
@@ -311,3 +313,14 @@ def test_rkollama_run_qwen3_on_an_rk3576_uses_the_npu(tmp_path, hub, fake_runtim
     finally:
         server.close()
         scheduler.shutdown()
+
+
+@pytest.mark.parametrize("file,repo,context", [
+    ("Qwen3-0.6B-rk3588-w8a8-opt-1-hybrid-ratio-0.0.rkllm", "dulimov/Qwen3-0.6B-rk3588-1.2.1-unsloth-16k", 16384),
+    ("Qwen_Qwen3-0.6B-w8a8-opt0-hybrid0-npu3-ctx16384-rk3588.rkllm", "", 16384),
+    ("Qwen3-1.7B-w8a8-rk3588.rkllm", "GatekeeperZA/Qwen3-1.7B-RKLLM-v1.2.3", None),
+])
+def test_an_rkllms_context_comes_from_its_conversion_not_the_base_model(file, repo, context):
+    from rkollama.models.hf import rkllm_details
+
+    assert rkllm_details(file, repo).get("context_length") == context

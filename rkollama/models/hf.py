@@ -192,10 +192,21 @@ def repo_chat_template(hub: HubConfig, source: dict) -> str | None:
     return (chat_template_of(config) or None) if isinstance(config, dict) else None
 
 
-def rkllm_details(file_name: str) -> dict:
-    """What an .rkllm file's name says: its quantization (w8a8, w4a16_g128, …)."""
-    details = {"format": "rkllm"}
+def rkllm_details(file_name: str, repo: str = "") -> dict:
+    """What an .rkllm file's name (or its repository's) says: its quantization (w8a8,
+    w4a16_g128, …) and the context it was converted for (`ctx16384`, `-16k`), which is all
+    the runtime will allow."""
+    details: dict = {"format": "rkllm"}
     found = re.search(r"w\d+a\d+(?:_g\d+)?", file_name.lower())
     if found:
         details["quantization_level"] = found.group().upper()
+    for name in (file_name.rsplit("/", 1)[-1].lower(), repo.rsplit("/", 1)[-1].lower()):
+        tokens = re.search(r"ctx[-_]?(\d{3,6})(?!\d)", name)
+        kilo = re.search(r"(?<![a-z0-9])(\d{1,3})k(?![a-z0-9])", name)
+        if tokens is not None:
+            details["context_length"] = int(tokens.group(1))
+            break
+        if kilo is not None:
+            details["context_length"] = int(kilo.group(1)) * 1024
+            break
     return details

@@ -167,7 +167,9 @@ def _with_file_facts(entry: Modelfile, path: Path, hub: hf.HubConfig) -> Modelfi
             # A known template renders whole conversations (earlier turns keep their roles);
             # the runtime's built-in one can only be given the last message.
             data["template"] = template
-        data["details"] = {**hf.rkllm_details(entry.source.get("file", "")), **entry.details}
+        # The file's own limits win over the catalogue's (whose context is the base model's).
+        data["details"] = {**entry.details, **hf.rkllm_details(entry.source.get("file", ""),
+                                                                entry.source.get("repo", ""))}
     if entry.capabilities == ["completion"]:  # a catalogue entry's own list wins
         data["capabilities"] = caps
     return Modelfile(**data)
