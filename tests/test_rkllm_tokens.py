@@ -217,8 +217,16 @@ def test_generate_returns_a_context_that_continues(npu):
     assert again.prompt_eval_count > len(first.context)
 
 
-def test_the_double_knows_the_close_of_thinking_by_id():
-    assert THINK_CLOSE_ID == 259  # kept in step with SPECIALS in fake_rkllm.c
+def test_the_tests_tokenizer_and_the_double_agree_on_the_special_tokens():
+    import re
+    from pathlib import Path
+
+    from npu_tokenizer import SPECIALS
+
+    source = (Path(__file__).parent / "fakes" / "fake_rkllm.c").read_text()
+    table = re.search(r"SPECIALS\[\] = \{(.*?)\};", source, re.S).group(1)
+    assert re.findall(r'"([^"]+)"', table) == SPECIALS
+    assert f"#define THINK_CLOSE_ID {THINK_CLOSE_ID}" in source
 
 
 def test_show_says_which_path_a_models_prompts_take(npu):

@@ -39,8 +39,6 @@ def check_target(spec: ModelSpec, machine: str) -> None:
                          f"source for {machine}, or hf.co/OWNER/REPO with its {machine} file)")
 
 
-
-
 def init_captured(rt: Runtime, param: Any, third: Any) -> tuple[abi.LLMHandle, int, list[str]]:
     """rkllm_init with the runtime's printed lines captured (and logged at their level)."""
     handle = abi.LLMHandle()
