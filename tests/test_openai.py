@@ -415,13 +415,24 @@ def test_responses_logprobs_when_included(oai, script, tooly):
 
 
 @pytest.mark.parametrize("body,message", [
-    ({"reasoning_effort": "extreme"}, 'invalid reasoning value: \'extreme\' (must be "high", "medium", "low", "xhigh", "max", or "none")'),
+    ({"reasoning_effort": "extreme"}, 'invalid reasoning value: "extreme" (must be "minimal", "low", "medium", '
+                                      '"high", "xhigh", "ultra", "max", or "none")'),
+    ({"reasoning_effort": 'a"b\n'}, 'invalid reasoning value: "a\\"b\\n" (must be "minimal", "low", "medium", '
+                                   '"high", "xhigh", "ultra", "max", or "none")'),  # Go's %q
     ({"messages": [{"role": "user", "content": 5}]}, "invalid message content type: float64"),
     ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "invalid message format"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:text/plain,abc"}}]}]},
      "invalid image input"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url",
+                                                 "image_url": {"url": "data:image/gif;base64,R0lGODlh"}}]}]},
+     "invalid image input"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,%%"}}]}]},
+     "invalid image input"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/cat.png"}}]}]},
+     "image URLs are not currently supported, please use base64 encoded data instead"),
 ])
 def test_openai_error_texts_match_ollamas(http, body, message):
+    """Ollama's words (openai/openai.go): its effort list, Go's %q, the image types it takes."""
     reply = http.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "x"}], **body})
     assert reply.status_code == 400 and reply.get_json()["error"]["message"] == message
 
@@ -439,3 +450,25 @@ def test_a_null_body_is_asked_for_its_model(http):
     for path in ("/api/chat", "/v1/chat/completions"):
         reply = http.post(path, data="null")
         assert reply.status_code == 400 and "model is required" in reply.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("effort", ["minimal", "low", "medium", "high", "xhigh", "ultra", "max", "none"])
+def test_every_reasoning_effort_ollama_takes_is_taken(http, effort):
+    reply = http.post("/v1/chat/completions", json={"model": "thinker:1b", "reasoning_effort": effort,
+                                                    "messages": [{"role": "user", "content": "x"}]})
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+
+
+def test_an_unknown_encoding_format_is_ollamas_400(http):
+    reply = http.post("/v1/embeddings", json={"model": "embedder", "input": "x", "encoding_format": "json"})
+    assert reply.status_code == 400
+    assert reply.get_json()["error"]["message"] == \
+        "Invalid value for 'encoding_format' = json. Supported values: ['float', 'base64']."
+
+
+def test_the_model_routes_answer_plain_application_json_as_ollama(fake_server):
+    import requests
+
+    for path in ("/v1/models", "/v1/models/tiny"):
+        reply = requests.get(fake_server.url + path, timeout=10)
+        assert reply.status_code == 200 and reply.headers["Content-Type"] == "application/json", path

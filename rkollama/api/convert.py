@@ -15,14 +15,14 @@ from rkollama.core.request import (
 )
 from rkollama.core.types import Done, DoneReason, Message, ToolCall
 from rkollama.durations import keep_alive_seconds
-from rkollama.errors import BadRequest
+from rkollama.errors import BadRequest, ModelNotFound, RkollamaError
 
 
-def _common(body: dict, type_name: str) -> tuple[Fields, Request]:
+def _common(body: dict, type_name: str, no_model: RkollamaError) -> tuple[Fields, Request]:
+    """The fields chat and generate share, checked in Ollama's order: field types first, then
+    a missing model (`no_model`: the two handlers answer it differently)."""
     f = Fields(body, type_name)
     model = f.get("model", str, "")
-    if not model:
-        raise BadRequest("model is required")
     options = f.get("options", dict)
     check_top_logprobs(f.raw("top_logprobs"))
     keep_alive = f.raw("keep_alive")
@@ -36,17 +36,20 @@ def _common(body: dict, type_name: str) -> tuple[Fields, Request]:
                   truncate=f.get("truncate", bool, True), shift=f.get("shift", bool, True),
                   debug_render_only=f.get("_debug_render_only", bool, False),
                   logprobs=f.get("logprobs", bool, False), top_logprobs=f.get("top_logprobs", int, 0))
+    if not model:
+        raise no_model
     return f, req
 
 
 def parse_chat(body: dict) -> Request:
-    f, req = _common(body, "ChatRequest")
+    f, req = _common(body, "ChatRequest", BadRequest("model is required"))
     req.messages = [_message(m, i) for i, m in enumerate(f.get("messages", list, []))]
     return req
 
 
 def parse_generate(body: dict) -> Request:
-    f, req = _common(body, "GenerateRequest")
+    # Ollama's generate handler parses the empty name and answers 404 (its chat handler: 400).
+    f, req = _common(body, "GenerateRequest", ModelNotFound("model '' not found"))
     req.prompt = f.get("prompt", str, "")
     req.system = f.get("system", str)
     req.raw = f.get("raw", bool, False)

@@ -11,7 +11,8 @@ from typing import Any
 
 from rkollama.api.fields import Fields
 from rkollama.core.collect import Completion
-from rkollama.core.images import is_base64, split_data_uri
+from rkollama.core.goquote import go_quote
+from rkollama.core.images import is_base64
 from rkollama.core.request import Request, check_top_logprobs, normalise_tool_calls, validate_tools
 from rkollama.core.types import Done, DoneReason, Message, TokenLogprob, ToolCall
 from rkollama.durations import keep_alive_seconds
@@ -19,8 +20,10 @@ from rkollama.errors import BadRequest
 from rkollama.models.store import ModelSpec
 
 FINGERPRINT = "fp_ollama"
-EFFORTS: dict[str, bool | str] = {"none": False, "minimal": "low", "low": "low", "medium": "medium",
-                                  "high": "high", "max": "max", "xhigh": "max"}
+EFFORTS: dict[str, bool | str] = {"minimal": "low", "low": "low", "medium": "medium", "high": "high",
+                                  "xhigh": "max", "ultra": "max", "max": "max", "none": False}
+"""OpenAI reasoning efforts and Ollama's think values for them (Ollama clamps the tiers past
+its own: minimal to low, xhigh and ultra to max)."""
 
 
 def error_body(message: str, status: int) -> dict:
@@ -133,8 +136,9 @@ def _effort(f: Fields) -> bool | str | None:
     if effort is None:
         return None
     if effort not in EFFORTS:
-        raise BadRequest(f"invalid reasoning value: '{effort}' (must be \"high\", \"medium\", "
-                         f"\"low\", \"xhigh\", \"max\", or \"none\")")
+        allowed = ", ".join(f'"{e}"' for e in list(EFFORTS)[:-1])
+        raise BadRequest(f"invalid reasoning value: {go_quote(effort)} (must be {allowed}, or "
+                         f'"{list(EFFORTS)[-1]}")')
     return EFFORTS[effort]
 
 
@@ -199,14 +203,20 @@ def message_content(value: object) -> tuple[str, list[str]]:
     return "\n".join(texts), images
 
 
+IMAGE_URI_PREFIXES = tuple(f"data:image/{kind};base64," for kind in ("jpeg", "jpg", "png", "webp")) \
+    + ("data:;base64,",)
+"""The data URIs Ollama's OpenAI layer takes (a blank type too, as /api/chat takes bare base64)."""
+
+
 def _data_uri(url: object) -> str:
-    if not isinstance(url, str) or not url.startswith("data:"):
+    if not isinstance(url, str) or url.startswith(("http://", "https://")):
         raise BadRequest("image URLs are not currently supported, please use base64 encoded data instead")
-    header, data = split_data_uri(url)
-    if ";base64" not in header:
-        raise BadRequest("invalid image input")
+    prefix = next((p for p in IMAGE_URI_PREFIXES if url.startswith(p)), None)
+    if prefix is None:
+        raise BadRequest("invalid image input")  # gif, svg, any other type, not a data URI
+    data = url[len(prefix):]
     if not is_base64(data):
-        raise BadRequest("invalid message format")  # Ollama's words for bad base64
+        raise BadRequest("invalid image input")
     return data
 
 
@@ -315,9 +325,11 @@ def parse_embedding_request(body: dict) -> tuple[str, list[str], str, int | None
         texts = value
     else:
         raise BadRequest("invalid input")
-    encoding = f.get("encoding_format", str, "float").lower()
+    given = f.get("encoding_format", str, "") or "float"
+    encoding = given.lower()
     if encoding not in ("float", "base64"):
-        raise BadRequest(f"invalid encoding format: {encoding!r} (must be float or base64)")
+        raise BadRequest(f"Invalid value for 'encoding_format' = {given}. "
+                         "Supported values: ['float', 'base64'].")
     return model, texts, encoding, f.get("dimensions", int)
 
 

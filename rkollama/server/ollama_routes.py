@@ -13,9 +13,10 @@ from rkollama.core.embed import shape
 from rkollama.core.request import Request
 from rkollama.core.types import Done, DoneReason, Token, ToolCall
 from rkollama.durations import keep_alive_seconds
-from rkollama.errors import BadRequest, CorruptModel, DigestMismatch, RkollamaError
+from rkollama.errors import BadRequest, CorruptModel, DigestMismatch, ModelNotFound, RkollamaError
 from rkollama.models.create import create as create_model
 from rkollama.models.hf import HubConfig
+from rkollama.models.names import ModelName
 from rkollama.models.pull import pull as pull_model
 from rkollama.server import describe, generation
 from rkollama.server.metrics import Metrics
@@ -70,7 +71,12 @@ def ps() -> Response:
 @bp.route("/api/show", methods=["POST"])
 def show() -> Response:
     f, name = _named(Fields(_body(), "ShowRequest"))
-    return json_response(describe.show(_deps().store.resolve(name), f.get("verbose", bool, False)))
+    parsed = ModelName.parse(name)
+    try:
+        spec = _deps().store.resolve(parsed)
+    except ModelNotFound:  # Ollama's show handler names the model normalised (`x:latest`)
+        raise ModelNotFound(f"model '{parsed.display()}' not found") from None
+    return json_response(describe.show(spec, f.get("verbose", bool, False)))
 
 
 @bp.route("/api/copy", methods=["POST"])

@@ -29,12 +29,18 @@ def _body() -> dict:
     return parse_body(request.get_data(cache=False))
 
 
+def _plain_json(obj: object) -> Response:
+    """JSON with `Content-Type: application/json` exactly (no charset), as Ollama's model
+    listing and model routes send it."""
+    reply = json_response(obj)
+    reply.content_type = "application/json"
+    return reply
+
+
 @bp.route("/models", methods=["GET"])
 def models() -> Response:
-    reply = json_response({"object": "list",
-                           "data": [convert.model_entry(s) for s in generation.deps().store.list()]})
-    reply.content_type = "application/json"  # exactly, as Ollama sends it
-    return reply
+    return _plain_json({"object": "list",
+                        "data": [convert.model_entry(s) for s in generation.deps().store.list()]})
 
 
 @bp.route("/models/<path:model>", methods=["GET"])
@@ -43,7 +49,7 @@ def model(model: str) -> Response:
         spec = generation.deps().store.resolve(model)
     except (ModelNotFound, RkollamaError):
         raise ModelNotFound(f"model '{model}' not found") from None
-    return json_response(dict(convert.model_entry(spec), id=model))
+    return _plain_json(dict(convert.model_entry(spec), id=model))
 
 
 @bp.route("/embeddings", methods=["POST"])
