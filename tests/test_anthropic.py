@@ -42,6 +42,23 @@ def test_max_tokens_maps_to_max_tokens_stop_reason(claude, script):
     assert reply.stop_reason == "max_tokens" and reply.usage.output_tokens == 2
 
 
+def test_a_matched_stop_sequence_is_named_as_anthropic_names_it(claude, script):
+    script.enqueue(["one ", "two ", "END", " three"])
+    reply = claude.messages.create(model="tiny", max_tokens=64, stop_sequences=["STOP", "END"],
+                                   messages=[{"role": "user", "content": "x"}])
+    assert reply.content[0].text == "one two "
+    assert (reply.stop_reason, reply.stop_sequence) == ("stop_sequence", "END")
+    script.enqueue(["one ", "EN", "D!"])
+    with claude.messages.stream(model="tiny", max_tokens=64, stop_sequences=["END"],
+                                messages=[{"role": "user", "content": "x"}]) as stream:
+        final = stream.get_final_message()
+    assert (final.stop_reason, final.stop_sequence, final.content[0].text) == ("stop_sequence", "END", "one ")
+    script.enqueue(["no stop here"])
+    plain = claude.messages.create(model="tiny", max_tokens=64, stop_sequences=["END"],
+                                   messages=[{"role": "user", "content": "x"}])
+    assert (plain.stop_reason, plain.stop_sequence) == ("end_turn", None)
+
+
 def test_thinking_comes_back_as_a_thinking_block(claude, script, tooly):
     script.enqueue(["<think>plan</think>", "Answer"])
     reply = claude.messages.create(model="tooly", max_tokens=64, thinking={"type": "enabled", "budget_tokens": 1024},

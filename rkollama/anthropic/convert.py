@@ -188,10 +188,18 @@ def _think(f: Fields) -> bool | str | None:
 
 
 # -- replies ---------------------------------------------------------------------------------------
-def stop_reason(reason: DoneReason, has_calls: bool) -> str:
+def stop_reason(done: Done, has_calls: bool) -> str:
+    """Anthropic's stop_reason: a tool call, a matched stop sequence (Ollama's own mapping cannot
+    tell one from the end of a turn; Anthropic's API names it), the token limit, else end_turn."""
     if has_calls:
         return "tool_use"
-    return {DoneReason.STOP: "end_turn", DoneReason.LENGTH: "max_tokens"}.get(reason, "end_turn")
+    if done.stop_sequence:
+        return "stop_sequence"
+    return {DoneReason.STOP: "end_turn", DoneReason.LENGTH: "max_tokens"}.get(done.reason, "end_turn")
+
+
+def _stop_sequence(done: Done, has_calls: bool) -> str | None:
+    return done.stop_sequence if done.stop_sequence and not has_calls else None
 
 
 def tool_use(call: ToolCall) -> dict:
@@ -208,8 +216,8 @@ def to_message(req: Request, completion: Completion, mid: str) -> dict:
     content += [tool_use(c) for c in completion.tool_calls]
     done = completion.done
     return {"id": mid, "type": "message", "role": "assistant", "model": req.model,
-            "content": content, "stop_reason": stop_reason(done.reason, bool(completion.tool_calls)),
-            "stop_sequence": None,
+            "content": content, "stop_reason": stop_reason(done, bool(completion.tool_calls)),
+            "stop_sequence": _stop_sequence(done, bool(completion.tool_calls)),
             "usage": {"input_tokens": done.prompt_tokens, "output_tokens": done.eval_tokens}}
 
 
@@ -273,8 +281,8 @@ class StreamWriter:
     def done(self, done: Done) -> list[tuple[str, dict]]:
         return self._close() + [
             ("message_delta", {"type": "message_delta",
-                               "delta": {"stop_reason": stop_reason(done.reason, self.calls > 0),
-                                         "stop_sequence": None},
+                               "delta": {"stop_reason": stop_reason(done, self.calls > 0),
+                                         "stop_sequence": _stop_sequence(done, self.calls > 0)},
                                "usage": {"input_tokens": done.prompt_tokens,
                                          "output_tokens": done.eval_tokens}}),
             ("message_stop", {"type": "message_stop"})]

@@ -145,7 +145,9 @@ class Done:
     eval_ms: float = 0.0
     context: tuple[int, ...] = ()
     """Token ids of the window at the end (prompt and answer), for /api/generate's `context`;
-    empty where the engine does not expose tokens (the NPU runtime)."""
+    empty where the engine does not expose tokens (the NPU runtime's text path)."""
+    stop_sequence: str = ""
+    """The request's stop sequence that ended the answer, if one did (Anthropic reports it)."""
 
     def relabelled(self, reason: DoneReason) -> "Done":
         """The same counts under another reason (a stop sequence matched; tools were called)."""
