@@ -96,7 +96,8 @@ if [ "$systemd" = install ]; then
   # A copy, not an editable install: the service user cannot read a checkout in a home directory.
   "${pip[@]}" install -q --find-links "$wheels" "$here[$extras]"
 else
-  "${pip[@]}" install -q --find-links "$wheels" -e "$here[$extras]"
+  # PYTHONWARNINGS: setuptools warns about every editable install, which says nothing to a user.
+  PYTHONWARNINGS=ignore "${pip[@]}" install -q --find-links "$wheels" -e "$here[$extras]"
 fi
 
 # On an RK3588/RK3576 board: Rockchip's RKLLM runtime for the NPU engine, verified by its

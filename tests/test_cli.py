@@ -274,6 +274,10 @@ def test_run_pulls_a_missing_catalogue_model_first(fake_server, app, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "success" in out.stderr and out.stdout == "hello pulled\n\n"
     assert "demo:latest" in rk(["list"], fake_server.url).stdout
+    # Ollama's order: the download's bar, then verifying, writing and success below it.
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    bar = next(i for i, line in enumerate(lines) if line.startswith("pulling ") and "manifest" not in line)
+    assert bar < lines.index("verifying sha256 digest") < lines.index("success"), lines
 
 
 def test_doctor_on_a_machine_without_npu_says_so_and_reports_what_it_can(fake_server, fake_runtime):

@@ -146,24 +146,36 @@ def pull_with_progress(cli: Client, model: str) -> None:
 
 
 def _draw_progress(lines: Iterable[Mapping[str, Any]]) -> None:
+    """Bars for lines with a total, status lines otherwise, in the order they come (as Ollama
+    draws them: a finished download's bar stays above the `verifying` and `success` that
+    follow it)."""
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     console = Console(stderr=True)
-    bars = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), console=console, transient=False) as progress:
+    progress: Progress | None = None
+    bars: dict[str, Any] = {}
+    try:
         for line in lines:
             status = line.get("status", "")
-            if "total" in line:
-                key = line.get("digest", status)
-                if key not in bars:
-                    bars[key] = progress.add_task(status, total=line["total"] or None)
-                progress.update(bars[key], total=line["total"] or None,
-                                completed=line.get("completed", 0))
-            else:
-                progress.console.print(status)
-    sys.stderr.flush()
+            if "total" not in line:
+                if progress is not None:  # freeze the bars drawn so far where they are
+                    progress.stop()
+                    progress, bars = None, {}
+                console.print(status)
+                continue
+            if progress is None:
+                progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                    TransferSpeedColumn(), console=console, transient=False)
+                progress.start()
+            key = line.get("digest", status)
+            if key not in bars:
+                bars[key] = progress.add_task(status, total=line["total"] or None)
+            progress.update(bars[key], total=line["total"] or None, completed=line.get("completed", 0))
+    finally:
+        if progress is not None:
+            progress.stop()
+        sys.stderr.flush()
 
 
 def doctor(pin_frequencies: bool = typer.Option(
