@@ -222,6 +222,14 @@ def test_repl_chats_with_history_commands_and_multiline(fake_server, script):
     term.send("/nonsense\r")
     term.expect("Unknown command '/nonsense'. Type /? for help")
     term.expect(">>> ")
+    term.send("/?\r")  # Ollama's list, /load and /save included
+    help_text = term.expect(">>> ")
+    for line in ("/load <model>   Load a session or model", "/save <model>   Save your current session",
+                 "/? shortcuts    Help for keyboard shortcuts"):
+        assert line in help_text, help_text
+    term.send("/? shortcuts\r")
+    term.expect("Ctrl + a            Move to the beginning of the line")
+    term.expect(">>> ")
     term.send("again\r")
     out = term.expect(">>> ")
     assert out.count("again") == 2, out  # the echo of the input, then the answer

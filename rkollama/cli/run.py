@@ -23,12 +23,29 @@ from rkollama.client import Client
 HELP = """Available Commands:
   /set            Set session variables
   /show           Show model information
+  /load <model>   Load a session or model
+  /save <model>   Save your current session
   /clear          Clear session context
   /bye            Exit
   /?, /help       Help for a command
+  /? shortcuts    Help for keyboard shortcuts
 
 Use \"\"\" to begin a multi-line message.
 """
+SHORTCUTS_HELP = """Available keyboard shortcuts:
+  Ctrl + a            Move to the beginning of the line (Home)
+  Ctrl + e            Move to the end of the line (End)
+   Alt + b            Move back (left) one word
+   Alt + f            Move forward (right) one word
+  Ctrl + k            Delete the sentence after the cursor
+  Ctrl + u            Delete the sentence before the cursor
+  Ctrl + w            Delete the word before the cursor
+
+  Ctrl + l            Clear the screen
+  Ctrl + c            Stop the model from responding
+  Ctrl + d            Exit rkollama (/bye)
+"""
+"""Ollama's list, less its editor key (Ctrl + g): these are readline's own bindings."""
 SET_HELP = """Available Commands:
   /set parameter ...     Set a parameter
   /set system <string>   Set system message
@@ -290,9 +307,9 @@ class Session:
         if cmd in ("/bye", "/exit"):
             return True
         if cmd in ("/?", "/help"):
-            topic = args[0] if args else ""
-            print(SET_HELP if topic == "set" else SHOW_HELP if topic == "show" else HELP,
-                  file=sys.stderr)
+            topic = args[0].lstrip("/") if args else ""
+            print({"set": SET_HELP, "show": SHOW_HELP, "shortcut": SHORTCUTS_HELP,
+                   "shortcuts": SHORTCUTS_HELP}.get(topic, HELP), file=sys.stderr)
         elif cmd == "/clear":
             self.messages = []
             print("Cleared session context")
