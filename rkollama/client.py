@@ -64,6 +64,17 @@ class Client:
         conn.close()
         return True
 
+    def store_fingerprint(self) -> str:
+        """Which model store the daemon uses (X-Rkollama-Store of /api/version); "" when it
+        does not say (an Ollama daemon)."""
+        try:
+            conn, response = self._send("GET", "/api/version", timeout=5)
+        except (ConnectError, StatusError):
+            return ""
+        response.read()
+        conn.close()
+        return response.getheader("X-Rkollama-Store", "") or ""
+
     def request(self, method: str, path: str, body: object = None) -> Any:
         """The decoded JSON reply (None for an empty body)."""
         conn, response = self._send(method, path, body)

@@ -274,6 +274,14 @@ class Settings:
         _, host, port = parse_host(self.host)
         return host, port
 
+    def store_fingerprint(self) -> str:
+        """16 hex digits naming the model store (its resolved path, hashed: the daemon tells
+        clients which store it uses without telling them where it is)."""
+        import hashlib
+
+        path = Path(os.path.expanduser(str(self.models))).resolve()
+        return hashlib.sha256(str(path).encode()).hexdigest()[:16]
+
     def base_url(self) -> str:
         """URL the client connects to; an unspecified bind address maps to loopback."""
         scheme, host, port = parse_host(self.host)

@@ -387,3 +387,11 @@ def test_repl_sends_image_paths_to_a_vision_model(fake_server, script, store, tm
     assert script.history[-1].messages[-1].images == [] and "x.png" in script.history[-1].messages[-1].content
     plain.send("/bye\r")
     assert plain.wait() == 0
+
+
+def test_pull_says_when_the_daemon_keeps_its_models_elsewhere(fake_server, tmp_path):
+    same = rk(["pull", "no-such-model"], fake_server.url)  # RKOLLAMA_MODELS is the daemon's store
+    assert "another store" not in same.stderr
+    other = rk(["pull", "no-such-model"], fake_server.url, env={"RKOLLAMA_MODELS": str(tmp_path / "elsewhere")})
+    lines = [line for line in other.stderr.splitlines() if "another store" in line]
+    assert len(lines) == 1 and f"RKOLLAMA_MODELS={tmp_path / 'elsewhere'}" in lines[0], other.stderr

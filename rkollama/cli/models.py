@@ -9,6 +9,7 @@ import typer
 from rkollama.api.types import ShowResponse
 from rkollama.cli import common, render
 from rkollama.client import Client
+from rkollama.config import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -123,6 +124,7 @@ def pull(model: str) -> None:
     cfg = common.settings()
     cli = common.for_settings(cfg)
     if cli.heartbeat():
+        _say_if_another_store(cli, cfg)
         pull_with_progress(cli, model)
         return
     from rkollama.errors import RkollamaError
@@ -137,6 +139,19 @@ def pull(model: str) -> None:
         _draw_progress(progress)
     except RkollamaError as exc:
         raise common.fail(exc.message) from None
+
+
+def _say_if_another_store(cli: Client, cfg: Settings) -> None:
+    """With RKOLLAMA_MODELS set, the pull still goes to whichever daemon answers (as Ollama's
+    does); when that daemon keeps its models elsewhere, one line on stderr says so."""
+    import os
+
+    named = next((n for n in ("RKOLLAMA_MODELS", "OLLAMA_MODELS") if os.environ.get(n)), None)
+    theirs = cli.store_fingerprint() if named else ""
+    if named and theirs and theirs != cfg.store_fingerprint():
+        print(f"rkollama: the daemon at {cfg.base_url()} keeps its models in another store than "
+              f"{named}={os.environ[named]}: this model goes there (start `rkollama serve` with "
+              f"{named} set to use that store)", file=sys.stderr)
 
 
 def pull_with_progress(cli: Client, model: str) -> None:

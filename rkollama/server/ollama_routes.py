@@ -55,7 +55,9 @@ def root() -> Response:
 
 @bp.route("/api/version", methods=["GET", "HEAD"])
 def version() -> Response:
-    return json_response({"version": OLLAMA_VERSION})  # exactly Ollama's body; X-Rkollama-Version has ours
+    reply = json_response({"version": OLLAMA_VERSION})  # exactly Ollama's body; X-Rkollama-Version has ours
+    reply.headers["X-Rkollama-Store"] = _deps().settings.store_fingerprint()  # `pull` compares it
+    return reply
 
 
 @bp.route("/api/tags", methods=["GET", "HEAD"])
