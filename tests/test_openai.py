@@ -472,3 +472,10 @@ def test_the_model_routes_answer_plain_application_json_as_ollama(fake_server):
     for path in ("/v1/models", "/v1/models/tiny"):
         reply = requests.get(fake_server.url + path, timeout=10)
         assert reply.status_code == 200 and reply.headers["Content-Type"] == "application/json", path
+
+
+def test_an_unknown_reasoning_effort_reaches_the_openai_client_in_ollamas_words(fake_server):
+    client = openai.OpenAI(base_url=fake_server.url + "/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.BadRequestError, match='invalid reasoning value: "turbo" \\(must be "minimal"'):
+        client.chat.completions.create(model="tiny", reasoning_effort="turbo",
+                                       messages=[{"role": "user", "content": "x"}])

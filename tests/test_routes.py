@@ -446,3 +446,16 @@ def test_show_and_tags_speak_ollamas_words(http, store):
     tags = {m["name"]: m for m in http.get("/api/tags").get_json()["models"]}
     details = tags["headed:latest"]["details"]
     assert (details["context_length"], details["embedding_length"]) == (8192, 576)
+
+
+def test_ollamas_not_found_words_reach_the_ollama_client(fake_server):
+    import ollama
+
+    client = ollama.Client(host=fake_server.url)
+    with pytest.raises(ollama.ResponseError) as shown:
+        client.show("no-such-model")
+    assert (shown.value.status_code, shown.value.error) == (404, "model 'no-such-model:latest' not found")
+    import requests  # the ollama client itself refuses an empty model name before sending
+
+    generated = requests.post(f"{fake_server.url}/api/generate", json={"prompt": "x"}, timeout=10)
+    assert (generated.status_code, generated.json()) == (404, {"error": "model '' not found"})
