@@ -459,3 +459,28 @@ def test_ollamas_not_found_words_reach_the_ollama_client(fake_server):
 
     generated = requests.post(f"{fake_server.url}/api/generate", json={"prompt": "x"}, timeout=10)
     assert (generated.status_code, generated.json()) == (404, {"error": "model '' not found"})
+
+
+@pytest.mark.parametrize("path,method,body,shape", [
+    ("/api/tags", "GET", None, lambda j: j == {"error": "internal error"}),
+    ("/v1/models", "GET", None, lambda j: j["error"]["message"] == "internal error"
+     and j["error"]["type"] == "api_error"),
+    ("/v1/messages", "POST", {"model": "tiny", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
+     lambda j: j["type"] == "error" and j["error"]["message"] == "internal error"),
+])
+def test_an_unexpected_error_answers_in_the_routes_dialect_without_internals(fake_server, app, monkeypatch,
+                                                                           caplog, path, method, body, shape):
+    import requests
+
+    deps = app.config["RKOLLAMA"]
+
+    def broken(*_args, **_kwargs):
+        raise ValueError("secret detail of the daemon")
+
+    monkeypatch.setattr(deps.store, "list", broken)
+    monkeypatch.setattr(deps.store, "resolve", broken)
+    reply = requests.request(method, fake_server.url + path, json=body, timeout=10)
+    assert reply.status_code == 500
+    assert shape(reply.json()), reply.text
+    assert "secret" not in reply.text and "ValueError" not in reply.text
+    assert "secret detail of the daemon" in caplog.text  # the operator still learns what happened

@@ -5,16 +5,10 @@ from flask import Blueprint, Response, request
 from rkollama.anthropic import convert
 from rkollama.api.fields import parse_body
 from rkollama.core.collect import collect
-from rkollama.errors import RkollamaError
 from rkollama.server import generation
 from rkollama.server.streaming import json_response, named_events
 
 bp = Blueprint("anthropic", __name__, url_prefix="/v1/messages")
-
-
-@bp.errorhandler(RkollamaError)
-def _error(exc: RkollamaError) -> Response:
-    return json_response(convert.error_body(exc.message, exc.status), exc.status)
 
 
 @bp.route("", methods=["POST"])

@@ -13,9 +13,10 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from rkollama import __version__
+from rkollama.errors import RkollamaError
 from rkollama.server.auth import Gate
+from rkollama.server.dialects import dialect_error, unexpected
 from rkollama.server.metrics import Metrics
-from rkollama.server.streaming import error_response
 
 if TYPE_CHECKING:
     from rkollama.config import Settings
@@ -78,21 +79,21 @@ def create_app(settings: "Settings", scheduler: "Scheduler", store: "ModelStore"
         if guard_host and not _host_allowed(request.host):
             access.warning("refused %s %s: host %r is not allowed", request.method, request.path,
                            request.host)
-            return _dialect_error("forbidden", 403)
+            return dialect_error("forbidden", 403)
         # A web page may send "simple" requests (text/plain bodies, no preflight) to any
         # address; like Ollama, anything from an origin that is not allowed is refused.
         origin = request.headers.get("Origin")
         if origin is not None and not allowed_origin(origin):
             access.warning("refused %s %s: origin %r is not allowed (OLLAMA_ORIGINS)",
                            request.method, request.path, origin)
-            return _dialect_error("forbidden", 403)
+            return dialect_error("forbidden", 403)
         if request.method == "OPTIONS":  # preflights carry no credentials
             return app.response_class(b"", status=204)
         refusal = gate.check(request.path, request.headers, request.remote_addr or "")
         if refusal is not None:
             access.warning("refused %s %s from %s: %s", request.method, request.path,
                            request.remote_addr, refusal.message)
-            response = _dialect_error(refusal.message, refusal.status)
+            response = dialect_error(refusal.message, refusal.status)
             if refusal.status == 401:
                 response.headers["WWW-Authenticate"] = "Bearer"
             if refusal.retry_after_s:
@@ -124,35 +125,22 @@ def create_app(settings: "Settings", scheduler: "Scheduler", store: "ModelStore"
 
     @app.errorhandler(413)
     def _too_large(_exc: HTTPException) -> Response:
-        return _dialect_error(f"request body too large (limit {settings.max_body_bytes} bytes, "
+        return dialect_error(f"request body too large (limit {settings.max_body_bytes} bytes, "
                               "RKOLLAMA_MAX_BODY_BYTES)", 413)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
-        return _dialect_error(exc.description or exc.name, exc.code or 500)
+        return dialect_error(exc.description or exc.name, exc.code or 500)
+
+    @app.errorhandler(RkollamaError)
+    def _refused(exc: RkollamaError) -> Response:
+        return dialect_error(exc.message, exc.status)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        app.logger.exception("unexpected error")
-        return error_response(f"internal error: {type(exc).__name__}: {exc}", 500)
+        return unexpected(exc)
 
     return app
-
-
-def _dialect_error(message: str, status: int) -> Response:
-    """An error in the shape of the API the request was for (Anthropic's under /v1/messages,
-    OpenAI's under the rest of /v1)."""
-    if request.path.startswith("/v1/messages"):
-        from rkollama.anthropic.convert import error_body as anthropic_error
-        from rkollama.server.streaming import json_response
-
-        return json_response(anthropic_error(message, status), status)
-    if request.path.startswith("/v1/"):
-        from rkollama.openai.convert import error_body
-        from rkollama.server.streaming import json_response
-
-        return json_response(error_body(message, status), status)
-    return error_response(message, status)
 
 
 def _log_access(access: logging.Logger, response: Response) -> None:

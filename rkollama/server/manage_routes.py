@@ -7,18 +7,13 @@ from flask import Blueprint, Response, current_app
 from rkollama import __version__
 from rkollama.api.fields import Fields, parse_body
 from rkollama.durations import keep_alive_seconds
-from rkollama.errors import BadRequest, RkollamaError
+from rkollama.errors import BadRequest
 from rkollama.openai import convert
 from rkollama.server import describe, generation
 from rkollama.server.metrics import CONTENT_TYPE
 from rkollama.server.streaming import json_response
 
 bp = Blueprint("manage", __name__)
-
-
-@bp.errorhandler(RkollamaError)
-def _error(exc: RkollamaError) -> Response:
-    return json_response(convert.error_body(exc.message, exc.status), exc.status)
 
 
 @bp.route("/metrics", methods=["GET"])

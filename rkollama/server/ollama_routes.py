@@ -13,14 +13,14 @@ from rkollama.core.embed import shape
 from rkollama.core.request import Request
 from rkollama.core.types import Done, DoneReason, Token, ToolCall
 from rkollama.durations import keep_alive_seconds
-from rkollama.errors import BadRequest, CorruptModel, DigestMismatch, ModelNotFound, RkollamaError
+from rkollama.errors import BadRequest, CorruptModel, DigestMismatch, ModelNotFound
 from rkollama.models.create import create as create_model
 from rkollama.models.hf import HubConfig
 from rkollama.models.names import ModelName
 from rkollama.models.pull import pull as pull_model
 from rkollama.server import describe, generation
 from rkollama.server.metrics import Metrics
-from rkollama.server.streaming import error_response, json_response, ndjson, primed
+from rkollama.server.streaming import json_response, ndjson, primed
 
 OLLAMA_VERSION = "0.12.0"
 
@@ -41,11 +41,6 @@ def _named(f: Fields) -> tuple[Fields, str]:
     if not name:
         raise BadRequest("model is required")
     return f, name
-
-
-@bp.errorhandler(RkollamaError)
-def _error(exc: RkollamaError) -> Response:
-    return error_response(exc.message, exc.status)
 
 
 @bp.route("/", methods=["GET", "HEAD"])

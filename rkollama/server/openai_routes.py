@@ -18,11 +18,6 @@ from rkollama.server.streaming import dumps, event_stream, json_response, named_
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 
 
-@bp.errorhandler(RkollamaError)
-def _error(exc: RkollamaError) -> Response:
-    return json_response(convert.error_body(exc.message, exc.status), exc.status)
-
-
 def _body() -> dict:
     from flask import request
 

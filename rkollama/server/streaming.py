@@ -3,6 +3,7 @@ error line on failure and cancel the generation when the client goes away."""
 
 import itertools
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -13,6 +14,8 @@ from rkollama.errors import RkollamaError
 
 if TYPE_CHECKING:
     from rkollama.server.generation import EventStream
+
+log = logging.getLogger("rkollama.server")
 
 JSON_TYPE = "application/json; charset=utf-8"
 NDJSON_TYPE = "application/x-ndjson"
@@ -56,8 +59,9 @@ def ndjson(lines: Iterable[object], on_close: Callable[[], None] | None = None) 
                 yield dumps(line) + "\n"
         except RkollamaError as exc:
             yield dumps({"error": exc.message}) + "\n"
-        except Exception as exc:  # never a traceback on the wire
-            yield dumps({"error": f"internal error: {exc}"}) + "\n"
+        except Exception:  # never a traceback on the wire: the log has it
+            log.exception("unexpected error in a stream")
+            yield dumps({"error": "internal error"}) + "\n"
         finally:
             if on_close is not None:
                 on_close()
@@ -78,8 +82,9 @@ def event_stream(stream: "EventStream", frames: Callable[[Iterator[Event]], Iter
             yield from frames(events)
         except RkollamaError as exc:
             yield error_frame(exc.message, exc.status)
-        except Exception as exc:  # never a traceback on the wire
-            yield error_frame(f"internal error: {exc}", 500)
+        except Exception:  # never a traceback on the wire: the log has it
+            log.exception("unexpected error in a stream")
+            yield error_frame("internal error", 500)
         finally:
             stream.close()
 
