@@ -156,3 +156,26 @@ def test_corrupt_manifest_is_skipped_by_list(store):
     (store.manifests / "registry.ollama.ai" / "library" / "broken").mkdir(parents=True)
     (store.manifests / "registry.ollama.ai" / "library" / "broken" / "latest").write_text("{oops")
     assert "broken:latest" not in {s.name.display() for s in store.list()}
+
+
+def test_the_waitress_internals_serve_py_relies_on_are_there():
+    """serve.py passes its own task dispatcher (`_dispatcher`), walks the socket map
+    (`server._map`, each channel's `total_outbufs_len`) and drives `wasyncore.loop` itself to
+    drain on shutdown: none of that is Waitress's public API, so the version is pinned
+    (setup.cfg) and this test fails first when an upgrade moves them."""
+    import inspect
+
+    from waitress import wasyncore
+    from waitress.channel import HTTPChannel
+    from waitress.server import BaseWSGIServer, create_server
+    from waitress.task import ThreadedTaskDispatcher
+
+    assert "_dispatcher" in inspect.signature(create_server).parameters
+    assert "self._map" in inspect.getsource(BaseWSGIServer)
+    assert {"loop", "close_all"} <= set(dir(wasyncore))
+    assert "map" in inspect.signature(wasyncore.loop).parameters
+    assert "total_outbufs_len" in inspect.getsource(HTTPChannel)
+    assert {"add_task", "shutdown", "set_thread_count"} <= set(dir(ThreadedTaskDispatcher))
+    from importlib.metadata import version
+
+    assert version("waitress").startswith("3.0.")
