@@ -12,8 +12,9 @@ FORBIDDEN = {
     "rkollama.board": ("rkollama.backends", "rkollama.server", "rkollama.cli", "rkollama.scheduler"),
     "rkollama.config": ("rkollama.backends", "rkollama.server", "rkollama.cli", "rkollama.scheduler",
                         "rkollama.models", "rkollama.core"),
+    # Core is the request's own layer: it knows no store (ModelFacts is the Protocol it reads).
     "rkollama.core": ("rkollama.server", "rkollama.cli", "rkollama.backends", "rkollama.scheduler",
-                      "rkollama.doctor"),
+                      "rkollama.doctor", "rkollama.models"),
     "rkollama.models": ("rkollama.server", "rkollama.cli", "rkollama.backends", "rkollama.scheduler",
                         "rkollama.doctor"),
     "rkollama.backends": ("rkollama.server", "rkollama.cli", "rkollama.doctor", "rkollama.scheduler"),

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from rkollama.backends.base import Backend
 from rkollama.core.fitting import INPUT_TOO_LONG, PromptFitter
+from rkollama.core.options import DEFAULT_NUM_BATCH
 from rkollama.core.prompt import CHATML, ChatTemplate
 from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Token, TokenLogprob
 from rkollama.errors import BackendFailed, BadRequest, LoadFailed
-from rkollama.models.options import DEFAULT_NUM_BATCH
 
 if TYPE_CHECKING:
     from rkollama.config import Settings

@@ -329,8 +329,8 @@ class Session:
         return False
 
     def _set(self, args: list[str], line: str) -> None:
+        from rkollama.core.options import parse_cli_value
         from rkollama.errors import BadRequest
-        from rkollama.models.options import parse_cli_value
 
         if not args:
             print(SET_HELP, file=sys.stderr)

@@ -3,15 +3,39 @@ prompt assembly, option precedence and capability checks, the same for /api and 
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from rkollama.core import structured
+from rkollama.core.options import DEFAULTS, LOAD_OPTIONS, NUM_CTX_FLOOR, merge_request_options
 from rkollama.core.types import Generation, LoadOptions, Message, SamplingOptions
 from rkollama.errors import BadRequest
-from rkollama.models.options import DEFAULTS, LOAD_OPTIONS, NUM_CTX_FLOOR, merge_request_options
 
-if TYPE_CHECKING:
-    from rkollama.models.store import ModelSpec
+
+class _Name(Protocol):
+    def full(self) -> str: ...
+
+
+class _Settings(Protocol):
+    """What a model's Modelfile says that shapes a request."""
+
+    @property
+    def parameters(self) -> dict: ...
+    @property
+    def messages(self) -> list: ...
+    @property
+    def system(self) -> str: ...
+
+
+class ModelFacts(Protocol):
+    """What preparing a request needs to know of the model (models.store.ModelSpec is one;
+    core does not import the store)."""
+
+    @property
+    def name(self) -> _Name: ...
+    @property
+    def modelfile(self) -> _Settings: ...
+    @property
+    def capabilities(self) -> list[str]: ...
 
 THINK_LEVELS = ("low", "medium", "high", "max")
 
@@ -43,7 +67,7 @@ class Request:
     shift: bool = True     # shift the context when the answer fills it, else stop at "length"
 
 
-def check_capabilities(spec: "ModelSpec", req: Request, endpoint: str) -> None:
+def check_capabilities(spec: ModelFacts, req: Request, endpoint: str) -> None:
     """Ollama's capability errors: embedding-only models, think without `thinking`, …"""
     caps = spec.capabilities
     if "completion" not in caps:
@@ -56,7 +80,7 @@ def check_capabilities(spec: "ModelSpec", req: Request, endpoint: str) -> None:
         raise BadRequest(f"{spec.name.full()} does not support tools")
 
 
-def effective_options(spec: "ModelSpec", request_options: object) -> dict:
+def effective_options(spec: ModelFacts, request_options: object) -> dict:
     """Built-in defaults < Modelfile parameters < request options (unknown keys ignored)."""
     return merge_request_options({**DEFAULTS, **spec.modelfile.parameters}, request_options)
 
@@ -78,7 +102,7 @@ def sampling_options(options: dict) -> SamplingOptions:
     return SamplingOptions(**{k: v for k, v in options.items() if k in names})
 
 
-def to_generation(spec: "ModelSpec", req: Request, options: dict) -> Generation:
+def to_generation(spec: ModelFacts, req: Request, options: dict) -> Generation:
     """Assemble the prompt as Ollama does: Modelfile MESSAGEs first, the Modelfile SYSTEM only when
     the request brings no system message of its own; /api/generate becomes one user turn."""
     sampling = sampling_options(options)

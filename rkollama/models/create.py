@@ -5,10 +5,10 @@ form describes it: `from` (an existing model) or `files` ({name: digest} of blob
 from collections.abc import Iterator
 from dataclasses import replace
 
+from rkollama.core.options import OPTIONS, coerce_option
 from rkollama.errors import BadRequest, ModelNotFound
 from rkollama.models.modelfile import Modelfile
 from rkollama.models.names import ModelName
-from rkollama.models.options import OPTIONS, coerce_option
 from rkollama.models.store import ModelStore
 
 MODEL_SUFFIXES = {".gguf": "gguf", ".rkllm": "rkllm"}

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rkollama.core.options import OPTIONS, coerce_option
 from rkollama.errors import BadRequest, RkollamaError
 from rkollama.models import gguf_facts
 from rkollama.models.modelfile import Modelfile
 from rkollama.models.names import ModelName
-from rkollama.models.options import OPTIONS, coerce_option
 from rkollama.models.store import ModelStore
 
 MEDIA = "application/vnd.ollama.image."

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rkollama.core.options import OPTIONS, parse_cli_value
 from rkollama.errors import BadRequest
-from rkollama.models.options import OPTIONS, parse_cli_value
 from rkollama.platform import NPU_ENGINE_PLATFORMS
 
 COMMANDS = ("from", "license", "template", "system", "adapter", "parameter", "message")

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from rkollama.models.options import OPTIONS, coerce_option
+from rkollama.core.options import OPTIONS, coerce_option
 from rkollama.models.pydantic_words import describe
 from rkollama.models.rkllm_section import RKLLMSection
 from rkollama.platform import PLATFORMS
@@ -108,7 +108,7 @@ class _Common(_Strict):
     license: str = ""
     homepage: str = ""
     parameters: dict[str, Any] = Field(default_factory=dict)
-    """Ollama options (models/options.py), typed and bounded as a request's are."""
+    """Ollama options (core/options.py), typed and bounded as a request's are."""
     rkllm: RKLLMSection = Field(default_factory=RKLLMSection)
     capabilities: list[str] = Field(default_factory=lambda: ["completion"])
     details: Details = Field(default_factory=Details)

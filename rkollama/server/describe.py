@@ -4,8 +4,8 @@
 from rkollama.api import types as wire
 from rkollama.api.convert import timestamp
 from rkollama.core.goquote import go_quote
+from rkollama.core.options import OPTIONS
 from rkollama.models.describe_npu import prompt_path
-from rkollama.models.options import OPTIONS
 from rkollama.models.store import ModelSpec
 from rkollama.scheduler import LoadedModel
 

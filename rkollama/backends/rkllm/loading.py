@@ -11,10 +11,10 @@ from rkollama.backends.rkllm import abi, runtime_words
 from rkollama.backends.rkllm.runtime import Runtime
 from rkollama.backends.rkllm.tokenizer import HFTokenizer
 from rkollama.config import Settings
+from rkollama.core.options import DEFAULTS
 from rkollama.core.prompt import ChatTemplate
 from rkollama.core.types import LoadOptions
 from rkollama.errors import LoadFailed
-from rkollama.models.options import DEFAULTS
 from rkollama.models.rkllm_section import RKLLMSection
 from rkollama.models.store import ModelSpec
 from rkollama.platform import NPU_ENGINE_PLATFORMS, platform_defaults
