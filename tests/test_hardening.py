@@ -295,3 +295,63 @@ def test_a_refused_origin_gets_the_openai_error_shape_under_v1(daemon):
     reply = requests.post(f"{daemon}/v1/chat/completions", timeout=5, data="{}",
                           headers={"Content-Type": "text/plain", "Origin": "null"})
     assert reply.status_code == 403 and reply.json()["error"]["message"] == "forbidden"
+
+
+@pytest.mark.parametrize("path,body,words", [
+    ("/v1/chat/completions", {"max_tokens": -5}, "Invalid 'max_tokens': integer below minimum value"),
+    ("/v1/chat/completions", {"max_tokens": 0}, "Expected a value >= 1, but got 0 instead."),
+    ("/v1/chat/completions", {"max_completion_tokens": -1}, "Invalid 'max_completion_tokens'"),
+    ("/v1/messages", {"max_tokens": -1}, "max_tokens: Input should be greater than or equal to 1"),
+    ("/v1/responses", {"max_output_tokens": 0}, "Invalid 'max_output_tokens'"),
+])
+def test_a_token_limit_below_one_is_refused_not_unlimited(fake_server, path, body, words):
+    import requests
+
+    base = {"model": "tiny", "messages": [{"role": "user", "content": "x"}]}
+    if path == "/v1/responses":
+        base = {"model": "tiny", "input": "x"}
+    if path == "/v1/messages":
+        base["max_tokens"] = 5
+    reply = requests.post(fake_server.url + path, json={**base, **body}, timeout=10)
+    assert reply.status_code == 400 and words in reply.text, reply.text
+
+
+def test_reads_and_writes_racing_deletes_of_one_name_are_never_a_500(fake_server, store):
+    """copy and delete of one name from four threads, with reads alongside: losing a race is a
+    404 (the store's own answers stay whole)."""
+    import threading
+
+    import requests
+
+    statuses: list[int] = []
+    stop = time.monotonic() + 4
+
+    def churn(kind: str) -> None:
+        while time.monotonic() < stop:
+            if kind == "copy":
+                reply = requests.post(f"{fake_server.url}/api/copy", json={"source": "tiny", "destination": "twin"})
+            elif kind == "delete":
+                reply = requests.delete(f"{fake_server.url}/api/delete", json={"model": "twin"})
+            elif kind == "show":
+                reply = requests.post(f"{fake_server.url}/api/show", json={"model": "twin"})
+            else:
+                reply = requests.get(f"{fake_server.url}/api/tags")
+            statuses.append(reply.status_code)
+
+    threads = [threading.Thread(target=churn, args=(k,)) for k in ("copy", "delete", "delete", "show", "tags")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(statuses) <= {200, 404}, sorted(set(statuses))
+    assert 404 in statuses and 200 in statuses
+
+
+def test_a_name_that_is_not_in_the_store_answers_at_once_whatever_it_looks_like(fake_server):
+    import requests
+
+    for name in ("h.com:99999/n/m", "hf.co/a/b:c", "registry.example:1/x/y:latest"):
+        started = time.monotonic()
+        reply = requests.post(f"{fake_server.url}/api/chat", json={
+            "model": name, "messages": [{"role": "user", "content": "x"}]}, timeout=10)
+        assert reply.status_code in (400, 404) and time.monotonic() - started < 1.0, (name, reply.text)

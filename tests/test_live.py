@@ -182,6 +182,13 @@ def test_native_embed_ranks_related_text_closer(client):
     assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2])
 
 
+def test_an_empty_input_to_embed_is_a_400_not_a_500(client):
+    with pytest.raises(ollama.ResponseError) as error:
+        client.embed(model=MODEL, input=[""])
+    assert error.value.status_code == 400 and "empty input" in error.value.error
+    assert len(client.embed(model=MODEL, input=["still works"]).embeddings) == 1
+
+
 def test_json_schema_output_parses_and_validates(oai):
     import json
 

@@ -45,6 +45,8 @@ def from_messages_request(body: dict) -> Request:
     max_tokens = f.get("max_tokens", int)
     if max_tokens is None:
         raise BadRequest("max_tokens is required")
+    if max_tokens < 1:  # 0 or less would be no limit at all
+        raise BadRequest("max_tokens: Input should be greater than or equal to 1")
     options: dict = {"num_predict": max_tokens}
     for name, option in (("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k")):
         if f.has(name):

@@ -264,6 +264,8 @@ class LlamaCppBackend(Backend):
                     "utf-8", "ignore")
             tokens = self._embedder.tokenize(text.encode(), add_bos=False, special=False)
             bos = 1 if self._embedder._model.add_bos_token() else 0
+            if not tokens and not bos:  # llama.cpp cannot decode an empty batch
+                raise BadRequest("cannot embed an empty input: it has no tokens")
             if len(tokens) + bos > limit:
                 if not truncate:
                     raise BadRequest(INPUT_TOO_LONG)

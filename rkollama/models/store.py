@@ -113,8 +113,11 @@ class ModelStore:
     def download_lock(self, key: str) -> Iterator[None]:
         """Held while one download of `key` (a digest or URL) runs: a second pull of the same
         file waits here, then finds the blob in place."""
-        self.blobs.mkdir(parents=True, exist_ok=True)
-        path = self.partial_path(key).with_suffix(".lock")
+        # The lock files live in <root>/.locks, not among the blobs (a lock file cannot be
+        # removed safely while another pull may be waiting on it; these are a few bytes each).
+        locks = self.root / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        path = locks / f"{self.partial_path(key).name.lstrip('.')}.lock"
         with FileLock(path):
             os.utime(path)  # the lock's age says when this download last started
             yield
@@ -190,9 +193,19 @@ class ModelStore:
         return None
 
     def _manifest_files(self) -> list[Path]:
-        if not self.manifests.is_dir():
-            return []
-        return [p for p in self.manifests.glob("*/*/*/*") if p.is_file() and not p.name.startswith(".")]
+        """<host>/<namespace>/<model>/<tag> files; a directory a delete removes meanwhile is
+        simply not there (no lock is taken for reading)."""
+        level = [self.manifests]
+        for _ in range(4):
+            found = []
+            for directory in level:
+                try:
+                    found += [Path(entry.path) for entry in os.scandir(directory)
+                              if not entry.name.startswith(".")]
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+            level = found
+        return [p for p in level if p.is_file()]
 
     def check_name_free(self, name: ModelName) -> None:
         """Ollama's rule: a name that differs from an existing model's only in case is taken."""
@@ -224,13 +237,21 @@ class ModelStore:
     def resolve(self, name: "str | ModelName") -> ModelSpec:
         """Look `name` up (case-insensitively); raise ModelNotFound with the name as given."""
         parsed = name if isinstance(name, ModelName) else ModelName.parse(name)
+        missing = ModelNotFound(f"model '{name if isinstance(name, str) else parsed.display()}' not found")
         path = self._find_manifest(parsed)
         if path is None:
-            raise ModelNotFound(f"model '{name if isinstance(name, str) else parsed.display()}' not found")
-        return self._load(path)
+            raise missing
+        try:
+            return self._load(path)
+        except ModelNotFound:  # deleted since it was found
+            raise missing from None
 
     def _load(self, path: Path) -> ModelSpec:
-        raw = path.read_bytes()
+        label = _name_from_path(self.manifests, path).display()
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:  # removed since it was found: a delete won the race
+            raise ModelNotFound(f"model '{label}' not found") from None
         try:
             manifest = json.loads(raw)
             config_digest = manifest["config"]["digest"]
@@ -238,12 +259,16 @@ class ModelStore:
             config = json.loads(self.blob_path(config_digest).read_bytes())
             modelfile = Modelfile.from_dict(config, origin=str(path))
         except (OSError, ValueError, KeyError, IndexError, TypeError, RkollamaError) as exc:
-            label = _name_from_path(self.manifests, path).display()
+            if not path.exists():  # its blobs went with a delete that raced this read
+                raise ModelNotFound(f"model '{label}' not found") from None
             raise CorruptModel(f"model '{label}' is damaged (its manifest or configuration "
                                f"cannot be read: {exc}); pull it again or remove it") from None
         size = sum(int(layer.get("size", 0)) for layer in manifest["layers"]) \
             + int(manifest["config"].get("size", 0))
-        modified = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).astimezone()
+        try:
+            modified = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).astimezone()
+        except FileNotFoundError:
+            raise ModelNotFound(f"model '{label}' not found") from None
         by_type = {item.get("mediaType"): item.get("digest", "") for item in manifest["layers"][1:]
                    if isinstance(item, dict)}
         tokenizer, tokenizer_config = (self._layer_path(by_type.get(kind, ""))
@@ -275,6 +300,8 @@ class ModelStore:
                 specs.append(self._load(path))
             except CorruptModel as exc:
                 log.warning("%s", exc.message)
+            except ModelNotFound:  # deleted while the list was read
+                continue
         return sorted(specs, key=lambda s: s.modified_at, reverse=True)
 
     def copy(self, source: str, destination: str) -> None:

@@ -32,6 +32,15 @@ def error_body(message: str, status: int) -> dict:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
+def at_least_one(name: str, value: int) -> int:
+    """A token limit as OpenAI bounds it: 0 or less would mean no limit at all (a request that
+    decides its own unbounded cost), so it is OpenAI's 400."""
+    if value < 1:
+        raise BadRequest(f"Invalid '{name}': integer below minimum value. Expected a value >= 1, "
+                         f"but got {value} instead.")
+    return value
+
+
 def _go_type(value: object) -> str:
     """How Go's %T names a decoded JSON value, for Ollama's error texts."""
     if value is None:
@@ -54,9 +63,11 @@ def _sampling(f: Fields, strict_stop: bool = False) -> dict:
     for name in ("seed", "frequency_penalty", "presence_penalty"):
         if f.has(name):
             options[name] = f.get(name, (int, float))
-    limit = f.get("max_completion_tokens", int) or f.get("max_tokens", int)
-    if limit is not None:
-        options["num_predict"] = limit
+    for name in ("max_completion_tokens", "max_tokens"):
+        limit = f.get(name, int)
+        if limit is not None:
+            options["num_predict"] = at_least_one(name, limit)
+            break
     stop = f.raw("stop")
     if isinstance(stop, str):
         options["stop"] = [stop]

@@ -22,7 +22,7 @@ from rkollama.core.request import THINK_LEVELS, Request, check_top_logprobs, val
 from rkollama.core.types import Done, Message, TokenLogprob, ToolCall
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest
-from rkollama.openai.convert import message_content
+from rkollama.openai.convert import at_least_one, message_content
 
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 """The `include` entry that asks for the answer's log-probabilities (OpenAI's name)."""
@@ -42,6 +42,8 @@ def from_responses_request(body: dict) -> tuple[Request, dict]:
     if f.has("top_p"):
         options["top_p"] = f.get("top_p", (int, float))
     limit = f.get("max_output_tokens", int)
+    if limit is not None:
+        at_least_one("max_output_tokens", limit)
     if limit is not None:
         options["num_predict"] = limit
     instructions = f.get("instructions", str, "")
