@@ -355,3 +355,20 @@ def test_a_name_that_is_not_in_the_store_answers_at_once_whatever_it_looks_like(
         reply = requests.post(f"{fake_server.url}/api/chat", json={
             "model": name, "messages": [{"role": "user", "content": "x"}]}, timeout=10)
         assert reply.status_code in (400, 404) and time.monotonic() - started < 1.0, (name, reply.text)
+
+
+def test_http_1_0_without_host_is_answered_on_loopback_as_ollama_does(fake_server):
+    def raw(request: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", fake_server.port), timeout=5) as sock:
+            sock.sendall(request)
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+        return data
+
+    answer = raw(b"GET /api/version HTTP/1.0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.0 200") and b'"version"' in answer, answer
+    missing = raw(b"GET /api/version HTTP/1.1\r\nConnection: close\r\n\r\n")  # HTTP/1.1 needs one
+    assert missing.startswith(b"HTTP/1.1 400") and b"missing required Host header" in missing, missing
+    foreign = raw(b"GET /api/version HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+    assert foreign.startswith(b"HTTP/1.1 403"), foreign

@@ -76,9 +76,13 @@ def create_app(settings: "Settings", scheduler: "Scheduler", store: "ModelStore"
     @app.before_request
     def _guard() -> Response | None:
         g.started = time.monotonic()
-        if guard_host and not _host_allowed(request.host):
-            access.warning("refused %s %s: host %r is not allowed", request.method, request.path,
-                           request.host)
+        host = request.headers.get("Host")  # not request.host: Waitress invents one when absent
+        if host is None and request.environ.get("SERVER_PROTOCOL") != "HTTP/1.0":
+            # As Go's server (Ollama's) answers an HTTP/1.1 request without Host.
+            return app.response_class("400 Bad Request: missing required Host header", status=400,
+                                      content_type="text/plain; charset=utf-8")
+        if guard_host and not _host_allowed(host or ""):
+            access.warning("refused %s %s: host %r is not allowed", request.method, request.path, host)
             return dialect_error("forbidden", 403)
         # A web page may send "simple" requests (text/plain bodies, no preflight) to any
         # address; like Ollama, anything from an origin that is not allowed is refused.
