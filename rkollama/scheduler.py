@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from rkollama.models.store import ModelSpec
 
 POLL_S = 0.1  # how often a waiting request checks whether its client went away
+EMBED_CHUNK = 16
+"""Texts per engine call of an embedding request (its cancellation granularity)."""
 WATCH_S = 0.1  # how often running generations check whether their client went away
 
 log = logging.getLogger("rkollama.scheduler")
@@ -172,8 +174,18 @@ class Scheduler:
         start = self.clock()
         runner = self._acquire(spec, opts, keep_alive, disconnected)
         load_s = self.clock() - start
+        vectors: list[list[float]] = []
+        used = 0
         try:
-            vectors, used = runner.engine.call(runner.backend.embed, texts, truncate)
+            # A few texts per engine call: a client that leaves stops the work within one chunk,
+            # however many texts it sent.
+            for start in range(0, len(texts), EMBED_CHUNK):
+                if disconnected is not None and disconnected():
+                    raise Cancelled()
+                chunk, tokens = runner.engine.call(runner.backend.embed, texts[start:start + EMBED_CHUNK],
+                                                   truncate)
+                vectors += chunk
+                used += tokens
         except NotImplementedError:
             raise BadRequest(f'"{spec.name.display()}" does not support embeddings') from None
         finally:

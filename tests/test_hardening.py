@@ -372,3 +372,18 @@ def test_http_1_0_without_host_is_answered_on_loopback_as_ollama_does(fake_serve
     assert missing.startswith(b"HTTP/1.1 400") and b"missing required Host header" in missing, missing
     foreign = raw(b"GET /api/version HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
     assert foreign.startswith(b"HTTP/1.1 403"), foreign
+
+
+def test_an_embedding_of_many_texts_stops_when_its_client_leaves(fake_server, script):
+    script.delay_s = 0.005
+    body = json.dumps({"model": "embedder", "input": [f"text {i}" for i in range(4000)]}).encode()
+    with socket.create_connection(("127.0.0.1", fake_server.port), timeout=5) as sock:
+        sock.sendall(b"POST /api/embed HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        deadline = time.monotonic() + 5
+        while script.embedded < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    time.sleep(0.5)  # the client is gone: the work stops within one chunk
+    stopped_at = script.embedded
+    time.sleep(0.5)
+    assert script.embedded == stopped_at and stopped_at < 400, stopped_at

@@ -40,6 +40,7 @@ class Script:
         self.release = threading.Event()
         self.finished: list = []  # (reason, tokens produced) of every generation that ended
         self.slots = 1  # generations one loaded model runs at once (like NPU n_batch)
+        self.embedded = 0  # texts embedded so far (each takes delay_s)
 
     def enqueue(self, tokens: list[str]) -> None:
         with self._lock:
@@ -109,6 +110,10 @@ class ScriptedBackend(Backend):
 
     def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
         """Deterministic 4-dimensional vectors: word count, length, vowels, 1."""
+        for _ in texts:
+            time.sleep(self.script.delay_s)
+            with self.script._lock:
+                self.script.embedded += 1
         vectors = [[float(len(t.split())), float(len(t)), float(sum(c in "aeiou" for c in t)), 1.0]
                    for t in texts]
         return vectors, sum(len(t.split()) for t in texts)
