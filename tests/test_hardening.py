@@ -387,3 +387,20 @@ def test_an_embedding_of_many_texts_stops_when_its_client_leaves(fake_server, sc
     stopped_at = script.embedded
     time.sleep(0.5)
     assert script.embedded == stopped_at and stopped_at < 400, stopped_at
+
+
+@pytest.mark.parametrize("schema,words", [
+    ({"type": "string", "minLength": 1_000_000_000}, "format.minLength 1e+09 is more than an answer can hold"),
+    ({"type": "array", "items": {"type": "integer"}, "minItems": 1_000_000_000}, "format.minItems"),
+    ({"type": "object", "properties": {"s": {"type": "string", "maxLength": 10_000_000}}}, "format.maxLength"),
+    ({"enum": list(range(100_000))}, "more than 2000 enum values"),
+])
+def test_a_format_whose_grammar_would_be_unbounded_is_refused_at_once(fake_server, schema, words):
+    import requests
+
+    started = time.monotonic()
+    reply = requests.post(f"{fake_server.url}/api/chat", json={
+        "model": "tiny", "format": schema, "stream": False, "messages": [{"role": "user", "content": "x"}]},
+        timeout=30)
+    assert reply.status_code == 400 and words in reply.json()["error"], reply.text
+    assert time.monotonic() - started < 2.0

@@ -110,6 +110,11 @@ def to_generation(spec: ModelFacts, req: Request, options: dict) -> Generation:
         fault = structured.schema_fault(req.format)
         if fault:
             raise BadRequest(f"invalid JSON schema in format: {fault}")
+    if req.tools and req.tool_choice:  # a forced call becomes a grammar of the tools' parameters
+        for tool in req.tools:
+            fault = structured.cost_fault(tool.get("function", {}).get("parameters"))
+            if fault:
+                raise BadRequest(f"invalid JSON schema in tool parameters: {fault}")
     think = req.think
     if think is None and "thinking" in spec.capabilities:
         think = True

@@ -21,7 +21,37 @@ def schema_fault(schema: object) -> str | None:
     """Why a request's `format` schema cannot be used, in words for a 400, or None. It is hostile
     input: `{"properties": null}`, `{"minimum": "x"}` or a `$ref` to elsewhere must be refused
     here, not crash a validation later."""
-    return _shape_fault(schema) or _keyword_fault(schema)  # type: ignore[arg-type]
+    return _shape_fault(schema) or cost_fault(schema) or _keyword_fault(schema)  # type: ignore[arg-type]
+
+
+MAX_SCHEMA_COUNT = 10_000
+"""Largest minLength/maxLength/minItems/maxItems/minProperties/maxProperties/minContains/
+maxContains a `format` schema may name: a grammar repeats a rule that many times, and no answer
+is that long (a 1e9 minLength made the CPU runner grow past 3 GB before a token)."""
+MAX_SCHEMA_ENUM = 2_000
+"""Most `enum` and `const` values in one schema altogether (100,000 took the grammar builder past
+60 s)."""
+_COUNTS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties",
+           "minContains", "maxContains")
+
+
+def cost_fault(schema: object) -> str | None:
+    """A schema whose grammar would be unbounded work: counts past MAX_SCHEMA_COUNT, enums past
+    MAX_SCHEMA_ENUM values. Checked before any engine work, in milliseconds."""
+    from rkollama.core.schema_refs import subschemas
+
+    values = 0
+    for node in subschemas(schema):
+        for key in _COUNTS:
+            count = node.get(key)
+            if isinstance(count, (int, float)) and not isinstance(count, bool) and count > MAX_SCHEMA_COUNT:
+                return (f"format.{key} {count:g} is more than an answer can hold "
+                        f"(at most {MAX_SCHEMA_COUNT})")
+        enum = node.get("enum")
+        values += (len(enum) if isinstance(enum, list) else 0) + ("const" in node)
+        if values > MAX_SCHEMA_ENUM:
+            return f"format has more than {MAX_SCHEMA_ENUM} enum values"
+    return None
 
 
 def _shape_fault(schema: object, path: str = "format", depth: int = 0) -> str | None:
