@@ -498,5 +498,18 @@ def _never() -> bool:
 
 
 def _key(spec: "ModelSpec") -> str:
-    return str(spec.model_path)
+    """What a loaded engine is shared by: the weights and everything the engine itself takes
+    from the Modelfile (its chat template, its tokenizer, the RKLLM section and, since an NPU
+    runtime samples with what it was loaded with, the parameters of an .rkllm). Two names for
+    one model (`cp`) share a runner; a model `create`d with its own template does not share its
+    base's."""
+    import hashlib
+    import json
+
+    mf = spec.modelfile
+    shaping: dict = {"template": mf.template, "tokenizer": str(spec.tokenizer_path or "")}
+    if spec.format == "rkllm":
+        shaping.update(rkllm=mf.rkllm, parameters=mf.parameters, platform=mf.source.get("platform", ""))
+    digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return f"{spec.model_path}#{digest}"
 

@@ -404,3 +404,29 @@ def test_a_format_whose_grammar_would_be_unbounded_is_refused_at_once(fake_serve
         timeout=30)
     assert reply.status_code == 400 and words in reply.json()["error"], reply.text
     assert time.monotonic() - started < 2.0
+
+
+def test_models_that_share_weights_share_a_runner_only_when_nothing_else_differs(fake_server, store, script):
+    """`cp` names share one loaded engine; a model created from the same weights with its own
+    template gets its own, so neither answers with the other's template."""
+    import requests
+
+    from rkollama.models.names import ModelName
+
+    base = store.resolve("tiny")
+    digest = base.model_path.name.split("-", 1)[1]
+    store.copy("tiny", "tiny-alias")
+    pirate = type(base.modelfile)(**{**base.modelfile.to_dict(), "name": "pirate", "tag": "1",
+                                     "template": "{{ messages[-1]['content'] }} arr"})
+    store.register(ModelName.parse("pirate:1"), pirate, digest, base.size)
+
+    def ask(model: str) -> None:
+        reply = requests.post(f"{fake_server.url}/api/generate", json={"model": model, "prompt": "x",
+                                                                       "stream": False}, timeout=10)
+        assert reply.status_code == 200, reply.text
+
+    ask("tiny")
+    ask("tiny-alias")
+    assert [name for name, _ in script.loads] == ["tiny:latest"]  # one engine for both names
+    ask("pirate:1")
+    assert [name for name, _ in script.loads] == ["tiny:latest", "pirate:1"]
