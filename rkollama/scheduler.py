@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from rkollama.models.store import ModelSpec
 
 POLL_S = 0.1  # how often a waiting request checks whether its client went away
+SHUTDOWN_CLOSE_S = 40
+"""How long shutdown waits for the models' unloads (a stuck runner is killed within this)."""
 EMBED_CHUNK = 16
 """Texts per engine call of an embedding request (its cancellation granularity)."""
 WATCH_S = 0.1  # how often running generations check whether their client went away
@@ -95,6 +97,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._runners: dict = {}
         self._loading: set = set()
+        self._closing: list[_Runner] = []  # unloads under way, off the lock
         self._waiting = 0
         self._tickets = itertools.count()
         self._pending: dict[int, str] = {}  # ticket -> model key, in arrival order (FIFO per model)
@@ -132,6 +135,9 @@ class Scheduler:
             for runner in list(self._runners.values()):
                 self._close(runner)
             self._cond.notify_all()
+            deadline = time.monotonic() + SHUTDOWN_CLOSE_S
+            while self._closing and time.monotonic() < deadline:
+                self._cond.wait(0.05)
 
     # -- public API ----------------------------------------------------------------------------
     def submit(self, spec: "ModelSpec", gen: Generation, opts: LoadOptions,
@@ -292,8 +298,13 @@ class Scheduler:
         return next(t for t, k in self._pending.items() if k == key)
 
     def _make_room(self) -> bool:
-        """Unload LRU idle models until one more fits; False if all loaded models are busy."""
-        while len(self._runners) + len(self._loading) >= max(1, self.settings.max_loaded_models):
+        """Unload LRU idle models until one more fits; False if all loaded models are busy or
+        an unload is still under way."""
+        while len(self._runners) + len(self._loading) + len(self._closing) >= \
+                max(1, self.settings.max_loaded_models):
+            if self._closing and len(self._runners) + len(self._loading) < \
+                    max(1, self.settings.max_loaded_models):
+                return False  # room is being made: wait for the unload to end
             idle = [r for r in self._runners.values() if not r.busy]
             if not idle:
                 return False
@@ -357,12 +368,24 @@ class Scheduler:
         log.info("unloading %s", runner.spec.name.display())
         if runner.backend.dead:
             self.observer.runner_died(runner.spec.name.display())
+        # Closing can take long (a stuck runner is waited for, then killed): it happens off the
+        # lock, so /api/ps, /api/tags and other models never wait for it; a new load waits
+        # until it is done (_make_room), so two models' memory never overlaps.
+        self._closing.append(runner)
+        closer = threading.Thread(target=self._finish_close, args=(runner,), daemon=True,
+                                  name=f"unload {runner.spec.name.display()}")
+        closer.start()
+
+    def _finish_close(self, runner: _Runner) -> None:
         try:
             # On the engine thread, after any generation still queued there has stopped.
             runner.engine.call(runner.backend.close)
         except Exception:  # closing must never take the daemon down
             pass
         runner.engine.stop()
+        with self._cond:
+            self._closing.remove(runner)
+            self._cond.notify_all()
 
     def _reap_loop(self) -> None:
         while not self._stop.wait(0.5):

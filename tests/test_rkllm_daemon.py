@@ -162,6 +162,9 @@ def test_unloading_destroys_the_handle(npu):
     client.generate(model="plain-npu", prompt="x")
     destroys = last()["destroys"]
     client.generate(model="plain-npu", prompt="", keep_alive=0)
+    deadline = time.monotonic() + 10  # the unload finishes off the scheduler's lock
+    while last()["destroys"] == destroys and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert last()["destroys"] == destroys + 1
 
 

@@ -21,6 +21,16 @@ def loaded(scheduler):
     return [m.spec.name.display() for m in scheduler.ps()]
 
 
+def closes_reach(script, count, timeout=5.0):
+    """Unloads finish off the scheduler's lock: wait for the engine's close to have run."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while script.closes < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return script.closes == count
+
+
 def test_idle_model_unloads_when_keep_alive_expires(scheduler, store, clock, script):
     spec = store.resolve("tiny")
     drain(scheduler.submit(spec, gen(), LoadOptions(), keep_alive=60))
@@ -29,7 +39,7 @@ def test_idle_model_unloads_when_keep_alive_expires(scheduler, store, clock, scr
     assert loaded(scheduler) == ["tiny:latest"]
     clock.advance(2)
     scheduler.reap()
-    assert loaded(scheduler) == [] and script.closes == 1
+    assert loaded(scheduler) == [] and closes_reach(script, 1)
 
 
 def test_default_keep_alive_comes_from_settings(scheduler, store, clock):
@@ -225,7 +235,7 @@ def test_unload_of_a_busy_model_waits_for_the_request(scheduler, store, script):
     assert loaded(scheduler) == ["tiny:latest"] and script.closes == 0
     events = drain(stream)
     assert isinstance(events[-1], Done)
-    assert loaded(scheduler) == [] and script.closes == 1
+    assert loaded(scheduler) == [] and closes_reach(script, 1)
 
 
 def test_a_model_with_two_slots_serves_two_requests_at_once(scheduler, store, script):
@@ -248,3 +258,28 @@ def test_a_model_with_two_slots_serves_two_requests_at_once(scheduler, store, sc
     drain(second)
     waiter.join(5)
     assert len(script.loads) == 1 and scheduler.ps()[0].expires_at is not None
+
+
+def test_a_slow_unload_never_holds_the_scheduler(scheduler, store, script, monkeypatch):
+    """A runner that takes long to stop (a stuck engine is waited for, then killed) is closed
+    off the scheduler's lock: /api/ps answers meanwhile, and the next load waits for it."""
+    import time
+
+    from rkollama.backends.fake import ScriptedBackend
+
+    release = threading.Event()
+    original = ScriptedBackend.close
+    monkeypatch.setattr(ScriptedBackend, "close", lambda self: (release.wait(5), original(self)))
+    spec = store.resolve("tiny")
+    drain(scheduler.submit(spec, gen(), LoadOptions()))
+    scheduler.unload(spec)
+    started = time.monotonic()
+    assert loaded(scheduler) == [] and time.monotonic() - started < 1.0
+    other = threading.Thread(target=lambda: drain(scheduler.submit(store.resolve("other:7b"), gen(),
+                                                                   LoadOptions())))
+    other.start()
+    time.sleep(0.3)
+    assert [name for name, _ in script.loads] == ["tiny:latest"]  # waits: memory never overlaps
+    release.set()
+    other.join(5)
+    assert [name for name, _ in script.loads] == ["tiny:latest", "other:7b"] and closes_reach(script, 1)
