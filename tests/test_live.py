@@ -238,3 +238,20 @@ def test_a_conversation_longer_than_the_context_drops_its_oldest_turns(client):
     reply = client.chat(model=MODEL, messages=messages,
                         options={"num_ctx": 512, "temperature": 0, "num_predict": 16})
     assert reply.prompt_eval_count < 512 and reply.message.content
+
+
+def test_a_template_that_loops_for_ever_is_a_400_and_its_base_keeps_answering(client):
+    """Nested range(100000) loops in a created model's TEMPLATE: refused within the render's
+    budget, not an engine held for good; the model it was made from still answers."""
+    import time
+
+    client.create(model="looper", from_=MODEL,
+                  template="{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}"
+                           "{% endfor %}{{ messages[-1]['content'] }}")
+    started = time.monotonic()
+    with pytest.raises(ollama.ResponseError) as error:
+        client.chat(model="looper", messages=[{"role": "user", "content": "hi"}])
+    assert error.value.status_code == 400 and "loops more than" in error.value.error
+    assert time.monotonic() - started < 30
+    assert client.generate(model=MODEL, prompt="Say hi.", options={"num_predict": 4}).response
+    client.delete("looper")

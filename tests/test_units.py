@@ -179,3 +179,16 @@ def test_the_waitress_internals_serve_py_relies_on_are_there():
     from importlib.metadata import version
 
     assert version("waitress").startswith("3.0.")
+
+
+def test_a_template_render_has_one_loop_budget():
+    import time
+
+    from rkollama.core.prompt import ChatTemplate, TemplateRenderError
+
+    nested = ChatTemplate("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}")
+    started = time.monotonic()
+    with pytest.raises(TemplateRenderError, match="loops more than 1000000 times"):
+        nested.render([])
+    assert time.monotonic() - started < 1.0
+    assert ChatTemplate("{% for i in range(3) %}{{ i }}{% endfor %}").render([]) == "012"

@@ -14,6 +14,10 @@ CHATML = (
 )
 
 
+MAX_RANGE_ITEMS = 1_000_000
+"""Items all of one render's range() calls may produce together."""
+
+
 class ChatTemplate:
     """A compiled chat template. `render()` returns the prompt text for the engine to tokenize."""
 
@@ -32,11 +36,22 @@ class ChatTemplate:
                **extra: Any) -> str:
         from jinja2 import TemplateError
 
+        left = [MAX_RANGE_ITEMS]
+
+        def bounded_range(*args: int) -> range:
+            """range() with one budget for the whole render: nested loops cannot multiply into
+            hours of work (the sandbox bounds each range, not their product)."""
+            items = range(*args)
+            left[0] -= len(items)
+            if left[0] < 0:
+                raise TemplateError(f"the template loops more than {MAX_RANGE_ITEMS} times")
+            return items
+
         try:
             return self._template.render(
                 messages=[_as_dict(m) for m in messages],
                 add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token, eos_token=self.eos_token, **extra)
+                bos_token=self.bos_token, eos_token=self.eos_token, **extra, range=bounded_range)
         except TemplateError as exc:
             raise TemplateRenderError(str(exc)) from exc
 
