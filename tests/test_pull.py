@@ -229,3 +229,24 @@ def test_one_invalid_user_modelfile_does_not_hide_the_others(tmp_path, hub):
     (tmp_path / "modelfiles" / "binary.yaml").write_bytes(b"\xff\xfe\x00garbage")
     store = ModelStore(tmp_path / "models")
     assert list(pull(store, catalog, "demo", "cpu"))[-1] == {"status": "success"}
+
+
+def test_a_pull_repairs_a_damaged_config_blob(tmp_path, hub):
+    """Bytes flipped in a model's configuration make it unreadable (a 500 naming the damage);
+    pulling the same name again writes the configuration afresh and the model answers."""
+    import json
+
+    from rkollama.errors import CorruptModel
+
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    catalog = catalog_with(tmp_path, f"        url: {hub}/repo/resolve/main/model.gguf\n"
+                                     f"        sha256: '{digest}'\n")
+    store = ModelStore(tmp_path / "models")
+    list(pull(store, catalog, "demo", "cpu"))
+    manifest = next(p for p in store.manifests.rglob("*") if p.is_file())
+    config = store.blob_path(json.loads(manifest.read_text())["config"]["digest"])
+    config.write_bytes(b"{damaged" + config.read_bytes()[8:])
+    with pytest.raises(CorruptModel):
+        store.resolve("demo")
+    assert list(pull(store, catalog, "demo", "cpu"))[-1] == {"status": "success"}
+    assert store.resolve("demo").name.model == "demo"

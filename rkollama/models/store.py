@@ -157,9 +157,15 @@ class ModelStore:
         return removed
 
     def write_blob_bytes(self, data: bytes) -> str:
+        """A small blob (a config, a tokenizer) by its content; one already there is rewritten
+        when its bytes differ (damaged on disk), so registering again repairs it."""
         digest = hashlib.sha256(data).hexdigest()
         path = self.blob_path(digest)
-        if not path.exists():
+        try:
+            intact = path.stat().st_size == len(data) and path.read_bytes() == data
+        except OSError:
+            intact = False
+        if not intact:
             write_bytes_atomic(path, data)
         return digest
 
