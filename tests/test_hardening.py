@@ -430,3 +430,38 @@ def test_models_that_share_weights_share_a_runner_only_when_nothing_else_differs
     assert [name for name, _ in script.loads] == ["tiny:latest"]  # one engine for both names
     ask("pirate:1")
     assert [name for name, _ in script.loads] == ["tiny:latest", "pirate:1"]
+
+
+def test_concurrent_verbose_shows_read_the_header_once(fake_server, monkeypatch):
+    """Eight clients asking for one model's verbose header cost one read (each read is a large
+    model's whole vocabulary), one at a time."""
+    import requests
+
+    from rkollama.models import gguf_facts
+
+    reads: list[int] = []
+    running: list[int] = []
+
+    def slow_read(path):
+        running.append(1)
+        assert len(running) == 1  # one at a time
+        reads.append(1)
+        time.sleep(0.2)
+        running.pop()
+        return {"general.architecture": "llama", "tokenizer.ggml.tokens": ["a", "b"]}, []
+
+    monkeypatch.setattr(gguf_facts, "verbose", slow_read)
+
+    def show() -> None:
+        reply = requests.post(f"{fake_server.url}/api/show", json={"model": "tiny", "verbose": True}, timeout=20)
+        assert reply.status_code == 200 and reply.json()["model_info"]["tokenizer.ggml.tokens"] == ["a", "b"]
+
+    threads = [threading.Thread(target=show) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    started = time.monotonic()
+    tags = requests.get(f"{fake_server.url}/api/tags", timeout=20)
+    assert tags.status_code == 200 and time.monotonic() - started < 1.0  # tags never wait for them
+    for thread in threads:
+        thread.join()
+    assert len(reads) == 1

@@ -6,7 +6,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from flask import Flask, Response, g, request
@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from rkollama import __version__
 from rkollama.errors import RkollamaError
 from rkollama.server.auth import Gate
+from rkollama.server.describe import VerboseHeaders
 from rkollama.server.dialects import dialect_error, unexpected
 from rkollama.server.metrics import Metrics
 
@@ -46,6 +47,8 @@ class Deps:
     catalog: "Catalog"
     platform: str
     metrics: Metrics
+    headers: VerboseHeaders = field(default_factory=VerboseHeaders)
+    """GGUF headers for /api/show `verbose`, one read at a time."""
 
 
 def create_app(settings: "Settings", scheduler: "Scheduler", store: "ModelStore", catalog: "Catalog",

@@ -1,6 +1,9 @@
 """How a stored model is described by /api/tags, /api/ps and /api/show."""
 
 
+import threading
+from pathlib import Path
+
 from rkollama.api import types as wire
 from rkollama.api.convert import timestamp
 from rkollama.core.goquote import go_quote
@@ -115,7 +118,33 @@ def modelfile_text(spec: ModelSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def show(spec: ModelSpec, verbose: bool = False) -> wire.ShowResponse:
+class VerboseHeaders:
+    """`/api/show` `verbose` reads a GGUF's whole header (its vocabulary arrays: ~180 MB of Python
+    objects for a large vocabulary). One read at a time, and the last one kept: eight clients
+    asking at once cost one read and one copy of memory, not eight."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: tuple[Path, tuple[dict, list[dict]] | None] | None = None
+
+    def read(self, path: Path) -> tuple[dict, list[dict]] | None:
+        from rkollama.errors import PullFailed
+        from rkollama.models.gguf_facts import verbose as read_verbose
+
+        with self._lock:
+            if self._last is not None and self._last[0] == path:
+                return self._last[1]
+            self._last = None  # the previous one goes before the next is read
+            try:
+                found: tuple[dict, list[dict]] | None = read_verbose(path)
+            except PullFailed:
+                found = None
+            self._last = (path, found)
+            return found
+
+
+def show(spec: ModelSpec, verbose: bool = False,
+         headers: VerboseHeaders | None = None) -> wire.ShowResponse:
     """Ollama's ShowResponse; with `verbose` the header's arrays and the tensors (GGUF only)."""
     mf = spec.modelfile
     out: dict = {}  # filled in Ollama's key order
@@ -132,15 +161,11 @@ def show(spec: ModelSpec, verbose: bool = False) -> wire.ShowResponse:
     if mf.messages:
         out["messages"] = list(mf.messages)
     out["model_info"] = model_info(spec)
-    if verbose and spec.format == "gguf":
-        from rkollama.errors import PullFailed
-        from rkollama.models.gguf_facts import verbose as read_verbose
-
-        try:
-            header, out["tensors"] = read_verbose(spec.model_path)
+    if verbose and spec.format == "gguf" and headers is not None:
+        found = headers.read(spec.model_path)
+        if found is not None:  # a file the reader cannot parse keeps the stored table
+            header, out["tensors"] = found
             out["model_info"] = {k: v for k, v in header.items() if k not in HIDDEN_INFO}
-        except PullFailed:
-            pass  # a file the reader cannot parse keeps the stored table
     out["capabilities"] = spec.capabilities
     out["modified_at"] = timestamp(spec.modified_at)
     return out  # type: ignore[return-value]  # built key by key in wire order

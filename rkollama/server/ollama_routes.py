@@ -73,7 +73,7 @@ def show() -> Response:
         spec = _deps().store.resolve(parsed)
     except ModelNotFound:  # Ollama's show handler names the model normalised (`x:latest`)
         raise ModelNotFound(f"model '{parsed.display()}' not found") from None
-    return json_response(describe.show(spec, f.get("verbose", bool, False)))
+    return json_response(describe.show(spec, f.get("verbose", bool, False), _deps().headers))
 
 
 @bp.route("/api/copy", methods=["POST"])
