@@ -61,6 +61,14 @@ class BackendFailed(RkollamaError):
     status = 500
 
 
+class FormatNotMet(RkollamaError):
+    """The model answered, but not in the requested `format`, after every retry. 422, not a 5xx:
+    a 5xx makes clients (the openai SDK) send the request again, tripling the cost of an answer
+    the model cannot give."""
+
+    status = 422
+
+
 class ModelfileError(RkollamaError):
     """A Modelfile is invalid; the message names the file and the offending key."""
 

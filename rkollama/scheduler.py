@@ -25,7 +25,7 @@ from rkollama.engine_thread import EngineThread
 from rkollama.errors import BadRequest, Cancelled, LoadFailed, QueueFull, RkollamaError, ShuttingDown
 
 if TYPE_CHECKING:
-    from rkollama.backends.base import Backend
+    from rkollama.backends.base import Backend, BackendFactory
     from rkollama.config import Settings
     from rkollama.models.store import ModelSpec
 
@@ -55,7 +55,7 @@ class _Runner:
                  engine: EngineThread, keep_alive: float, now: float):
         self.key, self.spec, self.opts, self.backend = key, spec, opts, backend
         self.engine = engine
-        self.slots = max(1, getattr(backend, "slots", 1))  # generations it can run at once
+        self.slots = max(1, backend.slots)  # generations it can run at once
         self.cancels: set = set()  # cancel events of its running generations, for shutdown
         self.keep_alive = keep_alive
         self.active = 0
@@ -84,7 +84,7 @@ class Observer:
 
 
 class Scheduler:
-    def __init__(self, settings: "Settings", backend_factory: Callable | None = None,
+    def __init__(self, settings: "Settings", backend_factory: "BackendFactory | None" = None,
                  clock: Callable[[], float] = time.monotonic, observer: Observer | None = None):
         if backend_factory is None:
             from rkollama.backends import EngineFactory
@@ -162,8 +162,7 @@ class Scheduler:
             runner = self._runners.get(_key(spec))
             if runner is not None:
                 return runner.backend.constrains_format
-        ask = getattr(self.factory, "constrains_format", None)
-        return ask(spec, self.settings) if ask is not None else None
+        return self.factory.constrains_format(spec, self.settings)
 
     def load(self, spec: "ModelSpec", opts: LoadOptions, keep_alive: float | None = None,
              disconnected: Callable[[], bool] | None = None) -> float:

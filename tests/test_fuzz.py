@@ -149,9 +149,7 @@ def test_random_format_schemas_are_a_400_or_an_answer(daemon, schema, dialect):
         reply = session.post(f"{url}/v1/chat/completions", timeout=30, json={
             "model": "tiny", "messages": messages,
             "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}})
-    if reply.status_code == 500 and "did not produce the requested format" in reply.text:
-        return
-    check(reply)
+    check(reply)  # an answer the fake cannot fit to the schema is a 422, which check() accepts
 
 
 def test_the_daemon_still_answers_normally_after_the_fuzzing(daemon):

@@ -465,3 +465,16 @@ def test_concurrent_verbose_shows_read_the_header_once(fake_server, monkeypatch)
     for thread in threads:
         thread.join()
     assert len(reads) == 1
+
+
+@pytest.mark.parametrize("schema,words", [
+    ({"enum": []}, "format.enum is empty"), ({"not": {}}, "format.not matches everything"),
+])
+def test_a_format_no_answer_can_match_is_a_400_not_three_generations(fake_server, script, schema, words):
+    import requests
+
+    reply = requests.post(f"{fake_server.url}/api/chat", json={
+        "model": "tiny", "format": schema, "stream": False, "messages": [{"role": "user", "content": "x"}]},
+        timeout=30)
+    assert reply.status_code == 400 and words in reply.json()["error"], reply.text
+    assert script.history == []  # no engine work at all

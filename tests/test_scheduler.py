@@ -138,10 +138,14 @@ def test_failed_load_leaves_nothing_loaded(scheduler, store, script):
 
 
 def test_unexpected_engine_exception_on_load_becomes_load_failed(settings, store, clock):
-    def broken(spec, opts, settings):
-        raise ValueError("bad gguf")
+    class Broken:
+        def __call__(self, spec, opts, settings):
+            raise ValueError("bad gguf")
 
-    sched = Scheduler(settings, backend_factory=broken, clock=clock)
+        def constrains_format(self, spec, settings):
+            return False
+
+    sched = Scheduler(settings, backend_factory=Broken(), clock=clock)
     with pytest.raises(LoadFailed, match="bad gguf"):
         sched.load(store.resolve("tiny"), LoadOptions())
 

@@ -257,7 +257,7 @@ class StreamWriter:
                                                "content_block": block}))
         return events
 
-    def token(self, text: str, thinking: bool, _scored: tuple = ()) -> list[tuple[str, dict]]:
+    def token(self, text: str, thinking: bool, scored: tuple = ()) -> list[tuple[str, dict]]:
         # Anthropic's Messages API has no log-probabilities; `_scored` is the writers' shared signature.
         if not text:
             return []

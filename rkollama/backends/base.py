@@ -11,7 +11,7 @@ Contract:
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from rkollama.core.types import Done, Generation, LoadOptions, Token
 
@@ -51,7 +51,8 @@ class Backend(ABC):
     def generate(self, gen: Generation, cancel: threading.Event) -> Iterator[Token | Done]:
         """`Token`s, then one `Done`."""
 
-    def generate_batch(self, batch: list) -> Iterator:
+    def generate_batch(self, batch: list[tuple[int, Generation, threading.Event]]
+                       ) -> Iterator[tuple[int, Token | Done]]:
         """Several generations in one forward pass (NPU n_batch): `batch` is [(id, gen, cancel)];
         yields (id, event)."""
         raise NotImplementedError
@@ -66,3 +67,13 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027  # optional: an engine with nothing to free keeps this
         pass
+
+
+class BackendFactory(Protocol):
+    """What the scheduler loads engines with (backends.EngineFactory; the fake's for tests)."""
+
+    def __call__(self, spec: "ModelSpec", opts: LoadOptions, settings: "Settings") -> Backend:
+        """`spec` loaded and ready (blocking)."""
+
+    def constrains_format(self, spec: "ModelSpec", settings: "Settings") -> bool:
+        """Whether `spec`'s engine enforces a `format` itself, known without loading it."""

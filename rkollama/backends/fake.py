@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from rkollama.backends.base import Backend
@@ -155,9 +155,18 @@ def _echo(gen: Generation) -> list[str]:
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
 
-def factory(script: Script) -> Callable[["ModelSpec", LoadOptions, "Settings"], Backend]:
-    """A backend_factory for the Scheduler that builds ScriptedBackends sharing `script`."""
-    def load(spec: "ModelSpec", opts: LoadOptions, settings: "Settings") -> Backend:
-        return ScriptedBackend.load(spec, opts, settings, script=script)
-    load.constrains_format = lambda spec, settings: ScriptedBackend.constrains_format  # type: ignore[attr-defined]
-    return load
+class ScriptedFactory:
+    """A backend factory for the Scheduler that builds ScriptedBackends sharing `script`."""
+
+    def __init__(self, script: Script):
+        self.script = script
+
+    def __call__(self, spec: "ModelSpec", opts: LoadOptions, settings: "Settings") -> Backend:
+        return ScriptedBackend.load(spec, opts, settings, script=self.script)
+
+    def constrains_format(self, spec: "ModelSpec", settings: "Settings") -> bool:
+        return ScriptedBackend.constrains_format
+
+
+def factory(script: Script) -> ScriptedFactory:
+    return ScriptedFactory(script)

@@ -425,9 +425,9 @@ class _Engine(threading.Thread):
             except Exception as exc:
                 self.send(("error", first.request_id, _portable(exc)))
             return
+        jobs = [(j.request_id, j.gen, j.cancel) for j in batch if j.gen is not None and j.cancel is not None]
         try:
-            for request_id, event in self.backend.generate_batch(
-                    [(j.request_id, j.gen, j.cancel) for j in batch]):
+            for request_id, event in self.backend.generate_batch(jobs):
                 self.send(("event", request_id, event))
         except Exception as exc:
             for job in batch:

@@ -21,7 +21,21 @@ def schema_fault(schema: object) -> str | None:
     """Why a request's `format` schema cannot be used, in words for a 400, or None. It is hostile
     input: `{"properties": null}`, `{"minimum": "x"}` or a `$ref` to elsewhere must be refused
     here, not crash a validation later."""
-    return _shape_fault(schema) or cost_fault(schema) or _keyword_fault(schema)  # type: ignore[arg-type]
+    return (_shape_fault(schema) or cost_fault(schema) or _unsatisfiable(schema)
+            or _keyword_fault(schema))  # type: ignore[arg-type]
+
+
+def _unsatisfiable(schema: object) -> str | None:
+    """A schema no answer can ever match at its root (`false`, an empty `enum`, `not: {}`): a
+    400 now, rather than three generations and a 500."""
+    if schema is False:
+        return "format is false: no answer can match it"
+    if isinstance(schema, dict):
+        if schema.get("enum") == []:
+            return "format.enum is empty: no answer can match it"
+        if schema.get("not") in ({}, True):
+            return "format.not matches everything: no answer can match it"
+    return None
 
 
 MAX_SCHEMA_COUNT = 10_000

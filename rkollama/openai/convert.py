@@ -28,7 +28,7 @@ its own: minimal to low, xhigh and ultra to max)."""
 
 def error_body(message: str, status: int) -> dict:
     kind = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-            429: "rate_limit_error"}.get(status, "api_error")
+            422: "invalid_request_error", 429: "rate_limit_error"}.get(status, "api_error")
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 

@@ -244,7 +244,7 @@ class StreamWriter:
         self.sequence += 1
         return kind, event
 
-    def start(self) -> list:
+    def start(self) -> list[tuple[str, dict]]:
         shell = response_object(self.rid, self.req.model, self.echo, "in_progress", [], None)
         return [self._event("response.created", response=shell),
                 self._event("response.in_progress", response=shell)]
@@ -260,7 +260,7 @@ class StreamWriter:
         self.index += 1
         return events
 
-    def token(self, text: str, thinking: bool, scored: tuple = ()) -> list:
+    def token(self, text: str, thinking: bool, scored: tuple = ()) -> list[tuple[str, dict]]:
         if not text:
             return []
         if thinking:
@@ -291,7 +291,7 @@ class StreamWriter:
                                   logprobs=_logprobs(scored)))
         return events
 
-    def call(self, call: ToolCall) -> list:
+    def call(self, call: ToolCall) -> list[tuple[str, dict]]:
         events = self._finish_reasoning()
         item_id = f"fc_{random.randrange(999999)}_{len(self.calls)}"
         done = _call_item(item_id, call)
@@ -306,7 +306,7 @@ class StreamWriter:
                    self._event("response.output_item.done", output_index=index, item=done)]
         return events
 
-    def done(self, done: Done) -> list:
+    def done(self, done: Done) -> list[tuple[str, dict]]:
         events = self._finish_reasoning()
         output = [_reasoning_item(self.reasoning_id, self.thinking)] if self.reasoning_id else []
         if self.calls:

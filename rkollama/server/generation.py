@@ -11,7 +11,7 @@ from rkollama.core import structured
 from rkollama.core.collect import collect
 from rkollama.core.request import Request, check_capabilities, effective_options, load_options, to_generation
 from rkollama.core.types import Done, DoneReason, Event, Generation, LoadOptions, Token
-from rkollama.errors import BackendFailed
+from rkollama.errors import FormatNotMet
 
 if TYPE_CHECKING:
     from rkollama.models.store import ModelSpec
@@ -100,7 +100,7 @@ def _validated(gen: Generation, start: Callable[[Generation], EventStream]) -> "
                 [Done(done.reason, prompt_tokens, prompt_ms, eval_tokens, eval_ms)]
             return Replay(events, load_s)
         messages = structured.retry_messages(messages, completion.content, reason, gen.format)
-    raise BackendFailed(f"the model did not produce the requested format after "
+    raise FormatNotMet(f"the model did not produce the requested format after "
                         f"{structured.MAX_ATTEMPTS} attempts: {reason}")
 
 

@@ -10,12 +10,12 @@ import resource
 import signal
 import threading
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from flask import Flask
 
+    from rkollama.backends.base import BackendFactory
     from rkollama.config import Settings
     from rkollama.scheduler import Scheduler
 
@@ -25,7 +25,7 @@ DRAIN_S = 10.0
 log = logging.getLogger("rkollama")
 
 
-def build(settings: "Settings", backend_factory: Callable[..., Any] | None = None
+def build(settings: "Settings", backend_factory: "BackendFactory | None" = None
           ) -> tuple["Flask", "Scheduler"]:
     """Everything the app needs, from settings. Returns (app, scheduler)."""
     from rkollama.models.catalog import Catalog

@@ -5,11 +5,11 @@ import itertools
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from flask import Response
 
-from rkollama.core.types import Event
+from rkollama.core.types import Done, Event, ToolCall
 from rkollama.errors import RkollamaError
 
 if TYPE_CHECKING:
@@ -92,11 +92,22 @@ def event_stream(stream: "EventStream", frames: Callable[[Iterator[Event]], Iter
                     headers={"Cache-Control": "no-cache"})
 
 
-def named_events(stream: "EventStream", writer: Any, error_body: Callable[[str, int], dict]) -> Response:
+class EventWriter(Protocol):
+    """Turns core events into named SSE events, (name, data) pairs (Anthropic's Messages
+    StreamWriter, OpenAI's Responses writer)."""
+
+    def start(self) -> list[tuple[str, dict]]: ...
+    def token(self, text: str, thinking: bool, scored: tuple = ()) -> list[tuple[str, dict]]: ...
+    def call(self, call: ToolCall) -> list[tuple[str, dict]]: ...
+    def done(self, done: Done) -> list[tuple[str, dict]]: ...
+
+
+def named_events(stream: "EventStream", writer: EventWriter,
+                 error_body: Callable[[str, int], dict]) -> Response:
     """Server-sent events with event names (Anthropic's Messages, OpenAI's Responses): `writer`
     turns core events into (name, data) pairs through start(), token(), call() and done();
     a late error becomes a final `error` event in `error_body`'s shape."""
-    from rkollama.core.types import Done, DoneReason, Token, ToolCall
+    from rkollama.core.types import DoneReason, Token
 
     def frames(events: Iterator[Event]) -> Iterator[str]:
         pairs = writer.start()

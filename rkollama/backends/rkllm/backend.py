@@ -393,8 +393,8 @@ class RKLLMBackend(Backend):
             used += run.perf[0] if run.perf else len(text.split())
         return vectors, used
 
-    def generate_batch(self, batch: list[tuple[Any, Generation, threading.Event]]
-                       ) -> Iterator[tuple[Any, Token | Done]]:
+    def generate_batch(self, batch: list[tuple[int, Generation, threading.Event]]
+                       ) -> Iterator[tuple[int, Token | Done]]:
         """Run up to n_batch requests in one forward pass; yield (request_id, event).
 
         Each request is sent whole (its earlier turns replayed as context, no KV-cache reuse);
