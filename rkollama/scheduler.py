@@ -1,10 +1,13 @@
 """The scheduler: the only holder of loaded backends.
 
 It loads models on demand (evicting the least recently used idle one beyond `max_loaded_models`),
-gives each loaded model one generation at a time (others wait their turn, FIFO by arrival, in a
-bounded queue), reloads when load-time options change, and unloads idle models when their
-keep-alive expires. Generation runs in the requesting thread; a `Stream` is an iterator of events
-whose `close()`/`cancel()` stops the engine at the next token and frees the model.
+gives each loaded model as many generations at once as its engine has slots (one on the CPU
+engine, an NPU model's `n_batch`; others wait their turn, FIFO by arrival, in a bounded queue),
+reloads when load-time options change, and unloads idle models when their keep-alive expires.
+A model's work runs on its engine thread (and, by default, in a runner process of its own:
+backends/runner.py); a `Stream` is the requester's iterator over the engine's events, whose
+`close()`/`cancel()` stops the engine at the next token and frees the model. Unloads run off the
+scheduler's lock; a new load waits for them, so two models' memory never overlaps.
 """
 
 import itertools
