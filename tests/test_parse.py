@@ -158,3 +158,17 @@ def test_a_tool_call_nested_past_the_parsers_limit_is_text_not_a_crash():
     out = parser.feed(f'<tool_call>{{"name": "f", "arguments": {deep}}}</tool_call>') + parser.finish()
     assert not any(isinstance(item, ToolCall) for item in out)
     assert "".join(item.text for item in out if isinstance(item, Token)).startswith("<tool_call>")
+
+
+def test_the_newline_after_think_is_dropped_when_it_comes_as_its_own_token():
+    """Qwen's tokenizer makes `<think>` and the newline after it two tokens: the reasoning
+    must not start with that newline, whatever chunks the text arrives in."""
+    from rkollama.core.parse import ThinkingSplitter
+
+    for chunks in (["<think>", "\n", "Let me think.", "\n</think>\n\n", "42"],
+                   ["<think>\n", "\n", "Let me think.\n</think>", "42"],
+                   ["<think>\nLet me think.\n</think>\n\n42"]):
+        splitter = ThinkingSplitter()
+        out = [t for c in chunks for t in splitter.feed(c)] + splitter.finish()
+        assert "".join(t.text for t in out if t.thinking) == "Let me think.", chunks
+        assert "".join(t.text for t in out if not t.thinking) == "42", chunks
