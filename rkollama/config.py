@@ -34,7 +34,7 @@ class Setting:
     default: str
     help: str
     kind: str = "str"
-    """str, int, bool, duration (Go duration or seconds) or list (comma-separated)."""
+    """str, int, bool, duration (Go duration or seconds), list (comma-separated) or path."""
     choices: tuple[str, ...] = ()
     low: int | None = None
     """Smallest allowed value of an int setting."""
@@ -44,82 +44,6 @@ class Setting:
         return "--" + self.field.replace("_", "-")
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("config", ("RKOLLAMA_CONFIG",), str(SYSTEM_CONFIG),
-            "System configuration file (YAML, keys as in this table); ~/.rkollama/config.yaml "
-            "is read after it. Environment only"),
-    Setting("host", ("RKOLLAMA_HOST", "OLLAMA_HOST"), "127.0.0.1:11434",
-            "Address the daemon listens on and the CLI talks to ([scheme://]host[:port])"),
-    Setting("models", ("RKOLLAMA_MODELS", "OLLAMA_MODELS"), "~/.rkollama/models",
-            "Model store: blobs/ and manifests/"),
-    Setting("keep_alive", ("RKOLLAMA_KEEP_ALIVE", "OLLAMA_KEEP_ALIVE"), "5m",
-            "How long an idle model stays loaded (duration or seconds; negative = forever)",
-            kind="duration"),
-    Setting("context_length", ("RKOLLAMA_CONTEXT_LENGTH", "OLLAMA_CONTEXT_LENGTH"), "4096",
-            "Default num_ctx in tokens (capped at the model's training context)", kind="int", low=4),
-    Setting("load_timeout", ("RKOLLAMA_LOAD_TIMEOUT", "OLLAMA_LOAD_TIMEOUT"), "5m",
-            "How long a model may take to load before its runner is stopped (duration; 0 = no limit)",
-            kind="duration"),
-    Setting("max_loaded_models", ("RKOLLAMA_MAX_LOADED_MODELS", "OLLAMA_MAX_LOADED_MODELS"), "1",
-            "Models resident at once; the least recently used idle one is unloaded first",
-            kind="int", low=1),
-    Setting("max_queue", ("RKOLLAMA_MAX_QUEUE", "OLLAMA_MAX_QUEUE"), "512",
-            "Requests that may wait for a model before new ones get 503", kind="int", low=1),
-    Setting("num_threads", ("RKOLLAMA_NUM_THREADS",), "0",
-            "CPU engine threads for prompt and decode (0 = all cores)", kind="int", low=0),
-    Setting("backend", ("RKOLLAMA_BACKEND",), "auto",
-            "Engine: auto (chosen by the model's format), llamacpp, or fake (scripted, for tests)",
-            choices=("auto", "llamacpp", "fake")),
-    Setting("platform", ("RKOLLAMA_PLATFORM",), "auto",
-            "Platform whose model sources are used: auto (detected), " + ", ".join(PLATFORMS),
-            choices=("auto", *PLATFORMS)),
-    Setting("rkllm_lib", ("RKOLLAMA_RKLLM_LIB",), "",
-            "Path of librkllmrt.so (default: external/, then the system library paths)"),
-    Setting("rkllm_abi", ("RKOLLAMA_RKLLM_ABI",), "",
-            "ABI to use with an RKLLM runtime rkollama does not know (a newer or beta release): "
-            "1.2, 1.3 or 1.3.1; empty = decide from the file. A wrong one crashes the model's runner",
-            choices=("", "1.2", "1.3", "1.3.1")),
-    Setting("npu_driver_check", ("RKOLLAMA_NPU_DRIVER_CHECK",), "true",
-            "Refuse NPU loads on an RKNPU driver known not to work (below 0.9.0) and warn below "
-            "0.9.8; false skips the check", kind="bool"),
-    Setting("isolation", ("RKOLLAMA_ISOLATION", "RKOLLAMA_NPU_ISOLATION"), "true",
-            "Run each loaded model in a runner process, so an engine crash cannot take the daemon down",
-            kind="bool"),
-    Setting("modelfiles", ("RKOLLAMA_MODELFILES",), "",
-            "Extra directory of YAML Modelfiles searched before the built-in ones"),
-    Setting("hf_endpoint", ("RKOLLAMA_HF_ENDPOINT", "HF_ENDPOINT"), "https://huggingface.co",
-            "Hugging Face Hub (or a mirror) that hf.co/… names and hf sources are pulled from"),
-    Setting("hf_token", ("RKOLLAMA_HF_TOKEN", "HF_TOKEN"), "",
-            "Hugging Face token for gated or private repositories"),
-    Setting("origins", ("RKOLLAMA_ORIGINS", "OLLAMA_ORIGINS"), "",
-            "Extra allowed CORS origins (comma-separated, * wildcards)"),
-    Setting("api_key", ("RKOLLAMA_API_KEY",), "",
-            "API keys (comma-separated): when set, every route but / and /v1/health needs "
-            "`Authorization: Bearer KEY`", kind="list"),
-    Setting("rate_limit", ("RKOLLAMA_RATE_LIMIT",), "0",
-            "Requests per minute allowed to each API key (or client address without keys); "
-            "0 = no limit. Beyond it: 429 with Retry-After", kind="int", low=0),
-    Setting("http_threads", ("RKOLLAMA_HTTP_THREADS",), "16",
-            "HTTP threads for running long requests (generating, pulling), beyond one per queued "
-            "request; control routes (/api/tags, /api/ps, …) have threads of their own",
-            kind="int", low=1),
-    Setting("max_connections", ("RKOLLAMA_MAX_CONNECTIONS",), "4096",
-            "Client connections held open at once (idle and slow ones included)", kind="int", low=1),
-    Setting("connection_timeout", ("RKOLLAMA_CONNECTION_TIMEOUT",), "60",
-            "Seconds an idle client connection stays open", kind="int", low=1),
-    Setting("max_body_bytes", ("RKOLLAMA_MAX_BODY_BYTES",), "33554432",
-            "Largest request body in bytes (413 beyond it)", kind="int", low=1024),
-    Setting("max_blob_bytes", ("RKOLLAMA_MAX_BLOB_BYTES",), "68719476736",
-            "Largest model file an /api/blobs upload may bring, in bytes", kind="int", low=1),
-    Setting("debug", ("RKOLLAMA_DEBUG", "OLLAMA_DEBUG"), "false", "Log debug information",
-            kind="bool"),
-    Setting("nohistory", ("RKOLLAMA_NOHISTORY", "OLLAMA_NOHISTORY"), "false",
-            "CLI: keep no history of what is typed in `rkollama run` (~/.rkollama/history)",
-            kind="bool"),
-    Setting("no_autostart", ("RKOLLAMA_NO_AUTOSTART",), "false",
-            "CLI: never start a background daemon when none answers", kind="bool"),
-)
-_BY_FIELD = {s.field: s for s in SETTINGS}
 
 
 def _parse_bool(text: str) -> bool:
@@ -130,9 +54,13 @@ def _parse_bool(text: str) -> bool:
     return True
 
 
-def _default(name: str) -> Any:
-    """A field's default, converted from the table (the table is its only home)."""
-    return convert(_BY_FIELD[name], _BY_FIELD[name].default, "the default")
+def setting(envs: tuple[str, ...], default: str, help: str, kind: str = "str",
+            choices: tuple[str, ...] = (), low: int | None = None) -> Any:
+    """A field of Settings: its default converted from `default` (the text the docs show), the
+    rest kept for SETTINGS. `kind` "path" is text that becomes a Path."""
+    spec = Setting("", envs, default, help, kind, choices, low)
+    value = Path(default) if kind == "path" else convert(spec, default, "the default")
+    return dataclasses.field(default=value, metadata={"setting": spec})
 
 
 def convert(setting: Setting, raw: object, source: str) -> Any:
@@ -205,35 +133,92 @@ def read_file(path: Path) -> dict[str, object]:
 
 @dataclass(frozen=True)
 class Settings:
-    config: str = _default("config")
-    host: str = _default("host")
-    models: Path = Path(_default("models"))
-    keep_alive: str = _default("keep_alive")
-    context_length: int = _default("context_length")
-    load_timeout: str = _default("load_timeout")
-    max_loaded_models: int = _default("max_loaded_models")
-    max_queue: int = _default("max_queue")
-    num_threads: int = _default("num_threads")
-    backend: str = _default("backend")
-    platform: str = _default("platform")
-    rkllm_lib: str = _default("rkllm_lib")
-    rkllm_abi: str = _default("rkllm_abi")
-    npu_driver_check: bool = _default("npu_driver_check")
-    isolation: bool = _default("isolation")
-    modelfiles: str = _default("modelfiles")
-    hf_endpoint: str = _default("hf_endpoint")
-    hf_token: str = _default("hf_token")
-    origins: str = _default("origins")
-    api_key: tuple[str, ...] = _default("api_key")
-    rate_limit: int = _default("rate_limit")
-    http_threads: int = _default("http_threads")
-    max_connections: int = _default("max_connections")
-    connection_timeout: int = _default("connection_timeout")
-    max_body_bytes: int = _default("max_body_bytes")
-    max_blob_bytes: int = _default("max_blob_bytes")
-    debug: bool = _default("debug")
-    nohistory: bool = _default("nohistory")
-    no_autostart: bool = _default("no_autostart")
+    """Every setting, each in one place: its name and type here, and in `setting(...)` its
+    environment names, default (as text), help and kind. SETTINGS (env, flags, file keys, `serve
+    --help`, docs/configuration.md) is derived from these fields."""
+
+    config: str = setting(("RKOLLAMA_CONFIG",), str(SYSTEM_CONFIG),
+        "System configuration file (YAML, keys as in this table); ~/.rkollama/config.yaml "
+        "is read after it. Environment only")
+    host: str = setting(("RKOLLAMA_HOST", "OLLAMA_HOST"), "127.0.0.1:11434",
+        "Address the daemon listens on and the CLI talks to ([scheme://]host[:port])")
+    models: Path = setting(("RKOLLAMA_MODELS", "OLLAMA_MODELS"), "~/.rkollama/models",
+        "Model store: blobs/ and manifests/", kind="path")
+    keep_alive: str = setting(("RKOLLAMA_KEEP_ALIVE", "OLLAMA_KEEP_ALIVE"), "5m",
+        "How long an idle model stays loaded (duration or seconds; negative = forever)",
+        kind="duration")
+    context_length: int = setting(("RKOLLAMA_CONTEXT_LENGTH", "OLLAMA_CONTEXT_LENGTH"), "4096",
+        "Default num_ctx in tokens (capped at the model's training context)", kind="int", low=4)
+    load_timeout: str = setting(("RKOLLAMA_LOAD_TIMEOUT", "OLLAMA_LOAD_TIMEOUT"), "5m",
+        "How long a model may take to load before its runner is stopped (duration; 0 = no limit)",
+        kind="duration")
+    max_loaded_models: int = setting(("RKOLLAMA_MAX_LOADED_MODELS", "OLLAMA_MAX_LOADED_MODELS"), "1",
+        "Models resident at once; the least recently used idle one is unloaded first",
+        kind="int", low=1)
+    max_queue: int = setting(("RKOLLAMA_MAX_QUEUE", "OLLAMA_MAX_QUEUE"), "512",
+        "Requests that may wait for a model before new ones get 503", kind="int", low=1)
+    num_threads: int = setting(("RKOLLAMA_NUM_THREADS",), "0",
+        "CPU engine threads for prompt and decode (0 = all cores)", kind="int", low=0)
+    backend: str = setting(("RKOLLAMA_BACKEND",), "auto",
+        "Engine: auto (chosen by the model's format), llamacpp, or fake (scripted, for tests)",
+        choices=("auto", "llamacpp", "fake"))
+    platform: str = setting(("RKOLLAMA_PLATFORM",), "auto",
+        "Platform whose model sources are used: auto (detected), " + ", ".join(PLATFORMS),
+        choices=("auto", *PLATFORMS))
+    rkllm_lib: str = setting(("RKOLLAMA_RKLLM_LIB",), "",
+        "Path of librkllmrt.so (default: external/, then the system library paths)")
+    rkllm_abi: str = setting(("RKOLLAMA_RKLLM_ABI",), "",
+        "ABI to use with an RKLLM runtime rkollama does not know (a newer or beta release): "
+        "1.2, 1.3 or 1.3.1; empty = decide from the file. A wrong one crashes the model's runner",
+        choices=("", "1.2", "1.3", "1.3.1"))
+    npu_driver_check: bool = setting(("RKOLLAMA_NPU_DRIVER_CHECK",), "true",
+        "Refuse NPU loads on an RKNPU driver known not to work (below 0.9.0) and warn below "
+        "0.9.8; false skips the check", kind="bool")
+    isolation: bool = setting(("RKOLLAMA_ISOLATION", "RKOLLAMA_NPU_ISOLATION"), "true",
+        "Run each loaded model in a runner process, so an engine crash cannot take the daemon down",
+        kind="bool")
+    modelfiles: str = setting(("RKOLLAMA_MODELFILES",), "",
+        "Extra directory of YAML Modelfiles searched before the built-in ones")
+    hf_endpoint: str = setting(("RKOLLAMA_HF_ENDPOINT", "HF_ENDPOINT"), "https://huggingface.co",
+        "Hugging Face Hub (or a mirror) that hf.co/… names and hf sources are pulled from")
+    hf_token: str = setting(("RKOLLAMA_HF_TOKEN", "HF_TOKEN"), "",
+        "Hugging Face token for gated or private repositories")
+    origins: tuple[str, ...] = setting(("RKOLLAMA_ORIGINS", "OLLAMA_ORIGINS"), "",
+        "Extra allowed CORS origins (comma-separated, * wildcards)", kind="list")
+    api_key: tuple[str, ...] = setting(("RKOLLAMA_API_KEY",), "",
+        "API keys (comma-separated): when set, every route but / and /v1/health needs "
+        "`Authorization: Bearer KEY`", kind="list")
+    rate_limit: int = setting(("RKOLLAMA_RATE_LIMIT",), "0",
+        "Requests per minute allowed to each API key (or client address without keys); "
+        "0 = no limit. Beyond it: 429 with Retry-After", kind="int", low=0)
+    http_threads: int = setting(("RKOLLAMA_HTTP_THREADS",), "16",
+        "HTTP threads for running long requests (generating, pulling), beyond one per queued "
+        "request; control routes (/api/tags, /api/ps, …) have threads of their own",
+        kind="int", low=1)
+    max_connections: int = setting(("RKOLLAMA_MAX_CONNECTIONS",), "4096",
+        "Client connections held open at once (idle and slow ones included)", kind="int", low=1)
+    connection_timeout: int = setting(("RKOLLAMA_CONNECTION_TIMEOUT",), "60",
+        "Seconds an idle client connection stays open", kind="int", low=1)
+    max_body_bytes: int = setting(("RKOLLAMA_MAX_BODY_BYTES",), "33554432",
+        "Largest request body in bytes (413 beyond it)", kind="int", low=1024)
+    max_blob_bytes: int = setting(("RKOLLAMA_MAX_BLOB_BYTES",), "68719476736",
+        "Largest model file an /api/blobs upload may bring, in bytes", kind="int", low=1)
+    debug: bool = setting(("RKOLLAMA_DEBUG", "OLLAMA_DEBUG"), "false", "Log debug information",
+        kind="bool")
+    nohistory: bool = setting(("RKOLLAMA_NOHISTORY", "OLLAMA_NOHISTORY"), "false",
+        "CLI: keep no history of what is typed in `rkollama run` (~/.rkollama/history)",
+        kind="bool")
+    no_autostart: bool = setting(("RKOLLAMA_NO_AUTOSTART",), "false",
+        "CLI: never start a background daemon when none answers", kind="bool")
+
+    def __post_init__(self) -> None:
+        # Overrides given in code (Settings.from_env(..., origins="a,b")) get the table's kinds too.
+        for spec in SETTINGS:
+            value = getattr(self, spec.field)
+            if spec.kind == "list" and isinstance(value, str):
+                object.__setattr__(self, spec.field, convert(spec, value, "an override"))
+            elif spec.kind == "path" and isinstance(value, str):
+                object.__setattr__(self, spec.field, Path(os.path.expanduser(value)))
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, flags: Mapping[str, str] | None = None,
@@ -253,10 +238,9 @@ class Settings:
                     break
         for name, text in (flags or {}).items():
             values[name] = convert(_BY_FIELD[name], text, f"flag {_BY_FIELD[name].flag}")
-        if "models" in values:
-            values["models"] = Path(os.path.expanduser(str(values["models"])))
-        else:
-            values["models"] = Path(os.path.expanduser(_BY_FIELD["models"].default))
+        for spec in SETTINGS:
+            if spec.kind == "path":
+                values[spec.field] = Path(os.path.expanduser(str(values.get(spec.field, spec.default))))
         return cls(**values)  # type: ignore[arg-type]
 
     @classmethod
@@ -308,6 +292,12 @@ def parse_host(value: str) -> tuple[str, str, int]:
     except ValueError:
         port = default_port
     return scheme, host, port
+
+
+SETTINGS: tuple[Setting, ...] = tuple(dataclasses.replace(f.metadata["setting"], field=f.name)
+                                     for f in dataclasses.fields(Settings))
+"""Every setting, in the order of Settings' fields (env names, default, help, kind, bounds)."""
+_BY_FIELD = {s.field: s for s in SETTINGS}
 
 
 def describe() -> list[tuple[str, str, str]]:

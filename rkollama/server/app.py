@@ -69,7 +69,7 @@ def create_app(settings: "Settings", scheduler: "Scheduler", store: "ModelStore"
     app.register_blueprint(anthropic_routes.bp)
     app.register_blueprint(cloud_routes.bp)
     app.register_blueprint(manage_routes.bp)
-    origins = list(_LOCAL_ORIGINS) + [o.strip() for o in settings.origins.split(",") if o.strip()]
+    origins = list(_LOCAL_ORIGINS) + list(settings.origins)
     bind_host, _ = settings.bind_address()
     guard_host = _is_loopback(bind_host)
 
