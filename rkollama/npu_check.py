@@ -92,7 +92,7 @@ class _Session:
     def ask(self, step: StepResult, gen: Generation,
             cancel_after: int | None = None) -> list[Event]:
         trace: list[tuple[float, int, bytes | None, int]] = []
-        self.backend._runs.trace = trace
+        self.backend.trace_callbacks(trace)
         cancel = threading.Event()
         started = time.monotonic()
         events: list[Event] = []
@@ -108,7 +108,7 @@ class _Session:
                         cancel.set()
                 events.append(event)
         finally:
-            self.backend._runs.trace = None
+            self.backend.trace_callbacks(None)
         facts = self.backend.last_run
         step.prompts_sent_as, step.sent, step.reused = facts.path, facts.sent, facts.reused
         step.continuations = facts.continuations

@@ -84,6 +84,11 @@ class RKLLMBackend(Backend):
         self.last_run = RunFacts()
         """What the last generation sent and got (for `doctor --npu-check`)."""
 
+    def trace_callbacks(self, trace: list[tuple[float, int, bytes | None, int]] | None) -> None:
+        """Record every result callback into `trace` ((monotonic s, state, text bytes, token id)),
+        or stop recording with None (`doctor --npu-check`)."""
+        self._runs.trace = trace
+
     # -- loading -------------------------------------------------------------------------------
     @classmethod
     def load(cls, spec: ModelSpec, opts: LoadOptions, settings: Settings) -> "RKLLMBackend":
