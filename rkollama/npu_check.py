@@ -72,15 +72,31 @@ class Outcome:
     steps: list[StepResult]
 
 
-def pick_model(store: ModelStore, name: str) -> ModelSpec:
-    """`name`, or the smallest pulled .rkllm model."""
+def pick_model(settings: Settings, name: str, progress: Callable[[str], None]) -> ModelSpec:
+    """`name`, else the smallest pulled .rkllm model, else the first NPU model the catalogue has
+    for this board, pulled now (its tokenizer with it)."""
+    store = ModelStore(settings.models)
     if name:
         return store.resolve(name)
     npu = [spec for spec in store.list() if spec.format == "rkllm"]
-    if not npu:
-        raise RkollamaError("no NPU model is pulled: `rkollama pull qwen3:0.6b` first (on the board), "
-                            "or name one with --model")
-    return min(npu, key=lambda spec: spec.size)
+    if npu:
+        return min(npu, key=lambda spec: spec.size)
+    from rkollama.models.catalog import Catalog
+    from rkollama.models.hf import HubConfig
+    from rkollama.models.pull import pull
+
+    platform = source_platform(settings.platform, settings.rkllm_lib)
+    catalog = Catalog(settings.modelfiles)
+    offered = [tag for tag, entry in catalog.offered(platform) if entry.format == "rkllm"]
+    if not offered:
+        raise RkollamaError(f"no NPU model is pulled and the catalogue has none for {platform}: "
+                            "name one with --model")
+    progress(f"pulling {offered[0]} (the catalogue's NPU model for {platform})")
+    hub = HubConfig(settings.hf_endpoint, settings.hf_token)
+    for line in pull(store, catalog, offered[0], platform, hub):
+        if "total" not in line:
+            progress(str(line.get("status", "")))
+    return store.resolve(offered[0])
 
 
 class _Session:
@@ -219,7 +235,7 @@ def _steps(thinking: bool, window: int) -> list[tuple[str, Callable[[_Session, S
 def run_check(settings: Settings, model: str, out_dir: Path,
               progress: Callable[[str], None] = lambda line: None) -> Outcome:
     """Load `model` (or the smallest pulled NPU model) and run the session; the report files."""
-    spec = pick_model(ModelStore(settings.models), model)
+    spec = pick_model(settings, model, progress)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     data_path, report_path = out_dir / f"npu-check-{stamp}.json", out_dir / f"npu-check-{stamp}.md"

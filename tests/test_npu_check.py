@@ -63,3 +63,29 @@ def test_a_model_the_runtime_refuses_is_a_report_that_quotes_it(tmp_path, fake_r
     result, data = check(tmp_path, fake_runtime, FAKE_RKLLM_INIT="nomem", **SMART)
     assert data["load"]["ok"] is False and "failed to malloc npu memory" in data["load"]["error"]
     assert "did not load" in result.stdout
+
+
+def test_with_no_npu_model_pulled_it_pulls_the_catalogues_own_first(tmp_path, fake_runtime):
+    """The first board has nothing pulled yet: the check takes the catalogue's NPU model for the
+    board (qwen3:0.6b on RK3588) from the Hub, its tokenizer with it, and runs on the token path."""
+    import random
+
+    import hf_standin
+    from npu_tokenizer import write_tokenizer
+
+    root = tmp_path / "hub"
+    repo = root / "dulimov" / "Qwen3-0.6B-rk3588-1.2.1-unsloth-16k"
+    repo.mkdir(parents=True)
+    (repo / "Qwen3-0.6B-rk3588-w8a8-opt-1-hybrid-ratio-0.0.rkllm").write_bytes(random.Random(5).randbytes(1 << 20))
+    write_tokenizer(root / "Qwen" / "Qwen3-0.6B")
+    srv = hf_standin.serve(str(root))
+    try:
+        env = {"RKOLLAMA_MODELS": str(tmp_path / "models"), "RKOLLAMA_RKLLM_LIB": str(fake_runtime["1.3.1"]),
+               "RKOLLAMA_PLATFORM": "rk3588", "RKOLLAMA_HF_ENDPOINT": srv.url, **SMART}
+        result = rk(["doctor", "--npu-check", "--report-dir", str(tmp_path / "report")], env=env, timeout=180)
+    finally:
+        srv.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert "pulling qwen3:0.6b" in result.stderr
+    data = json.loads(sorted((tmp_path / "report").glob("npu-check-*.json"))[-1].read_text())
+    assert data["model"] == "qwen3:0.6b" and data["steps"][0]["prompts_sent_as"] == "tokens"
