@@ -61,3 +61,43 @@ def test_no_module_imports_a_layer_above_it():
 def test_no_module_passes_600_lines():
     long = {module_name(p): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 600}
     assert long == {}
+
+
+def test_no_import_cycles_not_even_type_only_ones():
+    """No circle of imports among the package's modules, counting imports under TYPE_CHECKING
+    and inside functions (a type-only cycle is still a tangle a reader must hold in mind). A
+    module importing a sibling through its package (`from rkollama.cli import common`) is not
+    an edge to the package's __init__."""
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    packages = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges = set()
+        for imported in imports(path):
+            parts = imported.split(".")
+            target = next((".".join(parts[:i]) for i in range(len(parts), 0, -1)
+                           if ".".join(parts[:i]) in modules), None)
+            if target is None or target == name:
+                continue
+            if target in packages and name.startswith(target + "."):
+                continue
+            edges.add(target)
+        graph[name] = edges
+    cycles, seen = [], set()
+    for start in graph:  # a depth-first walk from each module, reporting each circle found
+        path, stack = [start], [iter(sorted(graph[start]))]
+        while stack:
+            step = next(stack[-1], None)
+            if step is None:
+                stack.pop()
+                path.pop()
+                continue
+            if step == start:
+                circle = tuple(sorted(path))
+                if circle not in seen:
+                    seen.add(circle)
+                    cycles.append(" -> ".join(path + [start]))
+            elif step not in path and step > start:  # each circle once, from its smallest module
+                path.append(step)
+                stack.append(iter(sorted(graph[step])))
+    assert cycles == []

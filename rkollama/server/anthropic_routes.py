@@ -5,7 +5,7 @@ from flask import Blueprint, Response, request
 from rkollama.anthropic import convert
 from rkollama.api.fields import parse_body
 from rkollama.core.collect import collect
-from rkollama.server import generation
+from rkollama.server import pipeline
 from rkollama.server.streaming import json_response, named_events
 
 bp = Blueprint("anthropic", __name__, url_prefix="/v1/messages")
@@ -14,7 +14,7 @@ bp = Blueprint("anthropic", __name__, url_prefix="/v1/messages")
 @bp.route("", methods=["POST"])
 def messages() -> Response:
     req = convert.from_messages_request(parse_body(request.get_data(cache=False)))
-    stream = generation.submit(req, generation.prepare(req, "chat"))
+    stream = pipeline.submit(req, pipeline.prepare(req, "chat"))
     mid = convert.new_id("msg")
     if not req.stream:
         return json_response(convert.to_message(req, collect(stream), mid))

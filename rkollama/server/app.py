@@ -6,7 +6,6 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from flask import Flask, Response, g, request
@@ -15,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 from rkollama import __version__
 from rkollama.errors import RkollamaError
 from rkollama.server.auth import Gate
-from rkollama.server.describe import VerboseHeaders
+from rkollama.server.deps import Deps
 from rkollama.server.dialects import dialect_error, unexpected
 from rkollama.server.metrics import Metrics
 
@@ -35,20 +34,6 @@ _ALLOWED_HEADERS = ("Authorization, Content-Type, User-Agent, Accept, X-Requeste
                     "x-stainless-arch, x-stainless-lang, x-stainless-os, x-stainless-package-version, "
                     "x-stainless-retry-count, x-stainless-runtime, x-stainless-runtime-version, "
                     "x-stainless-timeout, x-stainless-async")
-
-
-@dataclass
-class Deps:
-    """The app's collaborators, reached from a request through `generation.deps()`."""
-
-    settings: "Settings"
-    scheduler: "Scheduler"
-    store: "ModelStore"
-    catalog: "Catalog"
-    platform: str
-    metrics: Metrics
-    headers: VerboseHeaders = field(default_factory=VerboseHeaders)
-    """GGUF headers for /api/show `verbose`, one read at a time."""
 
 
 def create_app(settings: "Settings", scheduler: "Scheduler", store: "ModelStore", catalog: "Catalog",

@@ -9,7 +9,7 @@ for), never a bare 404 page.
 
 from flask import Blueprint, Response, request
 
-from rkollama.server import generation
+from rkollama.server.deps import deps
 from rkollama.server.streaming import error_response, json_response
 
 bp = Blueprint("cloud", __name__)
@@ -58,9 +58,9 @@ def _web(operation: str) -> Response:
 @bp.route("/api/experimental/model-recommendations", methods=["GET"])
 def recommendations() -> Response:
     """The catalogue's models that have a source for this machine, default tags first."""
-    deps = generation.deps()
+    here = deps()
     entries = []
-    for name, entry in deps.catalog.offered(deps.platform):
+    for name, entry in here.catalog.offered(here.platform):
         item: dict[str, str | int] = {"model": name, "description": entry.description}
         context = entry.details.get("context_length")
         if isinstance(context, int) and context > 0:

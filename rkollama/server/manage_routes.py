@@ -9,7 +9,8 @@ from rkollama.api.fields import Fields, parse_body
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest
 from rkollama.openai import convert
-from rkollama.server import describe, generation
+from rkollama.server import describe, pipeline
+from rkollama.server.deps import deps
 from rkollama.server.metrics import CONTENT_TYPE
 from rkollama.server.streaming import json_response
 
@@ -18,16 +19,16 @@ bp = Blueprint("manage", __name__)
 
 @bp.route("/metrics", methods=["GET"])
 def metrics() -> Response:
-    return current_app.response_class(generation.deps().metrics.render(), content_type=CONTENT_TYPE)
+    return current_app.response_class(deps().metrics.render(), content_type=CONTENT_TYPE)
 
 
 @bp.route("/v1/health", methods=["GET", "HEAD"])
 def health() -> Response:
-    deps = generation.deps()
-    if deps.scheduler.stopping:
+    here = deps()
+    if here.scheduler.stopping:
         return json_response({"status": "shutting down"}, 503)
     return json_response({"status": "ok", "version": __version__,
-                          "models_loaded": len(deps.scheduler.ps())})
+                          "models_loaded": len(here.scheduler.ps())})
 
 
 def _model(type_name: str) -> tuple[Fields, str]:
@@ -44,8 +45,8 @@ def _model(type_name: str) -> tuple[Fields, str]:
 def load() -> Response:
     """Load a model now (as an empty /api/generate does): `model`, optional `keep_alive`, `options`."""
     f, name = _model("LoadRequest")
-    spec = generation.deps().store.resolve(name)
-    seconds = generation.load(spec, f.get("options", dict), keep_alive_seconds(f.raw("keep_alive")))
+    spec = deps().store.resolve(name)
+    seconds = pipeline.load(spec, f.get("options", dict), keep_alive_seconds(f.raw("keep_alive")))
     return json_response({"model": spec.name.display(), "loaded": True,
                           "load_duration": int(seconds * 1e9)})
 
@@ -53,16 +54,16 @@ def load() -> Response:
 @bp.route("/v1/models/unload", methods=["POST"])
 def unload() -> Response:
     _, name = _model("UnloadRequest")
-    deps = generation.deps()
-    spec = deps.store.resolve(name)
-    deps.scheduler.unload(spec)
+    here = deps()
+    spec = here.store.resolve(name)
+    here.scheduler.unload(spec)
     return json_response({"model": spec.name.display(), "unloaded": True})
 
 
 @bp.route("/v1/models/loaded", methods=["GET"])
 def loaded() -> Response:
     entries = []
-    for model in generation.deps().scheduler.ps():
+    for model in deps().scheduler.ps():
         ps = describe.ps_entry(model)
         entries.append(dict(convert.model_entry(model.spec), size=ps["size"],
                             context_length=ps["context_length"], expires_at=ps["expires_at"]))
@@ -72,10 +73,10 @@ def loaded() -> Response:
 @bp.route("/v1/models/available", methods=["GET"])
 def available() -> Response:
     """Pulled models, then the catalogue's models for this machine that are not pulled yet."""
-    deps = generation.deps()
-    pulled = [dict(convert.model_entry(spec), downloaded=True) for spec in deps.store.list()]
+    here = deps()
+    pulled = [dict(convert.model_entry(spec), downloaded=True) for spec in here.store.list()]
     have = {entry["id"] for entry in pulled}
     more = [{"id": name, "object": "model", "created": 0, "owned_by": "library",
              "downloaded": False, "description": entry.description}
-            for name, entry in deps.catalog.offered(deps.platform) if name not in have]
+            for name, entry in here.catalog.offered(here.platform) if name not in have]
     return json_response({"object": "list", "data": pulled + more})

@@ -18,7 +18,8 @@ from rkollama.models.create import create as create_model
 from rkollama.models.hf import HubConfig
 from rkollama.models.names import ModelName
 from rkollama.models.pull import pull as pull_model
-from rkollama.server import describe, generation
+from rkollama.server import describe, embedding, pipeline
+from rkollama.server.deps import deps, disconnected
 from rkollama.server.metrics import Metrics
 from rkollama.server.streaming import json_response, ndjson, primed
 
@@ -27,8 +28,8 @@ OLLAMA_VERSION = "0.12.0"
 bp = Blueprint("ollama", __name__)
 
 
-_deps = generation.deps
-_disconnected = generation.disconnected
+_deps = deps
+_disconnected = disconnected
 
 
 def _body() -> dict:
@@ -185,7 +186,7 @@ def generate() -> Response:
 
 def _complete(req: Request, endpoint: str, chunk: Callable[..., Any], started: float) -> Response:
     """Shared body of chat and generate: the load/unload idioms, then stream or collect."""
-    prepared = generation.prepare(req, endpoint)
+    prepared = pipeline.prepare(req, endpoint)
     if req.debug_render_only:  # Ollama's way to test templates: the prompt, no generation
         text = _deps().scheduler.render(prepared.spec, prepared.gen, prepared.load_opts,
                                         req.keep_alive, _disconnected())
@@ -203,7 +204,7 @@ def _complete(req: Request, endpoint: str, chunk: Callable[..., Any], started: f
             scheduler.load(prepared.spec, prepared.load_opts, req.keep_alive, _disconnected())
             reason = "load"
         return json_response(dict(chunk(req.model, done=True), done_reason=reason))
-    stream = generation.submit(req, prepared)
+    stream = pipeline.submit(req, prepared)
 
     def final(done: Done) -> dict:
         total = time.monotonic() - started
@@ -249,7 +250,7 @@ def embed() -> Response:
     texts = ([value] if value else []) if isinstance(value, str) else value  # "" or [] only loads
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise BadRequest("invalid input type")
-    vectors, tokens, load_s = generation.embed(model, texts, f.get("truncate", bool, True),
+    vectors, tokens, load_s = embedding.embed(model, texts, f.get("truncate", bool, True),
                                                f.get("options", dict),
                                                keep_alive_seconds(f.raw("keep_alive")))
     reply = {"model": model, "embeddings": shape(vectors, f.get("dimensions", int))}
@@ -266,7 +267,7 @@ def embeddings() -> Response:
     if not model:
         raise BadRequest("model is required")
     prompt = f.get("prompt", str, "")
-    vectors, _, _ = generation.embed(model, [prompt] if prompt else [], True,
+    vectors, _, _ = embedding.embed(model, [prompt] if prompt else [], True,
                                      f.get("options", dict), keep_alive_seconds(f.raw("keep_alive")))
     return json_response({"embedding": vectors[0] if vectors else []})
 

@@ -11,9 +11,9 @@ from rkollama.core.embed import shape
 from rkollama.core.types import DoneReason, Event, Token, TokenLogprob, ToolCall
 from rkollama.errors import ModelNotFound, RkollamaError
 from rkollama.openai import convert, responses
-from rkollama.server import generation
-from rkollama.server.generation import EventStream
-from rkollama.server.streaming import dumps, event_stream, json_response, named_events
+from rkollama.server import embedding, pipeline
+from rkollama.server.deps import deps
+from rkollama.server.streaming import EventStream, dumps, event_stream, json_response, named_events
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 
@@ -35,13 +35,13 @@ def _plain_json(obj: object) -> Response:
 @bp.route("/models", methods=["GET"])
 def models() -> Response:
     return _plain_json({"object": "list",
-                        "data": [convert.model_entry(s) for s in generation.deps().store.list()]})
+                        "data": [convert.model_entry(s) for s in deps().store.list()]})
 
 
 @bp.route("/models/<path:model>", methods=["GET"])
 def model(model: str) -> Response:
     try:
-        spec = generation.deps().store.resolve(model)
+        spec = deps().store.resolve(model)
     except (ModelNotFound, RkollamaError):
         raise ModelNotFound(f"model '{model}' not found") from None
     return _plain_json(dict(convert.model_entry(spec), id=model))
@@ -50,14 +50,14 @@ def model(model: str) -> Response:
 @bp.route("/embeddings", methods=["POST"])
 def embeddings() -> Response:
     name, texts, encoding, dimensions = convert.parse_embedding_request(_body())
-    vectors, tokens, _ = generation.embed(name, texts, True, None, None)
+    vectors, tokens, _ = embedding.embed(name, texts, True, None, None)
     return json_response(convert.to_embeddings(name, shape(vectors, dimensions), encoding, tokens))
 
 
 @bp.route("/chat/completions", methods=["POST"])
 def chat_completions() -> Response:
     req = convert.from_chat_request(_body())
-    stream = generation.submit(req, generation.prepare(req, "chat"))
+    stream = pipeline.submit(req, pipeline.prepare(req, "chat"))
     cid, created = convert.new_id("chatcmpl"), convert.now()
     if not req.stream:
         return json_response(convert.to_chat_completion(req, collect(stream), cid, created))
@@ -84,7 +84,7 @@ def chat_completions() -> Response:
 @bp.route("/completions", methods=["POST"])
 def completions() -> Response:
     req = convert.from_completion_request(_body())
-    stream = generation.submit(req, generation.prepare(req, "generate"))
+    stream = pipeline.submit(req, pipeline.prepare(req, "generate"))
     cid, created = convert.new_id("cmpl"), convert.now()
     if not req.stream:
         return json_response(convert.to_completion(req, collect(stream), cid, created))
@@ -120,7 +120,7 @@ def _sse(stream: EventStream, frames: Callable[[Iterator[Event]], Iterator[dict]
 @bp.route("/responses", methods=["POST"])
 def responses_create() -> Response:
     req, echo = responses.from_responses_request(_body())
-    stream = generation.submit(req, generation.prepare(req, "chat"))
+    stream = pipeline.submit(req, pipeline.prepare(req, "chat"))
     rid = responses.new_id("resp")
     if not req.stream:
         return json_response(responses.to_response(req, echo, collect(stream), rid))

@@ -5,15 +5,12 @@ import itertools
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from flask import Response
 
 from rkollama.core.types import Done, Event, ToolCall
 from rkollama.errors import RkollamaError
-
-if TYPE_CHECKING:
-    from rkollama.server.generation import EventStream
 
 log = logging.getLogger("rkollama.server")
 
@@ -24,6 +21,20 @@ T = TypeVar("T")
 
 def dumps(obj: object) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+class EventStream(Protocol):
+    """What a generating route reads: the scheduler's Stream, or a Replay of a checked answer."""
+
+    load_duration: float
+    """Seconds spent loading the model for this request."""
+    constrains_format: bool
+
+    def __iter__(self) -> Iterator[Event]: ...
+
+    def __next__(self) -> Event: ...
+
+    def close(self) -> None: ...
 
 
 def json_response(obj: object, status: int = 200) -> Response:
@@ -69,7 +80,7 @@ def ndjson(lines: Iterable[object], on_close: Callable[[], None] | None = None) 
     return Response(body(), status=200, content_type=NDJSON_TYPE)
 
 
-def event_stream(stream: "EventStream", frames: Callable[[Iterator[Event]], Iterator[str]],
+def event_stream(stream: EventStream, frames: Callable[[Iterator[Event]], Iterator[str]],
                  error_frame: Callable[[str, int], str]) -> Response:
     """Server-sent events from a generation `stream`: `frames(events)` yields the wire text of
     each frame; an error after the first event becomes one last frame, `error_frame(message,
@@ -102,7 +113,7 @@ class EventWriter(Protocol):
     def done(self, done: Done) -> list[tuple[str, dict]]: ...
 
 
-def named_events(stream: "EventStream", writer: EventWriter,
+def named_events(stream: EventStream, writer: EventWriter,
                  error_body: Callable[[str, int], dict]) -> Response:
     """Server-sent events with event names (Anthropic's Messages, OpenAI's Responses): `writer`
     turns core events into (name, data) pairs through start(), token(), call() and done();
