@@ -55,8 +55,9 @@ def test_a_hostile_runtime_shows_in_the_report(tmp_path, fake_runtime, env, step
     if step is not None:
         assert words in steps[step]["detail"]
     else:  # WAITING callbacks with no text are in the trace, and the answers are whole anyway
-        emoji = [c for s in data["steps"] for c in s["trace"] if c["state"] == "WAITING"]
-        assert all(c["text"] is None for c in emoji)
+        waiting = [c for s in data["steps"] for c in s["trace"] if c["state"] == "WAITING"]
+        assert waiting and all(c["text"] is None for c in waiting)
+        assert steps["thinking on"]["answer"] == "51 ✓" and steps["thinking on"]["passed"]
 
 
 def test_a_model_the_runtime_refuses_is_a_report_that_quotes_it(tmp_path, fake_runtime):

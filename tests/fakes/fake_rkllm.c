@@ -546,7 +546,8 @@ static void token_run(RunJob *job, void *ud) {
     if (smart && last_user && strstr(last_user, "<tool_response>"))
         snprintf(answer, sizeof answer, "It is clear and 21 degrees in Paris.");
     else if (smart && strstr(ctx, "# Tools") && !thinking_open) snprintf(answer, sizeof answer, "%s", TOOL_ANSWER);
-    else if (smart && thinking_open) snprintf(answer, sizeof answer, "%s", THINK_ANSWER);
+    else if (smart && thinking_open)  /* multibyte characters, so WAITING callbacks happen */
+        snprintf(answer, sizeof answer, "<think>\nSeventeen times three\xe2\x80\xa6 51.\n</think>\n\n51 \xe2\x9c\x93");
     else if (strstr(ctx, "__think__"))
         snprintf(answer, sizeof answer, "%s", assistant && strstr(assistant, "</think>") ? "The answer is 42." : THINK_ANSWER);
     else if (strstr(ctx, "__tool__")) snprintf(answer, sizeof answer, "%s", TOOL_ANSWER);

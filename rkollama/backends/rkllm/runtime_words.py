@@ -11,7 +11,6 @@ import re
 log = logging.getLogger("rkollama.rkllm.runtime")
 
 _CONTEXT_REFUSAL = re.compile(r"max_context\[(\d+)\][^\[]*max_context_limit\[(\d+)\]")
-_CONTEXT_LIMIT = re.compile(r"max_context_limit:\s*(\d+)")
 
 HINTS = (
     ("max_context_limit", "the model was converted for a shorter context: lower num_ctx "
@@ -42,15 +41,6 @@ def context_refusal(lines: list[str]) -> tuple[int, int] | None:
         found = _CONTEXT_REFUSAL.search(line)
         if found:
             return int(found.group(1)), int(found.group(2))
-    return None
-
-
-def context_limit(lines: list[str]) -> int | None:
-    """The model's max_context_limit from the init banner, when printed."""
-    for line in lines:
-        found = _CONTEXT_LIMIT.search(line)
-        if found:
-            return int(found.group(1))
     return None
 
 
