@@ -164,7 +164,7 @@ def _steps(thinking: bool, window: int) -> list[tuple[str, Callable[[_Session, S
     def second_turn(session: _Session, step: StepResult) -> None:
         first = StepResult("first turn")
         question = "Name one colour of the sky."
-        think = True if thinking else False  # as clients ask a thinking model by default
+        think = thinking  # on for a thinking model, as clients ask one by default
         session.ask(first, _chat(question, thinking, think=think))
         gen = Generation(messages=[Message("user", question), Message("assistant", first.answer),
                                    Message("user", "And one more?")], parse_thinking=thinking, think=think)

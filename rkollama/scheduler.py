@@ -10,7 +10,9 @@ backends/runner.py); a `Stream` is the requester's iterator over the engine's ev
 scheduler's lock; a new load waits for them, so two models' memory never overlaps.
 """
 
+import hashlib
 import itertools
+import json
 import logging
 import math
 import threading
@@ -528,9 +530,6 @@ def _key(spec: "ModelSpec") -> str:
     runtime samples with what it was loaded with, the parameters of an .rkllm). Two names for
     one model (`cp`) share a runner; a model `create`d with its own template does not share its
     base's."""
-    import hashlib
-    import json
-
     mf = spec.modelfile
     shaping: dict = {"template": mf.template, "tokenizer": str(spec.tokenizer_path or "")}
     if spec.format == "rkllm":

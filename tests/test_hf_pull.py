@@ -309,7 +309,7 @@ def test_rkollama_run_qwen3_on_an_rk3576_uses_the_npu(tmp_path, hub, fake_runtim
         assert spec.tokenizer_path is not None  # from Qwen/Qwen3-0.6B, as the catalogue says
         assert json.loads(record.read_text())["input_type"] == 1
         ps = rk(["ps"], url=server.url)
-        assert "100% NPU" in ps.stdout or "NPU" in ps.stdout, ps.stdout
+        assert "NPU" in ps.stdout and "CPU" not in ps.stdout, ps.stdout
     finally:
         server.close()
         scheduler.shutdown()

@@ -219,7 +219,10 @@ class RKLLMBackend(Backend):
                     yield token
             finally:
                 self._join(run_id, thread)
-            answer = "".join(text) + run.decoder.finish()
+            tail = run.decoder.finish()  # an incomplete character at the very end
+            if tail and run.stop_reason is not DoneReason.CANCELLED:
+                yield Token(tail)
+            answer = "".join(text) + tail
             reason = run.stop_reason
             if run.error and not run.aborted:
                 self._cache.forget("the run failed")
