@@ -104,13 +104,13 @@ class Client:
 
     # -- endpoints -----------------------------------------------------------------------------
     def list(self) -> builtins.list[wire.ListModel]:
-        return self.request("GET", "/api/tags")["models"]
+        return cast("builtins.list[wire.ListModel]", self.request("GET", "/api/tags")["models"])
 
     def ps(self) -> builtins.list[wire.ProcessModel]:
-        return self.request("GET", "/api/ps")["models"]
+        return cast("builtins.list[wire.ProcessModel]", self.request("GET", "/api/ps")["models"])
 
     def show(self, model: str) -> wire.ShowResponse:
-        return self.request("POST", "/api/show", {"model": model})
+        return cast(wire.ShowResponse, self.request("POST", "/api/show", {"model": model}))
 
     def delete(self, model: str) -> None:
         self.request("DELETE", "/api/delete", {"model": model})

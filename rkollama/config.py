@@ -241,7 +241,7 @@ class Settings:
         for spec in SETTINGS:
             if spec.kind == "path":
                 values[spec.field] = Path(os.path.expanduser(str(values.get(spec.field, spec.default))))
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)  # type: ignore[arg-type]  # each value converted by its field's kind above
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

@@ -4,6 +4,7 @@ problem. Reads only; pinning frequencies is a separate, explicit, root-only step
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rkollama.config import Settings
 from rkollama.platform import ROCKET_HINT, detect_soc, driver_problem, find_library, npu_driver_version
@@ -40,8 +41,8 @@ PINS = {
 
 @dataclass
 class Report:
-    facts: list = field(default_factory=list)     # (label, value)
-    problems: list = field(default_factory=list)  # (problem, fix)
+    facts: list[Any] = field(default_factory=list[Any])     # (label, value)
+    problems: list[Any] = field(default_factory=list[Any])  # (problem, fix)
 
 
 def _read(path: str) -> str:
@@ -56,7 +57,7 @@ def _freq(path: str, scale: float, unit: str) -> str:
     return f"{int(value) / scale:g} {unit}" if value.isdigit() else "unknown"
 
 
-def check(settings: Settings, loaded: list | None) -> Report:
+def check(settings: Settings, loaded: list[Any] | None) -> Report:
     report = Report()
     soc = detect_soc()
     board = _read("/proc/device-tree/model") or "unknown"

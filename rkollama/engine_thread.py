@@ -10,7 +10,7 @@ Events cross to the request thread through a per-request queue; exceptions trave
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -24,7 +24,7 @@ class _Raised:
 
 class EngineThread:
     def __init__(self, name: str):
-        self._jobs: queue.Queue = queue.Queue()
+        self._jobs: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -37,7 +37,7 @@ class EngineThread:
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` on the engine thread and return its result (or raise its exception)."""
-        box: queue.Queue = queue.Queue(maxsize=1)
+        box: queue.Queue[Any] = queue.Queue(maxsize=1)
 
         def job() -> None:
             try:
@@ -49,11 +49,11 @@ class EngineThread:
         ok, value = box.get()
         if not ok:
             raise value
-        return value
+        return cast(T, value)
 
     def stream(self, make_events: Callable[[], Iterable[T]]) -> Iterator[T]:
         """Iterate, on the engine thread, the generator `make_events()`; yield its items here."""
-        out: queue.Queue = queue.Queue()
+        out: queue.Queue[Any] = queue.Queue()
 
         def job() -> None:
             try:
@@ -71,7 +71,7 @@ class EngineThread:
         self._jobs.put(None)
 
 
-def _drain(out: queue.Queue) -> Iterator[Any]:
+def _drain(out: queue.Queue[Any]) -> Iterator[Any]:
     while True:
         item = out.get()
         if item is _END:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from rkollama.backends.rkllm.backend import RKLLMBackend
 from rkollama.config import Settings
@@ -62,7 +63,7 @@ class StepResult:
     reused: int = 0
     continuations: int = 0
     callbacks: int = 0
-    trace: list[dict] = field(default_factory=list)
+    trace: list[dict[str, Any]] = field(default_factory=list[Any])
 
 
 @dataclass
@@ -149,7 +150,7 @@ class _Session:
         yield from self.backend.generate(gen, cancel)
 
 
-def _chat(text: str, thinking: bool, think: bool = False, tools: list | None = None,
+def _chat(text: str, thinking: bool, think: bool = False, tools: list[Any] | None = None,
           options: SamplingOptions | None = None) -> Generation:
     return Generation(messages=[Message("user", text)], parse_thinking=thinking, think=think,
                       tools=tools or [], options=options or SamplingOptions())
@@ -241,7 +242,7 @@ def run_check(settings: Settings, model: str, out_dir: Path,
     data_path, report_path = out_dir / f"npu-check-{stamp}.json", out_dir / f"npu-check-{stamp}.md"
     board = check(settings, None)
     soc = source_platform(settings.platform, settings.rkllm_lib)
-    data: dict = {"model": spec.name.display(), "soc": soc, "machine": host_platform.machine(),
+    data: dict[str, Any] = {"model": spec.name.display(), "soc": soc, "machine": host_platform.machine(),
                   "board": dict(board.facts), "problems": [p for p, _ in board.problems], "steps": []}
     progress(f"loading {spec.name.display()} on the NPU")
     started = time.monotonic()
@@ -278,14 +279,14 @@ def run_check(settings: Settings, model: str, out_dir: Path,
     return Outcome(report_path, data_path, steps)
 
 
-def _write(data_path: Path, report_path: Path, data: dict) -> None:
+def _write(data_path: Path, report_path: Path, data: dict[str, Any]) -> None:
     from rkollama.fsutil import write_bytes_atomic
 
     write_bytes_atomic(data_path, json.dumps(data, indent=2).encode())
     write_bytes_atomic(report_path, markdown(data).encode())
 
 
-def markdown(data: dict) -> str:
+def markdown(data: dict[str, Any]) -> str:
     """The report a user attaches to a bug report."""
     lines = [f"# rkollama NPU check: {data['model']} on {data['soc']}", ""]
     load = data.get("load", {})

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 # The one table of platforms: device-tree compatible marker, the big cores' CPU mask (CPU4-7 on
@@ -43,7 +44,7 @@ def npu_node(platform: str) -> str:
     return _NPU.get(platform, _UNKNOWN).npu_node
 
 
-def platform_defaults(platform: str) -> dict:
+def platform_defaults(platform: str) -> dict[str, Any]:
     """{"cpus_mask", "npu_cores"} of `platform` (the little cores and one NPU core if unknown)."""
     entry = _NPU.get(platform, _UNKNOWN)
     return {"cpus_mask": entry.cpus_mask, "npu_cores": entry.npu_cores}

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rkollama.core.parse import parse_output
 from rkollama.core.stops import apply_stops
@@ -61,7 +61,7 @@ class _Runner:
         self.key, self.spec, self.opts, self.backend = key, spec, opts, backend
         self.engine = engine
         self.slots = max(1, backend.slots)  # generations it can run at once
-        self.cancels: set = set()  # cancel events of its running generations, for shutdown
+        self.cancels: set[threading.Event] = set()  # cancel events of its running generations, for shutdown
         self.keep_alive = keep_alive
         self.active = 0
         self.closed = False
@@ -100,8 +100,9 @@ class Scheduler:
         self.observer = observer or Observer()
         self.default_keep_alive = parse_keep_alive(settings.keep_alive)
         self._cond = threading.Condition()
-        self._runners: dict = {}
-        self._loading: set = set()
+        self._runners: dict[str, _Runner] = {}
+        """Loaded engines by `_key`."""
+        self._loading: set[str] = set()
         self._closing: list[_Runner] = []  # unloads under way, off the lock
         self._waiting = 0
         self._tickets = itertools.count()
@@ -531,7 +532,7 @@ def _key(spec: "ModelSpec") -> str:
     one model (`cp`) share a runner; a model `create`d with its own template does not share its
     base's."""
     mf = spec.modelfile
-    shaping: dict = {"template": mf.template, "tokenizer": str(spec.tokenizer_path or "")}
+    shaping: dict[str, Any] = {"template": mf.template, "tokenizer": str(spec.tokenizer_path or "")}
     if spec.format == "rkllm":
         shaping.update(rkllm=mf.rkllm, parameters=mf.parameters, platform=mf.source.get("platform", ""))
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -383,6 +383,8 @@ def test_logprobs_come_back_per_token_in_ollamas_shape(fake_server, script):
         "model": "tiny", "stream": False, "logprobs": True,
         "messages": [{"role": "user", "content": "x"}]}).json()
     assert raw["logprobs"] == [{"token": "Hé", "logprob": -0.1, "bytes": list("Hé".encode())}]
+    # Go writes a ChatResponse's fields in their declared order: logprobs after done_reason.
+    assert list(raw)[:6] == ["model", "created_at", "message", "done", "done_reason", "logprobs"]
     assert [t.token for t in reply.logprobs[1].top_logprobs] == ["alt0", "alt1"]
     script.enqueue(["a", "b"])
     parts = list(ollama.Client(host=fake_server.url).generate(model="tiny", prompt="x", stream=True,

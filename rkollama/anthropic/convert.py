@@ -12,13 +12,15 @@ as server-sent events `message_start`, `content_block_start`/`_delta`/`_stop`, `
 
 import json
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
+from rkollama.anthropic import types as wire
 from rkollama.api.fields import Fields
 from rkollama.core.collect import Completion
 from rkollama.core.images import is_base64
 from rkollama.core.request import THINK_LEVELS, Request, validate_tools
-from rkollama.core.types import Done, DoneReason, Message, ToolCall
+from rkollama.core.types import Done, DoneReason, JSONObject, Message, NamedEvent, TokenLogprob, ToolCall
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest
 
@@ -32,12 +34,12 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
-def error_body(message: str, status: int) -> dict:
+def error_body(message: str, status: int) -> wire.ErrorBody:
     return {"type": "error", "error": {"type": _ERROR_TYPES.get(status, "api_error"),
                                        "message": message}, "request_id": new_id("req")}
 
 
-def from_messages_request(body: dict) -> Request:
+def from_messages_request(body: JSONObject) -> Request:
     f = Fields(body, "MessagesRequest")
     model = f.get("model", str, "")
     if not model:
@@ -47,7 +49,7 @@ def from_messages_request(body: dict) -> Request:
         raise BadRequest("max_tokens is required")
     if max_tokens < 1:  # 0 or less would be no limit at all
         raise BadRequest("max_tokens: Input should be greater than or equal to 1")
-    options: dict = {"num_predict": max_tokens}
+    options: dict[str, Any] = {"num_predict": max_tokens}
     for name, option in (("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k")):
         if f.has(name):
             options[option] = f.get(name, (int, float))
@@ -80,7 +82,7 @@ def _system(value: object) -> list[Message]:
     raise BadRequest("system must be a string or an array of text blocks")
 
 
-def _messages(items: list) -> list[Message]:
+def _messages(items: list[Any]) -> list[Message]:
     names: dict[str, str] = {}  # tool_use id -> tool name, to name the results that answer them
     out: list[Message] = []
     for index, item in enumerate(items):
@@ -151,7 +153,7 @@ def _image(source: Any) -> str:
     return data
 
 
-def _tool(tool: object) -> dict:
+def _tool(tool: object) -> JSONObject:
     if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
         raise BadRequest("each tool needs a name")
     schema = tool.get("input_schema") or {"type": "object"}
@@ -162,7 +164,7 @@ def _tool(tool: object) -> dict:
                                              "parameters": schema}}
 
 
-def _tool_choice(choice: dict | None, tools: list) -> tuple[list, str | None]:
+def _tool_choice(choice: JSONObject | None, tools: list[JSONObject]) -> tuple[list[JSONObject], str | None]:
     kind = (choice or {}).get("type", "auto")
     if kind == "auto":
         return tools, None
@@ -204,13 +206,13 @@ def _stop_sequence(done: Done, has_calls: bool) -> str | None:
     return done.stop_sequence if done.stop_sequence and not has_calls else None
 
 
-def tool_use(call: ToolCall) -> dict:
+def tool_use(call: ToolCall) -> wire.ToolUseBlock:
     return {"type": "tool_use", "id": call.id or new_id("toolu"), "name": call.name,
             "input": call.arguments}
 
 
-def to_message(req: Request, completion: Completion, mid: str) -> dict:
-    content = []
+def to_message(req: Request, completion: Completion, mid: str) -> wire.MessageReply:
+    content: list[wire.ContentBlock] = []
     if completion.thinking:
         content.append({"type": "thinking", "thinking": completion.thinking, "signature": ""})
     if completion.content:
@@ -233,31 +235,32 @@ class StreamWriter:
         self.open: str | None = None  # "thinking" or "text"
         self.calls = 0
 
-    def start(self) -> list[tuple[str, dict]]:
-        return [("message_start", {"type": "message_start", "message": {
+    def start(self) -> list[NamedEvent]:
+        shell: wire.MessageReply = {
             "id": self.mid, "type": "message", "role": "assistant", "model": self.req.model,
             "content": [], "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0}}})]
+            "usage": {"input_tokens": 0, "output_tokens": 0}}
+        return [("message_start", {"type": "message_start", "message": shell})]
 
-    def _close(self) -> list[tuple[str, dict]]:
+    def _close(self) -> list[NamedEvent]:
         if self.open is None:
             return []
         self.open = None
         self.index += 1
         return [("content_block_stop", {"type": "content_block_stop", "index": self.index - 1})]
 
-    def _ensure(self, kind: str) -> list[tuple[str, dict]]:
+    def _ensure(self, kind: str) -> list[NamedEvent]:
         if self.open == kind:
             return []
         events = self._close()
         self.open = kind
-        block = {"type": "thinking", "thinking": "", "signature": ""} if kind == "thinking" \
-            else {"type": "text", "text": ""}
+        block: wire.ContentBlock = {"type": "thinking", "thinking": "", "signature": ""} \
+            if kind == "thinking" else {"type": "text", "text": ""}
         events.append(("content_block_start", {"type": "content_block_start", "index": self.index,
                                                "content_block": block}))
         return events
 
-    def token(self, text: str, thinking: bool, scored: tuple = ()) -> list[tuple[str, dict]]:
+    def token(self, text: str, thinking: bool, scored: Sequence[TokenLogprob] = ()) -> list[NamedEvent]:
         # Anthropic's Messages API has no log-probabilities; `_scored` is the writers' shared signature.
         if not text:
             return []
@@ -267,9 +270,10 @@ class StreamWriter:
         return self._ensure(kind) + [("content_block_delta", {"type": "content_block_delta",
                                                               "index": self.index, "delta": delta})]
 
-    def call(self, call: ToolCall) -> list[tuple[str, dict]]:
+    def call(self, call: ToolCall) -> list[NamedEvent]:
         events = self._close()
-        block = dict(tool_use(call), input={})
+        block = tool_use(call)
+        block["input"] = {}  # the arguments follow as an input_json_delta
         events += [("content_block_start", {"type": "content_block_start", "index": self.index,
                                             "content_block": block}),
                    ("content_block_delta", {"type": "content_block_delta", "index": self.index,
@@ -280,7 +284,7 @@ class StreamWriter:
         self.calls += 1
         return events
 
-    def done(self, done: Done) -> list[tuple[str, dict]]:
+    def done(self, done: Done) -> list[NamedEvent]:
         return self._close() + [
             ("message_delta", {"type": "message_delta",
                                "delta": {"stop_reason": stop_reason(done, self.calls > 0),
@@ -290,7 +294,7 @@ class StreamWriter:
             ("message_stop", {"type": "message_stop"})]
 
 
-def count_tokens(body: dict) -> dict:
+def count_tokens(body: JSONObject) -> wire.TokenCount:
     """Ollama's estimate for `/v1/messages/count_tokens`: characters / 4, at least 1."""
     f = Fields(body, "CountTokensRequest")
     total = len(json.dumps(f.raw("system", ""))) if f.has("system") else 0

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterable
 from datetime import datetime, timezone
+from typing import Any, Protocol, cast
 
 from rkollama.api import types as wire
 from rkollama.api.fields import Fields
@@ -18,7 +19,7 @@ from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest, ModelNotFound, RkollamaError
 
 
-def _common(body: dict, type_name: str, no_model: RkollamaError) -> tuple[Fields, Request]:
+def _common(body: dict[str, Any], type_name: str, no_model: RkollamaError) -> tuple[Fields, Request]:
     """The fields chat and generate share, checked in Ollama's order: field types first, then
     a missing model (`no_model`: the two handlers answer it differently)."""
     f = Fields(body, type_name)
@@ -41,13 +42,13 @@ def _common(body: dict, type_name: str, no_model: RkollamaError) -> tuple[Fields
     return f, req
 
 
-def parse_chat(body: dict) -> Request:
+def parse_chat(body: dict[str, Any]) -> Request:
     f, req = _common(body, "ChatRequest", BadRequest("model is required"))
     req.messages = [_message(m, i) for i, m in enumerate(f.get("messages", list, []))]
     return req
 
 
-def parse_generate(body: dict) -> Request:
+def parse_generate(body: dict[str, Any]) -> Request:
     # Ollama's generate handler parses the empty name and answers 404 (its chat handler: 400).
     f, req = _common(body, "GenerateRequest", ModelNotFound("model '' not found"))
     req.prompt = f.get("prompt", str, "")
@@ -89,7 +90,7 @@ def _image(value: object) -> str:
     return text
 
 
-def _format(value: object) -> str | dict | None:
+def _format(value: object) -> str | dict[str, Any] | None:
     if value in (None, ""):
         return None
     if value == "json" or isinstance(value, dict):
@@ -129,7 +130,7 @@ def metrics(done: Done, load_s: float, total_s: float) -> wire.Metrics:
         "eval_count": int(done.eval_tokens),
         "eval_duration": int(done.eval_ms * 1e6),
     }
-    return wire.Metrics(**{k: v for k, v in values.items() if v > 0})  # type: ignore[typeddict-item]
+    return cast(wire.Metrics, {k: v for k, v in values.items() if v > 0})  # the keys above are its fields
 
 
 def done_reason(reason: DoneReason) -> str:
@@ -143,9 +144,20 @@ def tool_calls(calls: Iterable[ToolCall]) -> list[wire.ToolCall]:
             for c in calls]
 
 
-def chat_chunk(model: str, content: str = "", thinking: str = "", done: bool = False,
+Reply = wire.ChatResponse | wire.GenerateResponse
+"""One object of a chat or generate answer."""
+
+
+class ChunkBuilder(Protocol):
+    """`chat_chunk` or `generate_chunk`: one answer object, the text in the endpoint's field."""
+
+    def __call__(self, model: str, text: str = "", thinking: str = "", done: bool = False,
+                 calls: Iterable[ToolCall] = ()) -> Reply: ...
+
+
+def chat_chunk(model: str, text: str = "", thinking: str = "", done: bool = False,
                calls: Iterable[ToolCall] = ()) -> wire.ChatResponse:
-    message: wire.Message = {"role": "assistant", "content": content}
+    message: wire.Message = {"role": "assistant", "content": text}
     if thinking:
         message["thinking"] = thinking
     if calls:
@@ -153,10 +165,10 @@ def chat_chunk(model: str, content: str = "", thinking: str = "", done: bool = F
     return {"model": model, "created_at": created_at(), "message": message, "done": done}
 
 
-def generate_chunk(model: str, response: str = "", thinking: str = "", done: bool = False,
+def generate_chunk(model: str, text: str = "", thinking: str = "", done: bool = False,
                    calls: Iterable[ToolCall] = ()) -> wire.GenerateResponse:
     """`calls` is accepted for the same signature as chat_chunk; /api/generate has no tool calls."""
     if thinking:
-        return {"model": model, "created_at": created_at(), "response": response, "thinking": thinking,
+        return {"model": model, "created_at": created_at(), "response": text, "thinking": thinking,
                 "done": done}
-    return {"model": model, "created_at": created_at(), "response": response, "done": done}
+    return {"model": model, "created_at": created_at(), "response": text, "done": done}

@@ -3,8 +3,9 @@ names case-insensitive) and its strictness (a wrong type is a 400 that names the
 
 import json
 import re
-from typing import Any
+from typing import Any, cast
 
+from rkollama.core.types import JSONObject
 from rkollama.errors import BadRequest
 
 MAX_DEPTH = 64
@@ -16,7 +17,7 @@ _STRUCTURE = re.compile(rb'\\.|["\[\]{}]', re.DOTALL)  # an escape pair, a quote
 _GO_TYPES = {bool: "bool", str: "string", list: "array", dict: "object", int: "number", float: "number"}
 
 
-def parse_body(raw: bytes) -> dict:
+def parse_body(raw: bytes) -> JSONObject:
     """Decode a request body; empty → `missing request body`; non-object JSON → 400."""
     if not raw or not raw.strip():
         raise BadRequest("missing request body")
@@ -31,7 +32,7 @@ def parse_body(raw: bytes) -> dict:
         raise BadRequest(f"json: cannot unmarshal {_json_kind(body)} into Go value of type request")
     if _SURROGATE_ESCAPE.search(raw):
         body = _replace_lone_surrogates(body)
-    return body
+    return cast(JSONObject, body)
 
 
 def _check_depth(raw: bytes) -> None:
@@ -69,7 +70,7 @@ def _replace_lone_surrogates(value: Any) -> Any:
 class Fields:
     """Case-insensitive view of a JSON object with typed getters."""
 
-    def __init__(self, data: dict, type_name: str):
+    def __init__(self, data: JSONObject, type_name: str):
         self.type_name = type_name
         self._data: dict[str, object] = {}
         for key, value in data.items():

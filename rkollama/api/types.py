@@ -9,7 +9,7 @@ nanoseconds; times are RFC 3339 strings. Requests are parsed from hostile JSON b
 """
 
 import sys
-from typing import Any
+from typing import Any, final
 
 if sys.version_info >= (3, 11):
     from typing import NotRequired, TypedDict
@@ -56,6 +56,7 @@ class Metrics(TypedDict, total=False):
     eval_duration: int
 
 
+@final  # so `"message" in reply` tells a chat answer from a generate one
 class ChatResponse(Metrics):
     model: str
     created_at: str
@@ -63,9 +64,11 @@ class ChatResponse(Metrics):
     done: bool
     done_reason: NotRequired[str]
     """stop, length, load or unload (final object only)."""
+    _debug_info: NotRequired["DebugInfo"]
     logprobs: NotRequired[list[Logprob]]
 
 
+@final
 class GenerateResponse(Metrics):
     model: str
     created_at: str
@@ -75,7 +78,15 @@ class GenerateResponse(Metrics):
     done_reason: NotRequired[str]
     context: NotRequired[list[int]]
     """Token ids of prompt and answer, to continue from (final object of a non-raw generate)."""
+    _debug_info: NotRequired["DebugInfo"]
     logprobs: NotRequired[list[Logprob]]
+
+
+class DebugInfo(TypedDict):
+    """`debug_render_only`'s answer: the prompt as the template rendered it."""
+
+    rendered_template: str
+    image_count: int
 
 
 class RequestBase(TypedDict, total=False):

@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rkollama.backends.base import Backend
 from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Token, TokenLogprob
@@ -28,9 +28,9 @@ class Script:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._queue: deque = deque()
-        self.history: list = []
-        self.loads: list = []
+        self._queue: deque[Any] = deque()
+        self.history: list[Any] = []
+        self.loads: list[Any] = []
         self.closes = 0
         self.delay_s = 0.0
         self.fail_on_load = ""
@@ -38,7 +38,7 @@ class Script:
         # Tokens after index `hold_after` wait until `release` is set (streaming tests).
         self.hold_after: int | None = None
         self.release = threading.Event()
-        self.finished: list = []  # (reason, tokens produced) of every generation that ended
+        self.finished: list[Any] = []  # (reason, tokens produced) of every generation that ended
         self.slots = 1  # generations one loaded model runs at once (like NPU n_batch)
         self.embedded = 0  # texts embedded so far (each takes delay_s)
 

@@ -98,7 +98,7 @@ class LlamaCppBackend(Backend):
         add_bos = bos and self.llm._model.add_bos_token()
         if add_bos and self.template.bos_token and text.startswith(self.template.bos_token):
             add_bos = False  # the template already wrote BOS
-        return self.llm.tokenize(text.encode(), add_bos=add_bos, special=True)
+        return list(self.llm.tokenize(text.encode(), add_bos=add_bos, special=True))
 
     def _min_tokens(self, text: str) -> int:
         """A lower bound of the tokens of `text`, from its length alone."""
@@ -291,7 +291,7 @@ class _KVShape:
         self.layers, self.kv_width, self.train_ctx = layers, kv_width, train_ctx
 
     @classmethod
-    def from_metadata(cls, meta: dict) -> "_KVShape":
+    def from_metadata(cls, meta: dict[str, Any]) -> "_KVShape":
         arch = meta.get("general.architecture", "")
 
         def number(key: str) -> int:
@@ -351,7 +351,7 @@ def _return_freed_memory() -> None:
         pass
 
 
-def _forced_call_schema(gen: Generation) -> dict | None:
+def _forced_call_schema(gen: Generation) -> dict[str, Any] | None:
     """With tool_choice required (or one named tool), a JSON schema that admits only a call:
     {"name": <a tool>, "arguments": <its parameters>}. The output parser reads it as a call."""
     if not gen.tool_choice or not gen.tools:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rkollama.backends.base import Backend
 from rkollama.core.types import Done, DoneReason, Generation, LoadOptions
@@ -48,7 +48,7 @@ class RunnerBackend(Backend):
 
     thread_safe = True
 
-    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection, info: dict,
+    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection, info: dict[str, Any],
                  label: str):
         self.process, self.conn, self.label = process, conn, label
         self.kind = info["kind"]
@@ -60,7 +60,7 @@ class RunnerBackend(Backend):
         self.dead = False
         self._ids = 0
         self._lock = threading.Lock()       # sending, ids, inboxes
-        self._inboxes: dict[int, queue.Queue] = {}
+        self._inboxes: dict[int, queue.Queue[Any]] = {}
         self._closed = False
         self._reader = threading.Thread(target=self._read, name=f"runner-reader {label}", daemon=True)
         self._reader.start()
@@ -121,8 +121,8 @@ class RunnerBackend(Backend):
             for inbox in self._inboxes.values():
                 inbox.put((_CRASH, None))
 
-    def _open(self, kind: str, payload: Any) -> tuple[int, queue.Queue]:
-        inbox: queue.Queue = queue.Queue()
+    def _open(self, kind: str, payload: Any) -> tuple[int, queue.Queue[Any]]:
+        inbox: queue.Queue[Any] = queue.Queue()
         with self._lock:
             self._ids += 1
             request_id = self._ids
@@ -136,7 +136,7 @@ class RunnerBackend(Backend):
                 inbox.put((_CRASH, None))
         return request_id, inbox
 
-    def _send(self, message: tuple) -> None:
+    def _send(self, message: tuple[Any, ...]) -> None:
         with self._lock:
             try:
                 self.conn.send(message)
@@ -158,7 +158,7 @@ class RunnerBackend(Backend):
                              "the model will be loaded again on the next request")
 
     # -- backend interface ---------------------------------------------------------------------
-    def generate(self, gen: Generation, cancel: threading.Event) -> Iterator:
+    def generate(self, gen: Generation, cancel: threading.Event) -> Iterator[Any]:
         request_id, inbox = self._open("generate", gen)
         cancelled = finished = False
         try:
@@ -189,12 +189,12 @@ class RunnerBackend(Backend):
             self._done(request_id)
 
     def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
-        return self._call("embed", (texts, truncate))
+        return cast("tuple[list[list[float]], int]", self._call("embed", (texts, truncate)))
 
     def render(self, gen: Generation) -> str:
-        return self._call("render", (gen,))
+        return str(self._call("render", (gen,)))
 
-    def _call(self, kind: str, args: tuple) -> Any:
+    def _call(self, kind: str, args: tuple[Any, ...]) -> Any:
         """Run the backend method `kind` with `args` on the runner's engine thread."""
         request_id, inbox = self._open(kind, args)
         try:
@@ -246,7 +246,7 @@ def _serve(conn: Connection, spec: "ModelSpec", opts: LoadOptions, settings: "Se
                           "memory_bytes": backend.memory_bytes, "slots": slots}))
     send_lock = threading.Lock()
 
-    def send(message: tuple) -> None:
+    def send(message: tuple[Any, ...]) -> None:
         with send_lock:
             try:
                 conn.send(message)
@@ -340,7 +340,8 @@ class _Engine(threading.Thread):
     """Runs the model's work on one thread: generations one at a time, or n_batch at a time in
     one forward pass; other calls (embeddings) between them."""
 
-    def __init__(self, backend: Backend, slots: int, send: Callable[[tuple], None], window_s: float):
+    def __init__(self, backend: Backend, slots: int, send: Callable[[tuple[Any, ...]], None],
+                 window_s: float):
         super().__init__(name="runner-engine", daemon=True)
         self.backend, self.slots, self.send, self.window_s = backend, slots, send, window_s
         self.cond = threading.Condition()
@@ -434,7 +435,7 @@ class _Engine(threading.Thread):
                 self.send(("error", job.request_id, _portable(exc)))
 
 
-def _batch_key(gen: Generation | None) -> tuple:
+def _batch_key(gen: Generation | None) -> tuple[Any, ...]:
     """Requests share one rkllm_run only with the same tools and system prompt (set per handle)."""
     import json
 

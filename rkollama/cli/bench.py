@@ -71,15 +71,15 @@ class Report:
     host: str
     prompt: str
     runs: list[Run] = field(default_factory=list)
-    cold_load_ms: dict = field(default_factory=dict)
-    memory_bytes: dict = field(default_factory=dict)
-    daemon_rss_bytes: dict = field(default_factory=dict)
+    cold_load_ms: dict[str, Any] = field(default_factory=dict[str, Any])
+    memory_bytes: dict[str, Any] = field(default_factory=dict[str, Any])
+    daemon_rss_bytes: dict[str, Any] = field(default_factory=dict[str, Any])
     """Resident memory of the server and its runner processes after each model's runs, when the
     server runs on this machine."""
-    quality: dict = field(default_factory=dict)  # model -> {"passed", "total", "answers"}
-    aggregate_tps: dict = field(default_factory=dict)  # "model@concurrency" -> tokens/s
+    quality: dict[str, Any] = field(default_factory=dict[str, Any])  # model -> {"passed", "total", "answers"}
+    aggregate_tps: dict[str, Any] = field(default_factory=dict[str, Any])  # "model@concurrency" -> tokens/s
 
-    def summary(self) -> list[dict]:
+    def summary(self) -> list[dict[str, Any]]:
         rows = []
         for model in dict.fromkeys(r.model for r in self.runs):
             for level in sorted({r.concurrency for r in self.runs if r.model == model}):
@@ -92,7 +92,7 @@ class Report:
         return rows
 
 
-def _stats(values: list[float]) -> dict:
+def _stats(values: list[float]) -> dict[str, Any]:
     ordered = sorted(values)
     p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))] if ordered else 0.0
     return {"mean": statistics.fmean(ordered) if ordered else 0.0,
@@ -127,7 +127,7 @@ def one_run(cli: Client, model: str, prompt: str, num_predict: int, concurrency:
                final.get("load_duration", 0) / 1e6)
 
 
-def quality(cli: Client, model: str) -> dict:
+def quality(cli: Client, model: str) -> dict[str, Any]:
     """The QUALITY prompts, greedy and short: how many answers contain what they should."""
     answers, passed = [], 0
     for prompt, expected in QUALITY:

@@ -5,7 +5,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import typer
 
@@ -149,9 +149,9 @@ class Session:
         self.format: str | None = None
         self.think: bool | str | None = None
         """None: the model's default; True/False or a level ("low", "medium", "high")."""
-        self.options: dict = {}
+        self.options: dict[str, Any] = {}
         self.system: str | None = None
-        self.messages: list = []
+        self.messages: list[Any] = []
         self.wordwrap = False
         self.history = not common.settings().nohistory
 
@@ -217,7 +217,7 @@ class Session:
         try:
             import readline  # line editing and history for input()
         except ImportError:  # no line editing on this Python
-            readline = None  # type: ignore[assignment]
+            readline = None  # type: ignore[assignment]  # the module or nothing: checked below
         history = HISTORY_FILE.expanduser()
         if readline is not None and self.history:
             try:
@@ -275,7 +275,7 @@ class Session:
             parts.append(more)
 
     def _chat(self, text: str) -> None:
-        user: dict = {"role": "user", "content": text}
+        user: dict[str, Any] = {"role": "user", "content": text}
         if "vision" in self.info.get("capabilities", []):
             from rkollama.cli.images import extract
 

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from rkollama.core.types import Done, Event, Token, TokenLogprob, ToolCall
 from rkollama.errors import BackendFailed
@@ -12,10 +13,10 @@ class Completion:
     content: str
     thinking: str
     done: Done
-    tool_calls: list = field(default_factory=list)
-    logprobs: list = field(default_factory=list)
+    tool_calls: list[Any] = field(default_factory=list[Any])
+    logprobs: list[Any] = field(default_factory=list[Any])
     """TokenLogprob of every generated token, in order (when the request asked)."""
-    answer_logprobs: list = field(default_factory=list)
+    answer_logprobs: list[Any] = field(default_factory=list[Any])
     """The same for the answer's tokens only (without the reasoning's)."""
 
 

@@ -9,6 +9,7 @@ is decided here, so the CPU and NPU engines answer a long conversation the same 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from rkollama.core.prompt import ChatTemplate, TemplateRenderError
 from rkollama.core.types import Generation, Message
@@ -41,7 +42,7 @@ class PromptFitter:
 
     def render(self, messages: list[Message], gen: Generation) -> str:
         """`messages` through the chat template, with the request's tools and think setting."""
-        extra: dict = {}
+        extra: dict[str, Any] = {}
         if gen.tools:
             extra["tools"] = gen.tools
         if gen.parse_thinking:  # Qwen3-style templates switch reasoning with this

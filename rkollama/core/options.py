@@ -5,7 +5,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from rkollama.core.types import SamplingOptions
+from rkollama.core.types import JSONObject, SamplingOptions
 from rkollama.errors import BadRequest
 
 INT32_MAX = 2**31 - 1
@@ -106,7 +106,7 @@ def coerce_option(name: str, value: object) -> int | float | bool | list[str]:
     return typed
 
 
-def merge_request_options(base: dict, request_options: object) -> dict:
+def merge_request_options(base: JSONObject, request_options: object) -> JSONObject:
     """Overlay request `options` on `base`; unknown keys are ignored (Open WebUI sends legacy ones)."""
     if request_options is None:
         return dict(base)

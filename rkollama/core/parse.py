@@ -9,6 +9,7 @@ import json
 import secrets
 import string
 from collections.abc import Generator, Iterable, Iterator
+from typing import Any
 
 from rkollama.core.types import Done, DoneReason, Event, Generation, Token, ToolCall
 
@@ -99,7 +100,7 @@ class ThinkingSplitter:
             self.buffer = ""
             return out
 
-    def _think(self, out: list, text: str) -> None:
+    def _think(self, out: list[Any], text: str) -> None:
         if text and self.keep:
             out.append(Token(text, thinking=True))
 
@@ -134,9 +135,9 @@ class ToolCallParser:
         self.state = _Calls.START
         self.calls = 0
 
-    def feed(self, text: str) -> list:
+    def feed(self, text: str) -> list[Any]:
         self.buffer += text
-        out: list = []
+        out: list[Any] = []
         while self.buffer:
             if self.state is _Calls.START:
                 stripped = self.buffer.lstrip()
@@ -217,7 +218,7 @@ class ToolCallParser:
         self.calls += 1
         return call
 
-    def finish(self) -> list:
+    def finish(self) -> list[Any]:
         rest, self.buffer = self.buffer, ""
         if self.state is _Calls.TAG:
             call = self._call(rest.strip(), require_known=False)  # a missing closing tag at EOS

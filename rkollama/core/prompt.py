@@ -4,7 +4,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, NoReturn
 
-from rkollama.core.types import Message
+from rkollama.core.types import JSONObject, Message
 
 # Used when a GGUF carries no chat template and the Modelfile gives none: ChatML.
 CHATML = (
@@ -56,7 +56,7 @@ class ChatTemplate:
             raise TemplateRenderError(str(exc)) from exc
 
 
-def chat_template_of(config: dict) -> str:
+def chat_template_of(config: JSONObject) -> str:
     """The template of a tokenizer_config.json: a string, or the `default` of a named list."""
     template = config.get("chat_template")
     if isinstance(template, list):  # [{"name": "default", "template": …}, …]
@@ -75,7 +75,7 @@ def _raise(message: str) -> NoReturn:
     raise TemplateError(message)
 
 
-def _as_dict(message: Message) -> dict:
+def _as_dict(message: Message) -> JSONObject:
     data: dict[str, object] = {"role": message.role, "content": message.content or ""}
     if message.tool_calls:
         data["tool_calls"] = message.tool_calls

@@ -3,11 +3,11 @@ prompt assembly, option precedence and capability checks, the same for /api and 
 
 import json
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from rkollama.core import structured
 from rkollama.core.options import DEFAULTS, LOAD_OPTIONS, NUM_CTX_FLOOR, merge_request_options
-from rkollama.core.types import Generation, LoadOptions, Message, SamplingOptions
+from rkollama.core.types import Generation, JSONObject, LoadOptions, Message, SamplingOptions
 from rkollama.errors import BadRequest
 
 
@@ -19,9 +19,9 @@ class _Settings(Protocol):
     """What a model's Modelfile says that shapes a request."""
 
     @property
-    def parameters(self) -> dict: ...
+    def parameters(self) -> JSONObject: ...
     @property
-    def messages(self) -> list: ...
+    def messages(self) -> list[Any]: ...
     @property
     def system(self) -> str: ...
 
@@ -46,21 +46,21 @@ class Request:
 
     model: str
     stream: bool = True
-    options: dict | None = None
+    options: JSONObject | None = None
     keep_alive: float | None = None
     format: object = None
     think: object = None
-    messages: list = field(default_factory=list)
+    messages: list[Any] = field(default_factory=list[Any])
     prompt: str = ""
     system: str | None = None
     raw: bool = False
-    images: list = field(default_factory=list)
+    images: list[Any] = field(default_factory=list[Any])
     suffix: str = ""
-    tools: list = field(default_factory=list)
+    tools: list[Any] = field(default_factory=list[Any])
     include_usage: bool = False
     tool_choice: str | None = None  # None (auto), "required", or the name of one tool
     truncate: bool = True  # fit a prompt that is too long (Ollama's default), else 400
-    context: list = field(default_factory=list)  # /api/generate: token ids to continue from
+    context: list[Any] = field(default_factory=list[Any])  # /api/generate: token ids to continue from
     debug_render_only: bool = False  # answer the rendered prompt instead of generating
     logprobs: bool = False
     top_logprobs: int = 0
@@ -80,12 +80,12 @@ def check_capabilities(spec: ModelFacts, req: Request, endpoint: str) -> None:
         raise BadRequest(f"{spec.name.full()} does not support tools")
 
 
-def effective_options(spec: ModelFacts, request_options: object) -> dict:
+def effective_options(spec: ModelFacts, request_options: object) -> JSONObject:
     """Built-in defaults < Modelfile parameters < request options (unknown keys ignored)."""
     return merge_request_options({**DEFAULTS, **spec.modelfile.parameters}, request_options)
 
 
-def load_options(options: dict) -> LoadOptions:
+def load_options(options: JSONObject) -> LoadOptions:
     """The load-time part of merged options; 0 (and absent) mean the default, a num_ctx under
     Ollama's floor becomes the floor."""
     values = {k: options.get(k) for k in LOAD_OPTIONS if k in LoadOptions.__dataclass_fields__}
@@ -97,12 +97,12 @@ def load_options(options: dict) -> LoadOptions:
     return LoadOptions(**values)
 
 
-def sampling_options(options: dict) -> SamplingOptions:
+def sampling_options(options: JSONObject) -> SamplingOptions:
     names = SamplingOptions.__dataclass_fields__
     return SamplingOptions(**{k: v for k, v in options.items() if k in names})
 
 
-def to_generation(spec: ModelFacts, req: Request, options: dict) -> Generation:
+def to_generation(spec: ModelFacts, req: Request, options: JSONObject) -> Generation:
     """Assemble the prompt as Ollama does: Modelfile MESSAGEs first, the Modelfile SYSTEM only when
     the request brings no system message of its own; /api/generate becomes one user turn."""
     sampling = sampling_options(options)
@@ -149,7 +149,7 @@ def check_top_logprobs(value: object) -> None:
         raise BadRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
 
 
-def validate_tools(tools: object) -> list:
+def validate_tools(tools: object) -> list[Any]:
     """Tool definitions must be `{"type": "function", "function": {"name": …}}` objects."""
     if not isinstance(tools, list):
         raise BadRequest("tools must be an array")
@@ -161,7 +161,7 @@ def validate_tools(tools: object) -> list:
     return tools
 
 
-def normalise_tool_calls(calls: object, json_arguments: bool = False) -> list[dict]:
+def normalise_tool_calls(calls: object, json_arguments: bool = False) -> list[JSONObject]:
     """Tool calls of an earlier assistant turn, in the shape chat templates expect (arguments an
     object; `id` kept when given). `json_arguments`: arguments may arrive as a JSON string, as
     OpenAI sends them."""
@@ -180,7 +180,8 @@ def normalise_tool_calls(calls: object, json_arguments: bool = False) -> list[di
                 raise BadRequest("invalid tool call arguments") from None
         if not isinstance(arguments, dict):
             raise BadRequest("invalid tool call arguments")
-        item: dict = {"type": "function", "function": {"name": function["name"], "arguments": arguments}}
+        item: JSONObject = {"type": "function",
+                            "function": {"name": function["name"], "arguments": arguments}}
         if isinstance(call.get("id"), str):
             item["id"] = call["id"]
         out.append(item)

@@ -8,6 +8,8 @@ import referencing
 import referencing.exceptions
 from referencing.jsonschema import DRAFT202012
 
+from rkollama.core.types import JSONObject
+
 # Keywords whose subschemas apply to the same value (no descent into a property or an item).
 _SAME_VALUE_LISTS = ("allOf", "anyOf", "oneOf")
 _SAME_VALUE_SCHEMAS = ("not", "if", "then", "else")
@@ -42,7 +44,7 @@ _NOT_SCHEMAS = ("const", "enum", "default", "examples")
 """Keywords whose values are data, not schemas: a `$ref` key inside them means nothing."""
 
 
-def subschemas(node: object) -> Iterator[dict]:
+def subschemas(node: object) -> Iterator[JSONObject]:
     """Every mapping in the schema that is a schema or holds schemas, iteratively (a deep schema
     cannot exhaust the stack)."""
     stack: list[tuple[object, bool]] = [(node, False)]  # (item, is it a name -> schema map)
@@ -57,7 +59,7 @@ def subschemas(node: object) -> Iterator[dict]:
             stack.extend((value, False) for value in item)
 
 
-def _same_value_children(node: dict, targets: dict[int, list[object]]) -> list[dict]:
+def _same_value_children(node: JSONObject, targets: dict[int, list[object]]) -> list[JSONObject]:
     children: list[object] = list(targets.get(id(node), []))
     for key in _SAME_VALUE_LISTS:
         if isinstance(node.get(key), list):
@@ -71,7 +73,7 @@ def _same_value_children(node: dict, targets: dict[int, list[object]]) -> list[d
     return [child for child in children if isinstance(child, dict)]
 
 
-def _chain_fault(schema: dict, targets: dict[int, list[object]]) -> str | None:
+def _chain_fault(schema: JSONObject, targets: dict[int, list[object]]) -> str | None:
     """A cycle, or a chain longer than MAX_CHAIN, among the subschemas that apply to one value
     (iterative depth-first search), in words; or None."""
     done: set[int] = set()
@@ -79,7 +81,8 @@ def _chain_fault(schema: dict, targets: dict[int, list[object]]) -> str | None:
         if id(start) in done:
             continue
         on_path: set[int] = {id(start)}
-        stack: list[tuple[dict, Iterator[dict]]] = [(start, iter(_same_value_children(start, targets)))]
+        stack: list[tuple[JSONObject, Iterator[JSONObject]]] = [
+            (start, iter(_same_value_children(start, targets)))]
         while stack:
             node, children = stack[-1]
             child = next(children, None)

@@ -16,6 +16,7 @@ import regex
 from jsonschema.exceptions import ValidationError
 
 from rkollama.core.schema_refs import subschemas
+from rkollama.core.types import JSONObject
 
 MATCH_TIMEOUT_S = 0.1
 """Longest one pattern may take against one string, in seconds."""
@@ -42,7 +43,7 @@ def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterat
         yield ValidationError(f"matching {pattern!r} took longer than {MATCH_TIMEOUT_S} s")
 
 
-def _pattern_properties(validator: Any, patterns: dict, instance: Any,
+def _pattern_properties(validator: Any, patterns: JSONObject, instance: Any,
                         schema: Any) -> Iterator[ValidationError]:
     if not validator.is_type(instance, "object"):
         return

@@ -4,11 +4,12 @@ error, a few times at most. (The CPU engine enforces formats with a llama.cpp gr
 Validation is the `jsonschema` library's, for the schema's own draft (2020-12 by default)."""
 
 import json
+from collections.abc import Iterator
 
 import jsonschema
 
 from rkollama.core import schema_refs, schema_regex
-from rkollama.core.types import Message
+from rkollama.core.types import JSONObject, Message
 
 MAX_ATTEMPTS = 3
 
@@ -22,7 +23,7 @@ def schema_fault(schema: object) -> str | None:
     input: `{"properties": null}`, `{"minimum": "x"}` or a `$ref` to elsewhere must be refused
     here, not crash a validation later."""
     return (_shape_fault(schema) or cost_fault(schema) or _unsatisfiable(schema)
-            or _keyword_fault(schema))  # type: ignore[arg-type]
+            or _keyword_fault(schema))  # type: ignore[arg-type]  # _shape_fault passed: a dict or a bool
 
 
 def _unsatisfiable(schema: object) -> str | None:
@@ -77,6 +78,17 @@ def _shape_fault(schema: object, path: str = "format", depth: int = 0) -> str | 
         return f"{path} must be an object"
     if depth > MAX_SCHEMA_DEPTH:
         return f"{path} is nested too deeply"
+    fault = _keyword_shapes(schema, path)
+    children = iter(()) if fault else _children(schema, path)
+    for sub, where in children:
+        fault = _shape_fault(sub, where, depth + 1)
+        if fault:
+            break
+    return fault
+
+
+def _keyword_shapes(schema: JSONObject, path: str) -> str | None:
+    """What is wrong with one node's own keywords (not its subschemas), or None."""
     for key in ("$schema", "$id", "$ref", "$anchor", "$dynamicRef"):  # looked up before validation
         if key in schema and not isinstance(schema[key], str):
             return f"{path}.{key} must be a string"
@@ -91,27 +103,26 @@ def _shape_fault(schema: object, path: str = "format", depth: int = 0) -> str | 
                                      and all(isinstance(r, str) for r in required)):
         return f"{path}.required must be a list of strings"
     for key in _SCHEMA_MAP:
-        if key in schema:
-            if not isinstance(schema[key], dict):
-                return f"{path}.{key} must be an object"
-            for name, sub in schema[key].items():
-                fault = _shape_fault(sub, f"{path}.{key}.{name}", depth + 1)
-                if fault:
-                    return fault
+        if key in schema and not isinstance(schema[key], dict):
+            return f"{path}.{key} must be an object"
     for key in _SCHEMA_LIST:
-        if key in schema:
-            if not isinstance(schema[key], list) or not schema[key]:
-                return f"{path}.{key} must be a non-empty list"
-            for index, sub in enumerate(schema[key]):
-                fault = _shape_fault(sub, f"{path}.{key}[{index}]", depth + 1)
-                if fault:
-                    return fault
+        if key in schema and (not isinstance(schema[key], list) or not schema[key]):
+            return f"{path}.{key} must be a non-empty list"
+    return None
+
+
+def _children(schema: JSONObject, path: str) -> Iterator[tuple[object, str]]:
+    """The subschemas of a node whose keywords passed `_keyword_shapes`, with their paths, in
+    the order the faults are reported."""
+    for key in _SCHEMA_MAP:
+        for name, sub in schema.get(key, {}).items():
+            yield sub, f"{path}.{key}.{name}"
+    for key in _SCHEMA_LIST:
+        for index, sub in enumerate(schema.get(key, [])):
+            yield sub, f"{path}.{key}[{index}]"
     for key in ("items", "additionalProperties", "not"):
         if key in schema:
-            fault = _shape_fault(schema[key], f"{path}.{key}", depth + 1)
-            if fault:
-                return fault
-    return None
+            yield schema[key], f"{path}.{key}"
 
 
 def instruction(fmt: object) -> str:
@@ -139,13 +150,13 @@ def problem(text: str, fmt: object) -> str | None:
     return "; ".join(f"{e.json_path}: {e.message}" for e in errors[:3]) or None
 
 
-def _validator(schema: dict | bool) -> jsonschema.protocols.Validator:
+def _validator(schema: JSONObject | bool) -> jsonschema.protocols.Validator:
     """A validator for the schema's own draft (`$schema`), 2020-12 when it names none."""
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     return schema_regex.timed(cls)(schema)
 
 
-def _keyword_fault(schema: dict | bool) -> str | None:
+def _keyword_fault(schema: JSONObject | bool) -> str | None:
     """What the JSON Schema meta-schema refuses in `schema` (e.g. `minimum: "x"`), regex keywords
     it could not time, or `$ref`s that cannot be followed (schema_refs), or None."""
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)

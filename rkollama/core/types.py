@@ -1,7 +1,18 @@
 """The one internal request (`Generation`) and event stream (`Token`…, `Done`) of rkollama."""
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
+
+from rkollama.api.types import Logprob
+
+JSONObject = dict[str, Any]
+"""A decoded JSON object whose keys a client or a model chose: tool definitions, tool-call
+arguments, schemas, raw request bodies before `api/fields.Fields` reads them."""
+
+NamedEvent = tuple[str, Mapping[str, object]]
+"""A server-sent event with a name (Anthropic's Messages, OpenAI's Responses): name and data."""
 
 
 class DoneReason(enum.Enum):
@@ -15,8 +26,10 @@ class DoneReason(enum.Enum):
 class Message:
     role: str
     content: str = ""
-    images: list = field(default_factory=list)
-    tool_calls: list = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    """Base64 image data."""
+    tool_calls: list[JSONObject] = field(default_factory=list)
+    """Ollama's shape: {"function": {"name", "arguments"}, "id"?}."""
     tool_name: str = ""
     thinking: str = ""
 
@@ -58,7 +71,7 @@ class SamplingOptions:
     repeat_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
-    stop: list = field(default_factory=list)
+    stop: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -66,12 +79,12 @@ class Generation:
     """What to generate. Exactly one of `messages` (chat, templated by the engine) or `prompt`
     (already final text, `raw`) is set."""
 
-    messages: list | None = None
+    messages: list[Message] | None = None
     prompt: str | None = None
     options: SamplingOptions = field(default_factory=SamplingOptions)
     format: object = None
     think: object = None
-    tools: list = field(default_factory=list)
+    tools: list[JSONObject] = field(default_factory=list)
     """Tool definitions in OpenAI/Ollama shape; the engine renders them into the prompt."""
     parse_thinking: bool = False
     """The model may open a `<think>` block: split it out of the answer."""
@@ -110,9 +123,9 @@ class TokenLogprob:
     bytes: tuple[int, ...]
     top: tuple["TokenLogprob", ...] = ()
 
-    def to_dict(self, always_top: bool = False) -> dict:
+    def to_dict(self, always_top: bool = False) -> Logprob:
         """Ollama's shape (`top_logprobs` omitted when empty); OpenAI's with `always_top`."""
-        out: dict = {"token": self.token, "logprob": self.logprob, "bytes": list(self.bytes)}
+        out: Logprob = {"token": self.token, "logprob": self.logprob, "bytes": list(self.bytes)}
         if self.top or always_top:
             out["top_logprobs"] = [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)}
                                    for t in self.top]
@@ -124,7 +137,7 @@ class ToolCall:
     """A complete tool call parsed from the model's output. `arguments` is an object."""
 
     name: str
-    arguments: dict
+    arguments: JSONObject
     id: str = ""
     index: int = 0
 

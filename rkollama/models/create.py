@@ -4,6 +4,7 @@ form describes it: `from` (an existing model) or `files` ({name: digest} of blob
 
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 from rkollama.core.options import OPTIONS, coerce_option
 from rkollama.errors import BadRequest, ModelNotFound
@@ -18,7 +19,7 @@ GO_TEMPLATE_HINT = (
     "<|im_end|>\\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\\n{% endif %}")
 
 
-def create(store: ModelStore, body: dict) -> Iterator[dict]:
+def create(store: ModelStore, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Yield Ollama's create progress while the model is registered; errors before the first
     line (bad name, missing source, bad template or parameter) are raised as they are."""
     name = ModelName.parse(body.get("model") or body.get("name") or "")
@@ -40,7 +41,7 @@ def create(store: ModelStore, body: dict) -> Iterator[dict]:
     yield {"status": "success"}
 
 
-def _source(store: ModelStore, body: dict) -> tuple[Modelfile, str]:
+def _source(store: ModelStore, body: dict[str, Any]) -> tuple[Modelfile, str]:
     """The Modelfile to start from and the digest of its weights."""
     files = body.get("files") or {}
     if not isinstance(files, dict):
@@ -66,7 +67,7 @@ def _source(store: ModelStore, body: dict) -> tuple[Modelfile, str]:
                      details={"format": fmt}), hexdigest
 
 
-def _override(base: Modelfile, name: ModelName, body: dict) -> Modelfile:
+def _override(base: Modelfile, name: ModelName, body: dict[str, Any]) -> Modelfile:
     template = body.get("template")
     if template is not None:
         if not isinstance(template, str):

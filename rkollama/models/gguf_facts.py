@@ -11,9 +11,9 @@ from rkollama.errors import PullFailed
 @dataclass
 class GGUFFacts:
     template: str | None = None
-    details: dict = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict[str, Any])
     capabilities: list[str] = field(default_factory=lambda: ["completion"])
-    model_info: dict = field(default_factory=dict)
+    model_info: dict[str, Any] = field(default_factory=dict[str, Any])
     """The header's key/values as /api/show's `model_info`: arrays empty (Ollama fills them only
     with `verbose`), plus `general.parameter_count`."""
 
@@ -35,7 +35,7 @@ def read(path: Path) -> GGUFFacts:
             return None
 
     arch = value("general.architecture") or ""
-    details: dict = {"format": "gguf"}
+    details: dict[str, Any] = {"format": "gguf"}
     if arch:
         details["family"] = arch
     count = sum(int(t.n_elements) for t in reader.tensors)
@@ -56,8 +56,8 @@ def read(path: Path) -> GGUFFacts:
     return GGUFFacts(template, details, capabilities_of(template), _model_info(reader, count))
 
 
-def _model_info(reader: Any, parameter_count: int, arrays: bool = False) -> dict:
-    info: dict = {}
+def _model_info(reader: Any, parameter_count: int, arrays: bool = False) -> dict[str, Any]:
+    info: dict[str, Any] = {}
     for key, item in reader.fields.items():
         if key.startswith("GGUF.") or key == "tokenizer.chat_template":
             continue  # the container's own fields; the template is shown as `template`
@@ -72,7 +72,7 @@ def _model_info(reader: Any, parameter_count: int, arrays: bool = False) -> dict
     return dict(sorted(info.items()))
 
 
-def verbose(path: Path) -> tuple[dict, list[dict]]:
+def verbose(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(model_info with its arrays, tensors [{name, type, shape}]) for `/api/show` `verbose`."""
     import gguf
 

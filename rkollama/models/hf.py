@@ -14,6 +14,7 @@ RK3588, w4a16 first on RK3576), anything else a GGUF (Q4_K_M, then Q8_0, then th
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 from rkollama.core.prompt import chat_template_of
@@ -179,7 +180,7 @@ def repo_file(hub: HubConfig, repo: str, revision: str, path: str, limit: int) -
         return None
 
 
-def repo_chat_template(hub: HubConfig, source: dict) -> str | None:
+def repo_chat_template(hub: HubConfig, source: dict[str, Any]) -> str | None:
     """The chat template of the repository's tokenizer_config.json, if it has one."""
     repo, revision = source.get("repo"), source.get("revision")
     if not repo:
@@ -192,11 +193,11 @@ def repo_chat_template(hub: HubConfig, source: dict) -> str | None:
     return (chat_template_of(config) or None) if isinstance(config, dict) else None
 
 
-def rkllm_details(file_name: str, repo: str = "") -> dict:
+def rkllm_details(file_name: str, repo: str = "") -> dict[str, Any]:
     """What an .rkllm file's name (or its repository's) says: its quantization (w8a8,
     w4a16_g128, …) and the context it was converted for (`ctx16384`, `-16k`), which is all
     the runtime will allow."""
-    details: dict = {"format": "rkllm"}
+    details: dict[str, Any] = {"format": "rkllm"}
     found = re.search(r"w\d+a\d+(?:_g\d+)?", file_name.lower())
     if found:
         details["quantization_level"] = found.group().upper()

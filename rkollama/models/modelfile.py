@@ -26,13 +26,13 @@ class Modelfile:
     system: str = ""
     license: str = ""
     homepage: str = ""
-    parameters: dict = field(default_factory=dict)
-    rkllm: dict = field(default_factory=dict)
-    capabilities: list = field(default_factory=lambda: ["completion"])
-    details: dict = field(default_factory=dict)
-    messages: list = field(default_factory=list)
-    source: dict = field(default_factory=dict)
-    model_info: dict = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict[str, Any])
+    rkllm: dict[str, Any] = field(default_factory=dict[str, Any])
+    capabilities: list[Any] = field(default_factory=lambda: ["completion"])
+    details: dict[str, Any] = field(default_factory=dict[str, Any])
+    messages: list[Any] = field(default_factory=list[Any])
+    source: dict[str, Any] = field(default_factory=dict[str, Any])
+    model_info: dict[str, Any] = field(default_factory=dict[str, Any])
     """The model file's header as `/api/show` reports it (GGUF key/values), read at pull time."""
 
     @property
@@ -46,7 +46,7 @@ class Modelfile:
         except ValueError as exc:  # a stored entry is validated when read; this is a backstop
             raise ModelfileError(f"{self.name}:{self.tag}: {exc}") from None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
@@ -61,14 +61,14 @@ class Family:
 
     name: str
     path: Path
-    data: dict
+    data: dict[str, Any]
 
     def default_tag(self) -> str:
         tags = self.data["tags"]
         for tag, spec in tags.items():
             if spec.get("default"):
-                return tag
-        return next(iter(tags))
+                return str(tag)
+        return str(next(iter(tags)))
 
     def entry(self, tag: str, platform: str) -> Modelfile | None:
         """Flatten `tag` for `platform`: its source there, or the `cpu` one as fallback."""
@@ -111,9 +111,9 @@ def load_family(path: Path) -> Family:
     return Family(str(data["name"]), Path(path), data)
 
 
-def source_format(source: dict) -> str:
+def source_format(source: dict[str, Any]) -> str:
     if source.get("format"):
-        return source["format"]
+        return str(source["format"])
     if "hf" in source:  # chosen at pull time: the .rkllm on an NPU platform, else a GGUF
         return "gguf" if source.get("platform", "cpu") == "cpu" else "rkllm"
     names = [source.get("url", ""), source.get("path", "")] + source.get("pypi", {}).get("files", [])

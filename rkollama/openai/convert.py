@@ -14,10 +14,11 @@ from rkollama.core.collect import Completion
 from rkollama.core.goquote import go_quote
 from rkollama.core.images import is_base64
 from rkollama.core.request import Request, check_top_logprobs, normalise_tool_calls, validate_tools
-from rkollama.core.types import Done, DoneReason, Message, TokenLogprob, ToolCall
+from rkollama.core.types import Done, DoneReason, JSONObject, Message, TokenLogprob, ToolCall
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest
 from rkollama.models.store import ModelSpec
+from rkollama.openai import types as wire
 
 FINGERPRINT = "fp_ollama"
 EFFORTS: dict[str, bool | str] = {"minimal": "low", "low": "low", "medium": "medium", "high": "high",
@@ -26,7 +27,7 @@ EFFORTS: dict[str, bool | str] = {"minimal": "low", "low": "low", "medium": "med
 its own: minimal to low, xhigh and ultra to max)."""
 
 
-def error_body(message: str, status: int) -> dict:
+def error_body(message: str, status: int) -> wire.ErrorBody:
     kind = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
             422: "invalid_request_error", 429: "rate_limit_error"}.get(status, "api_error")
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
@@ -56,7 +57,7 @@ def _go_type(value: object) -> str:
     return "map[string]interface {}"
 
 
-def _sampling(f: Fields, strict_stop: bool = False) -> dict:
+def _sampling(f: Fields, strict_stop: bool = False) -> dict[str, Any]:
     """OpenAI sampling fields as Ollama options; temperature and top_p default to 1.0."""
     options = {"temperature": f.get("temperature", (int, float), 1.0),
                "top_p": f.get("top_p", (int, float), 1.0) or 1.0}
@@ -80,7 +81,7 @@ def _sampling(f: Fields, strict_stop: bool = False) -> dict:
     return options
 
 
-def _common(body: dict, type_name: str) -> tuple[Fields, Request]:
+def _common(body: JSONObject, type_name: str) -> tuple[Fields, Request]:
     f = Fields(body, type_name)
     model = f.get("model", str, "")
     if not model:
@@ -101,7 +102,7 @@ def _common(body: dict, type_name: str) -> tuple[Fields, Request]:
     return f, req
 
 
-def from_chat_request(body: dict) -> Request:
+def from_chat_request(body: JSONObject) -> Request:
     f, req = _common(body, "ChatCompletionRequest")
     messages = f.get("messages", list)
     if not messages:
@@ -114,7 +115,7 @@ def from_chat_request(body: dict) -> Request:
     return req
 
 
-def _tool_choice(choice: object, tools: list) -> tuple[list, str | None]:
+def _tool_choice(choice: object, tools: list[JSONObject]) -> tuple[list[JSONObject], str | None]:
     """`none` hides the tools; `auto` (default) lets the model choose; `required` or a named
     function forces a call."""
     if choice in (None, "auto"):
@@ -131,7 +132,7 @@ def _tool_choice(choice: object, tools: list) -> tuple[list, str | None]:
     return tools, name
 
 
-def from_completion_request(body: dict) -> Request:
+def from_completion_request(body: JSONObject) -> Request:
     f, req = _common(body, "CompletionRequest")
     prompt = f.raw("prompt", "")
     if not isinstance(prompt, str):
@@ -153,7 +154,7 @@ def _effort(f: Fields) -> bool | str | None:
     return EFFORTS[effort]
 
 
-def _response_format(value: Any) -> str | dict | None:
+def _response_format(value: Any) -> str | JSONObject | None:
     if not value or value.get("type") in (None, "text"):
         return None
     if value["type"] == "json_object":
@@ -166,7 +167,7 @@ def _response_format(value: Any) -> str | dict | None:
     raise BadRequest(f"invalid response_format type: {value['type']!r}")
 
 
-def _messages(items: list) -> list[Message]:
+def _messages(items: list[Any]) -> list[Message]:
     """OpenAI messages → core messages: parts merged, data-URI images kept, tool-call arguments
     parsed, tool results named after the call they answer."""
     names_by_id: dict[str, str] = {}
@@ -240,20 +241,20 @@ def finish_reason(reason: DoneReason) -> str:
     return {DoneReason.LENGTH: "length", DoneReason.TOOL_CALLS: "tool_calls"}.get(reason, "stop")
 
 
-def usage(done: Done) -> dict:
+def usage(done: Done) -> wire.Usage:
     return {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.eval_tokens,
             "total_tokens": done.prompt_tokens + done.eval_tokens}
 
 
-def tool_calls(calls: Iterable[ToolCall]) -> list[dict]:
+def tool_calls(calls: Iterable[ToolCall]) -> list[wire.ToolCall]:
     """OpenAI tool calls: arguments as a JSON string, `index` at the top level."""
     return [{"id": c.id, "index": c.index, "type": "function",
              "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
             for c in calls]
 
 
-def to_chat_completion(req: Request, completion: Completion, cid: str, created: int) -> dict:
-    message: dict[str, object] = {"role": "assistant", "content": completion.content}
+def to_chat_completion(req: Request, completion: Completion, cid: str, created: int) -> wire.ChatCompletion:
+    message: wire.ChatMessage = {"role": "assistant", "content": completion.content}
     if completion.thinking:
         message["reasoning"] = completion.thinking
     if completion.tool_calls:
@@ -266,27 +267,27 @@ def to_chat_completion(req: Request, completion: Completion, cid: str, created: 
             "usage": usage(completion.done)}
 
 
-def chat_chunk(req: Request, cid: str, created: int, delta: dict, finish: str | None = None,
-               scored: Sequence[TokenLogprob] = ()) -> dict:
-    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+def chat_chunk(req: Request, cid: str, created: int, delta: wire.Delta, finish: str | None = None,
+               scored: Sequence[TokenLogprob] = ()) -> wire.ChatCompletionChunk:
+    choice: wire.ChunkChoice = {"index": 0, "delta": delta, "finish_reason": finish}
     if scored:
         choice["logprobs"] = logprobs(scored)
     return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": req.model,
             "system_fingerprint": FINGERPRINT, "choices": [choice]}
 
 
-def logprobs(scored: Sequence[TokenLogprob]) -> dict:
+def logprobs(scored: Sequence[TokenLogprob]) -> wire.ChatLogprobs:
     """OpenAI's `choices[].logprobs`: every token with its alternatives."""
     return {"content": [lp.to_dict(always_top=True) for lp in scored], "refusal": None}
 
 
-def usage_chunk(req: Request, cid: str, created: int, obj: str, done: Done) -> dict:
+def usage_chunk(req: Request, cid: str, created: int, obj: str, done: Done) -> wire.ChatCompletionChunk:
     return {"id": cid, "object": obj, "created": created, "model": req.model,
             "system_fingerprint": FINGERPRINT, "choices": [], "usage": usage(done)}
 
 
-def to_completion(req: Request, completion: Completion, cid: str, created: int) -> dict:
-    choice = {"text": completion.content, "index": 0,
+def to_completion(req: Request, completion: Completion, cid: str, created: int) -> wire.Completion:
+    choice: wire.CompletionChoice = {"text": completion.content, "index": 0,
               "finish_reason": finish_reason(completion.done.reason)}
     if req.logprobs:
         choice["logprobs"] = completion_logprobs(completion.answer_logprobs, 0)
@@ -295,15 +296,15 @@ def to_completion(req: Request, completion: Completion, cid: str, created: int) 
 
 
 def completion_chunk(req: Request, cid: str, created: int, text: str, finish: str | None = None,
-                     scored: Sequence[TokenLogprob] = (), offset: int = 0) -> dict:
-    choice = {"text": text, "index": 0, "finish_reason": finish}
+                     scored: Sequence[TokenLogprob] = (), offset: int = 0) -> wire.Completion:
+    choice: wire.CompletionChoice = {"text": text, "index": 0, "finish_reason": finish}
     if scored:
         choice["logprobs"] = completion_logprobs(scored, offset)
     return {"id": cid, "object": "text_completion", "created": created, "model": req.model,
             "system_fingerprint": FINGERPRINT, "choices": [choice]}
 
 
-def completion_logprobs(scored: Sequence[TokenLogprob], offset: int) -> dict:
+def completion_logprobs(scored: Sequence[TokenLogprob], offset: int) -> wire.CompletionLogprobs:
     """`/v1/completions` log-probabilities in both shapes a client may read: OpenAI's legacy
     columns (`tokens`, `token_logprobs`, `top_logprobs` as {token: logprob}, `text_offset` in
     characters from the start of the completion, `offset` being where this chunk starts) and
@@ -319,12 +320,12 @@ def completion_logprobs(scored: Sequence[TokenLogprob], offset: int) -> dict:
             "content": [lp.to_dict(always_top=True) for lp in scored]}
 
 
-def model_entry(spec: ModelSpec) -> dict:
+def model_entry(spec: ModelSpec) -> wire.Model:
     return {"id": spec.name.display(), "object": "model",
             "created": int(spec.modified_at.timestamp()), "owned_by": spec.name.namespace}
 
 
-def parse_embedding_request(body: dict) -> tuple[str, list[str], str, int | None]:
+def parse_embedding_request(body: JSONObject) -> tuple[str, list[str], str, int | None]:
     f = Fields(body, "EmbedRequest")
     model = f.get("model", str, "")
     if not model:
@@ -344,8 +345,8 @@ def parse_embedding_request(body: dict) -> tuple[str, list[str], str, int | None
     return model, texts, encoding, f.get("dimensions", int)
 
 
-def to_embeddings(model: str, vectors: list[list[float]], encoding: str, tokens: int) -> dict:
-    data = []
+def to_embeddings(model: str, vectors: list[list[float]], encoding: str, tokens: int) -> wire.EmbeddingList:
+    data: list[wire.Embedding] = []
     for index, vector in enumerate(vectors):
         value: str | list[float]
         if encoding == "base64":  # little-endian float32, as the openai SDK decodes it

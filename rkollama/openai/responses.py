@@ -17,11 +17,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from rkollama.api.fields import Fields
+from rkollama.api.types import Logprob
 from rkollama.core.collect import Completion
 from rkollama.core.request import THINK_LEVELS, Request, check_top_logprobs, validate_tools
-from rkollama.core.types import Done, Message, TokenLogprob, ToolCall
+from rkollama.core.types import Done, JSONObject, Message, NamedEvent, TokenLogprob, ToolCall
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest
+from rkollama.openai import types as wire
 from rkollama.openai.convert import at_least_one, message_content
 
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
@@ -32,13 +34,13 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
-def from_responses_request(body: dict) -> tuple[Request, dict]:
+def from_responses_request(body: JSONObject) -> tuple[Request, wire.Echo]:
     """The core request, and what the reply echoes back (instructions, tools, sampling)."""
     f = Fields(body, "ResponsesRequest")
     model = f.get("model", str, "")
     if not model:
         raise BadRequest("model is required")
-    options: dict = {"temperature": f.get("temperature", (int, float), 1.0)}
+    options: dict[str, Any] = {"temperature": f.get("temperature", (int, float), 1.0)}
     if f.has("top_p"):
         options["top_p"] = f.get("top_p", (int, float))
     limit = f.get("max_output_tokens", int)
@@ -69,7 +71,7 @@ def from_responses_request(body: dict) -> tuple[Request, dict]:
     req.top_logprobs = f.get("top_logprobs", int, 0)
     include = f.get("include", list, [])
     req.logprobs = LOGPROBS_INCLUDE in include or req.top_logprobs > 0
-    echo = {"instructions": instructions or None, "tools": raw_tools,
+    echo: wire.Echo = {"instructions": instructions or None, "tools": raw_tools,
             "temperature": options["temperature"], "top_p": options.get("top_p", 1.0),
             "max_output_tokens": limit, "text": {"format": fmt or {"type": "text"}},
             "reasoning": ({"effort": reasoning.get("effort"), "summary": reasoning.get("summary")}
@@ -78,7 +80,7 @@ def from_responses_request(body: dict) -> tuple[Request, dict]:
     return req, echo
 
 
-def _items(items: list) -> list[Message]:
+def _items(items: list[Any]) -> list[Message]:
     out: list[Message] = []
     names: dict[str, str] = {}
     pending_thinking = ""
@@ -147,7 +149,7 @@ def _parts(content: object) -> object:
     return parts
 
 
-def _tool(tool: object) -> dict:
+def _tool(tool: object) -> JSONObject:
     if not isinstance(tool, dict) or tool.get("type", "function") != "function":
         raise BadRequest("only function tools are supported")
     return {"type": "function", "function": {"name": tool.get("name"),
@@ -167,8 +169,8 @@ def _effort(effort: object) -> bool | str | None:
 
 
 # -- replies ---------------------------------------------------------------------------------------
-def response_object(rid: str, model: str, echo: dict, status: str, output: list,
-                    usage: dict | None) -> dict:
+def response_object(rid: str, model: str, echo: wire.Echo, status: str, output: list[wire.OutputItem],
+                    usage: wire.ResponseUsage | None) -> wire.Response:
     return {"id": rid, "object": "response", "created_at": int(time.time()),
             "completed_at": int(time.time()) if status == "completed" else None,
             "status": status, "incomplete_details": None, "model": model,
@@ -183,37 +185,37 @@ def response_object(rid: str, model: str, echo: dict, status: str, output: list,
             "safety_identifier": None, "prompt_cache_key": None}
 
 
-def usage(done: Done) -> dict:
+def usage(done: Done) -> wire.ResponseUsage:
     return {"input_tokens": done.prompt_tokens, "output_tokens": done.eval_tokens,
             "total_tokens": done.prompt_tokens + done.eval_tokens,
             "input_tokens_details": {"cached_tokens": 0},
             "output_tokens_details": {"reasoning_tokens": 0}}
 
 
-def _reasoning_item(item_id: str, thinking: str) -> dict:
+def _reasoning_item(item_id: str, thinking: str) -> wire.ReasoningItem:
     return {"id": item_id, "type": "reasoning",
             "summary": [{"type": "summary_text", "text": thinking}], "encrypted_content": thinking}
 
 
-def _call_item(item_id: str, call: ToolCall, status: str = "completed") -> dict:
+def _call_item(item_id: str, call: ToolCall, status: str = "completed") -> wire.FunctionCallItem:
     return {"id": item_id, "type": "function_call", "status": status, "call_id": call.id,
             "name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}
 
 
 def _message_item(item_id: str, text: str, status: str = "completed",
-                  scored: Sequence[TokenLogprob] = ()) -> dict:
+                  scored: Sequence[TokenLogprob] = ()) -> wire.MessageItem:
     return {"id": item_id, "type": "message", "status": status, "role": "assistant",
             "content": [{"type": "output_text", "text": text, "annotations": [],
                          "logprobs": _logprobs(scored)}]}
 
 
-def _logprobs(scored: Sequence[TokenLogprob]) -> list:
+def _logprobs(scored: Sequence[TokenLogprob]) -> list[Logprob]:
     """OpenAI's output_text log-probabilities: token, logprob, bytes and top_logprobs."""
     return [lp.to_dict(always_top=True) for lp in scored]
 
 
-def to_response(req: Request, echo: dict, completion: Completion, rid: str) -> dict:
-    output = []
+def to_response(req: Request, echo: wire.Echo, completion: Completion, rid: str) -> wire.Response:
+    output: list[wire.OutputItem] = []
     if completion.thinking:
         output.append(_reasoning_item(f"rs_{rid}", completion.thinking))
     if completion.tool_calls:
@@ -226,7 +228,7 @@ def to_response(req: Request, echo: dict, completion: Completion, rid: str) -> d
 class StreamWriter:
     """Core events → Responses stream events, numbered in order."""
 
-    def __init__(self, req: Request, echo: dict, rid: str):
+    def __init__(self, req: Request, echo: wire.Echo, rid: str):
         self.req, self.echo, self.rid = req, echo, rid
         self.sequence = 0
         self.index = 0  # output_index of the item being written
@@ -235,21 +237,21 @@ class StreamWriter:
         self.reasoning_done = False
         self.message_id = new_id("msg")
         self.text = ""
-        self.scored: list = []  # log-probabilities of the answer's tokens, when asked for
+        self.scored: list[TokenLogprob] = []  # log-probabilities of the answer's tokens, when asked for
         self.text_started = False
-        self.calls: list[dict] = []
+        self.calls: list[wire.FunctionCallItem] = []
 
-    def _event(self, kind: str, **data: Any) -> tuple[str, dict]:
-        event = {"type": kind, "sequence_number": self.sequence, **data}
+    def _event(self, kind: str, **data: object) -> NamedEvent:
+        event: JSONObject = {"type": kind, "sequence_number": self.sequence, **data}
         self.sequence += 1
         return kind, event
 
-    def start(self) -> list[tuple[str, dict]]:
+    def start(self) -> list[NamedEvent]:
         shell = response_object(self.rid, self.req.model, self.echo, "in_progress", [], None)
         return [self._event("response.created", response=shell),
                 self._event("response.in_progress", response=shell)]
 
-    def _finish_reasoning(self) -> list:
+    def _finish_reasoning(self) -> list[NamedEvent]:
         if not self.reasoning_id or self.reasoning_done:
             return []
         self.reasoning_done = True
@@ -260,7 +262,7 @@ class StreamWriter:
         self.index += 1
         return events
 
-    def token(self, text: str, thinking: bool, scored: tuple = ()) -> list[tuple[str, dict]]:
+    def token(self, text: str, thinking: bool, scored: Sequence[TokenLogprob] = ()) -> list[NamedEvent]:
         if not text:
             return []
         if thinking:
@@ -291,7 +293,7 @@ class StreamWriter:
                                   logprobs=_logprobs(scored)))
         return events
 
-    def call(self, call: ToolCall) -> list[tuple[str, dict]]:
+    def call(self, call: ToolCall) -> list[NamedEvent]:
         events = self._finish_reasoning()
         item_id = f"fc_{random.randrange(999999)}_{len(self.calls)}"
         done = _call_item(item_id, call)
@@ -306,9 +308,11 @@ class StreamWriter:
                    self._event("response.output_item.done", output_index=index, item=done)]
         return events
 
-    def done(self, done: Done) -> list[tuple[str, dict]]:
+    def done(self, done: Done) -> list[NamedEvent]:
         events = self._finish_reasoning()
-        output = [_reasoning_item(self.reasoning_id, self.thinking)] if self.reasoning_id else []
+        output: list[wire.OutputItem] = []
+        if self.reasoning_id:
+            output.append(_reasoning_item(self.reasoning_id, self.thinking))
         if self.calls:
             output += self.calls
         elif self.text_started:

@@ -3,7 +3,7 @@ the one thing every route needs, kept apart from the app factory so routes never
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from flask import current_app, request
 
@@ -33,7 +33,7 @@ class Deps:
 
 def deps() -> Deps:
     """The current app's collaborators (inside a request)."""
-    return current_app.config["RKOLLAMA"]
+    return cast(Deps, current_app.config["RKOLLAMA"])
 
 
 def disconnected() -> Callable[[], bool] | None:

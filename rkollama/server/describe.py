@@ -3,6 +3,7 @@
 
 import threading
 from pathlib import Path
+from typing import Any
 
 from rkollama.api import types as wire
 from rkollama.api.convert import timestamp
@@ -50,14 +51,14 @@ HIDDEN_INFO = ("general.name", "tokenizer.chat_template")
 """Header keys Ollama's show handler leaves out of model_info."""
 
 
-def model_info(spec: ModelSpec) -> dict:
+def model_info(spec: ModelSpec) -> dict[str, Any]:
     info = {k: v for k, v in _model_info(spec).items() if k not in HIDDEN_INFO}
     if spec.format == "rkllm":  # a key of rkollama's own: which path the NPU engine takes
         info["rkollama.npu.prompts"] = prompt_path(spec)
     return info
 
 
-def _model_info(spec: ModelSpec) -> dict:
+def _model_info(spec: ModelSpec) -> dict[str, Any]:
     if spec.modelfile.model_info:
         return dict(spec.modelfile.model_info)
     d = spec.modelfile.details
@@ -72,7 +73,7 @@ def _model_info(spec: ModelSpec) -> dict:
     return info
 
 
-def parameters_text(parameters: dict) -> str:
+def parameters_text(parameters: dict[str, Any]) -> str:
     """Ollama's `parameters` string: key padded to 30, one space, Go-quoted value; lists repeat."""
     lines = []
     for key in sorted(parameters, key=lambda k: list(OPTIONS).index(k) if k in OPTIONS else 99):
@@ -125,9 +126,9 @@ class VerboseHeaders:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._last: tuple[Path, tuple[dict, list[dict]] | None] | None = None
+        self._last: tuple[Path, tuple[dict[str, Any], list[dict[str, Any]]] | None] | None = None
 
-    def read(self, path: Path) -> tuple[dict, list[dict]] | None:
+    def read(self, path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
         from rkollama.errors import PullFailed
         from rkollama.models.gguf_facts import verbose as read_verbose
 
@@ -136,7 +137,7 @@ class VerboseHeaders:
                 return self._last[1]
             self._last = None  # the previous one goes before the next is read
             try:
-                found: tuple[dict, list[dict]] | None = read_verbose(path)
+                found: tuple[dict[str, Any], list[dict[str, Any]]] | None = read_verbose(path)
             except PullFailed:
                 found = None
             self._last = (path, found)
@@ -147,7 +148,7 @@ def show(spec: ModelSpec, verbose: bool = False,
          headers: VerboseHeaders | None = None) -> wire.ShowResponse:
     """Ollama's ShowResponse; with `verbose` the header's arrays and the tensors (GGUF only)."""
     mf = spec.modelfile
-    out: dict = {}  # filled in Ollama's key order
+    out: dict[str, Any] = {}  # filled in Ollama's key order
     if mf.license:
         out["license"] = mf.license
     out["modelfile"] = modelfile_text(spec)

@@ -31,7 +31,7 @@ class _Lane:
     def __init__(self, name: str, max_threads: int, elastic: bool):
         self.name, self.max_threads, self.elastic = name, max(1, max_threads), elastic
         self.cond = threading.Condition()
-        self.tasks: deque = deque()
+        self.tasks: deque[Any] = deque()
         self.threads = 0
         self.idle = 0
         self.active = 0

@@ -1,7 +1,8 @@
 """Ollama's native API (/api/*). Each handler: parse → resolve → convert → scheduler → render."""
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
@@ -11,7 +12,7 @@ from rkollama.api.fields import Fields, parse_body
 from rkollama.core.collect import collect
 from rkollama.core.embed import shape
 from rkollama.core.request import Request
-from rkollama.core.types import Done, DoneReason, Token, ToolCall
+from rkollama.core.types import Done, DoneReason, Token, TokenLogprob, ToolCall
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest, CorruptModel, DigestMismatch, ModelNotFound
 from rkollama.models.create import create as create_model
@@ -32,7 +33,7 @@ _deps = deps
 _disconnected = disconnected
 
 
-def _body() -> dict:
+def _body() -> dict[str, Any]:
     return parse_body(request.get_data(cache=False))
 
 
@@ -108,7 +109,7 @@ def pull() -> Response:
     return _progress(_counted(lines, deps.metrics), f.get("stream", bool, True))
 
 
-def _counted(lines: Iterable[dict], metrics: Metrics) -> Iterator[dict]:
+def _counted(lines: Iterable[dict[str, Any]], metrics: Metrics) -> Iterator[dict[str, Any]]:
     """The pull's progress lines, its outcome counted when it ends (success, failed, cancelled)."""
     outcome = "cancelled"
     try:
@@ -123,7 +124,7 @@ def _counted(lines: Iterable[dict], metrics: Metrics) -> Iterator[dict]:
         metrics.pulls.labels(outcome).inc()
 
 
-def _progress(lines: Iterator[dict], stream: bool) -> Response:
+def _progress(lines: Iterator[dict[str, Any]], stream: bool) -> Response:
     """Ollama's progress replies (pull, create): NDJSON lines, or only the last one. The first
     line is produced before the 200 goes out, so a bad request keeps its status code."""
     lines = primed(lines)
@@ -170,73 +171,99 @@ def push() -> Response:
                      "(copy the model's files, or pull it on the other machine)")
 
 
+@dataclass(frozen=True)
+class _Endpoint:
+    """What chat and generate do differently; everything else `_complete` does for both."""
+
+    name: str
+    """What `pipeline.prepare` renders: "chat" or "generate"."""
+    chunk: convert.ChunkBuilder
+    has_input: Callable[[Request], bool]
+    """False: a bare load or unload (Ollama's idiom: no messages, no prompt)."""
+
+
+_CHAT = _Endpoint("chat", convert.chat_chunk, lambda req: bool(req.messages))
+_GENERATE = _Endpoint("generate", convert.generate_chunk, lambda req: bool(req.prompt))
+
+
 @bp.route("/api/chat", methods=["POST"])
 def chat() -> Response:
     started = time.monotonic()
-    req = convert.parse_chat(_body())
-    return _complete(req, "chat", convert.chat_chunk, started)
+    return _complete(convert.parse_chat(_body()), _CHAT, started)
 
 
 @bp.route("/api/generate", methods=["POST"])
 def generate() -> Response:
     started = time.monotonic()
-    req = convert.parse_generate(_body())
-    return _complete(req, "generate", convert.generate_chunk, started)
+    return _complete(convert.parse_generate(_body()), _GENERATE, started)
 
 
-def _complete(req: Request, endpoint: str, chunk: Callable[..., Any], started: float) -> Response:
+def _complete(req: Request, endpoint: _Endpoint, started: float) -> Response:
     """Shared body of chat and generate: the load/unload idioms, then stream or collect."""
-    prepared = pipeline.prepare(req, endpoint)
+    prepared = pipeline.prepare(req, endpoint.name)
     if req.debug_render_only:  # Ollama's way to test templates: the prompt, no generation
-        text = _deps().scheduler.render(prepared.spec, prepared.gen, prepared.load_opts,
-                                        req.keep_alive, _disconnected())
-        images = sum(len(m.images) for m in prepared.gen.messages or [])
-        empty: dict = dict(convert.chat_chunk(req.model), message={"role": "", "content": ""}) \
-            if endpoint == "chat" else dict(convert.generate_chunk(req.model))
-        return json_response(dict(empty, _debug_info={"rendered_template": text, "image_count": images}))
-    has_input = bool(req.messages) if endpoint == "chat" else bool(req.prompt)
-    if not has_input:
-        scheduler = _deps().scheduler
-        if req.keep_alive == 0:
-            scheduler.unload(prepared.spec)
-            reason = "unload"
-        else:
-            scheduler.load(prepared.spec, prepared.load_opts, req.keep_alive, _disconnected())
-            reason = "load"
-        return json_response(dict(chunk(req.model, done=True), done_reason=reason))
+        return _render_only(req, prepared, endpoint)
+    if not endpoint.has_input(req):
+        return _load_or_unload(req, prepared, endpoint)
     stream = pipeline.submit(req, prepared)
 
-    def final(done: Done) -> dict:
-        total = time.monotonic() - started
-        reply = dict(chunk(req.model, done=True), done_reason=convert.done_reason(done.reason))
-        if endpoint == "generate" and not req.raw and done.context:
+    def final(done: Done, reply: convert.Reply,
+              logprobs: Sequence[TokenLogprob] | None = None) -> convert.Reply:
+        """The last object, in Go's key order: …, done, done_reason, context, logprobs, metrics."""
+        reply["done_reason"] = convert.done_reason(done.reason)
+        if "response" in reply and not req.raw and done.context:  # /api/generate
             reply["context"] = list(done.context)  # Ollama: prompt and answer, to continue from
-        return dict(reply, **convert.metrics(done, stream.load_duration, total))
+        if logprobs is not None:
+            reply["logprobs"] = [lp.to_dict() for lp in logprobs]
+        reply.update(convert.metrics(done, stream.load_duration, time.monotonic() - started))
+        return reply
 
     if not req.stream:
         completion = collect(stream)
-        reply = final(completion.done)
-        reply.update(chunk(req.model, completion.content, completion.thinking, done=True,
-                           calls=completion.tool_calls))
-        if req.logprobs:
-            reply["logprobs"] = [lp.to_dict() for lp in completion.logprobs]
-        return json_response(_ordered(reply))
+        answer = endpoint.chunk(req.model, completion.content, completion.thinking, done=True,
+                                calls=completion.tool_calls)
+        return json_response(final(completion.done, answer, completion.logprobs if req.logprobs else None))
     events = primed(stream)  # errors before the first token still get a proper status code
 
-    def lines() -> Iterator[dict]:
+    def lines() -> Iterator[convert.Reply]:
         for event in events:
             if isinstance(event, Token):
-                line = chunk(req.model, "" if event.thinking else event.text,
-                             event.text if event.thinking else "")
+                line = endpoint.chunk(req.model, "" if event.thinking else event.text,
+                                      event.text if event.thinking else "")
                 if event.logprobs:
                     line["logprobs"] = [lp.to_dict() for lp in event.logprobs]
                 yield line
             elif isinstance(event, ToolCall):
-                yield chunk(req.model, calls=[event])
+                yield endpoint.chunk(req.model, calls=[event])
             elif event.reason is not DoneReason.CANCELLED:
-                yield final(event)
+                yield final(event, endpoint.chunk(req.model, done=True))
 
     return ndjson(lines(), on_close=stream.close)
+
+
+def _render_only(req: Request, prepared: pipeline.Prepared, endpoint: _Endpoint) -> Response:
+    """`_debug_info` with the rendered prompt and the image count, and an empty answer."""
+    text = _deps().scheduler.render(prepared.spec, prepared.gen, prepared.load_opts, req.keep_alive,
+                                    _disconnected())
+    reply = endpoint.chunk(req.model)
+    if "message" in reply:  # /api/chat: Ollama sends an empty message, not the assistant's
+        reply["message"] = {"role": "", "content": ""}
+    reply["_debug_info"] = {"rendered_template": text,
+                            "image_count": sum(len(m.images) for m in prepared.gen.messages or [])}
+    return json_response(reply)
+
+
+def _load_or_unload(req: Request, prepared: pipeline.Prepared, endpoint: _Endpoint) -> Response:
+    scheduler = _deps().scheduler
+    if req.keep_alive == 0:
+        scheduler.unload(prepared.spec)
+        reason = "unload"
+    else:
+        scheduler.load(prepared.spec, prepared.load_opts, req.keep_alive, _disconnected())
+        reason = "load"
+    reply = endpoint.chunk(req.model, done=True)
+    reply["done_reason"] = reason
+    return json_response(reply)
 
 
 @bp.route("/api/embed", methods=["POST"])
@@ -270,10 +297,3 @@ def embeddings() -> Response:
     vectors, _, _ = embedding.embed(model, [prompt] if prompt else [], True,
                                      f.get("options", dict), keep_alive_seconds(f.raw("keep_alive")))
     return json_response({"embedding": vectors[0] if vectors else []})
-
-
-def _ordered(reply: dict) -> dict:
-    """Key order of Ollama's replies: model, created_at, message/response, done, done_reason, …"""
-    head = ["model", "created_at", "message", "response", "thinking", "logprobs", "done", "done_reason",
-            "context"]
-    return {**{k: reply[k] for k in head if k in reply}, **{k: v for k, v in reply.items() if k not in head}}

@@ -1,16 +1,17 @@
 """OpenAI's API (/v1/*), translated to and from the same core as the native routes."""
 
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from flask import Blueprint, Response
 
 from rkollama.api.fields import parse_body
 from rkollama.core.collect import collect
 from rkollama.core.embed import shape
-from rkollama.core.types import DoneReason, Event, Token, TokenLogprob, ToolCall
+from rkollama.core.types import DoneReason, Event, JSONObject, Token, TokenLogprob, ToolCall
 from rkollama.errors import ModelNotFound, RkollamaError
 from rkollama.openai import convert, responses
+from rkollama.openai.types import ChatCompletionChunk, Delta
 from rkollama.server import embedding, pipeline
 from rkollama.server.deps import deps
 from rkollama.server.streaming import EventStream, dumps, event_stream, json_response, named_events
@@ -18,7 +19,7 @@ from rkollama.server.streaming import EventStream, dumps, event_stream, json_res
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 
 
-def _body() -> dict:
+def _body() -> JSONObject:
     from flask import request
 
     return parse_body(request.get_data(cache=False))
@@ -62,10 +63,11 @@ def chat_completions() -> Response:
     if not req.stream:
         return json_response(convert.to_chat_completion(req, collect(stream), cid, created))
 
-    def chunk(delta: dict, finish: str | None = None, scored: Sequence[TokenLogprob] = ()) -> dict:
+    def chunk(delta: Delta, finish: str | None = None,
+              scored: Sequence[TokenLogprob] = ()) -> ChatCompletionChunk:
         return convert.chat_chunk(req, cid, created, delta, finish, scored)
 
-    def frames(events: Iterator[Event]) -> Iterator[dict]:
+    def frames(events: Iterator[Event]) -> Iterator[Mapping[str, object]]:
         yield chunk({"role": "assistant", "content": ""})
         for event in events:
             if isinstance(event, Token):
@@ -89,7 +91,7 @@ def completions() -> Response:
     if not req.stream:
         return json_response(convert.to_completion(req, collect(stream), cid, created))
 
-    def frames(events: Iterator[Event]) -> Iterator[dict]:
+    def frames(events: Iterator[Event]) -> Iterator[Mapping[str, object]]:
         offset = 0  # characters of completion text sent so far, for `text_offset`
         for event in events:
             if isinstance(event, Token):
@@ -105,7 +107,11 @@ def completions() -> Response:
     return _sse(stream, frames)
 
 
-def _sse(stream: EventStream, frames: Callable[[Iterator[Event]], Iterator[dict]]) -> Response:
+Frames = Callable[[Iterator[Event]], Iterator[Mapping[str, object]]]
+"""Core events to the `data:` objects of an OpenAI stream."""
+
+
+def _sse(stream: EventStream, frames: Frames) -> Response:
     """Server-sent events: `data: {json}` frames, `data: [DONE]`; an error after the first frame
     becomes an OpenAI-shaped error frame (the openai SDK raises it)."""
     def lines(events: Iterator[Event]) -> Iterator[str]:

@@ -4,12 +4,12 @@ error line on failure and cancel the generation when the client goes away."""
 import itertools
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from flask import Response
 
-from rkollama.core.types import Done, Event, ToolCall
+from rkollama.core.types import Done, Event, NamedEvent, TokenLogprob, ToolCall
 from rkollama.errors import RkollamaError
 
 log = logging.getLogger("rkollama.server")
@@ -107,14 +107,14 @@ class EventWriter(Protocol):
     """Turns core events into named SSE events, (name, data) pairs (Anthropic's Messages
     StreamWriter, OpenAI's Responses writer)."""
 
-    def start(self) -> list[tuple[str, dict]]: ...
-    def token(self, text: str, thinking: bool, scored: tuple = ()) -> list[tuple[str, dict]]: ...
-    def call(self, call: ToolCall) -> list[tuple[str, dict]]: ...
-    def done(self, done: Done) -> list[tuple[str, dict]]: ...
+    def start(self) -> list[NamedEvent]: ...
+    def token(self, text: str, thinking: bool, scored: Sequence[TokenLogprob] = ()) -> list[NamedEvent]: ...
+    def call(self, call: ToolCall) -> list[NamedEvent]: ...
+    def done(self, done: Done) -> list[NamedEvent]: ...
 
 
 def named_events(stream: EventStream, writer: EventWriter,
-                 error_body: Callable[[str, int], dict]) -> Response:
+                 error_body: Callable[[str, int], Mapping[str, object]]) -> Response:
     """Server-sent events with event names (Anthropic's Messages, OpenAI's Responses): `writer`
     turns core events into (name, data) pairs through start(), token(), call() and done();
     a late error becomes a final `error` event in `error_body`'s shape."""

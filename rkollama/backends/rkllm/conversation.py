@@ -8,6 +8,7 @@ change (each change clears the cache).
 """
 
 import json
+from typing import Any
 
 from rkollama.backends.rkllm import abi
 from rkollama.backends.rkllm.runtime import Runtime
@@ -83,7 +84,7 @@ class Conversation:
         turns = [m for m in gen.messages if m.role != "system"]
         self._history = _turn_keys(turns) + [("assistant", "")]
 
-    def set_tools(self, system: str, tools: list) -> None:
+    def set_tools(self, system: str, tools: list[Any]) -> None:
         """Tool definitions and the system prompt that goes with them, set again whenever either
         changes (a new system prompt with the same tools must reach the runtime too)."""
         tools_json = json.dumps(tools) if tools else None

@@ -254,7 +254,7 @@ class Runtime:
         # int rkllm_release_prompt_cache(LLMHandle handle);
         self._bind("rkllm_release_prompt_cache", [abi.LLMHandle])
 
-    def _bind(self, name: str, argtypes: list) -> None:
+    def _bind(self, name: str, argtypes: list[Any]) -> None:
         fn = getattr(self.lib, name)
         fn.argtypes, fn.restype = argtypes, c_int
         setattr(self, name, fn)

@@ -26,7 +26,7 @@ def _special(value: Any) -> str:
 class HFTokenizer:
     """Encode and decode with a model's tokenizer.json; the template comes from its config."""
 
-    def __init__(self, tokenizer: Any, config: dict):
+    def __init__(self, tokenizer: Any, config: dict[str, Any]):
         self._tok = tokenizer
         self.config = config
         self.bos_token = _special(config.get("bos_token"))
@@ -48,7 +48,7 @@ class HFTokenizer:
             tokenizer = Tokenizer.from_file(str(tokenizer_path))
         except Exception as exc:  # the Rust side raises plain Exceptions for bad files
             raise LoadFailed(f"cannot read the model's tokenizer {tokenizer_path}: {exc}") from None
-        config: dict = {}
+        config: dict[str, Any] = {}
         if config_path is not None:
             try:
                 loaded = json.loads(Path(config_path).read_text(encoding="utf-8"))
