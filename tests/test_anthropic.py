@@ -112,6 +112,14 @@ def test_errors_have_anthropics_shape(claude, fake_server):
     assert body["request_id"].startswith("req_")
 
 
+def test_a_tool_result_answering_a_non_string_id_is_not_an_internal_error(fake_server, script):
+    script.enqueue(["ok"])
+    reply = requests.post(f"{fake_server.url}/v1/messages", json={
+        "model": "tiny", "max_tokens": 8, "messages": [
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": [], "content": "x"}]}]})
+    assert reply.status_code == 200, reply.text
+
+
 def test_tool_choice_none_hides_the_tools_and_any_requires_a_call(claude, script, tooly):
     script.enqueue(["ok"])
     claude.messages.create(model="tooly", max_tokens=8, tools=[TOOL], tool_choice={"type": "none"},

@@ -20,6 +20,9 @@ FORBIDDEN = {
     "rkollama.backends": ("rkollama.server", "rkollama.cli", "rkollama.doctor", "rkollama.scheduler"),
     "rkollama.scheduler": ("rkollama.server", "rkollama.cli", "rkollama.doctor"),
     "rkollama.server": ("rkollama.cli",),
+    # The CLI is a client: it speaks HTTP to a daemon. What only this machine's files can do
+    # (a pull with no daemon, importing Ollama's store) goes through rkollama.server.offline.
+    "rkollama.cli": ("rkollama.models", "rkollama.backends", "rkollama.scheduler"),
     # The dialects' translators sit under the routes: they know requests and core events only.
     "rkollama.api": ("rkollama.server", "rkollama.cli", "rkollama.scheduler", "rkollama.backends"),
     "rkollama.openai": ("rkollama.server", "rkollama.cli", "rkollama.scheduler", "rkollama.backends"),

@@ -308,6 +308,16 @@ RESPONSES_TOOL = {"type": "function", "name": "get_weather", "description": "Wea
                   "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
 
 
+@pytest.mark.parametrize("items", [
+    [{"type": "function_call_output", "call_id": [], "output": "x"}],
+    [{"type": "function_call", "call_id": {}, "name": "f", "arguments": "{}"}],
+])
+def test_a_call_id_that_is_not_a_string_is_never_an_internal_error(http, script, items):
+    script.enqueue(["ok"])
+    reply = http.post("/v1/responses", json={"model": "tiny", "input": items})
+    assert reply.status_code in (200, 400), reply.get_data(as_text=True)
+
+
 def test_responses_answer_with_one_message_item_and_usage(oai, script):
     script.enqueue(["Hello", " there"])
     reply = oai.responses.create(model="tiny", input="Say hello", instructions="Be brief.",

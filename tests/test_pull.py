@@ -250,3 +250,25 @@ def test_a_pull_repairs_a_damaged_config_blob(tmp_path, hub):
         store.resolve("demo")
     assert list(pull(store, catalog, "demo", "cpu"))[-1] == {"status": "success"}
     assert store.resolve("demo").name.model == "demo"
+
+
+def test_rkollama_pull_with_no_daemon_answering_pulls_into_the_local_store(tmp_path, hub):
+    """The CLI's one way into the store without a daemon (rkollama.server.offline)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    catalog_with(tmp_path, f"        url: {hub}/repo/resolve/main/model.gguf\n"
+                           f"        sha256: {digest}\n        size: {len(PAYLOAD)}\n")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, OLLAMA_HOST=f"127.0.0.1:{port}", RKOLLAMA_MODELS=str(tmp_path / "models"),
+               RKOLLAMA_MODELFILES=str(tmp_path / "modelfiles"), RKOLLAMA_NO_AUTOSTART="1")
+    out = subprocess.run([sys.executable, "-m", "rkollama", "pull", "demo"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "success" in out.stderr
+    assert ModelStore(tmp_path / "models").resolve("demo").model_path.read_bytes() == PAYLOAD

@@ -95,41 +95,64 @@ def _messages(items: list[Any]) -> list[Message]:
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
         if not isinstance(blocks, list):
             raise BadRequest(f"messages[{index}].content must be a string or an array of blocks")
-        text, images, calls, thinking, results = [], [], [], "", []
+        turn = _Turn(role)
         for block in blocks:
-            kind = block.get("type") if isinstance(block, dict) else None
-            if kind == "text":
-                if not isinstance(block.get("text"), str):
-                    raise BadRequest("a text block needs a string \"text\"")
-                text.append(block["text"])
-            elif kind == "image":
-                images.append(_image(block.get("source")))
-            elif kind == "tool_use":
-                call_id, name = block.get("id"), block.get("name")
-                if not isinstance(call_id, str) or not call_id:
-                    raise BadRequest("tool_use block missing required 'id' field")
-                if not isinstance(name, str) or not name:
-                    raise BadRequest("tool_use block missing required 'name' field")
-                arguments = block.get("input") or {}
-                if not isinstance(arguments, dict):
-                    raise BadRequest("tool_use input must be an object")
-                names[call_id] = name
-                calls.append({"type": "function", "id": call_id,
-                              "function": {"name": name, "arguments": arguments}})
-            elif kind == "tool_result":
-                results.append(Message("tool", _result_text(block.get("content")),
-                                       tool_name=names.get(block.get("tool_use_id"), "")))
-            elif kind == "thinking":
-                if isinstance(block.get("thinking"), str):
-                    thinking = block["thinking"]
-            # other block kinds (server tools, documents) carry nothing a local model can use
-        if role == "user":
-            out.extend(results)
-        if text or images or calls or thinking:
-            out.append(Message(role, "".join(text), images=images, tool_calls=calls, thinking=thinking))
-        if role != "user":
-            out.extend(results)
+            turn.add(block, names)
+        out += turn.messages()
     return out
+
+
+class _Turn:
+    """One Anthropic message's blocks, gathered into core messages: the text, images, tool
+    calls and thinking of the turn, and the tool results it carries (each its own message)."""
+
+    def __init__(self, role: str):
+        self.role = role
+        self.text: list[str] = []
+        self.images: list[str] = []
+        self.calls: list[JSONObject] = []
+        self.thinking = ""
+        self.results: list[Message] = []
+
+    def add(self, block: object, names: dict[str, str]) -> None:
+        if not isinstance(block, dict):
+            return
+        kind = block.get("type")
+        if kind == "text":
+            if not isinstance(block.get("text"), str):
+                raise BadRequest("a text block needs a string \"text\"")
+            self.text.append(block["text"])
+        elif kind == "image":
+            self.images.append(_image(block.get("source")))
+        elif kind == "tool_use":
+            self.calls.append(_tool_use_call(block, names))
+        elif kind == "tool_result":
+            answered = block.get("tool_use_id")
+            name = names.get(answered, "") if isinstance(answered, str) else ""
+            self.results.append(Message("tool", _result_text(block.get("content")), tool_name=name))
+        elif kind == "thinking" and isinstance(block.get("thinking"), str):
+            self.thinking = block["thinking"]
+        # other block kinds (server tools, documents) carry nothing a local model can use
+
+    def messages(self) -> list[Message]:
+        """A user's tool results come before its text (they answer the previous turn)."""
+        own = [Message(self.role, "".join(self.text), images=self.images, tool_calls=self.calls,
+                       thinking=self.thinking)] \
+            if self.text or self.images or self.calls or self.thinking else []
+        return self.results + own if self.role == "user" else own + self.results
+
+
+def _tool_use_call(block: JSONObject, names: dict[str, str]) -> JSONObject:
+    call_id, name = block.get("id"), block.get("name")
+    if not isinstance(call_id, str) or not call_id:
+        raise BadRequest("tool_use block missing required 'id' field")
+    if not isinstance(name, str) or not name:
+        raise BadRequest("tool_use block missing required 'name' field")
+    arguments = block.get("input") or {}
+    if not isinstance(arguments, dict):
+        raise BadRequest("tool_use input must be an object")
+    names[call_id] = name
+    return {"type": "function", "id": call_id, "function": {"name": name, "arguments": arguments}}
 
 
 def _result_text(content: object) -> str:

@@ -2,7 +2,7 @@
 
 import sys
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -10,6 +10,11 @@ from rkollama.api.types import ShowResponse
 from rkollama.cli import common, render
 from rkollama.client import Client
 from rkollama.config import Settings
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from rkollama.api.modelfile import Parsed
 
 
 def register(app: typer.Typer) -> None:
@@ -128,15 +133,10 @@ def pull(model: str) -> None:
         pull_with_progress(cli, model)
         return
     from rkollama.errors import RkollamaError
-    from rkollama.models.catalog import Catalog
-    from rkollama.models.pull import pull as pull_local
-    from rkollama.models.store import ModelStore
-    from rkollama.platform import source_platform
+    from rkollama.server import offline
 
-    progress = pull_local(ModelStore(cfg.models), Catalog(cfg.modelfiles), model,
-                          source_platform(cfg.platform, cfg.rkllm_lib))
     try:
-        _draw_progress(progress)
+        _draw_progress(offline.pull(cfg, model))
     except RkollamaError as exc:
         raise common.fail(exc.message) from None
 
@@ -254,44 +254,12 @@ def _npu_check(model: str, report_dir: str) -> None:
 def create(name: str = typer.Argument(..., help="Name of the new model"),
            file: str = typer.Option("Modelfile", "--file", "-f", help="Ollama Modelfile to read")) -> None:
     """Parse the Modelfile here (as `ollama create` does), upload a local model file, create."""
-    import hashlib
-    from pathlib import Path
-
-    from rkollama.errors import BadRequest
-    from rkollama.models.names import ModelName
-    from rkollama.models.ollama_modelfile import parse, parse_yaml
-
-    path = Path(file).expanduser()
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            if not path.is_file():
-                raise common.fail(f"open {file}: No such file or directory")
-            try:
-                tag = ModelName.parse(name).tag
-            except BadRequest:
-                tag = "latest"  # the daemon names the fault of the name
-            parsed = parse_yaml(path, tag)
-        else:
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise common.fail(f"open {file}: {exc.strerror or exc}") from None
-            parsed = parse(text, path.parent)
-    except BadRequest as exc:
-        raise common.fail(exc.message) from None
+    parsed = _read_modelfile(name, file)
     cli = common.client(autostart=True)
     body = dict(parsed.body, model=name)
     print("gathering model components", file=sys.stderr)
     if parsed.upload is not None:
-        hasher = hashlib.sha256()
-        with open(parsed.upload, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                hasher.update(block)
-        digest = f"sha256:{hasher.hexdigest()}"
-        if not common.call(cli.blob_exists, digest):
-            print(f"copying file {digest}", file=sys.stderr)
-            common.call(cli.upload_blob, digest, parsed.upload)
-        body["files"] = {parsed.upload.name: digest}
+        body["files"] = {parsed.upload.name: _upload(cli, parsed.upload)}
     elif body.get("from"):
         with common.daemon_errors():
             try:
@@ -303,6 +271,43 @@ def create(name: str = typer.Argument(..., help="Name of the new model"),
     with common.daemon_errors():
         for line in cli.create(body):
             print(line.get("status", ""), file=sys.stderr)
+
+
+def _read_modelfile(name: str, file: str) -> "Parsed":
+    """The text or YAML Modelfile at `file` as a create request, or the command ends with why."""
+    from pathlib import Path
+
+    from rkollama.api.modelfile import parse, parse_yaml
+    from rkollama.errors import BadRequest
+
+    path = Path(file).expanduser()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            if not path.is_file():
+                raise common.fail(f"open {file}: No such file or directory")
+            return parse_yaml(path, name)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise common.fail(f"open {file}: {exc.strerror or exc}") from None
+        return parse(text, path.parent)
+    except BadRequest as exc:
+        raise common.fail(exc.message) from None
+
+
+def _upload(cli: Client, path: "Path") -> str:
+    """The local model file as a blob of the daemon's store (sent only if it lacks it); its digest."""
+    import hashlib
+
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(block)
+    digest = f"sha256:{hasher.hexdigest()}"
+    if not common.call(cli.blob_exists, digest):
+        print(f"copying file {digest}", file=sys.stderr)
+        common.call(cli.upload_blob, digest, path)
+    return digest
 
 
 def push(name: str = typer.Argument(..., help="Model to push")) -> None:
@@ -319,13 +324,11 @@ def import_ollama(source: str = typer.Option("", "--from", help="Ollama's models
     from pathlib import Path
 
     from rkollama.errors import RkollamaError
-    from rkollama.models.ollama_import import default_root, import_all
-    from rkollama.models.store import ModelStore
+    from rkollama.server import offline
 
-    store = ModelStore(common.settings().models)
-    root = Path(source).expanduser() if source else default_root()
     try:
-        results = list(import_all(store, root, dry_run))
+        given = Path(source).expanduser() if source else None
+        root, results = offline.import_ollama(common.settings(), given, dry_run)
     except RkollamaError as exc:
         raise common.fail(exc.message) from None
     for result in results:

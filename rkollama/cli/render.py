@@ -42,30 +42,26 @@ def human_until(text: str, now: datetime | None = None) -> str:
     return _human_span(seconds) + " from now"
 
 
+_SPANS: tuple[tuple[float, float, str], ...] = (
+    # (below this many seconds, counted in units of this many seconds, said as this word; a
+    # capitalised word is said as it is), as Go's go-humanize phrases a span for Ollama
+    (1, 1, "Less than a second"),
+    (60, 1, "second"),
+    (120, 60, "About a minute"),
+    (3600, 60, "minute"),
+    (7200, 3600, "About an hour"),
+    (48 * 3600, 3600, "hour"),
+    (14 * 86400, 86400, "day"),
+    (60 * 86400, 7 * 86400, "week"),
+    (730 * 86400, 30 * 86400, "month"),
+    (math.inf, 365 * 86400, "year"),
+)
+
+
 def _human_span(seconds: float) -> str:
     seconds = abs(seconds)
-    if seconds < 1:
-        return "Less than a second"
-    if seconds < 60:
-        return _plural(int(seconds), "second")
-    minutes = seconds / 60
-    if minutes < 2:
-        return "About a minute"
-    if minutes < 60:
-        return _plural(int(minutes), "minute")
-    hours = minutes / 60
-    if hours < 2:
-        return "About an hour"
-    if hours < 48:
-        return _plural(int(hours), "hour")
-    days = hours / 24
-    if days < 14:
-        return _plural(int(days), "day")
-    if days < 60:
-        return _plural(int(days / 7), "week")
-    if days < 730:
-        return _plural(int(days / 30), "month")
-    return _plural(int(days / 365), "year")
+    _, unit, word = next(span for span in _SPANS if seconds < span[0])
+    return word if word[0].isupper() else _plural(int(seconds / unit), word)
 
 
 def _plural(n: int, word: str) -> str:

@@ -65,6 +65,18 @@ SHOW_HELP = """Available Commands:
   /show template     Show prompt template
 """
 
+_SWITCHES: dict[str, tuple[str, object, str]] = {
+    # /set WORD: (session attribute, its new value, what is said), Ollama's words
+    "verbose": ("verbose", True, "Set 'verbose' mode."),
+    "quiet": ("verbose", False, "Set 'quiet' mode."),
+    "nothink": ("think", False, "Set 'nothink' mode."),
+    "noformat": ("format", None, "Disabled format."),
+    "wordwrap": ("wordwrap", True, "Set 'wordwrap' mode."),
+    "nowordwrap": ("wordwrap", False, "Set 'nowordwrap' mode."),
+    "history": ("history", True, "Set 'history' mode."),
+    "nohistory": ("history", False, "Set 'nohistory' mode."),
+}
+
 
 HISTORY_FILE = Path("~/.rkollama/history")
 HISTORY_LENGTH = 1000
@@ -329,56 +341,49 @@ class Session:
         return False
 
     def _set(self, args: list[str], line: str) -> None:
-        from rkollama.core.options import parse_cli_value
-        from rkollama.errors import BadRequest
-
         if not args:
             print(SET_HELP, file=sys.stderr)
             return
         what = args[0]
         if what == "parameter":
-            if len(args) < 3:
-                print("Usage: /set parameter <name> <value>", file=sys.stderr)
-                return
-            try:
-                value = parse_cli_value(args[1], args[2:])
-            except BadRequest as exc:
-                print(f'Couldn\'t set parameter: "{exc.message}"')
-                return
-            self.options[args[1]] = value
-            shown = ", ".join(value) if isinstance(value, list) else value
-            print(f"Set parameter '{args[1]}' to '{shown}'")
+            self._set_parameter(args[1:])
         elif what == "system":
             text = line.split("system", 1)[1].strip()
             if text.startswith('"""') and text.endswith('"""') and len(text) >= 6:
                 text = text[3:-3]
             self.system = text.strip('"')
             print("Set system message.")
-        elif what in ("verbose", "quiet"):
-            self.verbose = what == "verbose"
-            print(f"Set '{what}' mode.")
         elif what == "think":
             self.think = args[1] if len(args) > 1 else True
             if "thinking" not in self.info.get("capabilities", []):
                 print(f'warning: model "{self.model}" does not support thinking output', file=sys.stderr)
             print(f"Set 'think' mode{' to ' + repr(args[1]) if len(args) > 1 else ''}.")
-        elif what == "nothink":
-            self.think = False
-            print("Set 'nothink' mode.")
         elif what == "format" and args[1:] == ["json"]:
             self.format = "json"
             print("Set format to 'json' mode.")
-        elif what == "noformat":
-            self.format = None
-            print("Disabled format.")
-        elif what in ("wordwrap", "nowordwrap"):
-            self.wordwrap = what == "wordwrap"
-            print(f"Set '{what}' mode.")
-        elif what in ("history", "nohistory"):
-            self.history = what == "history"
-            print(f"Set '{what}' mode.")
+        elif what in _SWITCHES:
+            attribute, value, said = _SWITCHES[what]
+            setattr(self, attribute, value)
+            print(said)
         else:
             print(f"Unknown command '/set {what}'. Type /? for help")
+
+    def _set_parameter(self, args: list[str]) -> None:
+        """/set parameter NAME VALUE…: typed as the option table types it."""
+        from rkollama.core.options import parse_cli_value
+        from rkollama.errors import BadRequest
+
+        if len(args) < 2:
+            print("Usage: /set parameter <name> <value>", file=sys.stderr)
+            return
+        try:
+            value = parse_cli_value(args[0], args[1:])
+        except BadRequest as exc:
+            print(f'Couldn\'t set parameter: "{exc.message}"')
+            return
+        self.options[args[0]] = value
+        shown = ", ".join(value) if isinstance(value, list) else value
+        print(f"Set parameter '{args[0]}' to '{shown}'")
 
     def _switch(self, model: str) -> None:
         """/load: another model, a fresh conversation."""

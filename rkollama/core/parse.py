@@ -9,7 +9,6 @@ import json
 import secrets
 import string
 from collections.abc import Generator, Iterable, Iterator
-from typing import Any
 
 from rkollama.core.types import Done, DoneReason, Event, Generation, Token, ToolCall
 
@@ -58,49 +57,57 @@ class ThinkingSplitter:
     def feed(self, text: str) -> list[Token]:
         self.buffer += text
         out: list[Token] = []
-        while True:
-            if self.state is _Think.START:
-                stripped = self.buffer.lstrip()
-                if stripped.startswith(THINK_OPEN):
-                    self.buffer = stripped[len(THINK_OPEN):]
-                    self.state, self.opened = _Think.THINKING, True
-                    continue
-                if stripped and THINK_OPEN.startswith(stripped):
-                    return out  # could still become <think>
-                if not stripped:
-                    return out
-                self.state = _Think.CONTENT
-            if self.state is _Think.THINKING:
-                if self.opened:
-                    self.buffer = self.buffer.lstrip("\n")
-                    if not self.buffer:
-                        return out
-                    self.opened = False
-                end = self.buffer.find(THINK_CLOSE)
-                if end >= 0:
-                    self._think(out, self.buffer[:end].rstrip("\n"))
-                    self.buffer = self.buffer[end + len(THINK_CLOSE):].lstrip()
-                    self.state = _Think.AFTER
-                    if not self.buffer:
-                        return out
-                    continue
-                # Hold back a possible "</think>" start and the newlines that usually precede it.
-                cut = len(self.buffer) - partial_suffix(self.buffer, THINK_CLOSE)
-                cut = len(self.buffer[:cut].rstrip("\n"))
-                self._think(out, self.buffer[:cut])
-                self.buffer = self.buffer[cut:]
-                return out
-            if self.state is _Think.AFTER:  # drop the blank lines between </think> and the answer
-                self.buffer = self.buffer.lstrip()
-                if not self.buffer:
-                    return out
-                self.state = _Think.CONTENT
-            if self.buffer:
-                out.append(Token(self.buffer))
-            self.buffer = ""
-            return out
+        steps = {_Think.START: self._start, _Think.THINKING: self._thinking,
+                 _Think.AFTER: self._after, _Think.CONTENT: self._content}
+        while steps[self.state](out):  # each step says whether another can follow
+            pass
+        return out
 
-    def _think(self, out: list[Any], text: str) -> None:
+    def _start(self, out: list[Token]) -> bool:
+        stripped = self.buffer.lstrip()
+        if stripped.startswith(THINK_OPEN):
+            self.buffer = stripped[len(THINK_OPEN):]
+            self.state, self.opened = _Think.THINKING, True
+            return True
+        if not stripped or THINK_OPEN.startswith(stripped):
+            return False  # nothing yet, or it could still become <think>
+        self.state = _Think.CONTENT
+        return True
+
+    def _thinking(self, out: list[Token]) -> bool:
+        if self.opened:
+            self.buffer = self.buffer.lstrip("\n")
+            if not self.buffer:
+                return False
+            self.opened = False
+        end = self.buffer.find(THINK_CLOSE)
+        if end >= 0:
+            self._think(out, self.buffer[:end].rstrip("\n"))
+            self.buffer = self.buffer[end + len(THINK_CLOSE):].lstrip()
+            self.state = _Think.AFTER
+            return bool(self.buffer)
+        # Hold back a possible "</think>" start and the newlines that usually precede it.
+        cut = len(self.buffer) - partial_suffix(self.buffer, THINK_CLOSE)
+        cut = len(self.buffer[:cut].rstrip("\n"))
+        self._think(out, self.buffer[:cut])
+        self.buffer = self.buffer[cut:]
+        return False
+
+    def _after(self, out: list[Token]) -> bool:
+        """Drops the blank lines between </think> and the answer."""
+        self.buffer = self.buffer.lstrip()
+        if not self.buffer:
+            return False
+        self.state = _Think.CONTENT
+        return True
+
+    def _content(self, out: list[Token]) -> bool:
+        if self.buffer:
+            out.append(Token(self.buffer))
+        self.buffer = ""
+        return False
+
+    def _think(self, out: list[Token], text: str) -> None:
         if text and self.keep:
             out.append(Token(text, thinking=True))
 
@@ -135,67 +142,80 @@ class ToolCallParser:
         self.state = _Calls.START
         self.calls = 0
 
-    def feed(self, text: str) -> list[Any]:
+    def feed(self, text: str) -> list[Token | ToolCall]:
         self.buffer += text
-        out: list[Any] = []
-        while self.buffer:
-            if self.state is _Calls.START:
-                stripped = self.buffer.lstrip()
-                if stripped.startswith(PYTHON_TAG):
-                    stripped = stripped[len(PYTHON_TAG):]
-                if not stripped or PYTHON_TAG.startswith(stripped):
-                    return out
-                if stripped.startswith("{"):
-                    self.buffer, self.state = stripped, _Calls.JSON
-                    continue
-                self.state = _Calls.TEXT
-            if self.state is _Calls.TEXT:
-                start = self.buffer.find(CALL_OPEN)
-                if start >= 0:
-                    if self.buffer[:start]:
-                        out.append(Token(self.buffer[:start]))
-                    self.buffer, self.state = self.buffer[start + len(CALL_OPEN):], _Calls.TAG
-                    continue
-                keep = partial_suffix(self.buffer, CALL_OPEN)
-                if len(self.buffer) > keep:
-                    out.append(Token(self.buffer[: len(self.buffer) - keep]))
-                self.buffer = self.buffer[len(self.buffer) - keep:]
-                return out
-            if self.state is _Calls.TAG:
-                end = self.buffer.find(CALL_CLOSE)
-                if end < 0:
-                    return out
-                body, self.buffer = self.buffer[:end], self.buffer[end + len(CALL_CLOSE):]
-                call = self._call(body, require_known=False)
-                out.append(call or Token(CALL_OPEN + body + CALL_CLOSE))
-                self.state = _Calls.BETWEEN if call else _Calls.TEXT
-                continue
-            if self.state is _Calls.BETWEEN:  # whitespace after a call is not content
-                self.buffer = self.buffer.lstrip()
-                if not self.buffer:
-                    return out
-                self.state = _Calls.TEXT
-                continue
-            if self.state is _Calls.JSON:
-                closing = _json_object_end(self.buffer)
-                if closing is None:
-                    return out
-                body, rest = self.buffer[:closing], self.buffer[closing:]
-                call = self._call(body, require_known=True)
-                if call is None:
-                    out.append(Token(self.buffer))
-                    self.buffer, self.state = "", _Calls.TEXT
-                    return out
-                out.append(call)
-                self.buffer, self.state = rest, _Calls.JSON_MORE
-                continue
-            if self.state is _Calls.JSON_MORE:  # after a bare call: another call, or nothing
-                stripped = self.buffer.lstrip().lstrip(";,").lstrip()
-                if not stripped:
-                    return out
-                self.buffer = stripped
-                self.state = _Calls.JSON if stripped.startswith("{") else _Calls.TEXT
+        out: list[Token | ToolCall] = []
+        steps = {_Calls.START: self._start, _Calls.TEXT: self._text, _Calls.TAG: self._tag,
+                 _Calls.BETWEEN: self._between, _Calls.JSON: self._json, _Calls.JSON_MORE: self._json_more}
+        while self.buffer and steps[self.state](out):  # each step says whether another can follow
+            pass
         return out
+
+    def _start(self, out: list[Token | ToolCall]) -> bool:
+        stripped = self.buffer.lstrip()
+        if stripped.startswith(PYTHON_TAG):
+            stripped = stripped[len(PYTHON_TAG):]
+        if not stripped or PYTHON_TAG.startswith(stripped):
+            return False
+        if stripped.startswith("{"):
+            self.buffer, self.state = stripped, _Calls.JSON
+        else:
+            self.state = _Calls.TEXT
+        return True
+
+    def _text(self, out: list[Token | ToolCall]) -> bool:
+        start = self.buffer.find(CALL_OPEN)
+        if start >= 0:
+            if self.buffer[:start]:
+                out.append(Token(self.buffer[:start]))
+            self.buffer, self.state = self.buffer[start + len(CALL_OPEN):], _Calls.TAG
+            return True
+        keep = partial_suffix(self.buffer, CALL_OPEN)
+        if len(self.buffer) > keep:
+            out.append(Token(self.buffer[: len(self.buffer) - keep]))
+        self.buffer = self.buffer[len(self.buffer) - keep:]
+        return False
+
+    def _tag(self, out: list[Token | ToolCall]) -> bool:
+        end = self.buffer.find(CALL_CLOSE)
+        if end < 0:
+            return False
+        body, self.buffer = self.buffer[:end], self.buffer[end + len(CALL_CLOSE):]
+        call = self._call(body, require_known=False)
+        out.append(call or Token(CALL_OPEN + body + CALL_CLOSE))
+        self.state = _Calls.BETWEEN if call else _Calls.TEXT
+        return True
+
+    def _between(self, out: list[Token | ToolCall]) -> bool:
+        """Whitespace after a call is not content."""
+        self.buffer = self.buffer.lstrip()
+        if not self.buffer:
+            return False
+        self.state = _Calls.TEXT
+        return True
+
+    def _json(self, out: list[Token | ToolCall]) -> bool:
+        closing = _json_object_end(self.buffer)
+        if closing is None:
+            return False
+        body, rest = self.buffer[:closing], self.buffer[closing:]
+        call = self._call(body, require_known=True)
+        if call is None:
+            out.append(Token(self.buffer))
+            self.buffer, self.state = "", _Calls.TEXT
+            return False
+        out.append(call)
+        self.buffer, self.state = rest, _Calls.JSON_MORE
+        return True
+
+    def _json_more(self, out: list[Token | ToolCall]) -> bool:
+        """After a bare call: another call, separators, or nothing."""
+        stripped = self.buffer.lstrip().lstrip(";,").lstrip()
+        if not stripped:
+            return False
+        self.buffer = stripped
+        self.state = _Calls.JSON if stripped.startswith("{") else _Calls.TEXT
+        return True
 
     def _call(self, body: str, require_known: bool) -> ToolCall | None:
         try:
@@ -218,7 +238,7 @@ class ToolCallParser:
         self.calls += 1
         return call
 
-    def finish(self) -> list[Any]:
+    def finish(self) -> list[Token | ToolCall]:
         rest, self.buffer = self.buffer, ""
         if self.state is _Calls.TAG:
             call = self._call(rest.strip(), require_known=False)  # a missing closing tag at EOS

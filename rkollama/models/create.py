@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+from rkollama.api.types import ProgressResponse
 from rkollama.core.options import OPTIONS, coerce_option
 from rkollama.errors import BadRequest, ModelNotFound
 from rkollama.models.modelfile import Modelfile
@@ -19,7 +20,7 @@ GO_TEMPLATE_HINT = (
     "<|im_end|>\\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\\n{% endif %}")
 
 
-def create(store: ModelStore, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def create(store: ModelStore, body: dict[str, Any]) -> Iterator[ProgressResponse]:
     """Yield Ollama's create progress while the model is registered; errors before the first
     line (bad name, missing source, bad template or parameter) are raised as they are."""
     name = ModelName.parse(body.get("model") or body.get("name") or "")

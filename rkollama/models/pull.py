@@ -19,6 +19,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rkollama.api.types import ProgressResponse
 from rkollama.errors import PullFailed
 from rkollama.models import gguf_facts, hf
 from rkollama.models.catalog import Catalog
@@ -41,7 +42,7 @@ BACKOFF_S = 0.5
 
 
 def pull(store: ModelStore, catalog: Catalog, model: str, platform: str,
-         hub: hf.HubConfig | None = None) -> Iterator[dict[str, Any]]:
+         hub: hf.HubConfig | None = None) -> Iterator[ProgressResponse]:
     """Yield Ollama progress objects while `model` is fetched, verified and registered.
 
     A blob already in the store is checked (size and sha256) and fetched again when damaged; an
@@ -73,8 +74,12 @@ def pull(store: ModelStore, catalog: Catalog, model: str, platform: str,
     yield {"status": "success"}
 
 
+Layers = tuple[tuple[str, str, int], ...]
+"""A manifest's extra layers: (media type, digest, size in bytes)."""
+
+
 def _tokenizer_layers(store: ModelStore, entry: Modelfile,
-                      hub: hf.HubConfig) -> Generator[dict[str, Any], None, tuple[tuple[str, str, int], ...]]:
+                      hub: hf.HubConfig) -> Generator[ProgressResponse, None, Layers]:
     """An .rkllm model's tokenizer.json and tokenizer_config.json as blobs of its manifest:
     from the model's own repository when it has them, else from the repository the catalogue
     names (`tokenizer:`). Fetched now, so that the board needs no network when it answers.
@@ -120,7 +125,7 @@ def _entry(catalog: Catalog, name: ModelName, platform: str, hub: hf.HubConfig) 
 
 
 def _download(store: ModelStore, source: dict[str, Any], expected: str,
-              hub: hf.HubConfig) -> Generator[dict[str, Any], None, str]:
+              hub: hf.HubConfig) -> Generator[ProgressResponse, None, str]:
     """Fetch the source into a blob, yielding progress; returns the blob's digest."""
     total = source.get("size") or 0
     label = expected
@@ -175,12 +180,11 @@ def _with_file_facts(entry: Modelfile, path: Path, hub: hf.HubConfig) -> Modelfi
     return Modelfile(**data)
 
 
-def _progress(digest: str, total: int, completed: int) -> dict[str, Any]:
+def _progress(digest: str, total: int, completed: int) -> ProgressResponse:
     """One progress line; without a known digest (unpinned source) it only says `pulling model`."""
+    line: ProgressResponse = {"status": "pulling model", "total": int(total)}
     if digest:
         line = {"status": f"pulling {digest[:12]}", "digest": f"sha256:{digest}", "total": int(total)}
-    else:
-        line = {"status": "pulling model", "total": int(total)}
     if completed:
         line["completed"] = int(completed)
     return line
@@ -232,7 +236,7 @@ def _session() -> "requests.Session":
     return session
 
 
-def _read_url(url: str, writer: BlobWriter, auth: dict[str, Any]) -> Iterator[bytes]:
+def _read_url(url: str, writer: BlobWriter, auth: dict[str, str]) -> Iterator[bytes]:
     """The bytes of `url` after the `writer.size` already on disk (HTTP Range). urllib3 retries
     what fails before the body (see _session); a connection that drops mid-body is resumed from
     the bytes already written, RETRIES times at most."""

@@ -98,15 +98,7 @@ def _items(items: list[Any]) -> list[Message]:
                 message.thinking, pending_thinking = pending_thinking, ""
             out.append(message)
         elif kind == "function_call":
-            try:
-                arguments = json.loads(item.get("arguments") or "{}")
-            except (TypeError, ValueError, RecursionError):
-                raise BadRequest("failed to parse function call arguments") from None
-            if not isinstance(arguments, dict) or not isinstance(item.get("name"), str):
-                raise BadRequest(f"input[{index}]: a function_call needs a name and object arguments")
-            names[item.get("call_id", "")] = item["name"]
-            call = {"type": "function", "id": item.get("call_id", ""),
-                    "function": {"name": item["name"], "arguments": arguments}}
+            call = _function_call(item, index, names)
             if out and out[-1].role == "assistant":
                 out[-1].tool_calls.append(call)
             else:
@@ -115,7 +107,9 @@ def _items(items: list[Any]) -> list[Message]:
         elif kind == "function_call_output":
             output = item.get("output", "")
             text = output if isinstance(output, str) else message_content(_parts(output))[0]
-            out.append(Message("tool", text, tool_name=names.get(item.get("call_id", ""), "")))
+            answered = item.get("call_id")
+            name = names.get(answered, "") if isinstance(answered, str) else ""
+            out.append(Message("tool", text, tool_name=name))
         elif kind == "reasoning":
             pending_thinking = item.get("encrypted_content") or "".join(
                 s.get("text", "") for s in item.get("summary") or [] if isinstance(s, dict))
@@ -126,6 +120,22 @@ def _items(items: list[Any]) -> list[Message]:
     if pending_thinking:
         out.append(Message("assistant", thinking=pending_thinking))
     return out
+
+
+def _function_call(item: JSONObject, index: int, names: dict[str, str]) -> JSONObject:
+    """A `function_call` input item as a core tool call; its call_id is remembered to name the
+    `function_call_output` that answers it."""
+    try:
+        arguments = json.loads(item.get("arguments") or "{}")
+    except (TypeError, ValueError, RecursionError):
+        raise BadRequest("failed to parse function call arguments") from None
+    if not isinstance(arguments, dict) or not isinstance(item.get("name"), str):
+        raise BadRequest(f"input[{index}]: a function_call needs a name and object arguments")
+    call_id = item.get("call_id", "")
+    if not isinstance(call_id, str):
+        raise BadRequest(f"input[{index}]: call_id must be a string")
+    names[call_id] = item["name"]
+    return {"type": "function", "id": call_id, "function": {"name": item["name"], "arguments": arguments}}
 
 
 def _parts(content: object) -> object:

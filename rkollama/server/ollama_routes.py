@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, request
 
 from rkollama.api import convert
 from rkollama.api.fields import Fields, parse_body
+from rkollama.api.types import ProgressResponse
 from rkollama.core.collect import collect
 from rkollama.core.embed import shape
 from rkollama.core.request import Request
@@ -109,7 +110,7 @@ def pull() -> Response:
     return _progress(_counted(lines, deps.metrics), f.get("stream", bool, True))
 
 
-def _counted(lines: Iterable[dict[str, Any]], metrics: Metrics) -> Iterator[dict[str, Any]]:
+def _counted(lines: Iterable[ProgressResponse], metrics: Metrics) -> Iterator[ProgressResponse]:
     """The pull's progress lines, its outcome counted when it ends (success, failed, cancelled)."""
     outcome = "cancelled"
     try:
@@ -124,7 +125,7 @@ def _counted(lines: Iterable[dict[str, Any]], metrics: Metrics) -> Iterator[dict
         metrics.pulls.labels(outcome).inc()
 
 
-def _progress(lines: Iterator[dict[str, Any]], stream: bool) -> Response:
+def _progress(lines: Iterator[ProgressResponse], stream: bool) -> Response:
     """Ollama's progress replies (pull, create): NDJSON lines, or only the last one. The first
     line is produced before the 200 goes out, so a bad request keeps its status code."""
     lines = primed(lines)

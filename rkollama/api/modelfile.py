@@ -31,29 +31,13 @@ def parse(text: str, base_dir: Path) -> Parsed:
     parsed = Parsed()
     body = parsed.body
     parameters: dict[str, Any] = {}
-    messages: list[Any] = []
-    licenses: list[Any] = []
+    messages: list[dict[str, str]] = []
+    licenses: list[str] = []
     for number, command, args in _instructions(text):
         if command == "from":
-            candidate = Path(args).expanduser()
-            candidate = candidate if candidate.is_absolute() else base_dir / candidate
-            if candidate.is_dir():
-                raise BadRequest(f"(line {number}): FROM {args} is a directory: rkollama runs GGUF "
-                                 "or .rkllm files; convert the model to GGUF first")
-            if candidate.is_file():
-                parsed.upload = candidate
-            else:
-                body["from"] = args
+            _from(parsed, number, args, base_dir)
         elif command == "parameter":
-            name, _, value = args.partition(" ")
-            name = name.strip().lower()
-            if name not in OPTIONS:
-                raise BadRequest(f"unknown parameter '{name}'")
-            typed = parse_cli_value(name, [_unquote(value.strip())])
-            if OPTIONS[name].kind is list:
-                parameters.setdefault(name, []).extend(typed)
-            else:
-                parameters[name] = typed
+            _parameter(parameters, args)
         elif command == "message":
             role, _, content = args.partition(" ")
             if role.lower() not in ("system", "user", "assistant"):
@@ -78,14 +62,46 @@ def parse(text: str, base_dir: Path) -> Parsed:
     return parsed
 
 
-def parse_yaml(path: Path, tag: str) -> Parsed:
-    """A YAML Modelfile (modelfiles.md) as the same create request: its `tag` (or default tag)
-    must have a local `path` source (the file is uploaded); template, system, parameters,
-    messages and license travel with it. Sources the daemon would download (url, hf, pypi) are
-    catalogue entries: they are refused with where to put the file instead."""
+def _from(parsed: Parsed, number: int, args: str, base_dir: Path) -> None:
+    """FROM a local file (uploaded by the client) or a model name (the daemon resolves it)."""
+    candidate = Path(args).expanduser()
+    candidate = candidate if candidate.is_absolute() else base_dir / candidate
+    if candidate.is_dir():
+        raise BadRequest(f"(line {number}): FROM {args} is a directory: rkollama runs GGUF "
+                         "or .rkllm files; convert the model to GGUF first")
+    if candidate.is_file():
+        parsed.upload = candidate
+    else:
+        parsed.body["from"] = args
+
+
+def _parameter(parameters: dict[str, Any], args: str) -> None:
+    """PARAMETER name value: typed as the option table types it; list options accumulate."""
+    name, _, value = args.partition(" ")
+    name = name.strip().lower()
+    if name not in OPTIONS:
+        raise BadRequest(f"unknown parameter '{name}'")
+    typed = parse_cli_value(name, [_unquote(value.strip())])
+    if OPTIONS[name].kind is list:
+        parameters.setdefault(name, []).extend(typed)
+    else:
+        parameters[name] = typed
+
+
+def parse_yaml(path: Path, name: str) -> Parsed:
+    """A YAML Modelfile (modelfiles.md) as the same create request for the model `name`: the tag
+    of `name` (or the file's default tag) must have a local `path` source (the file is uploaded);
+    template, system, parameters, messages and license travel with it. Sources the daemon would
+    download (url, hf, pypi) are catalogue entries: they are refused with where to put the file
+    instead."""
     from rkollama.errors import ModelfileError
     from rkollama.models.modelfile import load_family
+    from rkollama.models.names import ModelName
 
+    try:
+        tag = ModelName.parse(name).tag
+    except BadRequest:
+        tag = "latest"  # the daemon names the fault of the name
     try:
         family = load_family(path)
     except ModelfileError as exc:
