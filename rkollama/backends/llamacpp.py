@@ -8,6 +8,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rkollama.backends.base import Backend
@@ -137,83 +138,82 @@ class LlamaCppBackend(Backend):
         """Tokens of the answer, then Done. When the window fills before `num_predict`, the
         context shifts as Ollama's does (the first num_keep tokens stay, half of the rest goes)
         unless `shift` is false or a grammar is active; then it ends with LENGTH."""
-        import llama_cpp
-
         opts = gen.options
-        n_ctx = self.n_ctx
         tokens = self.fitter.prompt_tokens(gen)
         # llama.cpp seeds are 32-bit: a larger request seed keeps its low bits.
         self.llm.set_seed(opts.seed & 0xFFFFFFFF if opts.seed >= 0 else random.randrange(2**31))
-        if opts.num_predict >= 0:
-            limit = opts.num_predict
-        elif opts.num_predict == -2:  # fill the context
-            limit = n_ctx - len(tokens)
-        else:
-            limit = UNBOUNDED_WINDOWS * n_ctx
         grammar = _grammar(gen.format or _forced_call_schema(gen))
-        may_shift = gen.shift and grammar is None and opts.num_predict != -2
-        keep = self.fitter.num_keep(gen, len(tokens))
+        run = _Run(window=list(tokens), limit=_token_limit(opts.num_predict, self.n_ctx, len(tokens)),
+                   may_shift=gen.shift and grammar is None and opts.num_predict != -2,
+                   keep=self.fitter.num_keep(gen, len(tokens)))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        vocab = self.llm._model.vocab
         start = time.perf_counter()
-        first = None
-        produced = 0
-        reason = DoneReason.STOP
-        window = list(tokens)
         try:
-            while True:
-                if produced >= limit:
-                    reason = DoneReason.LENGTH
-                    break
-                if len(window) >= n_ctx:
-                    if not may_shift:
-                        reason = DoneReason.LENGTH
-                        break
-                    discard = max(1, (len(window) - keep) // 2)  # always room for one more
-                    window = window[:keep] + window[keep + discard:]
-                if not self._prefill(window, cancel):
-                    reason = DoneReason.CANCELLED
-                    break
-                room = min(n_ctx - len(window), limit - produced)
-                stream = self.llm.generate(
-                    window, top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p,
-                    typical_p=opts.typical_p, temp=opts.temperature,
-                    repeat_penalty=opts.repeat_penalty, frequency_penalty=opts.frequency_penalty,
-                    presence_penalty=opts.presence_penalty, grammar=grammar)
-                ended = False
-                try:
-                    for token in stream:
-                        if first is None:
-                            first = time.perf_counter()
-                        if llama_cpp.llama_vocab_is_eog(vocab, token):
-                            ended = True
-                            break
-                        produced += 1
-                        window.append(token)
-                        piece = self.llm.detokenize([token])
-                        text = decoder.decode(piece)
-                        scored = (self._logprob(token, piece, gen.top_logprobs),) if gen.logprobs else ()
-                        if text or scored:
-                            yield Token(text, logprobs=scored)
-                        if cancel.is_set():
-                            reason, ended = DoneReason.CANCELLED, True
-                            break
-                        room -= 1
-                        if room <= 0:
-                            break
-                finally:
-                    stream.close()
-                if ended:
-                    break
+            while run.reason is None:
+                room = self._next_window(run, cancel)
+                if room > 0:
+                    yield from self._decode(run, room, gen, grammar, decoder, cancel)
         except (RuntimeError, ValueError) as exc:
             raise BackendFailed(f"generation failed: {exc}") from exc
         tail = decoder.decode(b"", final=True)
-        if tail and reason is not DoneReason.CANCELLED:
+        if tail and run.reason is not DoneReason.CANCELLED:
             yield Token(tail)
         end = time.perf_counter()
-        first = first or end
-        yield Done(reason, len(tokens), (first - start) * 1000.0, produced, (end - first) * 1000.0,
-                   tuple(window))
+        first = run.first or end
+        yield Done(run.reason, len(tokens), (first - start) * 1000.0, run.produced, (end - first) * 1000.0,
+                   tuple(run.window))
+
+    def _next_window(self, run: "_Run", cancel: threading.Event) -> int:
+        """Make room in the window (shifting it when allowed) and prefill it; how many tokens
+        may be decoded before the next look, or 0 with `run.reason` set when the answer ends."""
+        if run.produced >= run.limit:
+            run.reason = DoneReason.LENGTH
+            return 0
+        if len(run.window) >= self.n_ctx:
+            if not run.may_shift:
+                run.reason = DoneReason.LENGTH
+                return 0
+            discard = max(1, (len(run.window) - run.keep) // 2)  # always room for one more
+            run.window = run.window[:run.keep] + run.window[run.keep + discard:]
+        if not self._prefill(run.window, cancel):
+            run.reason = DoneReason.CANCELLED
+            return 0
+        return min(self.n_ctx - len(run.window), run.limit - run.produced)
+
+    def _decode(self, run: "_Run", room: int, gen: Generation, grammar: Any,
+                decoder: codecs.IncrementalDecoder, cancel: threading.Event) -> Iterator[Token]:
+        """Up to `room` tokens sampled after the prefilled window; sets `run.reason` when the
+        answer ends (end of generation, cancelled) rather than the window filling."""
+        import llama_cpp
+
+        opts, vocab = gen.options, self.llm._model.vocab
+        stream = self.llm.generate(
+            run.window, top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p,
+            typical_p=opts.typical_p, temp=opts.temperature,
+            repeat_penalty=opts.repeat_penalty, frequency_penalty=opts.frequency_penalty,
+            presence_penalty=opts.presence_penalty, grammar=grammar)
+        try:
+            for token in stream:
+                if run.first is None:
+                    run.first = time.perf_counter()
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    run.reason = DoneReason.STOP
+                    return
+                run.produced += 1
+                run.window.append(token)
+                piece = self.llm.detokenize([token])
+                text = decoder.decode(piece)
+                scored = (self._logprob(token, piece, gen.top_logprobs),) if gen.logprobs else ()
+                if text or scored:
+                    yield Token(text, logprobs=scored)
+                if cancel.is_set():
+                    run.reason = DoneReason.CANCELLED
+                    return
+                room -= 1
+                if room <= 0:
+                    return
+        finally:
+            stream.close()
 
     def _logprob(self, token: int, piece: bytes, top: int) -> TokenLogprob:
         """The log-probability of `token` under the logits it was sampled from (raw logits, as
@@ -349,6 +349,34 @@ def _return_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+
+
+@dataclass
+class _Run:
+    """One generation's progress across context windows."""
+
+    window: list[int]
+    """The tokens in the context: prompt, then the answer so far (after any shift)."""
+    limit: int
+    """Tokens the answer may have."""
+    may_shift: bool
+    keep: int
+    """Tokens a shift keeps at the start (num_keep)."""
+    produced: int = 0
+    first: float | None = None
+    """perf_counter() when the first answer token came."""
+    reason: DoneReason | None = None
+    """Why the answer ended; None while it goes on."""
+
+
+def _token_limit(num_predict: int, n_ctx: int, prompt_tokens: int) -> int:
+    """Answer tokens allowed: num_predict; -2 fills the context; -1 is bounded by
+    UNBOUNDED_WINDOWS windows (no request decides an endless generation)."""
+    if num_predict >= 0:
+        return num_predict
+    if num_predict == -2:
+        return n_ctx - prompt_tokens
+    return UNBOUNDED_WINDOWS * n_ctx
 
 
 def _forced_call_schema(gen: Generation) -> dict[str, Any] | None:

@@ -162,27 +162,31 @@ def _work(cli: Client, model: str, prompt: str, num_predict: int, level: int, n:
         errors.append(exc)
 
 
-def bench(cli: Client, host: str, models: list[str], prompt: str, runs: int, num_predict: int,
-          levels: list[int], progress: Callable[[str, int, Run], None] | None = None,
-          check_quality: bool = False) -> Report:
-    report = Report(host=host, prompt=prompt)
-    for model in models:
-        warm = one_run(cli, model, prompt, num_predict, 1)  # loads the model; left out
+@dataclass(frozen=True)
+class Plan:
+    """What a bench measures: each model, at each concurrency level, `runs` times."""
+
+    models: list[str]
+    prompt: str
+    runs: int
+    num_predict: int
+    """Tokens to generate per run."""
+    levels: list[int]
+    """Concurrent clients per measurement."""
+    check_quality: bool = False
+
+
+def bench(cli: Client, host: str, plan: Plan,
+          progress: Callable[[str, int, Run], None] | None = None) -> Report:
+    report = Report(host=host, prompt=plan.prompt)
+    for model in plan.models:
+        warm = one_run(cli, model, plan.prompt, plan.num_predict, 1)  # loads the model; left out
         report.cold_load_ms[model] = warm.load_ms
-        for level in levels:
+        for level in plan.levels:
             started = time.perf_counter()
             results: list[Run] = []
-            errors: list[BaseException] = []
-            for index in range(runs):
-                threads = [threading.Thread(target=_work, args=(cli, model, prompt, num_predict, level,
-                                                               index * level + k, results, errors))
-                           for k in range(level)]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join()
-                if errors:
-                    raise errors[0]
+            for index in range(plan.runs):
+                results += _concurrent(cli, model, plan, level, index * level)
                 if progress:
                     progress(model, level, results[-1])
             wall = time.perf_counter() - started
@@ -194,9 +198,25 @@ def bench(cli: Client, host: str, models: list[str], prompt: str, runs: int, num
         rss = local_rss(host)
         if rss:
             report.daemon_rss_bytes[model] = rss
-        if check_quality:
+        if plan.check_quality:
             report.quality[model] = quality(cli, model)
     return report
+
+
+def _concurrent(cli: Client, model: str, plan: Plan, level: int, first_seed: int) -> list[Run]:
+    """`level` runs at once; the first error of any ends the bench."""
+    results: list[Run] = []
+    errors: list[BaseException] = []
+    threads = [threading.Thread(target=_work, args=(cli, model, plan.prompt, plan.num_predict, level,
+                                                   first_seed + k, results, errors))
+               for k in range(level)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 class LiveView:
@@ -317,8 +337,8 @@ def command(models: list[str] = typer.Argument(..., help="Models to measure"),
 
     view = LiveView(runs)
     with common.daemon_errors(host or "the server"), view:
-        report = bench(cli, host or common.settings().base_url(), models, text, runs, num_predict,
-                       levels, view.update, check_quality)
+        plan = Plan(models, text, runs, num_predict, levels, check_quality)
+        report = bench(cli, host or common.settings().base_url(), plan, view.update)
     print(markdown(report), end="")
     from rkollama.platform import ROCKCHIP_DECODE, detect_soc
 

@@ -13,7 +13,7 @@ from rkollama.api.types import ProgressResponse
 from rkollama.core.collect import collect
 from rkollama.core.embed import shape
 from rkollama.core.request import Request
-from rkollama.core.types import Done, DoneReason, Token, TokenLogprob, ToolCall
+from rkollama.core.types import Done, DoneReason, Event, Token, TokenLogprob, ToolCall
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest, CorruptModel, DigestMismatch, ModelNotFound
 from rkollama.models.create import create as create_model
@@ -225,21 +225,23 @@ def _complete(req: Request, endpoint: _Endpoint, started: float) -> Response:
                                 calls=completion.tool_calls)
         return json_response(final(completion.done, answer, completion.logprobs if req.logprobs else None))
     events = primed(stream)  # errors before the first token still get a proper status code
+    return ndjson(_lines(req.model, endpoint, events, final), on_close=stream.close)
 
-    def lines() -> Iterator[convert.Reply]:
-        for event in events:
-            if isinstance(event, Token):
-                line = endpoint.chunk(req.model, "" if event.thinking else event.text,
-                                      event.text if event.thinking else "")
-                if event.logprobs:
-                    line["logprobs"] = [lp.to_dict() for lp in event.logprobs]
-                yield line
-            elif isinstance(event, ToolCall):
-                yield endpoint.chunk(req.model, calls=[event])
-            elif event.reason is not DoneReason.CANCELLED:
-                yield final(event, endpoint.chunk(req.model, done=True))
 
-    return ndjson(lines(), on_close=stream.close)
+def _lines(model: str, endpoint: _Endpoint, events: Iterator[Event],
+           final: Callable[[Done, convert.Reply], convert.Reply]) -> Iterator[convert.Reply]:
+    """A streamed answer: one object per token or tool call, then the final one."""
+    for event in events:
+        if isinstance(event, Token):
+            line = endpoint.chunk(model, "" if event.thinking else event.text,
+                                  event.text if event.thinking else "")
+            if event.logprobs:
+                line["logprobs"] = [lp.to_dict() for lp in event.logprobs]
+            yield line
+        elif isinstance(event, ToolCall):
+            yield endpoint.chunk(model, calls=[event])
+        elif event.reason is not DoneReason.CANCELLED:
+            yield final(event, endpoint.chunk(model, done=True))
 
 
 def _render_only(req: Request, prepared: pipeline.Prepared, endpoint: _Endpoint) -> Response:

@@ -21,7 +21,7 @@ from rkollama.backends.rkllm import abi, loading, runtime_words
 from rkollama.backends.rkllm.conversation import Conversation
 from rkollama.backends.rkllm.runs import END, Run, RunTable
 from rkollama.backends.rkllm.runtime import Runtime, open_runtime
-from rkollama.backends.rkllm.token_cache import TokenCache
+from rkollama.backends.rkllm.token_cache import Plan, TokenCache
 from rkollama.backends.rkllm.tokenizer import HFTokenizer
 from rkollama.config import Settings
 from rkollama.core.fitting import PromptFitter
@@ -30,11 +30,7 @@ from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Token
 from rkollama.errors import BackendFailed, BadRequest, LoadFailed
 from rkollama.models.rkllm_section import RKLLMSection
 from rkollama.models.store import ModelSpec
-from rkollama.platform import (
-    driver_problem,
-    driver_warning,
-    source_platform,
-)
+from rkollama.platform import source_platform
 
 log = logging.getLogger("rkollama.rkllm")
 
@@ -57,23 +53,34 @@ class RunFacts:
     keep_history: bool = True
 
 
+@dataclass
+class Native:
+    """What rkllm_init gave a model: the runtime, its handle, the table its callbacks report to,
+    the ctypes objects that must outlive the handle, and the first LoRA adapter's
+    RKLLMLoraParam (applied to every run, as Ollama's ADAPTER is), or None."""
+
+    runtime: Runtime
+    handle: abi.LLMHandle
+    runs: RunTable
+    keep: tuple[Any, ...] = ()
+    lora: Any = None
+
+
 class RKLLMBackend(Backend):
     kind = "rkllm"
     device = "npu"
 
-    def __init__(self, spec: ModelSpec, runtime: Runtime, handle: abi.LLMHandle, runs: RunTable,
-                 conversation: Conversation, rkllm: RKLLMSection, context_length: int,
-                 slots: int = 1, lora: Any = None, keep: tuple[Any, ...] = (),
-                 tokenizer: HFTokenizer | None = None, fitter: PromptFitter | None = None):
-        self.spec, self.rt, self.handle = spec, runtime, handle
-        self._runs = runs
+    def __init__(self, spec: ModelSpec, native: Native, conversation: Conversation, rkllm: RKLLMSection,
+                 context_length: int, slots: int = 1, tokenizer: HFTokenizer | None = None,
+                 fitter: PromptFitter | None = None):
+        self.spec, self.rt, self.handle = spec, native.runtime, native.handle
+        self._native = native
+        self._runs = native.runs
         self._conversation = conversation
         self.context_length = context_length
         self.memory_bytes = spec.size
         self.slots = slots
-        self._lora = lora  # RKLLMLoraParam of the Modelfile's first adapter, or None
         self._rkllm = rkllm
-        self._keep = keep  # the callback objects and strings must outlive the handle
         self._closed = False
         self.tokenizer = tokenizer
         """The model's own tokenizer: prompts go to the runtime as token ids (None: as text)."""
@@ -93,12 +100,7 @@ class RKLLMBackend(Backend):
     @classmethod
     def load(cls, spec: ModelSpec, opts: LoadOptions, settings: Settings) -> "RKLLMBackend":
         if settings.npu_driver_check:
-            problem = driver_problem()
-            if problem is not None:
-                raise LoadFailed(f"{problem}; `rkollama doctor` shows the details")
-            warning = driver_warning()
-            if warning is not None:
-                log.warning("%s", warning)
+            loading.check_driver()
         machine = source_platform(settings.platform, settings.rkllm_lib)
         loading.check_target(spec, machine)
         tokenizer = loading.open_tokenizer(spec)
@@ -111,16 +113,8 @@ class RKLLMBackend(Backend):
         path = str(spec.model_path).encode()
         param, ctx, n_batch = loading.init_param(rt, spec, rk, opts, settings, path, machine)
         runs = RunTable()
-        result_cb = fam.LLMResultCallback(runs.on_result)
-        keep: list[Any] = [result_cb, path]
-        if fam.callback_struct:
-            callbacks = fam.RKLLMCallback()
-            callbacks.result_callback = result_cb
-            callbacks.result_userdata = None
-            keep.append(callbacks)
-            third: Any = ctypes.byref(callbacks)
-        else:
-            third = result_cb
+        third, keep = loading.callbacks(fam, runs)
+        keep.append(path)
         handle, rc, lines = loading.init_captured(rt, param, third)
         refused = runtime_words.context_refusal(lines)
         if (rc != 0 or not handle.value) and refused and refused[1] < ctx:
@@ -149,10 +143,9 @@ class RKLLMBackend(Backend):
             if tokenizer is not None and template is not None:
                 fitter = PromptFitter(ctx, template, tokenizer.encode, tokenizer.max_token_bytes,
                                       vocab_size=tokenizer.vocab_size)
-            backend = cls(spec, rt, handle, runs,
-                          Conversation(rt, handle, None if tokenizer else template, rk), rk, ctx,
-                          slots=n_batch, lora=first_lora, keep=tuple(keep), tokenizer=tokenizer,
-                          fitter=fitter)
+            native = Native(rt, handle, runs, tuple(keep), first_lora)
+            backend = cls(spec, native, Conversation(rt, handle, None if tokenizer else template, rk),
+                          rk, ctx, slots=n_batch, tokenizer=tokenizer, fitter=fitter)
             undo.pop_all()
         backend.init_lines = lines
         log.info("%s on the NPU: prompts sent as %s, context %d, runtime %s (%s)", spec.name.display(),
@@ -195,34 +188,10 @@ class RKLLMBackend(Backend):
         continuations = 0
         while True:
             plan = self._cache.plan(whole)
-            send, cached = plan.send, plan.cached
             if plan.clear:
                 self._clear_cache()
             remaining = None if limit is None else limit - produced
-            ids = (ctypes.c_int32 * len(send))(*send)
-            inp = self.rt.family.RKLLMInput()
-            inp.role = b"user"
-            inp.enable_thinking = False  # the rendered prompt already says; the runtime's switch
-            inp.input_type = abi.RKLLM_INPUT_TOKEN  # only works with its own template
-            inp.token_input.input_ids = ctypes.cast(ids, ctypes.POINTER(ctypes.c_int32))
-            inp.token_input.n_tokens = len(send)
-            infer, sampling = self._infer(gen, keep_history=plan.keep_history, max_new=remaining)
-            log.debug("rkllm_run: %d tokens sent (keep_history=%d), %d reused from the KV cache",
-                      len(send), plan.keep_history, cached)
-            self.last_run = RunFacts("tokens", len(send), cached, continuations,
-                                     keep_history=plan.keep_history)
-            run_id, run, thread = self._launch(ctypes.pointer(inp), infer, keep=(ids, sampling))
-            text: list[str] = []
-            try:
-                for token in self._stream(run, remaining, cancel):
-                    text.append(token.text)
-                    yield token
-            finally:
-                self._join(run_id, thread)
-            tail = run.decoder.finish()  # an incomplete character at the very end
-            if tail and run.stop_reason is not DoneReason.CANCELLED:
-                yield Token(tail)
-            answer = "".join(text) + tail
+            run, answer = yield from self._token_run(gen, plan, remaining, cancel, continuations)
             reason = run.stop_reason
             if run.error and not run.aborted:
                 self._cache.forget("the run failed")
@@ -254,6 +223,31 @@ class RKLLMBackend(Backend):
         if limit is not None and produced >= limit and reason is DoneReason.STOP:
             reason = DoneReason.LENGTH
         yield Done(reason, len(tokens), prompt_ms, produced, eval_ms, tuple(whole))
+
+    def _token_run(self, gen: Generation, plan: Plan, remaining: int | None, cancel: threading.Event,
+                   continuations: int) -> Generator[Token, None, tuple[Run, str]]:
+        """One rkllm_run of the tokens `plan` sends; yields the answer's tokens as they come and
+        returns the finished run and its whole text."""
+        ids = _token_array(plan.send)
+        inp = self.rt.family.RKLLMInput()
+        _point_at_tokens(inp, ids)
+        infer, sampling = self._infer(gen, keep_history=plan.keep_history, max_new=remaining)
+        log.debug("rkllm_run: %d tokens sent (keep_history=%d), %d reused from the KV cache",
+                  len(plan.send), plan.keep_history, plan.cached)
+        self.last_run = RunFacts("tokens", len(plan.send), plan.cached, continuations,
+                                 keep_history=plan.keep_history)
+        run_id, run, thread = self._launch(ctypes.pointer(inp), infer, keep=(ids, sampling))
+        text: list[str] = []
+        try:
+            for token in self._stream(run, remaining, cancel):
+                text.append(token.text)
+                yield token
+        finally:
+            self._join(run_id, thread)
+        tail = run.decoder.finish()  # an incomplete character at the very end
+        if tail and run.stop_reason is not DoneReason.CANCELLED:
+            yield Token(tail)
+        return run, "".join(text) + tail
 
     def _opens_thinking(self, tokens: list[int]) -> bool:
         """True when the rendered prompt leaves a <think> block open (templates that start the
@@ -326,8 +320,8 @@ class RKLLMBackend(Backend):
         infer = fam.RKLLMInferParam()
         infer.mode = abi.RKLLM_INFER_GENERATE
         infer.keep_history = 1 if keep_history else 0
-        if self._lora is not None:  # the Modelfile's adapter applies to every run, as ADAPTER does
-            infer.lora_params = ctypes.pointer(self._lora)
+        if self._native.lora is not None:  # the Modelfile's adapter applies to every run
+            infer.lora_params = ctypes.pointer(self._native.lora)
         sampling = None
         if fam.callback_struct:
             opts = gen.options
@@ -401,6 +395,26 @@ class RKLLMBackend(Backend):
             used += run.perf[0] if run.perf else len(text.split())
         return vectors, used
 
+    def _batch_inputs(self, gens: list[Generation]) -> tuple[Any, list[Any]]:
+        """One RKLLMInput per slot (token ids, or the text the runtime's template wraps), and the
+        buffers they point into, which must live until the run ends."""
+        inputs = (self.rt.family.RKLLMInput * len(gens))()
+        keep: list[Any] = []
+        for slot, gen in enumerate(gens):
+            if self._fitter is not None:
+                ids = _token_array(self._fitter.prompt_tokens(gen))
+                keep.append(ids)
+                _point_at_tokens(inputs[slot], ids)
+                continue
+            text, role = self._conversation.whole_prompt(gen)
+            data = text.encode()
+            keep.append(data)
+            inputs[slot].role = role.encode()
+            inputs[slot].enable_thinking = gen.think not in (False, None) if gen.parse_thinking else False
+            inputs[slot].input_type = abi.RKLLM_INPUT_PROMPT
+            inputs[slot].prompt_input = data
+        return inputs, keep
+
     def generate_batch(self, batch: list[tuple[int, Generation, threading.Event]]
                        ) -> Iterator[tuple[int, Token | Done]]:
         """Run up to n_batch requests in one forward pass; yield (request_id, event).
@@ -413,52 +427,22 @@ class RKLLMBackend(Backend):
         n = self.slots
         if self._fitter is None:  # tools and system prompt live in the runtime's template
             self._conversation.start_batch(batch[0][1])
-        inputs = (fam.RKLLMInput * n)()
-        keep: list[Any] = []
         if self._cache.needs_clear:
             self._clear_cache()
         self._cache.forget("a batch ran")
-        for slot in range(n):
-            gen = batch[min(slot, len(batch) - 1)][1]
-            if self._fitter is not None:
-                tokens = self._fitter.prompt_tokens(gen)
-                ids = (ctypes.c_int32 * len(tokens))(*tokens)
-                keep.append(ids)
-                inputs[slot].role = b"user"
-                inputs[slot].input_type = abi.RKLLM_INPUT_TOKEN
-                inputs[slot].token_input.input_ids = ctypes.cast(ids, ctypes.POINTER(ctypes.c_int32))
-                inputs[slot].token_input.n_tokens = len(tokens)
-                continue
-            text, role = self._conversation.whole_prompt(gen)
-            data = text.encode()
-            keep.append(data)
-            inputs[slot].role = role.encode()
-            inputs[slot].enable_thinking = gen.think not in (False, None) if gen.parse_thinking else False
-            inputs[slot].input_type = abi.RKLLM_INPUT_PROMPT
-            inputs[slot].prompt_input = data
+        inputs, keep = self._batch_inputs([batch[min(slot, len(batch) - 1)][1] for slot in range(n)])
         infer = fam.RKLLMInferParam()
         infer.mode = abi.RKLLM_INFER_GENERATE
         infer.keep_history = 0
         run_id, run, thread = self._launch(ctypes.cast(inputs, ctypes.POINTER(fam.RKLLMInput)), infer,
                                            keep=(inputs, keep), slots=n)
-        counts = [0] * n
-        ended = [False] * len(batch)
-        reasons = [DoneReason.STOP] * len(batch)
+        state = _BatchState(batch)
         try:
             for item in run.poll():
-                for index, (request_id, _, cancel) in enumerate(batch):
-                    if not ended[index] and cancel.is_set():
-                        ended[index], reasons[index] = True, DoneReason.CANCELLED
-                        yield request_id, Done(DoneReason.CANCELLED, 0, 0.0, counts[index], 0.0)
+                yield from state.cancelled()
                 if item is not None:
-                    slot, text = item
-                    if slot < len(batch) and not ended[slot]:
-                        counts[slot] += 1
-                        yield batch[slot][0], Token(text)
-                        limit = batch[slot][1].options.num_predict
-                        if limit > 0 and counts[slot] >= limit:
-                            ended[slot], reasons[slot] = True, DoneReason.LENGTH
-                if all(ended):
+                    yield from state.token(*item)
+                if all(state.ended):
                     self.rt.rkllm_abort(self.handle)
         finally:
             self._join(run_id, thread)
@@ -466,9 +450,9 @@ class RKLLMBackend(Backend):
             raise BackendFailed("the NPU runtime reported an error during generation")
         prefill, prefill_ms, _, generate_ms = run.perf or (0, 0.0, 0, 0.0)
         for index, (request_id, _, _) in enumerate(batch):
-            if reasons[index] is DoneReason.CANCELLED:
-                continue
-            yield request_id, Done(reasons[index], prefill // n, prefill_ms, counts[index], generate_ms)
+            if state.reasons[index] is not DoneReason.CANCELLED:
+                yield request_id, Done(state.reasons[index], prefill // n, prefill_ms, state.counts[index],
+                                       generate_ms)
 
     def _launch(self, inputs: Any, infer: Any, keep: Any,
                 slots: int = 0) -> tuple[int, Run, threading.Thread]:
@@ -520,3 +504,43 @@ def _still_thinking(thinking: bool, answer: str) -> bool:
     if opened < 0 and closed < 0:
         return thinking
     return opened > closed
+
+
+class _BatchState:
+    """Where each request of a batched run stands: tokens passed on, whether it ended, why."""
+
+    def __init__(self, batch: list[tuple[int, Generation, threading.Event]]):
+        self.batch = batch
+        self.counts = [0] * len(batch)
+        self.ended = [False] * len(batch)
+        self.reasons = [DoneReason.STOP] * len(batch)
+
+    def cancelled(self) -> Iterator[tuple[int, Done]]:
+        """A Done for each request cancelled since the last look; it ends at once."""
+        for index, (request_id, _, cancel) in enumerate(self.batch):
+            if not self.ended[index] and cancel.is_set():
+                self.ended[index], self.reasons[index] = True, DoneReason.CANCELLED
+                yield request_id, Done(DoneReason.CANCELLED, 0, 0.0, self.counts[index], 0.0)
+
+    def token(self, slot: int, text: str) -> Iterator[tuple[int, Token]]:
+        """The slot's text, unless the slot is a spare or its request has ended."""
+        if slot >= len(self.batch) or self.ended[slot]:
+            return
+        self.counts[slot] += 1
+        yield self.batch[slot][0], Token(text)
+        limit = self.batch[slot][1].options.num_predict
+        if limit > 0 and self.counts[slot] >= limit:
+            self.ended[slot], self.reasons[slot] = True, DoneReason.LENGTH
+
+
+def _token_array(tokens: list[int]) -> "ctypes.Array[ctypes.c_int32]":
+    return (ctypes.c_int32 * len(tokens))(*tokens)
+
+
+def _point_at_tokens(inp: Any, ids: "ctypes.Array[ctypes.c_int32]") -> None:
+    """Make the RKLLMInput `inp` send the token ids in `ids` (which must outlive the run)."""
+    inp.role = b"user"
+    inp.enable_thinking = False  # the rendered prompt already says; the runtime's switch
+    inp.input_type = abi.RKLLM_INPUT_TOKEN  # only works with its own template
+    inp.token_input.input_ids = ctypes.cast(ids, ctypes.POINTER(ctypes.c_int32))
+    inp.token_input.n_tokens = len(ids)

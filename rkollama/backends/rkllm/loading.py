@@ -8,6 +8,7 @@ from typing import Any
 
 from rkollama.backends.native_output import CapturedOutput
 from rkollama.backends.rkllm import abi, runtime_words
+from rkollama.backends.rkllm.runs import RunTable
 from rkollama.backends.rkllm.runtime import Runtime
 from rkollama.backends.rkllm.tokenizer import HFTokenizer
 from rkollama.config import Settings
@@ -17,7 +18,7 @@ from rkollama.core.types import LoadOptions
 from rkollama.errors import LoadFailed
 from rkollama.models.rkllm_section import RKLLMSection
 from rkollama.models.store import ModelSpec
-from rkollama.platform import NPU_ENGINE_PLATFORMS, platform_defaults
+from rkollama.platform import NPU_ENGINE_PLATFORMS, driver_problem, driver_warning, platform_defaults
 
 log = logging.getLogger("rkollama.rkllm")
 
@@ -112,3 +113,26 @@ def init_param(rt: Runtime, spec: ModelSpec, rk: RKLLMSection, opts: LoadOptions
     ext.n_batch = n_batch
     ext.use_cross_attn = 0
     return param, ctx, n_batch
+
+
+def check_driver() -> None:
+    """Refuse a known-broken NPU driver; warn about an old one (RKOLLAMA_NPU_DRIVER_CHECK)."""
+    problem = driver_problem()
+    if problem is not None:
+        raise LoadFailed(f"{problem}; `rkollama doctor` shows the details")
+    warning = driver_warning()
+    if warning is not None:
+        log.warning("%s", warning)
+
+
+def callbacks(fam: Any, runs: RunTable) -> tuple[Any, list[Any]]:
+    """rkllm_init's third argument for this ABI family (the result callback itself on 1.2.x, a
+    pointer to an RKLLMCallback struct holding it on 1.3.x) and the ctypes objects that must
+    outlive the handle."""
+    result_cb = fam.LLMResultCallback(runs.on_result)
+    if not fam.callback_struct:
+        return result_cb, [result_cb]
+    struct = fam.RKLLMCallback()
+    struct.result_callback = result_cb
+    struct.result_userdata = None
+    return ctypes.byref(struct), [result_cb, struct]
