@@ -26,7 +26,6 @@ from rkollama.core.parse import parse_output
 from rkollama.core.stops import apply_stops
 from rkollama.core.types import Done, DoneReason, Event, Generation, LoadOptions, Token, TokenLogprob
 from rkollama.durations import MAX_DURATION_S, parse_keep_alive
-from rkollama.engine_thread import EngineThread
 from rkollama.errors import BadRequest, Cancelled, LoadFailed, QueueFull, RkollamaError, ShuttingDown
 
 if TYPE_CHECKING:
@@ -57,9 +56,8 @@ class LoadedModel:
 
 class _Runner:
     def __init__(self, key: str, spec: "ModelSpec", opts: LoadOptions, backend: "Backend",
-                 engine: EngineThread, keep_alive: float, now: float):
+                 keep_alive: float, now: float):
         self.key, self.spec, self.opts, self.backend = key, spec, opts, backend
-        self.engine = engine
         self.slots = max(1, backend.slots)  # generations it can run at once
         self.cancels: set[threading.Event] = set()  # cancel events of its running generations, for shutdown
         self.keep_alive = keep_alive
@@ -161,14 +159,17 @@ class Scheduler:
             self._watch(stream, disconnected)
         return stream
 
+    def _key(self, spec: "ModelSpec") -> str:
+        return _key(spec, self.factory.engine_class(spec, self.settings))
+
     def constrains_format(self, spec: "ModelSpec") -> bool | None:
         """Whether `spec`'s engine enforces a `format` itself: from its loaded backend, else from
-        the factory (`backend_factory.constrains_format(spec, settings)`); None if unknown."""
+        the engine's class; None if unknown."""
         with self._cond:
-            runner = self._runners.get(_key(spec))
+            runner = self._runners.get(self._key(spec))
             if runner is not None:
                 return runner.backend.constrains_format
-        return self.factory.constrains_format(spec, self.settings)
+        return self.factory.engine_class(spec, self.settings).constrains_format
 
     def load(self, spec: "ModelSpec", opts: LoadOptions, keep_alive: float | None = None,
              disconnected: Callable[[], bool] | None = None) -> float:
@@ -193,8 +194,7 @@ class Scheduler:
             for start in range(0, len(texts), EMBED_CHUNK):
                 if disconnected is not None and disconnected():
                     raise Cancelled()
-                chunk, tokens = runner.engine.call(runner.backend.embed, texts[start:start + EMBED_CHUNK],
-                                                   truncate)
+                chunk, tokens = runner.backend.embed(texts[start:start + EMBED_CHUNK], truncate)
                 vectors += chunk
                 used += tokens
         except NotImplementedError:
@@ -208,7 +208,7 @@ class Scheduler:
         """The prompt text `gen` becomes on `spec`'s engine, without generating."""
         runner = self._acquire(spec, opts, keep_alive, disconnected)
         try:
-            return runner.engine.call(runner.backend.render, gen)
+            return runner.backend.render(gen)
         except NotImplementedError:
             raise BadRequest(f'"{spec.name.display()}" cannot show its rendered prompt') from None
         finally:
@@ -217,7 +217,7 @@ class Scheduler:
     def unload(self, spec: "ModelSpec") -> None:
         """Expire `spec` now: unloaded at once if idle, else as soon as its request ends."""
         with self._cond:
-            runner = self._runners.get(_key(spec))
+            runner = self._runners.get(self._key(spec))
             if runner is None:
                 return
             runner.keep_alive = 0.0
@@ -256,7 +256,7 @@ class Scheduler:
     # -- internals -----------------------------------------------------------------------------
     def _acquire(self, spec: "ModelSpec", opts: LoadOptions, keep_alive: float | None,
                  disconnected: Callable[[], bool] | None) -> _Runner:
-        key = _key(spec)
+        key = self._key(spec)
         with self._cond:
             if self._stop.is_set():
                 raise ShuttingDown()
@@ -319,28 +319,25 @@ class Scheduler:
     def _load_locked(self, key: str, spec: "ModelSpec", opts: LoadOptions,
                      keep_alive: float | None) -> _Runner:
         self._loading.add(key)
-        if spec.format == "rkllm":  # distinct NPU address spaces for models loaded side by side
+        if self.factory.engine_class(spec, self.settings).own_npu_domain:
+            # distinct NPU address spaces for models loaded side by side
             used = {r.opts.npu_domain for r in self._runners.values()}
             opts = replace(opts, npu_domain=next(d for d in range(16) if d not in used))
         self._cond.release()
-        engine = EngineThread(f"engine {spec.name.display()}")
         try:
-            backend = engine.call(self.factory, spec, opts, self.settings)
+            backend = self.factory(spec, opts, self.settings)
         except RkollamaError:
-            engine.stop()
             raise
         except Exception as exc:  # an engine's own exception types: report, never a traceback
-            engine.stop()
             raise LoadFailed(f"failed to load {spec.name.display()}: {exc}") from exc
         finally:
             self._cond.acquire()
             self._loading.discard(key)
         if self._stop.is_set():
-            engine.call(backend.close)
-            engine.stop()
+            backend.close()
             raise ShuttingDown()
         ka = self.default_keep_alive if keep_alive is None else keep_alive
-        runner = _Runner(key, spec, opts, backend, engine, ka, self.clock())
+        runner = _Runner(key, spec, opts, backend, ka, self.clock())
         runner.active = 1
         self._runners[key] = runner
         return runner
@@ -383,11 +380,9 @@ class Scheduler:
 
     def _finish_close(self, runner: _Runner) -> None:
         try:
-            # On the engine thread, after any generation still queued there has stopped.
-            runner.engine.call(runner.backend.close)
+            runner.backend.close()  # after any generation still running on it has stopped
         except Exception:  # closing must never take the daemon down
             pass
-        runner.engine.stop()
         with self._cond:
             self._closing.remove(runner)
             self._cond.notify_all()
@@ -445,12 +440,7 @@ class Stream:
         self._released = False
         # Lazy: the engine starts at the first next(), so an unread stream costs nothing.
         def events() -> Iterator[Token | Done]:
-            if runner.slots > 1 or runner.backend.thread_safe:
-                # A runner process owns its engine thread (and batches NPU n_batch generations
-                # itself); a second hop through a thread here would only add latency.
-                yield from runner.backend.generate(gen, self.cancel_event)
-            else:
-                yield from runner.engine.stream(lambda: runner.backend.generate(gen, self.cancel_event))
+            yield from runner.backend.generate(gen, self.cancel_event)
 
         self._logprobs: list[TokenLogprob] = []
 
@@ -525,16 +515,14 @@ def _never() -> bool:
     return False
 
 
-def _key(spec: "ModelSpec") -> str:
+def _key(spec: "ModelSpec", engine: "type[Backend]") -> str:
     """What a loaded engine is shared by: the weights and everything the engine itself takes
-    from the Modelfile (its chat template, its tokenizer, the RKLLM section and, since an NPU
-    runtime samples with what it was loaded with, the parameters of an .rkllm). Two names for
-    one model (`cp`) share a runner; a model `create`d with its own template does not share its
-    base's."""
+    from the Modelfile (its chat template, its tokenizer, and what the engine's class says it
+    bakes in). Two names for one model (`cp`) share a runner; a model `create`d with its own
+    template does not share its base's."""
     mf = spec.modelfile
-    shaping: dict[str, Any] = {"template": mf.template, "tokenizer": str(spec.tokenizer_path or "")}
-    if spec.format == "rkllm":
-        shaping.update(rkllm=mf.rkllm, parameters=mf.parameters, platform=mf.source.get("platform", ""))
+    shaping: dict[str, Any] = {"template": mf.template, "tokenizer": str(spec.tokenizer_path or ""),
+                               **engine.shaping(spec)}
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return f"{spec.model_path}#{digest}"
 

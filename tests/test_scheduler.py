@@ -142,8 +142,9 @@ def test_unexpected_engine_exception_on_load_becomes_load_failed(settings, store
         def __call__(self, spec, opts, settings):
             raise ValueError("bad gguf")
 
-        def constrains_format(self, spec, settings):
-            return False
+        def engine_class(self, spec, settings):
+            from rkollama.backends.fake import ScriptedBackend
+            return ScriptedBackend
 
     sched = Scheduler(settings, backend_factory=Broken(), clock=clock)
     with pytest.raises(LoadFailed, match="bad gguf"):

@@ -37,12 +37,12 @@ class EngineFactory:
         if settings.isolation:
             from rkollama.backends.runner import RunnerBackend
             return RunnerBackend.load(spec, opts, settings, backend_cls=cls)
-        return cls.load(spec, opts, settings)
+        from rkollama.backends.engine_thread import OnEngineThread
+        return OnEngineThread.load(spec, opts, settings, backend_cls=cls)
 
     @staticmethod
-    def constrains_format(spec: "ModelSpec", settings: "Settings") -> bool:
-        """From the engine's class (a grammar-capable engine), without loading anything."""
+    def engine_class(spec: "ModelSpec", settings: "Settings") -> type[Backend]:
         if settings.backend == "fake":
             from rkollama.backends.fake import ScriptedBackend
-            return ScriptedBackend.constrains_format
-        return engine_class(spec, settings).constrains_format
+            return ScriptedBackend
+        return engine_class(spec, settings)

@@ -6,14 +6,21 @@ Contract:
     When `cancel` (a threading.Event) is set it stops at the next token with
     `Done(CANCELLED)`. Errors raise BackendFailed. It never formats JSON or touches sockets.
   * `close()` is idempotent and safe after a partial load.
+
+What the scheduler sees is always safe to call from any thread: an in-process engine is wrapped
+in `engine_thread.OnEngineThread`, a runner process's in `runner.RunnerBackend`. What is true
+of an engine before it loads (grammar sampling, what of the Modelfile it bakes in, NPU address
+spaces, what a signal that kills it means) are class attributes the scheduler and the runner
+read from the engine's class, so neither holds any engine's policy.
 """
 
+import signal
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from rkollama.core.types import Done, Generation, LoadOptions, Token
+from rkollama.core.types import Done, Generation, JSONObject, LoadOptions, Token
 
 if TYPE_CHECKING:
     from rkollama.config import Settings
@@ -23,14 +30,17 @@ if TYPE_CHECKING:
 class Backend(ABC):
     kind: str = ""
     """Engine name: "llamacpp", "rkllm" or "fake"."""
+    title: ClassVar[str] = "the engine"
+    """The engine as an error message names it."""
     device: str = "cpu"
     """"cpu" or "npu"."""
     constrains_format: bool = False
     """True when the engine enforces `format` while sampling (a grammar); otherwise the answer
     is validated afterwards and retried (core.structured)."""
-    thread_safe: ClassVar[bool] = False
-    """generate() may be called from any thread (a runner process owns the engine); otherwise
-    the scheduler runs every call on the model's one engine thread."""
+    own_npu_domain: ClassVar[bool] = False
+    """Each loaded model needs an NPU address space of its own (LoadOptions.npu_domain)."""
+    death_hints: ClassVar[dict[signal.Signals, str]] = {}
+    """What a signal that killed this engine's runner usually means, in words for the user."""
     dead: bool = False
     """The engine's process died: the scheduler drops this instance and loads the model again."""
 
@@ -41,6 +51,18 @@ class Backend(ABC):
     slots: int = 1
     """Generations the loaded model serves at once. Above 1 (NPU n_batch), generate() is called
     from several threads concurrently and the backend batches them itself."""
+    batch_window_s: float = 0.0
+    """With slots above 1: seconds a runner waits for more requests to join a batch."""
+
+    @classmethod
+    def shaping(cls, spec: "ModelSpec") -> JSONObject:
+        """What of `spec`'s Modelfile, besides its weights, template and tokenizer, this engine
+        bakes in at load time (two models that differ in it cannot share a loaded engine)."""
+        return {}
+
+    def batch_key(self, gen: Generation) -> Hashable:
+        """Generations with equal keys may share one batched forward pass."""
+        return ()
 
     @classmethod
     @abstractmethod
@@ -75,5 +97,5 @@ class BackendFactory(Protocol):
     def __call__(self, spec: "ModelSpec", opts: LoadOptions, settings: "Settings") -> Backend:
         """`spec` loaded and ready (blocking)."""
 
-    def constrains_format(self, spec: "ModelSpec", settings: "Settings") -> bool:
-        """Whether `spec`'s engine enforces a `format` itself, known without loading it."""
+    def engine_class(self, spec: "ModelSpec", settings: "Settings") -> type[Backend]:
+        """The engine `spec` would load with: what is true of it is known without loading."""

@@ -164,8 +164,8 @@ class ScriptedFactory:
     def __call__(self, spec: "ModelSpec", opts: LoadOptions, settings: "Settings") -> Backend:
         return ScriptedBackend.load(spec, opts, settings, script=self.script)
 
-    def constrains_format(self, spec: "ModelSpec", settings: "Settings") -> bool:
-        return ScriptedBackend.constrains_format
+    def engine_class(self, spec: "ModelSpec", settings: "Settings") -> type[Backend]:
+        return ScriptedBackend
 
 
 def factory(script: Script) -> ScriptedFactory:

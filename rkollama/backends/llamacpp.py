@@ -31,6 +31,7 @@ log = logging.getLogger("rkollama.llamacpp")
 
 class LlamaCppBackend(Backend):
     kind = "llamacpp"
+    title = "the CPU engine (llama.cpp)"
     device = "cpu"
     constrains_format = True
 

@@ -22,13 +22,30 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 from rkollama.backends.base import Backend
-from rkollama.core.types import Done, DoneReason, Generation, LoadOptions
+from rkollama.backends.runner_pipe import (
+    Cancel,
+    Close,
+    Closed,
+    Embed,
+    Emitted,
+    EngineFacts,
+    Failed,
+    FromRunner,
+    Generate,
+    Loaded,
+    LoadError,
+    Render,
+    Result,
+    ToRunner,
+)
+from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Token
 from rkollama.errors import BackendFailed, LoadFailed
 
 if TYPE_CHECKING:
@@ -38,7 +55,6 @@ if TYPE_CHECKING:
 POLL_S = 0.05
 """How often a waiting generation checks its cancel event, in seconds."""
 CLOSE_TIMEOUT_S = 30
-_CRASH = object()
 
 log = logging.getLogger("rkollama.runner")
 
@@ -46,21 +62,18 @@ log = logging.getLogger("rkollama.runner")
 class RunnerBackend(Backend):
     """The daemon's side of one runner process. Its methods may be called from any thread."""
 
-    thread_safe = True
-
-    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection, info: dict[str, Any],
-                 label: str):
-        self.process, self.conn, self.label = process, conn, label
-        self.kind = info["kind"]
-        self.device = info["device"]
-        self.constrains_format = info["constrains_format"]
-        self.context_length = info["context_length"]
-        self.memory_bytes = info["memory_bytes"]
-        self.slots = info.get("slots", 1)
+    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection, facts: EngineFacts,
+                 label: str, engine: type[Backend]):
+        self.process, self.conn, self.label, self.engine = process, conn, label, engine
+        self.kind, self.device = facts.kind, facts.device
+        self.constrains_format = facts.constrains_format
+        self.context_length, self.memory_bytes = facts.context_length, facts.memory_bytes
+        self.slots, self.batch_window_s = facts.slots, facts.batch_window_s
         self.dead = False
         self._ids = 0
         self._lock = threading.Lock()       # sending, ids, inboxes
-        self._inboxes: dict[int, queue.Queue[Any]] = {}
+        self._inboxes: dict[int, queue.Queue[FromRunner | None]] = {}
+        """Answers by request id; None: the runner is gone."""
         self._closed = False
         self._reader = threading.Thread(target=self._read, name=f"runner-reader {label}", daemon=True)
         self._reader.start()
@@ -87,56 +100,57 @@ class RunnerBackend(Backend):
             raise LoadFailed(f"loading {label} took longer than {settings.load_timeout} "
                              "(OLLAMA_LOAD_TIMEOUT); its runner was stopped")
         try:
-            kind, payload = parent.recv()
+            answer: Loaded | LoadError = parent.recv()
         except (EOFError, OSError):
             process.join(5)
-            why = _death(process.exitcode, backend_cls.kind)
+            why = _death(process.exitcode, backend_cls)
             log.error("runner for %s died while loading: %s", label, why)
             raise LoadFailed(f"the runner for {label} died while loading: {why}") from None
-        if kind == "error":
+        if isinstance(answer, LoadError):
             process.join(5)
-            raise payload
+            raise answer.error
         log.info("loaded %s in runner process %s (%s, context %s)", label, process.pid,
-                 payload["kind"], payload["context_length"])
-        return cls(process, parent, payload, label)
+                 answer.facts.kind, answer.facts.context_length)
+        return cls(process, parent, answer.facts, label, backend_cls)
 
     # -- the pipe ----------------------------------------------------------------------------------
     def _read(self) -> None:
         """Route every message from the runner to the inbox of the request it answers."""
         while True:
             try:
-                kind, request_id, payload = self.conn.recv()
+                message: FromRunner = self.conn.recv()
             except (EOFError, OSError):
                 break
             except Exception:  # an unpicklable message: the runner is beyond trust
                 log.exception("runner for %s sent an unreadable message", self.label)
                 break
             with self._lock:
-                inbox = self._inboxes.get(request_id)
+                inbox = self._inboxes.get(message.request_id)
             if inbox is not None:
-                inbox.put((kind, payload))
+                inbox.put(message)
         with self._lock:
             if not self._closed:
                 self.dead = True
             for inbox in self._inboxes.values():
-                inbox.put((_CRASH, None))
+                inbox.put(None)
 
-    def _open(self, kind: str, payload: Any) -> tuple[int, queue.Queue[Any]]:
-        inbox: queue.Queue[Any] = queue.Queue()
+    def _open(self, ask: Callable[[int], ToRunner]) -> tuple[int, "queue.Queue[FromRunner | None]"]:
+        """Send the request `ask(request_id)` makes; its answers arrive in the returned inbox."""
+        inbox: queue.Queue[FromRunner | None] = queue.Queue()
         with self._lock:
             self._ids += 1
             request_id = self._ids
             self._inboxes[request_id] = inbox
             if self.dead:
-                inbox.put((_CRASH, None))
+                inbox.put(None)
                 return request_id, inbox
             try:
-                self.conn.send((kind, request_id, payload))
+                self.conn.send(ask(request_id))
             except (OSError, EOFError, ValueError):
-                inbox.put((_CRASH, None))
+                inbox.put(None)
         return request_id, inbox
 
-    def _send(self, message: tuple[Any, ...]) -> None:
+    def _send(self, message: ToRunner) -> None:
         with self._lock:
             try:
                 self.conn.send(message)
@@ -151,67 +165,70 @@ class RunnerBackend(Backend):
         self.dead = True
         self.process.join(1)
         code = self.process.exitcode
-        why = _death(code, self.kind)
+        why = _death(code, self.engine)
         log.error("runner for %s crashed: %s", self.label, why)
-        engine = "the NPU runtime" if self.device == "npu" else "the CPU engine (llama.cpp)"
-        return BackendFailed(f"{engine} crashed ({why}); "
+        return BackendFailed(f"{self.engine.title} crashed ({why}); "
                              "the model will be loaded again on the next request")
 
     # -- backend interface ---------------------------------------------------------------------
-    def generate(self, gen: Generation, cancel: threading.Event) -> Iterator[Any]:
-        request_id, inbox = self._open("generate", gen)
+    def generate(self, gen: Generation, cancel: threading.Event) -> Iterator[Token | Done]:
+        request_id, inbox = self._open(lambda rid: Generate(rid, gen))
         cancelled = finished = False
         try:
             while True:
-                try:
-                    kind, payload = inbox.get(timeout=POLL_S)
-                except queue.Empty:
-                    kind = None
                 if cancel.is_set() and not cancelled:
                     cancelled = True
-                    self._send(("cancel", request_id, None))
-                if kind is None:
+                    self._send(Cancel(request_id))
+                try:
+                    message = inbox.get(timeout=POLL_S)
+                except queue.Empty:
                     continue
-                if kind is _CRASH:
-                    finished = True
-                    raise self._crashed()
-                if kind == "error":
-                    finished = True
-                    raise payload
-                if isinstance(payload, Done):
-                    finished = True
-                yield payload
+                finished = not isinstance(message, Emitted) or isinstance(message.event, Done)
+                if not isinstance(message, Emitted):
+                    raise self._failure(message)
+                yield message.event
                 if finished:
                     return
         finally:
             if not finished and not cancelled:  # abandoned by its reader: stop it in the runner
-                self._send(("cancel", request_id, None))
+                self._send(Cancel(request_id))
             self._done(request_id)
 
     def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
-        return cast("tuple[list[list[float]], int]", self._call("embed", (texts, truncate)))
+        value = self._call(lambda rid: Embed(rid, texts, truncate))
+        assert not isinstance(value, str)  # an Embed's answer
+        return value
 
     def render(self, gen: Generation) -> str:
-        return str(self._call("render", (gen,)))
+        value = self._call(lambda rid: Render(rid, gen))
+        assert isinstance(value, str)  # a Render's answer
+        return value
 
-    def _call(self, kind: str, args: tuple[Any, ...]) -> Any:
-        """Run the backend method `kind` with `args` on the runner's engine thread."""
-        request_id, inbox = self._open(kind, args)
+    def _call(self, ask: Callable[[int], ToRunner]) -> tuple[list[list[float]], int] | str:
+        """A backend call run on the runner's engine thread; its return value."""
+        request_id, inbox = self._open(ask)
         try:
-            kind, payload = inbox.get()
+            message = inbox.get()
         finally:
             self._done(request_id)
-        if kind is _CRASH:
-            raise self._crashed()
-        if kind == "error":
-            raise payload
-        return payload
+        if not isinstance(message, Result):
+            raise self._failure(message)
+        return message.value
+
+    def _failure(self, message: FromRunner | None) -> Exception:
+        """What to raise for an answer that is not the one asked for: the runner's error, or its
+        death."""
+        if isinstance(message, Failed):
+            return message.error
+        if message is None:
+            return self._crashed()
+        return BackendFailed(f"the runner answered out of turn ({type(message).__name__})")
 
     def close(self) -> None:
         if self._closed:
             return
         if not self.dead:
-            request_id, inbox = self._open("close", None)
+            request_id, inbox = self._open(Close)
             try:
                 inbox.get(timeout=CLOSE_TIMEOUT_S)
             except queue.Empty:
@@ -237,53 +254,54 @@ def _serve(conn: Connection, spec: "ModelSpec", opts: LoadOptions, settings: "Se
     try:
         backend = backend_cls.load(spec, opts, settings)
     except Exception as exc:  # sent to the daemon, which reports it
-        conn.send(("error", _portable(exc)))
+        conn.send(LoadError(_portable(exc)))
         return
     slots = max(1, backend.slots)
-    conn.send(("loaded", {"kind": backend.kind, "device": backend.device,
-                          "constrains_format": backend.constrains_format,
-                          "context_length": backend.context_length,
-                          "memory_bytes": backend.memory_bytes, "slots": slots}))
+    facts = EngineFacts(backend.kind, backend.device, backend.constrains_format, backend.context_length,
+                        backend.memory_bytes, slots, backend.batch_window_s)
+    conn.send(Loaded(facts))
     send_lock = threading.Lock()
 
-    def send(message: tuple[Any, ...]) -> None:
+    def send(message: FromRunner) -> None:
         with send_lock:
             try:
                 conn.send(message)
             except (OSError, EOFError, ValueError):
                 pass  # the daemon went away; the receive loop ends too
 
-    window = spec.modelfile.rkllm_section().batch_window_ms / 1000.0
-    engine = _Engine(backend, slots, send, window)
+    engine = _Engine(backend, slots, send, backend.batch_window_s)
     engine.start()
     while True:
         try:
-            kind, request_id, payload = conn.recv()
+            message: ToRunner = conn.recv()
         except (EOFError, OSError):
             break
-        if kind == "generate":
-            engine.add(request_id, payload)
-        elif kind == "cancel":
-            engine.cancel(request_id)
-        elif kind in ("embed", "render"):
-            engine.call(request_id, getattr(backend, kind), *payload)
-        elif kind == "close":
+        if isinstance(message, Generate):
+            engine.add(message.request_id, message.gen)
+        elif isinstance(message, Cancel):
+            engine.cancel(message.request_id)
+        elif isinstance(message, Embed):
+            engine.call(message.request_id, partial(backend.embed, message.texts, message.truncate))
+        elif isinstance(message, Render):
+            engine.call(message.request_id, partial(backend.render, message.gen))
+        elif isinstance(message, Close):
             engine.stop()
             backend.close()
-            send(("closed", request_id, None))
+            send(Closed(message.request_id))
             return
     engine.stop()
     backend.close()
 
 
 SIGNAL_HINTS = {
-    signal.SIGILL: {"rkllm": "this runtime build uses instructions this CPU lacks; try runtime 1.2.3",
-                    "": "the engine was built for instructions this CPU lacks"},
-    signal.SIGKILL: {"": "the system may have run out of memory (see `dmesg`)"},
+    signal.SIGILL: "the engine was built for instructions this CPU lacks",
+    signal.SIGKILL: "the system may have run out of memory (see `dmesg`)",
 }
+"""What a signal that killed a runner usually means, unless its engine says better
+(Backend.death_hints)."""
 
 
-def _death(code: int | None, kind: str) -> str:
+def _death(code: int | None, engine: type[Backend]) -> str:
     """How a runner ended, in words: its exit code, or the signal that killed it and what that
     usually means for this engine."""
     if code is None or code >= 0:
@@ -292,8 +310,7 @@ def _death(code: int | None, kind: str) -> str:
         sig = signal.Signals(-code)
     except ValueError:
         return f"killed by signal {-code}"
-    hints = SIGNAL_HINTS.get(sig, {})
-    hint = hints.get(kind) or hints.get("", "")
+    hint = engine.death_hints.get(sig) or SIGNAL_HINTS.get(sig, "")
     return f"killed by {sig.name}" + (f": {hint}" if hint else "")
 
 
@@ -333,14 +350,14 @@ class _Job:
     request_id: int
     gen: Generation | None = None
     cancel: threading.Event | None = None
-    call: Callable[[], Any] | None = None
+    call: Callable[[], tuple[list[list[float]], int] | str] | None = None
 
 
 class _Engine(threading.Thread):
     """Runs the model's work on one thread: generations one at a time, or n_batch at a time in
     one forward pass; other calls (embeddings) between them."""
 
-    def __init__(self, backend: Backend, slots: int, send: Callable[[tuple[Any, ...]], None],
+    def __init__(self, backend: Backend, slots: int, send: Callable[[FromRunner], None],
                  window_s: float):
         super().__init__(name="runner-engine", daemon=True)
         self.backend, self.slots, self.send, self.window_s = backend, slots, send, window_s
@@ -356,9 +373,9 @@ class _Engine(threading.Thread):
             self.pending.append(_Job(request_id, gen, event))
             self.cond.notify_all()
 
-    def call(self, request_id: int, fn: Callable[..., Any], *args: Any) -> None:
+    def call(self, request_id: int, fn: Callable[[], tuple[list[list[float]], int] | str]) -> None:
         with self.cond:
-            self.pending.append(_Job(request_id, call=lambda: fn(*args)))
+            self.pending.append(_Job(request_id, call=fn))
             self.cond.notify_all()
 
     def cancel(self, request_id: int) -> None:
@@ -369,7 +386,7 @@ class _Engine(threading.Thread):
                 if job.request_id == request_id and job.cancel is not None:
                     self.pending.remove(job)
                     self.cancels.pop(request_id, None)
-                    self.send(("event", request_id, Done(DoneReason.CANCELLED)))
+                    self.send(Emitted(request_id, Done(DoneReason.CANCELLED)))
         if event is not None:
             event.set()
 
@@ -404,45 +421,38 @@ class _Engine(threading.Thread):
 
     def _take(self) -> list[_Job]:
         """Up to `slots` pending generations that can share a forward pass (same batch key)."""
-        key = _batch_key(self.pending[0].gen)
-        batch = [j for j in self.pending if j.call is None and _batch_key(j.gen) == key][: self.slots]
+        key = self._key(self.pending[0])
+        batch = [j for j in self.pending if j.call is None and self._key(j) == key][: self.slots]
         for job in batch:
             self.pending.remove(job)
         return batch
+
+    def _key(self, job: _Job) -> Hashable:
+        return self.backend.batch_key(job.gen) if job.gen is not None else None
 
     def _run(self, batch: list[_Job]) -> None:
         first = batch[0]
         if first.call is not None:
             try:
-                self.send(("result", first.request_id, first.call()))
+                self.send(Result(first.request_id, first.call()))
             except Exception as exc:
-                self.send(("error", first.request_id, _portable(exc)))
+                self.send(Failed(first.request_id, _portable(exc)))
             return
         if len(batch) == 1 and self.slots == 1:
             assert first.gen is not None and first.cancel is not None  # a generation job
             try:
                 for event in self.backend.generate(first.gen, first.cancel):
-                    self.send(("event", first.request_id, event))
+                    self.send(Emitted(first.request_id, event))
             except Exception as exc:
-                self.send(("error", first.request_id, _portable(exc)))
+                self.send(Failed(first.request_id, _portable(exc)))
             return
         jobs = [(j.request_id, j.gen, j.cancel) for j in batch if j.gen is not None and j.cancel is not None]
         try:
             for request_id, event in self.backend.generate_batch(jobs):
-                self.send(("event", request_id, event))
+                self.send(Emitted(request_id, event))
         except Exception as exc:
             for job in batch:
-                self.send(("error", job.request_id, _portable(exc)))
-
-
-def _batch_key(gen: Generation | None) -> tuple[Any, ...]:
-    """Requests share one rkllm_run only with the same tools and system prompt (set per handle)."""
-    import json
-
-    if gen is None:
-        return ("", "")
-    system = "\n".join(m.content for m in gen.messages or [] if m.role == "system")
-    return json.dumps(gen.tools, sort_keys=True), system
+                self.send(Failed(job.request_id, _portable(exc)))
 
 
 def _portable(exc: Exception) -> Exception:

@@ -2,7 +2,7 @@
 form describes it: `from` (an existing model) or `files` ({name: digest} of blobs uploaded with
 `/api/blobs`), and `template`, `system`, `parameters`, `messages`, `license` over it."""
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import replace
 from typing import Any
 
@@ -20,7 +20,7 @@ GO_TEMPLATE_HINT = (
     "<|im_end|>\\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\\n{% endif %}")
 
 
-def create(store: ModelStore, body: dict[str, Any]) -> Iterator[ProgressResponse]:
+def create(store: ModelStore, body: dict[str, Any]) -> Generator[ProgressResponse, None, None]:
     """Yield Ollama's create progress while the model is registered; errors before the first
     line (bad name, missing source, bad template or parameter) are raised as they are."""
     name = ModelName.parse(body.get("model") or body.get("name") or "")

@@ -1,7 +1,7 @@
 """Ollama's native API (/api/*). Each handler: parse → resolve → convert → scheduler → render."""
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,7 +110,7 @@ def pull() -> Response:
     return _progress(_counted(lines, deps.metrics), f.get("stream", bool, True))
 
 
-def _counted(lines: Iterable[ProgressResponse], metrics: Metrics) -> Iterator[ProgressResponse]:
+def _counted(lines: Iterable[ProgressResponse], metrics: Metrics) -> Generator[ProgressResponse, None, None]:
     """The pull's progress lines, its outcome counted when it ends (success, failed, cancelled)."""
     outcome = "cancelled"
     try:
@@ -125,14 +125,14 @@ def _counted(lines: Iterable[ProgressResponse], metrics: Metrics) -> Iterator[Pr
         metrics.pulls.labels(outcome).inc()
 
 
-def _progress(lines: Iterator[ProgressResponse], stream: bool) -> Response:
+def _progress(lines: Generator[ProgressResponse, None, None], stream: bool) -> Response:
     """Ollama's progress replies (pull, create): NDJSON lines, or only the last one. The first
     line is produced before the 200 goes out, so a bad request keeps its status code."""
-    lines = primed(lines)
+    started = primed(lines)
     if not stream:
-        *_, last = lines  # the final line: success, or what failed
+        *_, last = started  # the final line: success, or what failed
         return json_response(last)
-    return ndjson(lines)
+    return ndjson(started)
 
 
 @bp.route("/api/blobs/<digest>", methods=["HEAD"])

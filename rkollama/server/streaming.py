@@ -17,6 +17,7 @@ log = logging.getLogger("rkollama.server")
 JSON_TYPE = "application/json; charset=utf-8"
 NDJSON_TYPE = "application/x-ndjson"
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
 def dumps(obj: object) -> str:
@@ -45,15 +46,23 @@ def error_response(message: str, status: int) -> Response:
     return json_response({"error": message}, status)
 
 
-def primed(stream: Iterator[T]) -> Iterator[T]:
+class Closable(Protocol[T_co]):
+    """An iterator that can be told to stop early: a generator, or an EventStream."""
+
+    def __next__(self) -> T_co: ...
+
+    def __iter__(self) -> Iterator[T_co]: ...
+
+    def close(self) -> None: ...
+
+
+def primed(stream: Closable[T]) -> Iterator[T]:
     """`stream` with its first item already read: an error before any output is raised here,
     before the 200 goes out, so it keeps its status code. The stream is closed if that fails."""
     try:
         first = next(stream)
     except BaseException:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
+        stream.close()
         raise
     return itertools.chain([first], stream)
 

@@ -9,9 +9,11 @@ when no run is in flight.
 """
 
 import ctypes
+import json
 import logging
+import signal
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Hashable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any
@@ -26,7 +28,7 @@ from rkollama.backends.rkllm.tokenizer import HFTokenizer
 from rkollama.config import Settings
 from rkollama.core.fitting import PromptFitter
 from rkollama.core.parse import THINK_CLOSE, THINK_OPEN
-from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Token
+from rkollama.core.types import Done, DoneReason, Generation, JSONObject, LoadOptions, Token
 from rkollama.errors import BackendFailed, BadRequest, LoadFailed
 from rkollama.models.rkllm_section import RKLLMSection
 from rkollama.models.store import ModelSpec
@@ -68,7 +70,22 @@ class Native:
 
 class RKLLMBackend(Backend):
     kind = "rkllm"
+    title = "the NPU runtime"
     device = "npu"
+    own_npu_domain = True
+    death_hints = {signal.SIGILL: "this runtime build uses instructions this CPU lacks; try runtime 1.2.3"}
+
+    @classmethod
+    def shaping(cls, spec: ModelSpec) -> JSONObject:
+        """The RKLLM section, the platform, and the parameters: the runtime samples with what
+        it was loaded with."""
+        mf = spec.modelfile
+        return {"rkllm": mf.rkllm, "parameters": mf.parameters, "platform": mf.source.get("platform", "")}
+
+    def batch_key(self, gen: Generation) -> Hashable:
+        """The same tools and system prompt (the runtime holds them per handle)."""
+        system = "\n".join(m.content for m in gen.messages or [] if m.role == "system")
+        return json.dumps(gen.tools, sort_keys=True), system
 
     def __init__(self, spec: ModelSpec, native: Native, conversation: Conversation, rkllm: RKLLMSection,
                  context_length: int, slots: int = 1, tokenizer: HFTokenizer | None = None,
@@ -80,6 +97,7 @@ class RKLLMBackend(Backend):
         self.context_length = context_length
         self.memory_bytes = spec.size
         self.slots = slots
+        self.batch_window_s = rkllm.batch_window_ms / 1000.0
         self._rkllm = rkllm
         self._closed = False
         self.tokenizer = tokenizer
