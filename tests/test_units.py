@@ -176,6 +176,15 @@ def test_the_waitress_internals_serve_py_relies_on_are_there():
     assert "map" in inspect.signature(wasyncore.loop).parameters
     assert "total_outbufs_len" in inspect.getsource(HTTPChannel)
     assert {"add_task", "shutdown", "set_thread_count"} <= set(dir(ThreadedTaskDispatcher))
+    # body_limits.py: its own channel and parser classes, the limit read from `adj`, the chunk
+    # size announced but not yet read.
+    from waitress.parser import HTTPRequestParser
+    from waitress.receiver import ChunkedReceiver
+
+    assert HTTPChannel.parser_class is HTTPRequestParser
+    assert "self.channel_class(" in inspect.getsource(BaseWSGIServer)
+    assert "self.adj.max_request_body_size" in inspect.getsource(HTTPRequestParser.received)
+    assert "chunk_remainder" in inspect.getsource(ChunkedReceiver)
     from importlib.metadata import version
 
     assert version("waitress").startswith("3.0.")

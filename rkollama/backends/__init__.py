@@ -31,8 +31,8 @@ class EngineFactory:
         """The model's engine in a runner process of its own (RKOLLAMA_ISOLATION, the default),
         or in the daemon's process."""
         if settings.backend == "fake":
-            from rkollama.backends.fake import Script, ScriptedBackend
-            return ScriptedBackend.load(spec, opts, settings, script=Script())
+            from rkollama.backends.fake import Script, ScriptedFactory
+            return ScriptedFactory(Script())(spec, opts, settings)
         cls = engine_class(spec, settings)
         if settings.isolation:
             from rkollama.backends.runner import RunnerBackend

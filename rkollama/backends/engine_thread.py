@@ -106,9 +106,14 @@ class OnEngineThread(Backend):
              backend_cls: type[Backend] | None = None) -> "OnEngineThread":
         if backend_cls is None:
             raise LoadFailed("no engine given to load on its thread")
-        engine = EngineThread(f"engine {spec.name.display()}")
+        return cls.start(spec.name.display(), lambda: backend_cls.load(spec, opts, settings))
+
+    @classmethod
+    def start(cls, label: str, load: Callable[[], Backend]) -> "OnEngineThread":
+        """A new engine thread for `label`, and the backend `load()` returns when run on it."""
+        engine = EngineThread(f"engine {label}")
         try:
-            inner = engine.call(backend_cls.load, spec, opts, settings)
+            inner = engine.call(load)
         except BaseException:
             engine.stop()
             raise

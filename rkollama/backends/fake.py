@@ -162,7 +162,11 @@ class ScriptedFactory:
         self.script = script
 
     def __call__(self, spec: "ModelSpec", opts: LoadOptions, settings: "Settings") -> Backend:
-        return ScriptedBackend.load(spec, opts, settings, script=self.script)
+        """On an engine thread of its own, as EngineFactory runs an in-process engine."""
+        from rkollama.backends.engine_thread import OnEngineThread
+
+        return OnEngineThread.start(spec.name.display(),
+                                    lambda: ScriptedBackend.load(spec, opts, settings, script=self.script))
 
     def engine_class(self, spec: "ModelSpec", settings: "Settings") -> type[Backend]:
         return ScriptedBackend

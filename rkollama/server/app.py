@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from rkollama.errors import RkollamaError
 from rkollama.server.auth import Gate
+from rkollama.server.body_limits import too_large
 from rkollama.server.deps import Deps
 from rkollama.server.dialects import dialect_error, unexpected
 from rkollama.server.guard import RequestGuard
@@ -55,8 +56,7 @@ def _register_errors(app: Flask, max_body_bytes: int) -> None:
 
     @app.errorhandler(413)
     def _too_large(_exc: HTTPException) -> Response:
-        return dialect_error(f"request body too large (limit {max_body_bytes} bytes, "
-                              "RKOLLAMA_MAX_BODY_BYTES)", 413)
+        return dialect_error(too_large(max_body_bytes, "RKOLLAMA_MAX_BODY_BYTES"), 413)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

@@ -49,7 +49,7 @@ class Gate:
             if key is None:
                 return Refusal(401, "unauthorized: this server needs an API key "
                                     "(Authorization: Bearer KEY)")
-            if not any(hmac.compare_digest(key.encode(), known) for known in self.keys):
+            if not self.admits(headers):
                 return Refusal(401, "unauthorized: the API key is not valid")
             client = "key:" + key
         if self.rate <= 0:
@@ -59,6 +59,13 @@ class Gate:
             return Refusal(429, f"rate limit exceeded: {self.rate} requests per minute "
                                 "(RKOLLAMA_RATE_LIMIT)", max(1, math.ceil(wait)))
         return None
+
+    def admits(self, headers: "HeaderMap") -> bool:
+        """The request presents a valid key, or none is needed (no rate limit counted)."""
+        if not self.keys:
+            return True
+        key = presented_key(headers)
+        return key is not None and any(hmac.compare_digest(key.encode(), known) for known in self.keys)
 
     def _take(self, client: str) -> float:
         """Seconds until `client` may send again; 0 after taking one request from its bucket."""

@@ -47,9 +47,11 @@ def create_server(app: "Flask", settings: "Settings", host: str, port: int) -> A
     """Waitress configured for a daemon that many clients hold open connections to."""
     import waitress
 
+    from rkollama.server.auth import Gate
+    from rkollama.server.body_limits import channel_class
     from rkollama.server.dispatch import LaneDispatcher
 
-    return waitress.create_server(
+    server = waitress.create_server(
         app, host=host, port=port,
         _dispatcher=LaneDispatcher(settings.max_queue + settings.http_threads),
         # Lets a waiting request notice that its client went away (waitress.client_disconnected).
@@ -57,10 +59,13 @@ def create_server(app: "Flask", settings: "Settings", host: str, port: int) -> A
         connection_limit=settings.max_connections,
         channel_timeout=settings.connection_timeout,
         asyncore_use_poll=True,  # select() stops at 1024 descriptors
-        # Waitress spools bodies to disk; Flask refuses JSON bodies over max_body_bytes in the
-        # dialect's shape, and only /api/blobs takes more (a model file).
-        max_request_body_size=max(4 * settings.max_body_bytes, settings.max_blob_bytes),
+        # The most any request may send; each request's own limit is body_limits' decision.
+        max_request_body_size=max(settings.max_body_bytes, settings.max_blob_bytes) + 1,
         ident="rkollama", clear_untrusted_proxy_headers=True)
+    # Each body is bounded while Waitress reads it, before the app's key check (body_limits.py).
+    server.channel_class = channel_class(Gate(settings.api_key, 0), settings.max_body_bytes,
+                                         settings.max_blob_bytes)
+    return server
 
 
 def run(settings: "Settings") -> None:
