@@ -11,8 +11,15 @@ from rkollama.errors import BadRequest
 MAX_DEPTH = 64
 """Deepest nesting of arrays and objects a request may have (tool and format schemas included):
 deeper documents are refused before anything recurses over them."""
+MAX_CONTAINERS = 50_000
+"""Most arrays and objects in one body. Decoded, each costs Python 60–250 bytes: a body of
+tiny objects (`[{}, {}, …]`, 100,000 one-word messages) would otherwise cost 16 times its size
+in memory; no conversation a board can hold has this many messages."""
+MAX_VALUES = 300_000
+"""Most JSON values (strings, numbers, …) in one body, for the same reason (a `context` of token
+ids, the longest list a client sends, is at most a window long)."""
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_STRUCTURE = re.compile(rb'\\.|["\[\]{}]', re.DOTALL)  # an escape pair, a quote or a bracket
+_STRUCTURE = re.compile(rb'\\.|["\[\]{},]', re.DOTALL)  # an escape pair, a quote, a bracket, a comma
 
 _GO_TYPES = {bool: "bool", str: "string", list: "array", dict: "object", int: "number", float: "number"}
 
@@ -21,7 +28,7 @@ def parse_body(raw: bytes) -> JSONObject:
     """Decode a request body; empty → `missing request body`; non-object JSON → 400."""
     if not raw or not raw.strip():
         raise BadRequest("missing request body")
-    _check_depth(raw)
+    _check_shape(raw)
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -35,11 +42,12 @@ def parse_body(raw: bytes) -> JSONObject:
     return cast(JSONObject, body)
 
 
-def _check_depth(raw: bytes) -> None:
-    """Refuse nesting deeper than MAX_DEPTH, counting brackets outside strings, in one pass."""
-    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
-        return
-    depth = 0
+def _check_shape(raw: bytes) -> None:
+    """Refuse, before decoding, nesting deeper than MAX_DEPTH and more than MAX_CONTAINERS arrays
+    and objects or MAX_VALUES values, counting brackets and commas outside strings in one pass."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH and raw.count(b",") < MAX_VALUES:
+        return  # none of the limits can be reached: no scan
+    depth = containers = values = 0
     in_string = False
     for match in _STRUCTURE.finditer(raw):
         token = match.group()
@@ -48,12 +56,20 @@ def _check_depth(raw: bytes) -> None:
                 in_string = False
         elif token == b'"':
             in_string = True
+        elif token == b",":
+            values += 1
         elif token in (b"[", b"{"):
             depth += 1
+            containers += 1
             if depth > MAX_DEPTH:
                 raise BadRequest(f"invalid JSON: nested deeper than {MAX_DEPTH} levels")
         elif token in (b"]", b"}"):
             depth -= 1
+    if containers > MAX_CONTAINERS:
+        raise BadRequest(f"request too large: {containers} JSON arrays and objects "
+                         f"(at most {MAX_CONTAINERS})")
+    if values >= MAX_VALUES:
+        raise BadRequest(f"request too large: more than {MAX_VALUES} JSON values")
 
 
 def _replace_lone_surrogates(value: Any) -> Any:

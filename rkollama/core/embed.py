@@ -2,6 +2,17 @@
 
 import math
 
+from rkollama.errors import BadRequest
+
+MAX_INPUTS = 2048
+"""Most texts one embedding request may carry (OpenAI's own limit): the answer is one vector of
+the model's width per text, so the count decides the reply's size and the engine's time."""
+
+
+def check_inputs(texts: list[str]) -> None:
+    if len(texts) > MAX_INPUTS:
+        raise BadRequest(f"too many inputs: {len(texts)} (at most {MAX_INPUTS} texts per request)")
+
 
 def normalise(vector: list[float]) -> list[float]:
     norm = math.sqrt(sum(x * x for x in vector))

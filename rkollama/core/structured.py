@@ -46,17 +46,23 @@ is that long (a 1e9 minLength made the CPU runner grow past 3 GB before a token)
 MAX_SCHEMA_ENUM = 2_000
 """Most `enum` and `const` values in one schema altogether (100,000 took the grammar builder past
 60 s)."""
+MAX_SCHEMA_NODES = 5_000
+"""Most subschemas in one schema (properties, items, alternatives…): each is a grammar rule and
+a validation step (100,000 properties took 20 s before any engine work)."""
 _COUNTS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties",
            "minContains", "maxContains")
 
 
 def cost_fault(schema: object) -> str | None:
     """A schema whose grammar would be unbounded work: counts past MAX_SCHEMA_COUNT, enums past
-    MAX_SCHEMA_ENUM values. Checked before any engine work, in milliseconds."""
+    MAX_SCHEMA_ENUM values, more than MAX_SCHEMA_NODES subschemas. Checked before any engine
+    work, in milliseconds."""
     from rkollama.core.schema_refs import subschemas
 
     values = 0
-    for node in subschemas(schema):
+    for nodes, node in enumerate(subschemas(schema), start=1):
+        if nodes > MAX_SCHEMA_NODES:
+            return f"format has more than {MAX_SCHEMA_NODES} subschemas"
         for key in _COUNTS:
             count = node.get(key)
             if isinstance(count, (int, float)) and not isinstance(count, bool) and count > MAX_SCHEMA_COUNT:

@@ -3,6 +3,7 @@ endpoints word a missing one, then the scheduler's embedding."""
 
 from flask import g
 
+from rkollama.core.embed import check_inputs
 from rkollama.core.request import effective_options, load_options
 from rkollama.server.deps import deps, disconnected
 from rkollama.server.pipeline import load
@@ -14,6 +15,7 @@ def embed(model: str, texts: list[str], truncate: bool, options: object,
     from rkollama.errors import ModelNotFound
 
     g.model = model
+    check_inputs(texts)  # before the model is looked up: a size refusal costs nothing
     try:
         spec = deps().store.resolve(model)
     except ModelNotFound:

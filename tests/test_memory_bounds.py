@@ -1,0 +1,70 @@
+"""One request's memory is bounded by a documented formula (docs/security.md): the daemon's peak
+resident memory grows by at most BODY_FACTOR × RKOLLAMA_MAX_BODY_BYTES + FIXED_BYTES for any
+body, however its bytes are shaped. Measured from /proc (VmHWM, the peak resident set) of a
+real `rkollama serve` with the scripted engine, so only the daemon's own work is counted."""
+
+import json
+import sys
+
+import pytest
+import requests
+
+from tests.helpers import register_fake, start_daemon
+
+LIMIT = 8 * 1024 * 1024
+BODY_FACTOR = 5
+FIXED_BYTES = 64 * 1024 * 1024
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+def _peak(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def _chat(messages):
+    return {"model": "tiny", "stream": False, "messages": messages}
+
+
+HOSTILE = {
+    # a body of the largest shapes the limits let through, and some they refuse after decoding
+    "one huge string": ("/api/chat", _chat([{"role": "user", "content": "x" * (LIMIT - 200)}])),
+    "as many tiny messages as allowed": ("/api/chat", _chat([{"role": "user", "content": "ab"}] * 49_000)),
+    "as many values as allowed": ("/api/embed", {"model": "tiny", "input": ["ab"] * 290_000}),
+    "a context of token ids": ("/api/generate", {"model": "tiny", "stream": False, "prompt": "x",
+                                                 "context": [123456] * 290_000}),
+    "too many objects": ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "a"}] * 200_000}),
+    "too many values": ("/v1/embeddings", {"model": "tiny", "input": ["ab"] * 1_000_000}),
+    "a schema of many properties": ("/api/chat", dict(_chat([{"role": "user", "content": "a"}]), format={
+        "type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(40_000)}})),
+}
+
+
+def test_one_requests_peak_memory_in_the_daemon_is_bounded_by_the_body_limit(tmp_path):
+    from rkollama.models.store import ModelStore
+
+    store = ModelStore(tmp_path / "models")
+    store.prepare()
+    register_fake(store, "tiny")
+    process, url = start_daemon({"RKOLLAMA_BACKEND": "fake", "RKOLLAMA_MODELS": str(tmp_path / "models"),
+                                 "RKOLLAMA_MAX_BODY_BYTES": str(LIMIT)}, tmp_path / "daemon.log")
+    try:
+        assert requests.post(f"{url}/api/chat", json=_chat([{"role": "user", "content": "hi"}]),
+                             timeout=30).status_code == 200
+        base = _peak(process.pid)
+        bound = BODY_FACTOR * LIMIT + FIXED_BYTES
+        for label, (path, body) in HOSTILE.items():
+            data = json.dumps(body).encode()
+            assert len(data) <= LIMIT, label
+            reply = requests.post(url + path, data=data, headers={"Content-Type": "application/json"},
+                                  timeout=120)
+            assert reply.status_code in (200, 400), (label, reply.text[:200])
+            grown = _peak(process.pid) - base
+            assert grown <= bound, f"{label}: the daemon grew {grown / 1e6:.0f} MB (bound {bound / 1e6:.0f} MB)"
+    finally:
+        process.terminate()
+        process.wait(10)
