@@ -152,6 +152,10 @@ class Settings:
     load_timeout: str = setting(("RKOLLAMA_LOAD_TIMEOUT", "OLLAMA_LOAD_TIMEOUT"), "5m",
         "How long a model may take to load before its runner is stopped (duration; 0 = no limit)",
         kind="duration")
+    stall_timeout: str = setting(("RKOLLAMA_STALL_TIMEOUT",), "5m",
+        "How long a generating engine may send nothing (no token; the CPU engine also reports each "
+        "prefill batch) before its runner is stopped and the request fails (duration; 0 = no limit)",
+        kind="duration")
     max_loaded_models: int = setting(("RKOLLAMA_MAX_LOADED_MODELS", "OLLAMA_MAX_LOADED_MODELS"), "1",
         "Models resident at once; the least recently used idle one is unloaded first",
         kind="int", low=1)

@@ -448,6 +448,8 @@ class Stream:
             # Log-probabilities travel beside the text: stops and parsers regroup the text,
             # and the next token that leaves the stream carries what accumulated.
             for item in items:
+                if isinstance(item, Token) and not item.text and not item.logprobs:
+                    continue  # an engine's sign of work (a prefill batch done), not output
                 if isinstance(item, Token) and item.logprobs:
                     self._logprobs.extend(item.logprobs)
                     item = replace(item, logprobs=())
@@ -524,5 +526,9 @@ def _key(spec: "ModelSpec", engine: "type[Backend]") -> str:
     shaping: dict[str, Any] = {"template": mf.template, "tokenizer": str(spec.tokenizer_path or ""),
                                **engine.shaping(spec)}
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return f"{spec.model_path}#{digest}"
+    try:  # a blob rewritten in place (a pull that repaired damaged weights) is a new file
+        inode = spec.model_path.stat().st_ino
+    except OSError:
+        inode = 0
+    return f"{spec.model_path}@{inode}#{digest}"
 

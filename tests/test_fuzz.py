@@ -156,3 +156,60 @@ def test_the_daemon_still_answers_normally_after_the_fuzzing(daemon):
     url, session = daemon
     reply = session.post(f"{url}/api/chat", json=VALID["/api/chat"], timeout=10)
     assert reply.status_code == 200 and reply.json()["message"]["content"] == "hi"
+
+
+# Shapes whose size the request decides (issue: costs bounded before the work starts): huge
+# counts in schema keywords, huge enums and property maps, huge message lists, contexts and
+# input lists. Each is answered (an answer, or a 4xx refusing it) quickly, never a 5xx.
+COUNT_KEYS = ["minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties",
+              "minContains", "maxContains"]
+MESSAGE = {"role": "user", "content": "a"}
+
+
+def _huge_body(kind: str, n: int) -> tuple[str, dict]:
+    if kind == "count":
+        return "/api/chat", dict(VALID["/api/chat"], format={"type": "string", COUNT_KEYS[n % 8]: n})
+    if kind == "enum":
+        return "/api/chat", dict(VALID["/api/chat"], format={"enum": list(range(n % 60_000))})
+    if kind == "properties":
+        return "/api/chat", dict(VALID["/api/chat"], format={
+            "type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(n % 60_000)}})
+    if kind == "messages":
+        return "/v1/chat/completions", {"model": "tiny", "messages": [MESSAGE] * (1 + n % 120_000)}
+    if kind == "anthropic":
+        return "/v1/messages", {"model": "tiny", "max_tokens": 4, "messages": [MESSAGE] * (1 + n % 120_000)}
+    if kind == "context":
+        return "/api/generate", dict(VALID["/api/generate"], context=[n % 49_152] * (n % 400_000))
+    return "/api/embed", {"model": "tiny", "input": ["ab"] * (n % 20_000)}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(kind=st.sampled_from(["count", "enum", "properties", "messages", "anthropic", "context", "embed"]),
+       n=st.integers(min_value=0, max_value=10**12))
+def test_huge_counts_are_answered_or_refused_quickly(daemon, kind, n):
+    import time
+
+    url, session = daemon
+    path, body = _huge_body(kind, n)
+    started = time.monotonic()
+    reply = session.post(url + path, data=json.dumps(body).encode(), timeout=60,
+                         headers={"Content-Type": "application/json"})
+    check(reply)
+    if reply.status_code in (400, 413):
+        assert time.monotonic() - started < 10, (kind, n, reply.text[:200])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(size=st.integers(min_value=(1 << 20) + 1, max_value=2**64 - 1))
+def test_huge_announced_chunk_sizes_are_refused_at_once(daemon, size):
+    import socket
+    import time
+
+    url, _ = daemon
+    host, port = url.split("//")[1].split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + f"{size:x}\r\n".encode())
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413") and time.monotonic() - started < 5, answer[:200]

@@ -291,3 +291,33 @@ def test_a_new_system_prompt_with_the_same_tools_reaches_the_runtime(npu):
         client.chat(model="qwen-npu", tools=TOOLS, messages=[
             {"role": "system", "content": system}, {"role": "user", "content": "__tool__ weather?"}])
         assert last()["tools"][0] == system
+
+
+def test_a_runtime_that_stops_calling_back_is_stopped_and_the_model_reloads(fake_runtime, tmp_path,
+                                                                             monkeypatch):
+    """A wedged NPU (rkllm_run neither calls back nor returns, nor heeds an abort): after
+    RKOLLAMA_STALL_TIMEOUT the request fails, its runner is killed, and the next request loads
+    the model again and is answered."""
+    wedged = tmp_path / "wedged"
+    wedged.touch()
+    monkeypatch.setenv("FAKE_RKLLM_RUN_HANG", str(wedged))
+    models = tmp_path / "npu-models"
+    register_fake(ModelStore(models), "plain-npu",
+                  source={"path": "model.rkllm", "format": "rkllm", "platform": "rk3588"})
+    settings = Settings.from_env({}, models=models, rkllm_lib=str(fake_runtime["1.3.1"]),
+                                 platform="rk3588", stall_timeout="2s")
+    app, scheduler = build(settings)
+    server = ThreadServer(app)
+    try:
+        started = time.monotonic()
+        reply = requests.post(f"{server.url}/api/generate", json={
+            "model": "plain-npu", "prompt": "hello", "stream": False}, timeout=60)
+        assert reply.status_code == 500 and "stopped answering" in reply.json()["error"]
+        assert time.monotonic() - started < 20
+        wedged.unlink()
+        again = requests.post(f"{server.url}/api/generate", json={
+            "model": "plain-npu", "prompt": "after", "stream": False}, timeout=60)
+        assert again.status_code == 200 and again.json()["response"] == "after"
+    finally:
+        server.close()
+        scheduler.shutdown()

@@ -288,3 +288,19 @@ def test_a_slow_unload_never_holds_the_scheduler(scheduler, store, script, monke
     release.set()
     other.join(5)
     assert [name for name, _ in script.loads] == ["tiny:latest", "other:7b"] and closes_reach(script, 1)
+
+
+def test_weights_rewritten_in_place_are_loaded_afresh(scheduler, store, script):
+    """A pull that repairs a damaged blob writes a new file at the same path: the engine that
+    mapped the damaged one must not keep answering."""
+    import os
+
+    spec = store.resolve("tiny")
+    drain(scheduler.submit(spec, gen(), LoadOptions()))
+    fresh = spec.model_path.with_suffix(".repaired")
+    fresh.write_bytes(spec.model_path.read_bytes())
+    os.replace(fresh, spec.model_path)
+    drain(scheduler.submit(store.resolve("tiny"), gen(), LoadOptions()))
+    assert len(script.loads) == 2
+    drain(scheduler.submit(store.resolve("tiny"), gen(), LoadOptions()))
+    assert len(script.loads) == 2  # and only once

@@ -7,7 +7,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -114,11 +114,12 @@ class LlamaCppBackend(Backend):
         """The whole prompt text (no truncation), for `_debug_render_only`."""
         return self.fitter.whole_text(gen)
 
-    def _prefill(self, tokens: list[int], cancel: threading.Event) -> bool:
+    def _prefill(self, tokens: list[int], cancel: threading.Event) -> Generator[Token, None, bool]:
         """Evaluate the prompt up to its last n_batch chunk, one chunk at a time, checking
         `cancel` between chunks and reusing the prefix already in the KV cache; False when
         cancelled. llama.cpp's own generate() then evaluates the last chunk (which yields the
-        logits to sample from), so a short prompt costs no extra forward pass."""
+        logits to sample from), so a short prompt costs no extra forward pass. Each chunk done
+        yields an empty Token: the runner's stall watchdog hears the engine is working."""
         llm = self.llm
         cached = 0
         for a, b in zip(llm.input_ids[: llm.n_tokens], tokens[: len(tokens) - 1], strict=False):
@@ -133,6 +134,7 @@ class LlamaCppBackend(Backend):
             if cancel.is_set():
                 return False
             llm.eval(tokens[start:start + llm.n_batch])
+            yield Token("")
         return not cancel.is_set()
 
     def generate(self, gen: Generation, cancel: threading.Event) -> Iterator[Token | Done]:
@@ -151,7 +153,7 @@ class LlamaCppBackend(Backend):
         start = time.perf_counter()
         try:
             while run.reason is None:
-                room = self._next_window(run, cancel)
+                room = yield from self._next_window(run, cancel)
                 if room > 0:
                     yield from self._decode(run, room, gen, grammar, decoder, cancel)
         except (RuntimeError, ValueError) as exc:
@@ -164,7 +166,7 @@ class LlamaCppBackend(Backend):
         yield Done(run.reason, len(tokens), (first - start) * 1000.0, run.produced, (end - first) * 1000.0,
                    tuple(run.window))
 
-    def _next_window(self, run: "_Run", cancel: threading.Event) -> int:
+    def _next_window(self, run: "_Run", cancel: threading.Event) -> Generator[Token, None, int]:
         """Make room in the window (shifting it when allowed) and prefill it; how many tokens
         may be decoded before the next look, or 0 with `run.reason` set when the answer ends."""
         if run.produced >= run.limit:
@@ -176,7 +178,7 @@ class LlamaCppBackend(Backend):
                 return 0
             discard = max(1, (len(run.window) - run.keep) // 2)  # always room for one more
             run.window = run.window[:run.keep] + run.window[run.keep + discard:]
-        if not self._prefill(run.window, cancel):
+        if not (yield from self._prefill(run.window, cancel)):
             run.reason = DoneReason.CANCELLED
             return 0
         return min(self.n_ctx - len(run.window), run.limit - run.produced)

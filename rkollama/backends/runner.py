@@ -70,6 +70,8 @@ class RunnerBackend(Backend):
         self.context_length, self.memory_bytes = facts.context_length, facts.memory_bytes
         self.slots, self.batch_window_s = facts.slots, facts.batch_window_s
         self.dead = False
+        self.stall_s: float | None = None
+        """Seconds a generation may hear nothing from the runner before it is stopped."""
         self._ids = 0
         self._lock = threading.Lock()       # sending, ids, inboxes
         self._inboxes: dict[int, queue.Queue[FromRunner | None]] = {}
@@ -91,7 +93,7 @@ class RunnerBackend(Backend):
                               name=f"rkollama-runner {label}", daemon=True)
         process.start()
         child.close()
-        limit = _load_timeout(settings)
+        limit = _seconds(settings.load_timeout)
         if not parent.poll(limit):
             process.kill()
             process.join(5)
@@ -111,7 +113,9 @@ class RunnerBackend(Backend):
             raise answer.error
         log.info("loaded %s in runner process %s (%s, context %s)", label, process.pid,
                  answer.facts.kind, answer.facts.context_length)
-        return cls(process, parent, answer.facts, label, backend_cls)
+        backend = cls(process, parent, answer.facts, label, backend_cls)
+        backend.stall_s = _seconds(settings.stall_timeout)
+        return backend
 
     # -- the pipe ----------------------------------------------------------------------------------
     def _read(self) -> None:
@@ -174,6 +178,7 @@ class RunnerBackend(Backend):
     def generate(self, gen: Generation, cancel: threading.Event) -> Iterator[Token | Done]:
         request_id, inbox = self._open(lambda rid: Generate(rid, gen))
         cancelled = finished = False
+        heard = time.monotonic()
         try:
             while True:
                 if cancel.is_set() and not cancelled:
@@ -182,7 +187,13 @@ class RunnerBackend(Backend):
                 try:
                     message = inbox.get(timeout=POLL_S)
                 except queue.Empty:
+                    if self.stall_s is not None and time.monotonic() - heard > self.stall_s:
+                        finished = True
+                        raise self._stalled() from None
                     continue
+                heard = time.monotonic()
+                if isinstance(message, Emitted) and message.event == Token(""):
+                    continue  # the engine is working (a prefill batch done): nothing to pass on
                 finished = not isinstance(message, Emitted) or isinstance(message.event, Done)
                 if not isinstance(message, Emitted):
                     raise self._failure(message)
@@ -214,6 +225,17 @@ class RunnerBackend(Backend):
         if not isinstance(message, Result):
             raise self._failure(message)
         return message.value
+
+    def _stalled(self) -> BackendFailed:
+        """The engine sent nothing for `stall_s`: its runner is stopped (a wedged NPU or engine
+        never frees the model otherwise) and the next request loads the model again."""
+        log.error("runner for %s sent nothing for %ss while generating: stopping it (RKOLLAMA_STALL_TIMEOUT)",
+                  self.label, self.stall_s)
+        self.dead = True
+        self.process.kill()
+        return BackendFailed(f"{self.engine.title} stopped answering ({self.stall_s:g} s without a token, "
+                             "RKOLLAMA_STALL_TIMEOUT): its runner was stopped and the model will be "
+                             "loaded again on the next request")
 
     def _failure(self, message: FromRunner | None) -> Exception:
         """What to raise for an answer that is not the one asked for: the runner's error, or its
@@ -327,11 +349,11 @@ def _log_to_stderr(settings: "Settings") -> None:
     root.setLevel(logging.DEBUG if settings.debug else logging.INFO)
 
 
-def _load_timeout(settings: "Settings") -> float | None:
-    """OLLAMA_LOAD_TIMEOUT in seconds; None for no limit (0, negative or "forever")."""
+def _seconds(duration: str) -> float | None:
+    """A duration setting in seconds; None for no limit (0, negative or "forever")."""
     from rkollama.durations import parse_keep_alive
 
-    seconds = parse_keep_alive(settings.load_timeout)
+    seconds = parse_keep_alive(duration)
     return None if seconds <= 0 or seconds == float("inf") else seconds
 
 

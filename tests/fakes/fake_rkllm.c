@@ -698,6 +698,12 @@ int rkllm_run(LLMHandle handle, RKLLMInput *input, RKLLMInferParam *infer_params
     FakeHandle *h = handle;
     if (!h || !input || !h->callback) return -1;
     record_run(h, input, infer_params, userdata);
+    /* FAKE_RKLLM_RUN_HANG=FILE: while FILE exists, a run never calls back and never returns (a
+       wedged NPU); an abort does not end it either. */
+    const char *hang = getenv("FAKE_RKLLM_RUN_HANG");
+    if (hang && *hang && access(hang, F_OK) == 0) {
+        for (;;) sleep(1);
+    }
     RunJob job = {h, input, infer_params, userdata, h->param.extend_param.n_batch > 1 ? h->param.extend_param.n_batch : 1, 0};
     h->abort_flag = 0;
     h->running = 1;
