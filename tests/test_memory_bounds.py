@@ -68,3 +68,53 @@ def test_one_requests_peak_memory_in_the_daemon_is_bounded_by_the_body_limit(tmp
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.mark.live
+def test_the_runners_peak_memory_is_fixed_at_load_and_a_request_adds_at_most_the_body_formula():
+    """The CPU engine's runner: what a request adds to its peak, past what loading the model took
+    (weights, the KV cache of num_ctx tokens, compute buffers), is within the same formula."""
+    import shutil
+
+    from tests.helpers import start_smollm2_daemon
+
+    process, url, _, workdir = start_smollm2_daemon("rkollama-memory-", 2,
+                                                    RKOLLAMA_MAX_BODY_BYTES=str(LIMIT))
+    try:
+        assert requests.post(f"{url}/api/generate", json={"model": "smollm2:135m", "prompt": "hi",
+                                                          "stream": False, "options": {"num_predict": 2}},
+                             timeout=120).status_code == 200
+        runner = _runner_of(process.pid)
+        loaded = _peak(runner)
+        daemon_base = _peak(process.pid)
+        long = ("lorem ipsum dolor " * (LIMIT // 18))[:LIMIT - 1024]  # a prompt of the whole limit
+        reply = requests.post(f"{url}/api/chat", timeout=600, json={
+            "model": "smollm2:135m", "stream": False, "options": {"num_predict": 2},
+            "messages": [{"role": "user", "content": long}]})
+        assert reply.status_code == 200, reply.text[:200]
+        bound = BODY_FACTOR * LIMIT + FIXED_BYTES
+        assert _peak(runner) - loaded <= bound
+        assert _peak(process.pid) - daemon_base <= bound
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _runner_of(pid: int) -> int:
+    """The daemon's runner process (its child running the engine)."""
+    import os
+
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmd:
+                command = cmd.read()
+        except OSError:
+            continue
+        if parent == pid and b"spawn_main" in command:  # not the resource tracker
+            return int(entry)
+    raise AssertionError("no runner process")
