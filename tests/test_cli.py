@@ -358,8 +358,8 @@ def test_repl_keeps_a_history_file_and_loads_and_saves_models(fake_server, scrip
     assert term.wait() == 0
     saved = store.resolve("pirate").modelfile
     assert saved.system == "Be a pirate."
-    assert saved.messages == [{"role": "user", "content": "hello other"},
-                              {"role": "assistant", "content": "hello other"}]
+    assert [(m.role, m.content) for m in saved.messages] == [("user", "hello other"),
+                                                            ("assistant", "hello other")]
     history = (Path(os.environ["HOME"]) / ".rkollama" / "history").read_text()
     assert "hello other" in history and "/save pirate" in history
 

@@ -101,7 +101,7 @@ LICENSE MIT
     mf = store.resolve("mine").modelfile
     assert mf.parameters["temperature"] == 0.2 and mf.parameters["stop"] == ["<|end|>", "<|user|>"]
     assert mf.system == "You are\na pirate." and mf.license == "MIT"
-    assert mf.messages == [{"role": "user", "content": "Ahoy?"}, {"role": "assistant", "content": "Arr!"}]
+    assert [(m.role, m.content) for m in mf.messages] == [("user", "Ahoy?"), ("assistant", "Arr!")]
     assert mf.template.startswith("{% for m in messages %}")
 
 

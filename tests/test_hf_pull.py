@@ -197,11 +197,11 @@ def test_rkollama_run_qwen3_on_a_board_pulls_the_npu_model_and_answers_from_it(
         assert result.returncode == 0, result.stderr
         assert json.loads(record.read_text())["runs"] >= 1  # answered by the NPU engine
         spec = ModelStore(tmp_path / "models").resolve("qwen3")
-        assert spec.format == "rkllm" and spec.modelfile.source["revision"] != "main"
+        assert spec.format == "rkllm" and spec.modelfile.source.revision != "main"
         assert spec.model_path.read_bytes() == files[f"{NPU_REPO}/{NPU_FILE}"]
-        assert spec.modelfile.source["sha256"] == sha(files[f"{NPU_REPO}/{NPU_FILE}"])
+        assert spec.modelfile.source.sha256 == sha(files[f"{NPU_REPO}/{NPU_FILE}"])
         # The conversion allows 16k tokens of context (its repository's name), not Qwen3's 40960.
-        assert spec.modelfile.details["context_length"] == 16384
+        assert spec.modelfile.details.context_length == 16384
         # The repository's chat template renders the conversation; the runtime's is emptied.
         assert spec.modelfile.template == QWEN_TEMPLATE
         assert {"thinking", "tools"} <= set(spec.capabilities)

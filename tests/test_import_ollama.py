@@ -58,8 +58,8 @@ def test_import_registers_ollamas_models_without_copying_weights(tmp_path, smoll
     assert spec.model_path.stat().st_ino == gguf.stat().st_ino  # a hard link, not a copy
     mf = spec.modelfile
     assert mf.system == "You are a pirate." and mf.parameters == {"temperature": 0.3, "stop": ["<|im_end|>"]}
-    assert mf.messages == [{"role": "user", "content": "Ahoy"}] and mf.template == "builtin"
-    assert mf.details["family"] == "llama" and mf.model_info["llama.block_count"] == 30
+    assert [(m.role, m.content) for m in mf.messages] == [("user", "Ahoy")] and mf.template == "builtin"
+    assert mf.details.family == "llama" and mf.model_info["llama.block_count"] == 30
     again = subprocess.run([sys.executable, "-m", "rkollama", "import-ollama", "--from", str(root)],
                            env=env, capture_output=True, text=True, timeout=120)
     assert "exists" in again.stdout

@@ -109,11 +109,11 @@ def parse_yaml(path: Path, name: str) -> Parsed:
     wanted = tag if tag.lower() in {str(t).lower() for t in family.data["tags"]} else family.default_tag()
     entry = family.entry(str(wanted), "cpu") or next(
         (e for p in NPU_ENGINE_PLATFORMS if (e := family.entry(str(wanted), p)) is not None), None)
-    if entry is None or "path" not in entry.source:
+    if entry is None or not entry.source.path:
         raise BadRequest(f"{path}: tag {wanted} has no local `path` source; a YAML Modelfile that "
                          "downloads its model belongs in RKOLLAMA_MODELFILES, then `rkollama pull "
                          f"{family.name}:{wanted}`")
-    upload = Path(entry.source["path"])
+    upload = Path(entry.source.path)
     if not upload.is_file():
         raise BadRequest(f"{path}: the source file {upload} does not exist")
     parsed = Parsed(upload=upload)
@@ -126,7 +126,7 @@ def parse_yaml(path: Path, name: str) -> Parsed:
     if entry.parameters:
         body["parameters"] = dict(entry.parameters)
     if entry.messages:
-        body["messages"] = list(entry.messages)
+        body["messages"] = [m.model_dump() for m in entry.messages]
     return parsed
 
 

@@ -73,7 +73,7 @@ class LlamaCppBackend(Backend):
         finally:
             probe.close()
         n_ctx = opts.num_ctx or settings.context_length
-        train_ctx = shape.train_ctx or spec.modelfile.details.get("context_length") or 0
+        train_ctx = shape.train_ctx or spec.modelfile.details.context_length
         if train_ctx:
             n_ctx = min(n_ctx, train_ctx)
         _check_memory(spec, shape, n_ctx)

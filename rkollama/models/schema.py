@@ -1,9 +1,10 @@
 """The YAML Modelfile schema as pydantic models: strict types, no unknown keys, and the
 checks across keys (one kind of source, a sha256 of 64 hex digits, known capabilities).
 
-Validation only: a Modelfile is kept as the plain mapping it was written as (the store's JSON,
-family files merged tag by tag), and `validate()` returns it with Ollama parameters typed.
-Errors are one line that names the key (`tags.1b.sources.cpu.sha256: …`).
+A family file is validated and kept as the mapping it was written as (its tags are merged key
+by key, `validate()` returns it with Ollama parameters typed); one flattened `name:tag` is an
+`Entry`, which models/modelfile.Modelfile is: these classes are the only declaration of a
+Modelfile's keys. Errors are one line that names the key (`tags.1b.sources.cpu.sha256: …`).
 """
 
 from typing import Any, Literal
@@ -76,6 +77,16 @@ class EntrySource(_SourceFields):
 
     platform: str = ""
     """The platform this source was chosen for."""
+
+    def file_format(self) -> str:
+        """"gguf" or "rkllm": as written, else as the source implies (a Hugging Face source is
+        chosen at pull time: the .rkllm on an NPU platform, a GGUF on the CPU)."""
+        if "format" in self.model_fields_set:
+            return self.format
+        if self.hf:
+            return "gguf" if (self.platform or "cpu") == "cpu" else "rkllm"
+        names = [self.url, self.path] + (self.pypi.files if self.pypi else [])
+        return "rkllm" if any(name.endswith(".rkllm") for name in names) else "gguf"
 
 
 class Details(_Strict):

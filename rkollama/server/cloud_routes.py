@@ -62,9 +62,8 @@ def recommendations() -> Response:
     entries = []
     for name, entry in here.catalog.offered(here.platform):
         item: dict[str, str | int] = {"model": name, "description": entry.description}
-        context = entry.details.get("context_length")
-        if isinstance(context, int) and context > 0:
-            item["context_length"] = context
+        if entry.details.context_length > 0:
+            item["context_length"] = entry.details.context_length
         entries.append(item)
     return json_response({"recommendations": entries})
 

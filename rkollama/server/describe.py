@@ -16,19 +16,26 @@ from rkollama.scheduler import LoadedModel
 
 def details(spec: ModelSpec) -> wire.ModelDetails:
     d = spec.modelfile.details
-    family = d.get("family", "")
-    out: wire.ModelDetails = {"parent_model": "", "format": d.get("format") or spec.format, "family": family,
-           "families": [family] if family else [],
-           "parameter_size": d.get("parameter_size", ""),
-           "quantization_level": d.get("quantization_level", "")}
+    family = d.family
+    out: wire.ModelDetails = {"parent_model": "", "format": d.format or spec.format, "family": family,
+                              "families": [family] if family else [],
+                              "parameter_size": d.parameter_size,
+                              "quantization_level": d.quantization_level}
     # Both lengths, as Ollama reports them: the Modelfile's, else the model file's header.
     info = spec.modelfile.model_info
     arch = info.get("general.architecture", "")
-    for key in ("context_length", "embedding_length"):
-        value = d.get(key) or info.get(f"{arch}.{key}")
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            out[key] = value
+    context = d.context_length or _positive(info.get(f"{arch}.context_length"))
+    if context:
+        out["context_length"] = context
+    embedding = d.embedding_length or _positive(info.get(f"{arch}.embedding_length"))
+    if embedding:
+        out["embedding_length"] = embedding
     return out
+
+
+def _positive(value: object) -> int:
+    """A header's length when it is a positive integer, else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def list_entry(spec: ModelSpec) -> wire.ListModel:
@@ -62,14 +69,14 @@ def _model_info(spec: ModelSpec) -> dict[str, Any]:
     if spec.modelfile.model_info:
         return dict(spec.modelfile.model_info)
     d = spec.modelfile.details
-    arch = d.get("family", "")
-    info = {}
+    arch = d.family
+    info: dict[str, Any] = {}
     if arch:
         info["general.architecture"] = arch
-        if d.get("context_length"):
-            info[f"{arch}.context_length"] = d["context_length"]
-        if d.get("embedding_length"):
-            info[f"{arch}.embedding_length"] = d["embedding_length"]
+        if d.context_length:
+            info[f"{arch}.context_length"] = d.context_length
+        if d.embedding_length:
+            info[f"{arch}.embedding_length"] = d.embedding_length
     return info
 
 
@@ -115,7 +122,7 @@ def modelfile_text(spec: ModelSpec) -> str:
     if mf.license:
         lines.append(f'LICENSE """{mf.license}"""')
     for message in mf.messages:
-        lines.append(f"MESSAGE {message['role']} {_quoted(message['content'])}")
+        lines.append(f"MESSAGE {message.role} {_quoted(message.content)}")
     return "\n".join(lines) + "\n"
 
 
@@ -160,7 +167,7 @@ def show(spec: ModelSpec, verbose: bool = False,
         out["system"] = mf.system
     out["details"] = details(spec)
     if mf.messages:
-        out["messages"] = list(mf.messages)
+        out["messages"] = [{"role": m.role, "content": m.content} for m in mf.messages]
     out["model_info"] = model_info(spec)
     if verbose and spec.format == "gguf" and headers is not None:
         found = headers.read(spec.model_path)

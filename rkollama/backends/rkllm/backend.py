@@ -80,7 +80,8 @@ class RKLLMBackend(Backend):
         """The RKLLM section, the platform, and the parameters: the runtime samples with what
         it was loaded with."""
         mf = spec.modelfile
-        return {"rkllm": mf.rkllm, "parameters": mf.parameters, "platform": mf.source.get("platform", "")}
+        return {"rkllm": mf.rkllm.model_dump(mode="json"), "parameters": mf.parameters,
+                "platform": mf.source.platform}
 
     def batch_key(self, gen: Generation) -> Hashable:
         """The same tools and system prompt (the runtime holds them per handle)."""

@@ -30,9 +30,9 @@ def check_target(spec: ModelSpec, machine: str) -> None:
     if machine not in NPU_ENGINE_PLATFORMS:
         return
     source = spec.modelfile.source
-    target = source.get("platform", "")
+    target = source.platform
     if target not in NPU_ENGINE_PLATFORMS:
-        name = (source.get("file") or source.get("url") or source.get("path") or "").lower()
+        name = (source.file or source.url or source.path).lower()
         target = next((p for p in NPU_ENGINE_PLATFORMS if p in name.rsplit("/", 1)[-1]), "")
     if target and target != machine:
         raise LoadFailed(f"{spec.name.display()} was converted for {target.upper()}, and this board "
@@ -99,7 +99,7 @@ def init_param(rt: Runtime, spec: ModelSpec, rk: RKLLMSection, opts: LoadOptions
     mask = rk.enabled_cpus_mask
     # The model's platform, else this board's (a model made with `create` names none): never the
     # little cores' mask on a board with big ones.
-    target = spec.modelfile.source.get("platform", "")
+    target = spec.modelfile.source.platform
     target = target if target in NPU_ENGINE_PLATFORMS else machine
     ext.enabled_cpus_mask = platform_defaults(target)["cpus_mask"] if mask is None else mask
     ext.enabled_cpus_num = rk.enabled_cpus_num or bin(ext.enabled_cpus_mask).count("1")
