@@ -14,7 +14,7 @@ from rkollama.core.request import (
     normalise_tool_calls,
     validate_tools,
 )
-from rkollama.core.types import Done, DoneReason, Message, ToolCall
+from rkollama.core.types import Done, DoneReason, Message, TokenLogprob, ToolCall
 from rkollama.durations import keep_alive_seconds
 from rkollama.errors import BadRequest, ModelNotFound, RkollamaError
 
@@ -131,6 +131,16 @@ def metrics(done: Done, load_s: float, total_s: float) -> wire.Metrics:
         "eval_duration": int(done.eval_ms * 1e6),
     }
     return cast(wire.Metrics, {k: v for k, v in values.items() if v > 0})  # the keys above are its fields
+
+
+def logprob(scored: TokenLogprob, always_top: bool = False) -> wire.Logprob:
+    """A token's log-probability in Ollama's shape (`top_logprobs` left out when empty); in
+    OpenAI's with `always_top` (an empty list is still written)."""
+    out: wire.Logprob = {"token": scored.token, "logprob": scored.logprob, "bytes": list(scored.bytes)}
+    if scored.top or always_top:
+        out["top_logprobs"] = [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)}
+                               for t in scored.top]
+    return out
 
 
 def done_reason(reason: DoneReason) -> str:

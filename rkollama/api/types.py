@@ -11,6 +11,8 @@ nanoseconds; times are RFC 3339 strings. Requests are parsed from hostile JSON b
 import sys
 from typing import Any, final
 
+from rkollama.models.progress import Progress
+
 if sys.version_info >= (3, 11):
     from typing import NotRequired, TypedDict
 else:  # Python 3.10 (Ubuntu 22.04 board images): its TypedDict ignores NotRequired
@@ -115,13 +117,8 @@ class GenerateRequest(RequestBase, total=False):
     images: list[str]
 
 
-class ProgressResponse(TypedDict):
-    """One line of /api/pull, /api/create and /api/push progress."""
-
-    status: str
-    digest: NotRequired[str]
-    total: NotRequired[int]
-    completed: NotRequired[int]
+ProgressResponse = Progress
+"""One line of /api/pull, /api/create and /api/push progress (made by models/, declared there)."""
 
 
 class ModelDetails(TypedDict):

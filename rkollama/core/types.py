@@ -5,8 +5,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from rkollama.api.types import Logprob
-
 JSONObject = dict[str, Any]
 """A decoded JSON object whose keys a client or a model chose: tool definitions, tool-call
 arguments, schemas, raw request bodies before `api/fields.Fields` reads them."""
@@ -123,13 +121,6 @@ class TokenLogprob:
     bytes: tuple[int, ...]
     top: tuple["TokenLogprob", ...] = ()
 
-    def to_dict(self, always_top: bool = False) -> Logprob:
-        """Ollama's shape (`top_logprobs` omitted when empty); OpenAI's with `always_top`."""
-        out: Logprob = {"token": self.token, "logprob": self.logprob, "bytes": list(self.bytes)}
-        if self.top or always_top:
-            out["top_logprobs"] = [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)}
-                                   for t in self.top]
-        return out
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,11 @@ form describes it: `from` (an existing model) or `files` ({name: digest} of blob
 from collections.abc import Generator
 from typing import Any
 
-from rkollama.api.types import ProgressResponse
 from rkollama.core.options import OPTIONS, coerce_option
 from rkollama.errors import BadRequest, ModelNotFound
 from rkollama.models.modelfile import Modelfile
 from rkollama.models.names import ModelName
+from rkollama.models.progress import Progress
 from rkollama.models.store import ModelStore
 
 MODEL_SUFFIXES = {".gguf": "gguf", ".rkllm": "rkllm"}
@@ -19,7 +19,7 @@ GO_TEMPLATE_HINT = (
     "<|im_end|>\\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\\n{% endif %}")
 
 
-def create(store: ModelStore, body: dict[str, Any]) -> Generator[ProgressResponse, None, None]:
+def create(store: ModelStore, body: dict[str, Any]) -> Generator[Progress, None, None]:
     """Yield Ollama's create progress while the model is registered; errors before the first
     line (bad name, missing source, bad template or parameter) are raised as they are."""
     name = ModelName.parse(body.get("model") or body.get("name") or "")

@@ -19,12 +19,12 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rkollama.api.types import ProgressResponse
 from rkollama.errors import PullFailed
 from rkollama.models import gguf_facts, hf
 from rkollama.models.catalog import Catalog
 from rkollama.models.modelfile import Modelfile
 from rkollama.models.names import ModelName
+from rkollama.models.progress import Progress
 from rkollama.models.schema import EntrySource, PyPISource
 from rkollama.models.store import TOKENIZER_CONFIG_TYPE, TOKENIZER_TYPE, BlobWriter, ModelStore
 from rkollama.platform import NPU_ENGINE_PLATFORMS
@@ -43,7 +43,7 @@ BACKOFF_S = 0.5
 
 
 def pull(store: ModelStore, catalog: Catalog, model: str, platform: str,
-         hub: hf.HubConfig | None = None) -> Iterator[ProgressResponse]:
+         hub: hf.HubConfig | None = None) -> Iterator[Progress]:
     """Yield Ollama progress objects while `model` is fetched, verified and registered.
 
     A blob already in the store is checked (size and sha256) and fetched again when damaged; an
@@ -80,7 +80,7 @@ Layers = tuple[tuple[str, str, int], ...]
 
 
 def _tokenizer_layers(store: ModelStore, entry: Modelfile,
-                      hub: hf.HubConfig) -> Generator[ProgressResponse, None, Layers]:
+                      hub: hf.HubConfig) -> Generator[Progress, None, Layers]:
     """An .rkllm model's tokenizer.json and tokenizer_config.json as blobs of its manifest:
     from the model's own repository when it has them, else from the repository the catalogue
     names (`tokenizer:`). Fetched now, so that the board needs no network when it answers.
@@ -126,7 +126,7 @@ def _entry(catalog: Catalog, name: ModelName, platform: str, hub: hf.HubConfig) 
 
 
 def _download(store: ModelStore, source: EntrySource, expected: str,
-              hub: hf.HubConfig) -> Generator[ProgressResponse, None, str]:
+              hub: hf.HubConfig) -> Generator[Progress, None, str]:
     """Fetch the source into a blob, yielding progress; returns the blob's digest."""
     total = source.size
     label = expected
@@ -181,9 +181,9 @@ def _with_file_facts(entry: Modelfile, path: Path, hub: hf.HubConfig) -> Modelfi
     return Modelfile.model_validate(data)
 
 
-def _progress(digest: str, total: int, completed: int) -> ProgressResponse:
+def _progress(digest: str, total: int, completed: int) -> Progress:
     """One progress line; without a known digest (unpinned source) it only says `pulling model`."""
-    line: ProgressResponse = {"status": "pulling model", "total": int(total)}
+    line: Progress = {"status": "pulling model", "total": int(total)}
     if digest:
         line = {"status": f"pulling {digest[:12]}", "digest": f"sha256:{digest}", "total": int(total)}
     if completed:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from rkollama.api.convert import logprob
 from rkollama.api.fields import Fields
 from rkollama.core.collect import Completion
 from rkollama.core.goquote import go_quote
@@ -278,7 +279,7 @@ def chat_chunk(req: Request, cid: str, created: int, delta: wire.Delta, finish: 
 
 def logprobs(scored: Sequence[TokenLogprob]) -> wire.ChatLogprobs:
     """OpenAI's `choices[].logprobs`: every token with its alternatives."""
-    return {"content": [lp.to_dict(always_top=True) for lp in scored], "refusal": None}
+    return {"content": [logprob(lp, always_top=True) for lp in scored], "refusal": None}
 
 
 def usage_chunk(req: Request, cid: str, created: int, obj: str, done: Done) -> wire.ChatCompletionChunk:
@@ -317,7 +318,7 @@ def completion_logprobs(scored: Sequence[TokenLogprob], offset: int) -> wire.Com
             "token_logprobs": [lp.logprob for lp in scored],
             "top_logprobs": [{t.token: t.logprob for t in lp.top} for lp in scored],
             "text_offset": offsets,
-            "content": [lp.to_dict(always_top=True) for lp in scored]}
+            "content": [logprob(lp, always_top=True) for lp in scored]}
 
 
 def model_entry(spec: ModelSpec) -> wire.Model:

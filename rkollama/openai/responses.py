@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from rkollama.api.convert import logprob
 from rkollama.api.fields import Fields
 from rkollama.api.types import Logprob
 from rkollama.core.collect import Completion
@@ -221,7 +222,7 @@ def _message_item(item_id: str, text: str, status: str = "completed",
 
 def _logprobs(scored: Sequence[TokenLogprob]) -> list[Logprob]:
     """OpenAI's output_text log-probabilities: token, logprob, bytes and top_logprobs."""
-    return [lp.to_dict(always_top=True) for lp in scored]
+    return [logprob(lp, always_top=True) for lp in scored]
 
 
 def to_response(req: Request, echo: wire.Echo, completion: Completion, rid: str) -> wire.Response:

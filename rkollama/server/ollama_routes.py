@@ -215,7 +215,7 @@ def _complete(req: Request, endpoint: _Endpoint, started: float) -> Response:
         if "response" in reply and not req.raw and done.context:  # /api/generate
             reply["context"] = list(done.context)  # Ollama: prompt and answer, to continue from
         if logprobs is not None:
-            reply["logprobs"] = [lp.to_dict() for lp in logprobs]
+            reply["logprobs"] = [convert.logprob(lp) for lp in logprobs]
         reply.update(convert.metrics(done, stream.load_duration, time.monotonic() - started))
         return reply
 
@@ -236,7 +236,7 @@ def _lines(model: str, endpoint: _Endpoint, events: Iterator[Event],
             line = endpoint.chunk(model, "" if event.thinking else event.text,
                                   event.text if event.thinking else "")
             if event.logprobs:
-                line["logprobs"] = [lp.to_dict() for lp in event.logprobs]
+                line["logprobs"] = [convert.logprob(lp) for lp in event.logprobs]
             yield line
         elif isinstance(event, ToolCall):
             yield endpoint.chunk(model, calls=[event])
