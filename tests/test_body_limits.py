@@ -106,3 +106,23 @@ def test_a_chunked_body_within_the_limit_is_answered(small, script):
 def test_a_body_within_the_limit_without_the_key_is_still_a_401(small):
     reply = requests.post(f"{small.url}/api/chat", json={"model": "tiny"}, timeout=10)
     assert reply.status_code == 401
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "a"}] * 100_000}),
+    ("/v1/messages", {"model": "tiny", "max_tokens": 4,
+                      "messages": [{"role": "user", "content": "a"}] * 100_000}),
+    ("/api/chat", {"model": "tiny", "messages": [{"role": "user", "content": "a"}] * 100_000}),
+])
+def test_a_hundred_thousand_tiny_messages_are_refused_at_once(tmp_path, script, path, body):
+    import time
+
+    server, scheduler = serve(tmp_path, script)  # the default 32 MiB body limit: it fits
+    try:
+        started = time.monotonic()
+        reply = requests.post(server.url + path, json=body, timeout=60)
+        assert reply.status_code == 400 and "JSON arrays and objects" in reply.text
+        assert time.monotonic() - started < 5 and script.history == []
+    finally:
+        server.close()
+        scheduler.shutdown()

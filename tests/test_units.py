@@ -201,3 +201,19 @@ def test_a_template_render_has_one_loop_budget():
         nested.render([])
     assert time.monotonic() - started < 1.0
     assert ChatTemplate("{% for i in range(3) %}{{ i }}{% endfor %}").render([]) == "012"
+
+
+def test_a_context_of_a_hundred_thousand_ids_is_fitted_to_the_window_at_once():
+    """/api/generate's `context` is token ids of an earlier exchange: only a window's worth can
+    be prefilled, and cutting it costs no more than copying it."""
+    import time
+
+    from rkollama.core.fitting import PromptFitter
+    from rkollama.core.prompt import ChatTemplate
+    from rkollama.core.types import Generation
+
+    fitter = PromptFitter(4096, ChatTemplate("{{ messages }}"), lambda text, bos: [7] * len(text.split()), 16,
+                          vocab_size=50_000)
+    started = time.monotonic()
+    tokens = fitter.prompt_tokens(Generation(prompt="continue", context=[123] * 100_000))
+    assert len(tokens) == 4096 and time.monotonic() - started < 1.0
