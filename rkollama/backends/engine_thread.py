@@ -11,7 +11,7 @@ Events cross to the request thread through a per-request queue; exceptions trave
 import queue
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from rkollama.backends.base import Backend
 from rkollama.core.types import Done, Generation, LoadOptions, Token
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from rkollama.models.store import ModelSpec
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 _END = object()
 
@@ -44,13 +45,13 @@ class EngineThread:
                 return
             job()
 
-    def call(self, fn: Callable[..., T], *args: Any) -> T:
+    def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn(*args)` on the engine thread and return its result (or raise its exception)."""
         box: queue.Queue[Any] = queue.Queue(maxsize=1)
 
         def job() -> None:
             try:
-                box.put((True, fn(*args)))
+                box.put((True, fn(*args, **kwargs)))
             except BaseException as exc:  # delivered to the caller, never lost on this thread
                 box.put((False, exc))
 

@@ -4,7 +4,7 @@ prompt assembly, option precedence and capability checks, the same for /api and 
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from rkollama.core import structured
 from rkollama.core.options import DEFAULTS, LOAD_OPTIONS, NUM_CTX_FLOOR, merge_request_options
@@ -159,7 +159,7 @@ def check_top_logprobs(value: object) -> None:
         raise BadRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
 
 
-def validate_tools(tools: object) -> list[Any]:
+def validate_tools(tools: object) -> list[JSONObject]:
     """Tool definitions must be `{"type": "function", "function": {"name": …}}` objects."""
     if not isinstance(tools, list):
         raise BadRequest("tools must be an array")
@@ -168,7 +168,7 @@ def validate_tools(tools: object) -> list[Any]:
         if not isinstance(function, dict) or not isinstance(function.get("name"), str) \
                 or not function["name"]:
             raise BadRequest('invalid tool: each tool needs {"type": "function", "function": {"name": …}}')
-    return tools
+    return cast("list[JSONObject]", tools)  # each checked above to be an object
 
 
 def normalise_tool_calls(calls: object, json_arguments: bool = False) -> list[JSONObject]:
