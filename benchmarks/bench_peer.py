@@ -1,13 +1,18 @@
-"""rkollama versus llama-cpp-python's own OpenAI server (what a CPU user would run instead), side by
-side in one run: same GGUF, threads, context and greedy sampling, both through a streaming
-`/v1/chat/completions`. Prints single-client decode tokens/s and time to first token, and the
-aggregate tokens/s of N concurrent clients, with the ratios the targets are stated in.
+"""rkollama versus what a CPU user would run instead, side by side in one run, interleaved: same
+GGUF, threads, context per request and greedy sampling, all through a streaming
+`/v1/chat/completions`. Prints single-client decode tokens/s and time to first token, the
+aggregate tokens/s and p95 time to first token of N concurrent clients, and the time to first
+token of a next turn on ~1k tokens of history, with the ratios the targets are stated in.
 
-    .venv/bin/pip install "llama-cpp-python[server]"   # the peer (not a test dependency)
-    .venv/bin/python benchmarks/bench_peer.py [--runs 5] [--tokens 128] [--clients 4] [--threads 2]
+Peers (`--peer`):
+* `llama-server` (default): llama.cpp's own C++ server, built from the llama.cpp the pinned
+  llama-cpp-python vendors by benchmarks/build_llama_server.sh (about 10 minutes, once), run with
+  `--parallel` slots of the same context each.
+* `llama-cpp-python`: its Python OpenAI server (`pip install "llama-cpp-python[server]"`), run
+  with `--interrupt_requests False` (its default drops a stream when another arrives).
 
-Targets (issue #7): single-client decode >= 1.0x the peer; 4 clients >= 1.5x its aggregate.
-The peer runs with `--interrupt_requests False`: its default drops a stream when another arrives.
+    .venv/bin/python benchmarks/bench_peer.py [--peer llama-server] [--runs 5] [--tokens 128]
+                                              [--clients 4] [--parallel 4] [--threads 2]
 """
 
 import argparse
@@ -53,13 +58,14 @@ def chat_run(port: int, model: str, prompt: str, tokens: int):
     return first - start, rate, count
 
 
-def concurrent(port: int, model: str, clients: int, tokens: int, tag: str) -> float:
-    """Aggregate content chunks per second of `clients` simultaneous streams."""
-    counts = [0] * clients
+def concurrent(port: int, model: str, clients: int, tokens: int, tag: str) -> tuple[float, list[float]]:
+    """Aggregate content chunks per second of `clients` simultaneous streams, and each one's
+    time to first content in seconds."""
+    runs: list[tuple[float, float, int]] = [(0.0, 0.0, 0)] * clients
 
     def one(index: int) -> None:
-        counts[index] = chat_run(port, model, f"Story {tag}-{index}: tell a long tale about a "
-                                              f"lighthouse keeper.", tokens)[2]
+        runs[index] = chat_run(port, model, f"Story {tag}-{index}: tell a long tale about a "
+                                            f"lighthouse keeper.", tokens)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
     start = time.perf_counter()
@@ -67,45 +73,100 @@ def concurrent(port: int, model: str, clients: int, tokens: int, tag: str) -> fl
         thread.start()
     for thread in threads:
         thread.join()
-    return sum(counts) / (time.perf_counter() - start)
+    return sum(r[2] for r in runs) / (time.perf_counter() - start), [r[0] for r in runs]
 
 
-def start_peer(model_path: str, threads: int, log_path: Path):
+def next_turn(port: int, model: str, tag: str) -> float:
+    """Time to first content of a second turn whose history (~1k tokens) the first turn sent."""
+    history = [{"role": "user", "content": f"Conversation {tag}. " + " ".join(
+        f"Fact {i}: the lighthouse at cape {i} was built in {1800 + i}." for i in range(60))},
+               {"role": "assistant", "content": "Noted."}]
+    _turn(port, model, history + [{"role": "user", "content": "Which cape is first?"}], 8)
+    return _turn(port, model, history + [{"role": "user", "content": "Which cape is first?"},
+                                         {"role": "assistant", "content": "Cape 0."},
+                                         {"role": "user", "content": "And the last?"}], 8)
+
+
+def _turn(port: int, model: str, messages: list, tokens: int) -> float:
+    body = json.dumps({"model": model, "stream": True, "max_tokens": tokens, "temperature": 0,
+                       "messages": messages})
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    start = time.perf_counter()
+    conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+    first = None
+    for raw in conn.getresponse():
+        line = raw.strip()
+        if first is None and line.startswith(b"data:") and line != b"data: [DONE]":
+            choices = json.loads(line[5:])["choices"]
+            if choices and choices[0].get("delta", {}).get("content"):
+                first = time.perf_counter()
+    conn.close()
+    return (first or time.perf_counter()) - start
+
+
+def start_peer(kind: str, model_path: str, threads: int, parallel: int, server: str, log_path: Path):
     from helpers import free_port, wait_for_http
 
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", model_path, "--n_ctx", "2048",
-         "--n_threads", str(threads), "--n_threads_batch", str(threads), "--port", str(port),
-         "--interrupt_requests", "False", "--model_alias", "peer"],
-        stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
-    wait_for_http(f"http://127.0.0.1:{port}/v1/models", process)
+    if kind == "llama-server":
+        command = [server, "--model", model_path, "--ctx-size", str(CONTEXT * parallel),
+                   "--parallel", str(parallel), "--threads", str(threads), "--threads-batch", str(threads),
+                   "--port", str(port), "--host", "127.0.0.1", "--alias", "peer"]
+        health = f"http://127.0.0.1:{port}/health"
+    else:
+        command = [sys.executable, "-m", "llama_cpp.server", "--model", model_path, "--n_ctx", str(CONTEXT),
+                   "--n_threads", str(threads), "--n_threads_batch", str(threads), "--port", str(port),
+                   "--interrupt_requests", "False", "--model_alias", "peer"]
+        health = f"http://127.0.0.1:{port}/v1/models"
+    process = subprocess.Popen(command, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    wait_for_http(health, process)
     return process, port
+
+
+CONTEXT = 2048
+"""Tokens of context per request on both sides (rkollama's RKOLLAMA_CONTEXT_LENGTH in the helper)."""
+
+
+def llama_server_path(given: str) -> str:
+    if given:
+        return given
+    script = ROOT / "benchmarks" / "build_llama_server.sh"
+    print("building llama-server from the pinned llama.cpp (once; about 10 minutes)…", file=sys.stderr)
+    return subprocess.run([str(script)], check=True, capture_output=True, text=True).stdout.strip()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peer", choices=("llama-server", "llama-cpp-python"), default="llama-server")
+    parser.add_argument("--llama-server", default="", help="the binary (default: build it)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--parallel", type=int, default=4, help="llama-server's slots")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    try:
-        import llama_cpp.server  # noqa: F401
-    except ImportError as exc:
-        raise SystemExit(f"the peer is missing ({exc}): pip install 'llama-cpp-python[server]'") from None
+    server = ""
+    if args.peer == "llama-server":
+        server = llama_server_path(args.llama_server)
+    else:
+        try:
+            import llama_cpp.server  # noqa: F401
+        except ImportError as exc:
+            raise SystemExit(f"the peer is missing ({exc}): pip install 'llama-cpp-python[server]'") from None
 
     from helpers import start_smollm2_daemon
 
     daemon, url, model_path, workdir = start_smollm2_daemon("rkollama-peer-", args.threads)
     ours = int(url.rsplit(":", 1)[1])
-    peer, theirs = start_peer(model_path, args.threads, workdir / "peer.log")
+    peer, theirs = start_peer(args.peer, model_path, args.threads, args.parallel, server,
+                              workdir / "peer.log")
     sides = (("rkollama", ours, "smollm2:135m"), ("peer", theirs, "peer"))
     try:
         for _, port, model in sides:
             chat_run(port, model, "warm-up", 8)
-        print(f"model {model_path}\nthreads {args.threads}, {args.tokens} tokens, greedy, "
-              f"{args.runs} runs, alternating; distinct prompts\n")
+        print(f"peer {args.peer}" + (f" ({args.parallel} slots)" if server else "") +
+              f"\nmodel {model_path}\nthreads {args.threads}, {args.tokens} tokens, greedy, {CONTEXT} "
+              f"tokens of context per request, {args.runs} runs, alternating; distinct prompts\n")
         rows = []
         for i in range(args.runs):
             row = []
@@ -121,18 +182,35 @@ def main() -> None:
         added = statistics.median((r[0][0] - r[1][0]) * 1000 for r in rows)
         print(f"\nsingle client: decode {o_rate:.1f} vs {p_rate:.1f} tok/s, ratio {o_rate / p_rate:.3f} "
               f"(target >= 1.0); TTFT rkollama - peer {added:+.1f} ms (median)")
-        aggregates = {name: [] for name, _, _ in sides}
+        aggregates: dict[str, list[float]] = {name: [] for name, _, _ in sides}
+        firsts: dict[str, list[float]] = {name: [] for name, _, _ in sides}
         for i in range(max(1, args.runs // 2)):
             for name, port, model in sides:
-                aggregates[name].append(concurrent(port, model, args.clients, args.tokens, f"{i}"))
-        o_agg = statistics.median(aggregates["rkollama"])
-        p_agg = statistics.median(aggregates["peer"])
-        print(f"{args.clients} clients: aggregate {o_agg:.1f} vs {p_agg:.1f} tok/s, ratio "
-              f"{o_agg / p_agg:.3f} (target >= 1.5)")
+                rate, ttfts = concurrent(port, model, args.clients, args.tokens, f"{i}")
+                aggregates[name].append(rate)
+                firsts[name] += ttfts
+        o_agg, p_agg = statistics.median(aggregates["rkollama"]), statistics.median(aggregates["peer"])
+        o_p95, p_p95 = (_p95(firsts["rkollama"]) * 1000, _p95(firsts["peer"]) * 1000)
+        print(f"{args.clients} clients: aggregate {o_agg:.1f} vs {p_agg:.1f} tok/s, "
+              f"ratio {o_agg / p_agg:.3f} "
+              f"(target >= 1.0); p95 TTFT {o_p95:.0f} vs {p_p95:.0f} ms")
+        turns: dict[str, list[float]] = {name: [] for name, _, _ in sides}
+        for i in range(args.runs):
+            for name, port, model in sides:
+                turns[name].append(next_turn(port, model, f"{i}"))
+        o_turn = statistics.median(turns["rkollama"]) * 1000
+        p_turn = statistics.median(turns["peer"]) * 1000
+        print(f"next turn on ~1k tokens of history: TTFT {o_turn:.0f} vs {p_turn:.0f} ms (median; "
+              f"target: below the peer)")
     finally:
         for process in (daemon, peer):
             process.terminate()
             process.wait(timeout=20)
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
 if __name__ == "__main__":
