@@ -13,6 +13,7 @@ It relies on Waitress's parser internals (`adj`, `body_rcv.chunk_remainder`, `co
 `error`), pinned with the rest in setup.cfg and tested in tests/test_units.py.
 """
 
+import logging
 from typing import Any
 
 from waitress.channel import HTTPChannel
@@ -23,6 +24,8 @@ from rkollama.server.auth import Gate
 from rkollama.server.dialects import error_shape
 
 BLOB_PATH = "/api/blobs/"
+
+log = logging.getLogger("rkollama.access")
 
 
 def too_large(limit: int, setting: str) -> str:
@@ -64,13 +67,19 @@ def channel_class(gate: Gate, max_body_bytes: int, max_blob_bytes: int) -> type[
 
         def received(self, data: bytes) -> int:
             consumed: int = super().received(data)
-            if self.error is not None and isinstance(self.error, RequestEntityTooLarge):
-                self.error = _TooLarge(self.path, too_large(self.limit, self.setting))
+            if self.error is not None and isinstance(self.error, RequestEntityTooLarge) \
+                    and not isinstance(self.error, _TooLarge):
+                self._refuse()
             elif (not self.completed and self.chunked and self.body_rcv is not None
                   and self.body_bytes_received + self.body_rcv.chunk_remainder > self.limit):
-                self.error = _TooLarge(self.path, too_large(self.limit, self.setting))
+                self._refuse()
                 self.completed = True
             return consumed
+
+        def _refuse(self) -> None:
+            log.warning("refused %s %s before reading its body: more than %d bytes (%s)",
+                        self.command, self.path, self.limit, self.setting)
+            self.error = _TooLarge(self.path, too_large(self.limit, self.setting))
 
     class Channel(HTTPChannel):
         parser_class = Parser
