@@ -7,7 +7,7 @@ token of a next turn on ~1k tokens of history, with the ratios the targets are s
 Peers (`--peer`):
 * `llama-server` (default): llama.cpp's own C++ server, built from the llama.cpp the pinned
   llama-cpp-python vendors by benchmarks/build_llama_server.sh (about 10 minutes, once), run with
-  `--parallel` slots of the same context each.
+  `--parallel` slots of the same context each; rkollama gets as many (OLLAMA_NUM_PARALLEL).
 * `llama-cpp-python`: its Python OpenAI server (`pip install "llama-cpp-python[server]"`), run
   with `--interrupt_requests False` (its default drops a stream when another arrives).
 
@@ -142,7 +142,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--parallel", type=int, default=4, help="llama-server's slots")
+    parser.add_argument("--parallel", type=int, default=4,
+                        help="slots on both sides (OLLAMA_NUM_PARALLEL, llama-server's --parallel)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     server = ""
@@ -156,7 +157,8 @@ def main() -> None:
 
     from helpers import start_smollm2_daemon
 
-    daemon, url, model_path, workdir = start_smollm2_daemon("rkollama-peer-", args.threads)
+    daemon, url, model_path, workdir = start_smollm2_daemon("rkollama-peer-", args.threads,
+                                                            OLLAMA_NUM_PARALLEL=str(args.parallel))
     ours = int(url.rsplit(":", 1)[1])
     peer, theirs = start_peer(args.peer, model_path, args.threads, args.parallel, server,
                               workdir / "peer.log")

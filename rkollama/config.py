@@ -152,6 +152,9 @@ class Settings:
     load_timeout: str = setting(("RKOLLAMA_LOAD_TIMEOUT", "OLLAMA_LOAD_TIMEOUT"), "5m",
         "How long a model may take to load before its runner is stopped (duration; 0 = no limit)",
         kind="duration")
+    num_parallel: int = setting(("RKOLLAMA_NUM_PARALLEL", "OLLAMA_NUM_PARALLEL"), "1",
+        "Requests a model on the CPU engine answers at once, batched together (each with a KV cache of "
+        "num_ctx tokens); NPU models take theirs from rkllm.n_batch", kind="int", low=1)
     stall_timeout: str = setting(("RKOLLAMA_STALL_TIMEOUT",), "5m",
         "How long a generating engine may send nothing (no token; the CPU engine also reports each "
         "prefill batch) before its runner is stopped and the request fails (duration; 0 = no limit)",

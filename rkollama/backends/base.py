@@ -53,6 +53,9 @@ class Backend(ABC):
     from several threads concurrently and the backend batches them itself."""
     batch_window_s: float = 0.0
     """With slots above 1: seconds a runner waits for more requests to join a batch."""
+    continuous: bool = False
+    """With slots above 1: generations join and leave a running batch between steps (call
+    generate() from a thread each); otherwise they start together (generate_batch)."""
 
     @classmethod
     def shaping(cls, spec: "ModelSpec") -> JSONObject:

@@ -101,6 +101,7 @@ class OnEngineThread(Backend):
         self.constrains_format = inner.constrains_format
         self.context_length, self.memory_bytes = inner.context_length, inner.memory_bytes
         self.slots, self.batch_window_s = inner.slots, inner.batch_window_s
+        self.continuous = inner.continuous
 
     @classmethod
     def load(cls, spec: "ModelSpec", opts: LoadOptions, settings: "Settings",
@@ -121,6 +122,8 @@ class OnEngineThread(Backend):
         return cls(inner, engine)
 
     def generate(self, gen: Generation, cancel: threading.Event) -> Iterator[Token | Done]:
+        if self.continuous:  # the engine's own loop thread batches them: no hop to this one
+            return self.inner.generate(gen, cancel)
         return self._engine.stream(lambda: self.inner.generate(gen, cancel))
 
     def generate_batch(self, batch: list[tuple[int, Generation, threading.Event]]

@@ -19,6 +19,7 @@ from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Token
 from rkollama.errors import BackendFailed, BadRequest, LoadFailed
 
 if TYPE_CHECKING:
+    from rkollama.backends.llamacpp_slots import SlotLoop
     from rkollama.config import Settings
     from rkollama.models.store import ModelSpec
 
@@ -49,6 +50,8 @@ class LlamaCppBackend(Backend):
                                    vocab_size=llm.n_vocab())
         self._embedder: Any = None  # a second Llama with embedding=True, made on first use
         self._closed = False
+        self._parallel: SlotLoop | None = None
+        """With OLLAMA_NUM_PARALLEL above 1: the loop that batches the generations."""
 
     @classmethod
     def load(cls, spec: "ModelSpec", opts: LoadOptions, settings: "Settings") -> "LlamaCppBackend":
@@ -76,11 +79,14 @@ class LlamaCppBackend(Backend):
         train_ctx = shape.train_ctx or spec.modelfile.details.context_length
         if train_ctx:
             n_ctx = min(n_ctx, train_ctx)
-        _check_memory(spec, shape, n_ctx)
+        slots = settings.num_parallel
+        _check_memory(spec, shape, n_ctx * slots)  # a KV cache of num_ctx per slot, as Ollama's
         n_batch = min(opts.num_batch or DEFAULT_NUM_BATCH, n_ctx)
         try:
-            llm = Llama(model_path=str(spec.model_path), n_ctx=n_ctx, n_batch=n_batch,
-                        n_ubatch=n_batch, n_threads=threads, n_threads_batch=threads,
+            # With slots, generation has a context of its own (SlotLoop): this one only needs
+            # to hold a batch (sequential generation never runs on it).
+            llm = Llama(model_path=str(spec.model_path), n_ctx=n_ctx if slots == 1 else max(n_batch, 256),
+                        n_batch=n_batch, n_ubatch=n_batch, n_threads=threads, n_threads_batch=threads,
                         use_mmap=True if opts.use_mmap is None else opts.use_mmap, verbose=False)
         except (ValueError, RuntimeError, OSError) as exc:
             raise LoadFailed(f"failed to load {spec.name.display()}: {exc}") from exc
@@ -94,7 +100,15 @@ class LlamaCppBackend(Backend):
         except Exception as exc:  # jinja2 syntax errors in a Modelfile template
             llm.close()
             raise LoadFailed(f"invalid chat template for {spec.name.display()}: {exc}") from None
-        return cls(spec, llm, template, max_token_bytes, n_ctx)
+        backend = cls(spec, llm, template, max_token_bytes, n_ctx)
+        if slots > 1:
+            from rkollama.backends.llamacpp_slots import SlotLoop
+
+            backend._parallel = SlotLoop(llm, slots, n_ctx, n_batch, threads, backend._logprob)
+            backend.slots, backend.continuous = slots, True
+            log.info("%s: %d parallel slots of %d tokens each (OLLAMA_NUM_PARALLEL)",
+                     spec.name.display(), slots, n_ctx)
+        return backend
 
     def _tokens(self, text: str, bos: bool = True) -> list[int]:
         add_bos = bos and self.llm._model.add_bos_token()
@@ -143,9 +157,17 @@ class LlamaCppBackend(Backend):
         unless `shift` is false or a grammar is active; then it ends with LENGTH."""
         opts = gen.options
         tokens = self.fitter.prompt_tokens(gen)
+        grammar = _grammar(gen.format or _forced_call_schema(gen))
+        if self._parallel is not None:
+            from rkollama.backends.llamacpp_slots import Request
+
+            yield from self._parallel.generate(Request(
+                gen, cancel, tokens, _token_limit(opts.num_predict, self.n_ctx, len(tokens)),
+                gen.shift and grammar is None and opts.num_predict != -2,
+                self.fitter.num_keep(gen, len(tokens)), grammar))
+            return
         # llama.cpp seeds are 32-bit: a larger request seed keeps its low bits.
         self.llm.set_seed(opts.seed & 0xFFFFFFFF if opts.seed >= 0 else random.randrange(2**31))
-        grammar = _grammar(gen.format or _forced_call_schema(gen))
         run = _Run(window=list(tokens), limit=_token_limit(opts.num_predict, self.n_ctx, len(tokens)),
                    may_shift=gen.shift and grammar is None and opts.num_predict != -2,
                    keep=self.fitter.num_keep(gen, len(tokens)))
@@ -218,15 +240,17 @@ class LlamaCppBackend(Backend):
         finally:
             stream.close()
 
-    def _logprob(self, token: int, piece: bytes, top: int) -> TokenLogprob:
+    def _logprob(self, token: int, piece: bytes, top: int, row: Any = None) -> TokenLogprob:
         """The log-probability of `token` under the logits it was sampled from (raw logits, as
-        Ollama reports them, before temperature), and the `top` most likely tokens."""
+        Ollama reports them, before temperature), and the `top` most likely tokens. `row`: those
+        logits (a parallel slot's); else the last of the engine's own context."""
         import llama_cpp
         import numpy as np
 
         vocab = self.llm.n_vocab()
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1),
-                                       shape=(vocab,)).astype(np.float64)
+        if row is None:
+            row = llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1)
+        logits = np.ctypeslib.as_array(row, shape=(vocab,)).astype(np.float64)
         peak = logits.max()
         logprobs = logits - (peak + np.log(np.exp(logits - peak).sum()))
 
@@ -281,6 +305,8 @@ class LlamaCppBackend(Backend):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._parallel is not None:
+                self._parallel.close()
             self.llm.close()
             if self._embedder is not None:
                 self._embedder.close()

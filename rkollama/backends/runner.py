@@ -428,6 +428,12 @@ class _Engine(threading.Thread):
                 if self.stopping and not self.pending:
                     return
                 first = self.pending[0]
+                if first.call is None and self.backend.continuous:
+                    # The engine batches running generations itself: each reads on its own thread.
+                    self.pending.pop(0)
+                    threading.Thread(target=self._run_alone, args=(first,), daemon=True,
+                                     name=f"runner-generation {first.request_id}").start()
+                    continue
                 if first.call is None and self.slots > 1:  # let concurrent requests join the batch
                     deadline = time.monotonic() + self.window_s
                     while len(self.pending) < self.slots and time.monotonic() < deadline:
@@ -440,6 +446,14 @@ class _Engine(threading.Thread):
                     for job in batch:
                         self.cancels.pop(job.request_id, None)
                     self.cond.notify_all()
+
+    def _run_alone(self, job: _Job) -> None:
+        try:
+            self._run([job])
+        finally:
+            with self.cond:
+                self.cancels.pop(job.request_id, None)
+                self.cond.notify_all()
 
     def _take(self) -> list[_Job]:
         """Up to `slots` pending generations that can share a forward pass (same batch key)."""
@@ -460,7 +474,7 @@ class _Engine(threading.Thread):
             except Exception as exc:
                 self.send(Failed(first.request_id, _portable(exc)))
             return
-        if len(batch) == 1 and self.slots == 1:
+        if len(batch) == 1 and (self.slots == 1 or self.backend.continuous):
             assert first.gen is not None and first.cancel is not None  # a generation job
             try:
                 for event in self.backend.generate(first.gen, first.cancel):

@@ -1,0 +1,312 @@
+"""Parallel slots on the CPU engine (OLLAMA_NUM_PARALLEL above 1): continuous batching of up to N
+sequences on one llama.cpp context, as llama.cpp's own server does it.
+
+One thread runs the loop. Each step builds one `llama_batch`: the next token of every sequence
+that is generating, then chunks of the prompts still being read, up to n_batch tokens, so a new
+request's prefill delays the others by at most one chunk. Requests join and leave between steps;
+each has its own sampler chain (grammar, penalties, top-k/p, temperature, seed), its own KV
+sequence (a slot of num_ctx tokens) and its own context shift. A slot keeps what its KV cache
+holds after a request ends, and the next request goes to the free slot sharing the longest
+prefix with its prompt, which then reads only the rest. Cancelling ends a sequence at the next
+step and frees its slot.
+"""
+
+import codecs
+import logging
+import queue
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from rkollama.core.types import Done, DoneReason, Generation, Token, TokenLogprob
+from rkollama.errors import BackendFailed
+
+log = logging.getLogger("rkollama.llamacpp")
+
+
+@dataclass
+class Request:
+    """What the engine decided for one generation before it reaches a slot."""
+
+    gen: Generation
+    cancel: threading.Event
+    tokens: list[int]
+    """The prompt, fitted to one slot's window."""
+    limit: int
+    """Answer tokens allowed."""
+    may_shift: bool
+    keep: int
+    """Tokens a shift keeps at the start."""
+    grammar: Any = None
+    """A llama_cpp LlamaGrammar, or None."""
+
+
+@dataclass
+class _Seq:
+    request: Request
+    out: "queue.Queue[Token | Done | BaseException]"
+    sampler: Any = None
+    slot: int = -1
+    window: list[int] = field(default_factory=list)
+    """The prompt, then the answer so far (after any shift); its last token may be unread."""
+    fed: int = 0
+    """Tokens of `window` in the slot's KV cache (positions 0..fed-1)."""
+    row: int = -1
+    """The batch row whose logits give this sequence's next token, this step; -1 none."""
+    produced: int = 0
+    started: float = 0.0
+    first: float | None = None
+    decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace"))
+
+
+class SlotLoop:
+    """Up to `slots` generations at once on one context of `slots × n_ctx` tokens."""
+
+    def __init__(self, llm: Any, slots: int, n_ctx: int, n_batch: int, threads: int,
+                 logprob: Any):
+        import llama_cpp
+
+        # Every running sequence's next token must fit in one batch, whatever num_batch says.
+        n_batch = max(n_batch, slots)
+        self.lib, self.llm, self.slots, self.n_ctx, self.n_batch = llama_cpp, llm, slots, n_ctx, n_batch
+        self.logprob = logprob
+        """(token, piece, top, logits pointer) -> TokenLogprob: the engine's own measure."""
+        # The engine's own context's parameters (attention kernels, KV types, threads: the same
+        # numbers as the sequential path), sized for the slots.
+        params = type(llm.context_params).from_buffer_copy(llm.context_params)
+        params.n_ctx = n_ctx * slots
+        params.n_batch = params.n_ubatch = n_batch
+        params.n_seq_max = slots
+        params.kv_unified = False  # each sequence its own n_ctx, as llama-server's slots
+        params.n_threads = params.n_threads_batch = threads
+        self.ctx = llama_cpp.llama_init_from_model(llm._model.model, params)
+        if not self.ctx:
+            raise BackendFailed("llama.cpp could not make a context for the parallel slots")
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.can_shift = bool(llama_cpp.llama_memory_can_shift(self.memory))
+        self.vocab = llm._model.vocab
+        self.batch = llama_cpp.llama_batch_init(n_batch, 0, slots)
+        self.cached: list[list[int]] = [[] for _ in range(slots)]
+        """What each slot's KV cache holds, in order."""
+        self.free = list(range(slots))
+        self.active: list[_Seq] = []
+        self.waiting: deque[_Seq] = deque()
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="llamacpp-slots", daemon=True)
+        self.thread.start()
+
+    # -- the requester's side ----------------------------------------------------------------------
+    def generate(self, request: Request) -> "Any":
+        """Tokens, then Done, of `request` (a generator: closing it cancels the request)."""
+        seq = _Seq(request, queue.Queue())
+        with self.cond:
+            if self.stopping:
+                raise BackendFailed("the engine is closing")
+            self.waiting.append(seq)
+            self.cond.notify_all()
+        return self._events(seq)
+
+    def _events(self, seq: _Seq) -> Any:
+        ended = False
+        try:
+            while True:
+                item = seq.out.get()
+                if isinstance(item, BaseException):
+                    ended = True
+                    raise item
+                yield item
+                if isinstance(item, Done):
+                    ended = True
+                    return
+        finally:
+            if not ended:  # the reader left: end the sequence at the next step
+                seq.request.cancel.set()
+                with self.cond:
+                    self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        self.thread.join(30)
+        self.lib.llama_batch_free(self.batch)
+        self.lib.llama_free(self.ctx)
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.active and not self.waiting and not self.stopping:
+                    self.cond.wait()
+                if self.stopping:
+                    for seq in list(self.active) + list(self.waiting):
+                        seq.out.put(BackendFailed("the engine was closed"))
+                    return
+                self._admit()
+            if not self.active:
+                continue
+            try:
+                self._step()
+            except Exception as exc:  # a failed decode fails what was running, never the loop
+                log.exception("parallel decode step failed")
+                for seq in list(self.active):
+                    self._release(seq)
+                    seq.out.put(BackendFailed(f"generation failed: {exc}"))
+
+    def _admit(self) -> None:
+        """Waiting requests into free slots (the one sharing the longest prefix with each)."""
+        while self.waiting and self.free:
+            seq = self.waiting.popleft()
+            if seq.request.cancel.is_set():
+                seq.out.put(Done(DoneReason.CANCELLED, len(seq.request.tokens)))
+                continue
+            tokens = seq.request.tokens
+            if len(tokens) >= self.n_ctx and not seq.request.may_shift:  # no room for an answer
+                seq.out.put(Done(DoneReason.LENGTH, len(tokens), 0.0, 0, 0.0, tuple(tokens)))
+                continue
+            slot = max(self.free, key=lambda s: _common(self.cached[s], tokens))
+            self.free.remove(slot)
+            reuse = min(_common(self.cached[slot], tokens), len(tokens) - 1)  # the last one is read
+            self.lib.llama_memory_seq_rm(self.memory, slot, reuse, -1)
+            seq.slot, seq.window, seq.fed = slot, list(tokens), reuse
+            seq.sampler = self._sampler(seq.request)
+            seq.started = time.perf_counter()
+            self.active.append(seq)
+
+    def _step(self) -> None:
+        for seq in list(self.active):
+            if seq.request.cancel.is_set():
+                self._finish(seq, DoneReason.CANCELLED)
+            elif len(seq.window) >= self.n_ctx and seq.fed == len(seq.window) - 1 \
+                    and not self._shift(seq):
+                # The window is full (its last token not read yet): as the sequential engine,
+                # prompt + answer never pass num_ctx.
+                self._finish(seq, DoneReason.LENGTH)
+        n = 0
+        for seq in self.active:  # generating sequences first: one token each
+            seq.row = -1
+            if seq.fed == len(seq.window) - 1 and seq.produced:
+                n = self._add(n, seq, 1)
+        for seq in self.active:  # then the prompts being read, a chunk at a time
+            if not seq.produced and seq.fed < len(seq.window) and n < self.n_batch:
+                n = self._add(n, seq, min(self.n_batch - n, len(seq.window) - seq.fed))
+        if n == 0:
+            return
+        self.batch.n_tokens = n
+        code = self.lib.llama_decode(self.ctx, self.batch)
+        if code != 0:
+            raise RuntimeError(f"llama_decode returned {code}")
+        for seq in list(self.active):
+            if seq.row >= 0:
+                self._sample(seq)
+
+    def _add(self, n: int, seq: _Seq, count: int) -> int:
+        """`count` unread tokens of `seq` into the batch at row `n`; logits for the window's last."""
+        for _ in range(count):
+            self.batch.token[n] = seq.window[seq.fed]
+            self.batch.pos[n] = seq.fed
+            self.batch.n_seq_id[n] = 1
+            self.batch.seq_id[n][0] = seq.slot
+            last = seq.fed == len(seq.window) - 1
+            self.batch.logits[n] = last
+            if last:
+                seq.row = n
+            seq.fed += 1
+            n += 1
+        return n
+
+    def _sample(self, seq: _Seq) -> None:
+        lib = self.lib
+        token = lib.llama_sampler_sample(seq.sampler, self.ctx, seq.row)
+        now = time.perf_counter()
+        seq.first = seq.first or now
+        if lib.llama_vocab_is_eog(self.vocab, token):
+            self._finish(seq, DoneReason.STOP)
+            return
+        seq.produced += 1
+        seq.window.append(token)
+        piece = self.llm.detokenize([token])
+        text = seq.decoder.decode(piece)
+        scored: tuple[TokenLogprob, ...] = ()
+        if seq.request.gen.logprobs:
+            logits = lib.llama_get_logits_ith(self.ctx, seq.row)
+            scored = (self.logprob(token, piece, seq.request.gen.top_logprobs, logits),)
+        if text or scored:
+            seq.out.put(Token(text, logprobs=scored))
+        if seq.produced >= seq.request.limit:
+            self._finish(seq, DoneReason.LENGTH)
+
+    def _shift(self, seq: _Seq) -> bool:
+        """Make room as the sequential engine does: keep the first `keep` tokens, drop half of
+        the rest, and move what follows back (llama.cpp shifts the cached keys)."""
+        if not (seq.request.may_shift and self.can_shift):
+            return False
+        lib, slot = self.lib, seq.slot
+        keep = seq.request.keep
+        discard = max(1, (len(seq.window) - keep) // 2)
+        end = min(keep + discard, seq.fed)  # the dropped tokens that are in the KV cache
+        if keep < end:
+            lib.llama_memory_seq_rm(self.memory, slot, keep, end)
+            lib.llama_memory_seq_add(self.memory, slot, end, -1, keep - end)
+            seq.fed -= end - keep
+        seq.window = seq.window[:keep] + seq.window[keep + discard:]
+        if seq.fed > len(seq.window) - 1:  # the unread last token went too: read the new last again
+            lib.llama_memory_seq_rm(self.memory, slot, len(seq.window) - 1, -1)
+            seq.fed = len(seq.window) - 1
+        return True
+
+    def _finish(self, seq: _Seq, reason: DoneReason) -> None:
+        tail = seq.decoder.decode(b"", final=True)
+        if tail and reason is not DoneReason.CANCELLED:
+            seq.out.put(Token(tail))
+        end = time.perf_counter()
+        first = seq.first or end
+        self._release(seq)
+        seq.out.put(Done(reason, len(seq.request.tokens), (first - seq.started) * 1000.0, seq.produced,
+                         (end - first) * 1000.0, tuple(seq.window)))
+
+    def _release(self, seq: _Seq) -> None:
+        self.cached[seq.slot] = seq.window[:seq.fed]
+        self.free.append(seq.slot)
+        self.active.remove(seq)
+        if seq.sampler is not None:
+            self.lib.llama_sampler_free(seq.sampler)
+            seq.sampler = None
+
+    def _sampler(self, request: Request) -> Any:
+        """The request's sampler chain, in llama-cpp-python's order (its `Llama._init_sampler`)."""
+        lib, opts = self.lib, request.gen.options
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+
+        def add(sampler: Any) -> None:
+            lib.llama_sampler_chain_add(chain, sampler)
+
+        add(lib.llama_sampler_init_penalties(self.llm.n_vocab(), 64, opts.repeat_penalty,
+                                             opts.frequency_penalty, opts.presence_penalty))
+        if request.grammar is not None:
+            add(lib.llama_sampler_init_grammar(self.vocab, request.grammar._grammar.encode(),
+                                               request.grammar._root.encode()))
+        seed = opts.seed & 0xFFFFFFFF if opts.seed >= 0 else random.randrange(2**31)
+        if opts.temperature <= 0:
+            add(lib.llama_sampler_init_greedy())
+            return chain
+        add(lib.llama_sampler_init_top_k(opts.top_k))
+        add(lib.llama_sampler_init_typical(opts.typical_p, 1))
+        add(lib.llama_sampler_init_top_p(opts.top_p, 1))
+        add(lib.llama_sampler_init_min_p(opts.min_p, 1))
+        add(lib.llama_sampler_init_temp(opts.temperature))
+        add(lib.llama_sampler_init_dist(seed))
+        return chain
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

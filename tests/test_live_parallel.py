@@ -1,0 +1,100 @@
+"""Parallel slots on the CPU engine (OLLAMA_NUM_PARALLEL), with SmolLM2 through real HTTP: the
+requests share one batch yet each answers its own prompt, a cancelled one frees its slot for a
+queued request at once, and structured output and log-probabilities still work in a slot."""
+
+import json
+import threading
+import time
+
+import ollama
+import pytest
+import requests
+
+from tests.helpers import start_daemon
+
+pytestmark = pytest.mark.live
+MODEL = "smollm2:135m"
+WORDS = ["apple", "banana", "cherry", "dragon"]
+
+
+@pytest.fixture(scope="module")
+def parallel_daemon(smollm2_store, tmp_path_factory):
+    log = tmp_path_factory.mktemp("parallel-log") / "serve.log"
+    process, url = start_daemon({"RKOLLAMA_MODELS": str(smollm2_store), "RKOLLAMA_NUM_THREADS": "2",
+                                 "RKOLLAMA_CONTEXT_LENGTH": "2048", "OLLAMA_NUM_PARALLEL": "2"}, log)
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def _ask(url: str, word: str) -> str:
+    """A streamed chat answer, joined."""
+    parts = ollama.Client(host=url).chat(model=MODEL, stream=True, options={"temperature": 0, "num_predict": 20},
+                                         messages=[{"role": "user", "content": f"Write the word {word} three times."}])
+    return "".join(part.message.content for part in parts)
+
+
+def test_four_concurrent_streams_each_answer_their_own_prompt(smollm2_store, tmp_path):
+    process, url = start_daemon({"RKOLLAMA_MODELS": str(smollm2_store), "RKOLLAMA_NUM_THREADS": "2",
+                                 "RKOLLAMA_CONTEXT_LENGTH": "2048", "OLLAMA_NUM_PARALLEL": "4"},
+                                tmp_path / "serve.log")
+    try:
+        answers: dict[str, str] = {}
+        threads = [threading.Thread(target=lambda w=w: answers.__setitem__(w, _ask(url, w))) for w in WORDS]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert sorted(answers) == sorted(WORDS)
+        for word, answer in answers.items():  # what only that prompt produces
+            assert word in answer.lower(), (word, answer)
+            assert not any(other in answer.lower() for other in WORDS if other != word), (word, answer)
+        assert "4 parallel slots" in (tmp_path / "serve.log").read_text()
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_a_cancelled_stream_frees_its_slot_for_a_queued_request_at_once(parallel_daemon):
+    def endless(tag: str) -> requests.Response:
+        # A string of at least 10,000 characters: the grammar lets the model end nowhere sooner.
+        return requests.post(f"{parallel_daemon}/api/generate", stream=True, timeout=120, json={
+            "model": MODEL, "prompt": f"Story {tag}", "format": {"type": "string", "minLength": 10_000},
+            "options": {"num_predict": 100_000, "temperature": 0.8}})
+
+    first, second = endless("one"), endless("two")
+    # Both slots are generating. The line iterators are kept: one dropped is collected, and
+    # collecting it closes the connection (a client that leaves).
+    lines = [reply.iter_lines() for reply in (first, second)]
+    for line in lines:
+        assert b'"done":false' in next(line)
+    seen: dict[str, float] = {}
+
+    def queued() -> None:
+        reply = endless("three")
+        assert b'"done":false' in next(reply.iter_lines())
+        seen["first token"] = time.monotonic()
+        reply.close()
+
+    thread = threading.Thread(target=queued)
+    thread.start()
+    time.sleep(1.5)
+    assert "first token" not in seen  # no slot free: it waits its turn
+    closed = time.monotonic()
+    first.close()  # the client leaves: its generation ends and its slot takes the queued request
+    thread.join(30)
+    second.close()
+    assert "first token" in seen and seen["first token"] - closed < 3
+
+
+def test_structured_output_and_logprobs_work_in_a_slot(parallel_daemon):
+    client = ollama.Client(host=parallel_daemon)
+    answer = client.chat(model=MODEL, format={"type": "object", "properties": {"n": {"type": "integer"}},
+                                                "required": ["n"]},
+                         messages=[{"role": "user", "content": "Give me a number as JSON."}],
+                         options={"temperature": 0, "num_predict": 40})
+    assert isinstance(json.loads(answer.message.content)["n"], int)
+    scored = client.generate(model=MODEL, prompt="The sky is", raw=True, logprobs=True, top_logprobs=2,
+                             options={"temperature": 0, "num_predict": 3})
+    assert len(scored.logprobs) == 3 and all(lp.logprob <= 0 for lp in scored.logprobs)
+    assert all(len(lp.top_logprobs) == 2 for lp in scored.logprobs)
