@@ -172,20 +172,22 @@ def test_a_cancel_during_prefill_stops_at_the_next_chunk(engine):
 
     cancel = threading.Event()
     calls = []
-    original = engine.llm.eval
+    loop = engine.loop
+    original = loop.decode
 
-    def eval_then_cancel(tokens):
-        calls.append(len(tokens))
-        original(tokens)
+    def decode_then_cancel(ctx, batch):
+        calls.append(batch.n_tokens)
+        code = original(ctx, batch)
         cancel.set()  # the client leaves during the first chunk
+        return code
 
-    engine.llm.eval = eval_then_cancel
+    loop.decode = decode_then_cancel
     try:
         text = " ".join(f"word{i}" for i in range(300))
         gen = Generation(messages=[Message("user", text)])
         events = list(engine.generate(gen, cancel))
     finally:
-        del engine.llm.eval
+        loop.decode = original
     assert calls == [32]
     assert isinstance(events[-1], Done) and events[-1].reason is DoneReason.CANCELLED
     # Before the Done, only the empty Token the engine sends per prefill batch (its sign of work
@@ -211,5 +213,5 @@ def test_trimming_a_long_history_renders_it_a_logarithmic_number_of_times(engine
         tokens = engine._prompt_tokens(Generation(messages=history))
     finally:
         del engine.template.render
-    assert len(tokens) < engine.llm.n_ctx()
+    assert len(tokens) < engine.n_ctx
     assert len(renders) <= 12  # 300 messages: a bounded skip, then a binary search

@@ -1,22 +1,18 @@
 """LlamaCppBackend: the CPU engine, llama.cpp through llama-cpp-python (imported lazily)."""
 
-import codecs
 import json
 import logging
 import os
-import random
 import threading
-import time
-from collections.abc import Generator, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from rkollama.backends.base import Backend
 from rkollama.core.fitting import INPUT_TOO_LONG, PromptFitter
 from rkollama.core.options import DEFAULT_NUM_BATCH
 from rkollama.core.prompt import CHATML, ChatTemplate
-from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Token, TokenLogprob
-from rkollama.errors import BackendFailed, BadRequest, LoadFailed
+from rkollama.core.types import Done, Generation, LoadOptions, Token, TokenLogprob
+from rkollama.errors import BadRequest, LoadFailed
 
 if TYPE_CHECKING:
     from rkollama.backends.llamacpp_slots import SlotLoop
@@ -50,8 +46,8 @@ class LlamaCppBackend(Backend):
                                    vocab_size=llm.n_vocab())
         self._embedder: Any = None  # a second Llama with embedding=True, made on first use
         self._closed = False
-        self._parallel: SlotLoop | None = None
-        """With OLLAMA_NUM_PARALLEL above 1: the loop that batches the generations."""
+        self.loop: SlotLoop | None = None
+        """Where generations run, on a context of its own (set by load())."""
 
     @classmethod
     def load(cls, spec: "ModelSpec", opts: LoadOptions, settings: "Settings") -> "LlamaCppBackend":
@@ -83,9 +79,9 @@ class LlamaCppBackend(Backend):
         _check_memory(spec, shape, n_ctx * slots)  # a KV cache of num_ctx per slot, as Ollama's
         n_batch = min(opts.num_batch or DEFAULT_NUM_BATCH, n_ctx)
         try:
-            # With slots, generation has a context of its own (SlotLoop): this one only needs
-            # to hold a batch (sequential generation never runs on it).
-            llm = Llama(model_path=str(spec.model_path), n_ctx=n_ctx if slots == 1 else max(n_batch, 256),
+            # Generation has a context of its own (SlotLoop): this one, for the vocabulary and
+            # the metadata, only needs to hold a batch.
+            llm = Llama(model_path=str(spec.model_path), n_ctx=max(n_batch, 256),
                         n_batch=n_batch, n_ubatch=n_batch, n_threads=threads, n_threads_batch=threads,
                         use_mmap=True if opts.use_mmap is None else opts.use_mmap, verbose=False)
         except (ValueError, RuntimeError, OSError) as exc:
@@ -101,10 +97,10 @@ class LlamaCppBackend(Backend):
             llm.close()
             raise LoadFailed(f"invalid chat template for {spec.name.display()}: {exc}") from None
         backend = cls(spec, llm, template, max_token_bytes, n_ctx)
-        if slots > 1:
-            from rkollama.backends.llamacpp_slots import SlotLoop
+        from rkollama.backends.llamacpp_slots import SlotLoop
 
-            backend._parallel = SlotLoop(llm, slots, n_ctx, n_batch, threads, backend._logprob)
+        backend.loop = SlotLoop(llm, slots, n_ctx, n_batch, threads, backend._logprob)
+        if slots > 1:
             backend.slots, backend.continuous = slots, True
             log.info("%s: %d parallel slots of %d tokens each (OLLAMA_NUM_PARALLEL)",
                      spec.name.display(), slots, n_ctx)
@@ -128,117 +124,21 @@ class LlamaCppBackend(Backend):
         """The whole prompt text (no truncation), for `_debug_render_only`."""
         return self.fitter.whole_text(gen)
 
-    def _prefill(self, tokens: list[int], cancel: threading.Event) -> Generator[Token, None, bool]:
-        """Evaluate the prompt up to its last n_batch chunk, one chunk at a time, checking
-        `cancel` between chunks and reusing the prefix already in the KV cache; False when
-        cancelled. llama.cpp's own generate() then evaluates the last chunk (which yields the
-        logits to sample from), so a short prompt costs no extra forward pass. Each chunk done
-        yields an empty Token: the runner's stall watchdog hears the engine is working."""
-        llm = self.llm
-        cached = 0
-        for a, b in zip(llm.input_ids[: llm.n_tokens], tokens[: len(tokens) - 1], strict=False):
-            if a != b:
-                break
-            cached += 1
-        last_chunk = cached + (len(tokens) - 1 - cached) // llm.n_batch * llm.n_batch
-        if last_chunk <= cached:
-            return not cancel.is_set()
-        llm.n_tokens = cached
-        for start in range(cached, last_chunk, llm.n_batch):
-            if cancel.is_set():
-                return False
-            llm.eval(tokens[start:start + llm.n_batch])
-            yield Token("")
-        return not cancel.is_set()
-
     def generate(self, gen: Generation, cancel: threading.Event) -> Iterator[Token | Done]:
-        """Tokens of the answer, then Done. When the window fills before `num_predict`, the
-        context shifts as Ollama's does (the first num_keep tokens stay, half of the rest goes)
-        unless `shift` is false or a grammar is active; then it ends with LENGTH."""
+        """Tokens of the answer, then Done, from the slot loop (llamacpp_slots.py). When the
+        window fills before `num_predict`, the context shifts as Ollama's does (the first
+        num_keep tokens stay, half of the rest goes) unless `shift` is false or a grammar is
+        active; then it ends with LENGTH."""
+        from rkollama.backends.llamacpp_slots import Request
+
+        assert self.loop is not None, "generate() on an engine that load() did not make"
         opts = gen.options
         tokens = self.fitter.prompt_tokens(gen)
         grammar = _grammar(gen.format or _forced_call_schema(gen))
-        if self._parallel is not None:
-            from rkollama.backends.llamacpp_slots import Request
-
-            yield from self._parallel.generate(Request(
-                gen, cancel, tokens, _token_limit(opts.num_predict, self.n_ctx, len(tokens)),
-                gen.shift and grammar is None and opts.num_predict != -2,
-                self.fitter.num_keep(gen, len(tokens)), grammar))
-            return
-        # llama.cpp seeds are 32-bit: a larger request seed keeps its low bits.
-        self.llm.set_seed(opts.seed & 0xFFFFFFFF if opts.seed >= 0 else random.randrange(2**31))
-        run = _Run(window=list(tokens), limit=_token_limit(opts.num_predict, self.n_ctx, len(tokens)),
-                   may_shift=gen.shift and grammar is None and opts.num_predict != -2,
-                   keep=self.fitter.num_keep(gen, len(tokens)))
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        start = time.perf_counter()
-        try:
-            while run.reason is None:
-                room = yield from self._next_window(run, cancel)
-                if room > 0:
-                    yield from self._decode(run, room, gen, grammar, decoder, cancel)
-        except (RuntimeError, ValueError) as exc:
-            raise BackendFailed(f"generation failed: {exc}") from exc
-        tail = decoder.decode(b"", final=True)
-        if tail and run.reason is not DoneReason.CANCELLED:
-            yield Token(tail)
-        end = time.perf_counter()
-        first = run.first or end
-        yield Done(run.reason, len(tokens), (first - start) * 1000.0, run.produced, (end - first) * 1000.0,
-                   tuple(run.window))
-
-    def _next_window(self, run: "_Run", cancel: threading.Event) -> Generator[Token, None, int]:
-        """Make room in the window (shifting it when allowed) and prefill it; how many tokens
-        may be decoded before the next look, or 0 with `run.reason` set when the answer ends."""
-        if run.produced >= run.limit:
-            run.reason = DoneReason.LENGTH
-            return 0
-        if len(run.window) >= self.n_ctx:
-            if not run.may_shift:
-                run.reason = DoneReason.LENGTH
-                return 0
-            discard = max(1, (len(run.window) - run.keep) // 2)  # always room for one more
-            run.window = run.window[:run.keep] + run.window[run.keep + discard:]
-        if not (yield from self._prefill(run.window, cancel)):
-            run.reason = DoneReason.CANCELLED
-            return 0
-        return min(self.n_ctx - len(run.window), run.limit - run.produced)
-
-    def _decode(self, run: "_Run", room: int, gen: Generation, grammar: Any,
-                decoder: codecs.IncrementalDecoder, cancel: threading.Event) -> Iterator[Token]:
-        """Up to `room` tokens sampled after the prefilled window; sets `run.reason` when the
-        answer ends (end of generation, cancelled) rather than the window filling."""
-        import llama_cpp
-
-        opts, vocab = gen.options, self.llm._model.vocab
-        stream = self.llm.generate(
-            run.window, top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p,
-            typical_p=opts.typical_p, temp=opts.temperature,
-            repeat_penalty=opts.repeat_penalty, frequency_penalty=opts.frequency_penalty,
-            presence_penalty=opts.presence_penalty, grammar=grammar)
-        try:
-            for token in stream:
-                if run.first is None:
-                    run.first = time.perf_counter()
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    run.reason = DoneReason.STOP
-                    return
-                run.produced += 1
-                run.window.append(token)
-                piece = self.llm.detokenize([token])
-                text = decoder.decode(piece)
-                scored = (self._logprob(token, piece, gen.top_logprobs),) if gen.logprobs else ()
-                if text or scored:
-                    yield Token(text, logprobs=scored)
-                if cancel.is_set():
-                    run.reason = DoneReason.CANCELLED
-                    return
-                room -= 1
-                if room <= 0:
-                    return
-        finally:
-            stream.close()
+        return self.loop.generate(Request(
+            gen, cancel, tokens, _token_limit(opts.num_predict, self.n_ctx, len(tokens)),
+            gen.shift and grammar is None and opts.num_predict != -2, self.fitter.num_keep(gen, len(tokens)),
+            grammar))
 
     def _logprob(self, token: int, piece: bytes, top: int, row: Any = None) -> TokenLogprob:
         """The log-probability of `token` under the logits it was sampled from (raw logits, as
@@ -305,8 +205,8 @@ class LlamaCppBackend(Backend):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            if self._parallel is not None:
-                self._parallel.close()
+            if self.loop is not None:
+                self.loop.close()
             self.llm.close()
             if self._embedder is not None:
                 self._embedder.close()
@@ -378,24 +278,6 @@ def _return_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
-
-
-@dataclass
-class _Run:
-    """One generation's progress across context windows."""
-
-    window: list[int]
-    """The tokens in the context: prompt, then the answer so far (after any shift)."""
-    limit: int
-    """Tokens the answer may have."""
-    may_shift: bool
-    keep: int
-    """Tokens a shift keeps at the start (num_keep)."""
-    produced: int = 0
-    first: float | None = None
-    """perf_counter() when the first answer token came."""
-    reason: DoneReason | None = None
-    """Why the answer ended; None while it goes on."""
 
 
 def _token_limit(num_predict: int, n_ctx: int, prompt_tokens: int) -> int:

@@ -18,6 +18,7 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,8 @@ class SlotLoop:
         if not self.ctx:
             raise BackendFailed("llama.cpp could not make a context for the parallel slots")
         self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.decode = llama_cpp.llama_decode
+        """(ctx, batch) -> 0 on success: one forward pass (a seam tests can watch)."""
         self.can_shift = bool(llama_cpp.llama_memory_can_shift(self.memory))
         self.vocab = llm._model.vocab
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, slots)
@@ -100,7 +103,7 @@ class SlotLoop:
         self.thread.start()
 
     # -- the requester's side ----------------------------------------------------------------------
-    def generate(self, request: Request) -> "Any":
+    def generate(self, request: Request) -> Iterator[Token | Done]:
         """Tokens, then Done, of `request` (a generator: closing it cancels the request)."""
         seq = _Seq(request, queue.Queue())
         with self.cond:
@@ -110,7 +113,7 @@ class SlotLoop:
             self.cond.notify_all()
         return self._events(seq)
 
-    def _events(self, seq: _Seq) -> Any:
+    def _events(self, seq: _Seq) -> Iterator[Token | Done]:
         ended = False
         try:
             while True:
@@ -177,32 +180,39 @@ class SlotLoop:
             seq.started = time.perf_counter()
             self.active.append(seq)
 
-    def _step(self) -> None:
+    def _end_or_shift(self) -> None:
+        """Cancelled sequences end; a full window (its last token not read yet) shifts or ends
+        with LENGTH, so prompt + answer never pass num_ctx."""
         for seq in list(self.active):
             if seq.request.cancel.is_set():
                 self._finish(seq, DoneReason.CANCELLED)
             elif len(seq.window) >= self.n_ctx and seq.fed == len(seq.window) - 1 \
                     and not self._shift(seq):
-                # The window is full (its last token not read yet): as the sequential engine,
-                # prompt + answer never pass num_ctx.
                 self._finish(seq, DoneReason.LENGTH)
+
+    def _step(self) -> None:
+        self._end_or_shift()
         n = 0
         for seq in self.active:  # generating sequences first: one token each
             seq.row = -1
             if seq.fed == len(seq.window) - 1 and seq.produced:
                 n = self._add(n, seq, 1)
+        reading = []
         for seq in self.active:  # then the prompts being read, a chunk at a time
             if not seq.produced and seq.fed < len(seq.window) and n < self.n_batch:
                 n = self._add(n, seq, min(self.n_batch - n, len(seq.window) - seq.fed))
+                reading.append(seq)
         if n == 0:
             return
         self.batch.n_tokens = n
-        code = self.lib.llama_decode(self.ctx, self.batch)
+        code = self.decode(self.ctx, self.batch)
         if code != 0:
             raise RuntimeError(f"llama_decode returned {code}")
         for seq in list(self.active):
             if seq.row >= 0:
                 self._sample(seq)
+            elif seq in reading:  # a prompt chunk read: the runner's stall watchdog hears work
+                seq.out.put(Token(""))
 
     def _add(self, n: int, seq: _Seq, count: int) -> int:
         """`count` unread tokens of `seq` into the batch at row `n`; logits for the window's last."""
