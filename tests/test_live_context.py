@@ -99,7 +99,7 @@ def test_no_sequence_of_load_options_across_endpoints_gives_a_500(live_daemon):
     for (name, call), option in itertools.product(calls.items(), options):
         reply = call(option)
         assert reply.status_code == 200, (name, option, reply.status_code, reply.text)
-    final = generate(live_daemon, prompt="What is 2 + 2?", options={"num_predict": 8, "temperature": 0})
+    final = generate(live_daemon, prompt="What is 2 + 2?", options={"num_predict": 32, "temperature": 0})
     assert final.status_code == 200 and "4" in final.json()["response"]
     assert requests.get(f"{live_daemon}/api/ps").json()["models"][0]["context_length"] == 2048
 

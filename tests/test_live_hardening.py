@@ -125,8 +125,10 @@ def test_sigterm_ends_streams_with_an_error_line_answers_queued_requests_and_exi
         queued: list[requests.Response] = []
 
         def stream():
+            # A string of at least 10,000 characters: the answer cannot end before the signal.
             with requests.post(f"{url}/api/generate", stream=True, timeout=60, json={
                     "model": MODEL, "prompt": "Tell me a long story.",
+                    "format": {"type": "string", "minLength": 10_000},
                     "options": {"num_predict": 4000}}) as reply:
                 for raw in reply.iter_lines():
                     lines.append(json.loads(raw))
