@@ -170,6 +170,9 @@ class SlotLoop:
                 seq.out.put(Done(DoneReason.CANCELLED, len(seq.request.tokens)))
                 continue
             tokens = seq.request.tokens
+            if not tokens:  # nothing to continue from (the routes never send this)
+                seq.out.put(Done(DoneReason.STOP))
+                continue
             if len(tokens) >= self.n_ctx and not seq.request.may_shift:  # no room for an answer
                 seq.out.put(Done(DoneReason.LENGTH, len(tokens), 0.0, 0, 0.0, tuple(tokens)))
                 continue
