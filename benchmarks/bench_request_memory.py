@@ -39,14 +39,9 @@ def shapes(limit: int) -> dict[str, tuple[str, dict]]:
     }
 
 
-def peak(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
-
-
 def main() -> None:
     import requests
-    from helpers import register_fake, start_daemon
+    from helpers import peak_rss, register_fake, start_daemon
 
     from rkollama.models.store import ModelStore
 
@@ -63,13 +58,13 @@ def main() -> None:
         try:
             warm = {"model": "tiny", "stream": False, "messages": [{"role": "user", "content": "hi"}]}
             requests.post(f"{url}/api/chat", json=warm, timeout=30)
-            base = peak(process.pid)
+            base = peak_rss(process.pid)
             data = json.dumps(body).encode()
             started = time.monotonic()
             reply = requests.post(url + path, data=data, headers={"Content-Type": "application/json"},
                                   timeout=600)
             seconds = time.monotonic() - started
-            grown = peak(process.pid) - base
+            grown = peak_rss(process.pid) - base
             print(f"{label:<26} body {len(data) / 1e6:5.1f} MB  {reply.status_code}  {seconds:6.2f} s  "
                   f"+{grown / 1e6:6.1f} MB ({grown / limit:4.1f}x the limit)")
         finally:

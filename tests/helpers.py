@@ -133,3 +133,9 @@ def start_smollm2_daemon(prefix: str, threads: int, **env):
            "RKOLLAMA_CONTEXT_LENGTH": "2048", "RKOLLAMA_KEEP_ALIVE": "-1", **env}
     process, url = start_daemon(env, workdir / "serve.log")
     return process, url, model_path, workdir
+
+
+def peak_rss(pid: int) -> int:
+    """The process's peak resident memory in bytes (VmHWM, Linux)."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))

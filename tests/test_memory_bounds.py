@@ -9,21 +9,13 @@ import sys
 import pytest
 import requests
 
-from tests.helpers import register_fake, start_daemon
+from tests.helpers import peak_rss, register_fake, start_daemon
 
 LIMIT = 8 * 1024 * 1024
 BODY_FACTOR = 5
 FIXED_BYTES = 64 * 1024 * 1024
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-
-
-def _peak(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
 
 
 def _chat(messages):
@@ -55,7 +47,7 @@ def test_one_requests_peak_memory_in_the_daemon_is_bounded_by_the_body_limit(tmp
     try:
         assert requests.post(f"{url}/api/chat", json=_chat([{"role": "user", "content": "hi"}]),
                              timeout=30).status_code == 200
-        base = _peak(process.pid)
+        base = peak_rss(process.pid)
         bound = BODY_FACTOR * LIMIT + FIXED_BYTES
         for label, (path, body) in HOSTILE.items():
             data = json.dumps(body).encode()
@@ -63,7 +55,7 @@ def test_one_requests_peak_memory_in_the_daemon_is_bounded_by_the_body_limit(tmp
             reply = requests.post(url + path, data=data, headers={"Content-Type": "application/json"},
                                   timeout=120)
             assert reply.status_code in (200, 400), (label, reply.text[:200])
-            grown = _peak(process.pid) - base
+            grown = peak_rss(process.pid) - base
             assert grown <= bound, f"{label}: the daemon grew {grown / 1e6:.0f} MB (bound {bound / 1e6:.0f} MB)"
     finally:
         process.terminate()
@@ -85,16 +77,16 @@ def test_the_runners_peak_memory_is_fixed_at_load_and_a_request_adds_at_most_the
                                                           "stream": False, "options": {"num_predict": 2}},
                              timeout=120).status_code == 200
         runner = _runner_of(process.pid)
-        loaded = _peak(runner)
-        daemon_base = _peak(process.pid)
+        loaded = peak_rss(runner)
+        daemon_base = peak_rss(process.pid)
         long = ("lorem ipsum dolor " * (LIMIT // 18))[:LIMIT - 1024]  # a prompt of the whole limit
         reply = requests.post(f"{url}/api/chat", timeout=600, json={
             "model": "smollm2:135m", "stream": False, "options": {"num_predict": 2},
             "messages": [{"role": "user", "content": long}]})
         assert reply.status_code == 200, reply.text[:200]
         bound = BODY_FACTOR * LIMIT + FIXED_BYTES
-        assert _peak(runner) - loaded <= bound
-        assert _peak(process.pid) - daemon_base <= bound
+        assert peak_rss(runner) - loaded <= bound
+        assert peak_rss(process.pid) - daemon_base <= bound
     finally:
         process.terminate()
         process.wait(10)

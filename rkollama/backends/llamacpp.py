@@ -140,16 +140,12 @@ class LlamaCppBackend(Backend):
             gen.shift and grammar is None and opts.num_predict != -2, self.fitter.num_keep(gen, len(tokens)),
             grammar))
 
-    def _logprob(self, token: int, piece: bytes, top: int, row: Any = None) -> TokenLogprob:
-        """The log-probability of `token` under the logits it was sampled from (raw logits, as
-        Ollama reports them, before temperature), and the `top` most likely tokens. `row`: those
-        logits (a parallel slot's); else the last of the engine's own context."""
-        import llama_cpp
+    def _logprob(self, token: int, piece: bytes, top: int, row: Any) -> TokenLogprob:
+        """The log-probability of `token` under the logits it was sampled from (`row`, raw, as
+        Ollama reports them, before temperature), and the `top` most likely tokens."""
         import numpy as np
 
         vocab = self.llm.n_vocab()
-        if row is None:
-            row = llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1)
         logits = np.ctypeslib.as_array(row, shape=(vocab,)).astype(np.float64)
         peak = logits.max()
         logprobs = logits - (peak + np.log(np.exp(logits - peak).sum()))

@@ -18,10 +18,11 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from rkollama.core.fitting import common_prefix
 from rkollama.core.types import Done, DoneReason, Generation, Token, TokenLogprob
 from rkollama.errors import BackendFailed
 
@@ -67,7 +68,7 @@ class SlotLoop:
     """Up to `slots` generations at once on one context of `slots × n_ctx` tokens."""
 
     def __init__(self, llm: Any, slots: int, n_ctx: int, n_batch: int, threads: int,
-                 logprob: Any):
+                 logprob: "Callable[[int, bytes, int, Any], TokenLogprob]"):
         import llama_cpp
 
         # Every running sequence's next token must fit in one batch, whatever num_batch says.
@@ -106,16 +107,14 @@ class SlotLoop:
 
     # -- the requester's side ----------------------------------------------------------------------
     def generate(self, request: Request) -> Iterator[Token | Done]:
-        """Tokens, then Done, of `request` (a generator: closing it cancels the request)."""
+        """Tokens, then Done, of `request`. It joins the loop at the first next() (a generator
+        never read takes no slot); closing it cancels the request."""
         seq = _Seq(request, queue.Queue())
         with self.cond:
             if self.stopping:
                 raise BackendFailed("the engine is closing")
             self.waiting.append(seq)
             self.cond.notify_all()
-        return self._events(seq)
-
-    def _events(self, seq: _Seq) -> Iterator[Token | Done]:
         ended = False
         try:
             while True:
@@ -176,9 +175,9 @@ class SlotLoop:
             if len(tokens) >= self.n_ctx and not seq.request.may_shift:  # no room for an answer
                 seq.out.put(Done(DoneReason.LENGTH, len(tokens), 0.0, 0, 0.0, tuple(tokens)))
                 continue
-            slot = max(self.free, key=lambda s: _common(self.cached[s], tokens))
+            slot = max(self.free, key=lambda s: common_prefix(self.cached[s], tokens))
             self.free.remove(slot)
-            reuse = min(_common(self.cached[slot], tokens), len(tokens) - 1)  # the last one is read
+            reuse = min(common_prefix(self.cached[slot], tokens), len(tokens) - 1)  # the last one is read
             self.lib.llama_memory_seq_rm(self.memory, slot, reuse, -1)
             seq.slot, seq.window, seq.fed = slot, list(tokens), reuse
             seq.sampler = self._sampler(seq.request)
@@ -317,11 +316,3 @@ class SlotLoop:
         add(lib.llama_sampler_init_dist(seed))
         return chain
 
-
-def _common(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n

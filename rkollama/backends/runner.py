@@ -192,8 +192,6 @@ class RunnerBackend(Backend):
                         raise self._stalled() from None
                     continue
                 heard = time.monotonic()
-                if isinstance(message, Emitted) and message.event == Token(""):
-                    continue  # the engine is working (a prefill batch done): nothing to pass on
                 finished = not isinstance(message, Emitted) or isinstance(message.event, Done)
                 if not isinstance(message, Emitted):
                     raise self._failure(message)

@@ -153,6 +153,16 @@ class PromptFitter:
         return max(0, min(keep, self.n_ctx - 1))
 
 
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many tokens two sequences share from their start (what a KV cache can keep)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def _tool_block_start(messages: list[Message], droppable: list[int], dropped: int) -> int:
     """How many of the oldest droppable messages to drop so that the first kept one is not a
     tool result whose assistant tool-call turn was dropped (Ollama's toolBlockStartIndex)."""

@@ -19,6 +19,8 @@ untrusted, and the next request clears it.
 import logging
 from dataclasses import dataclass, field
 
+from rkollama.core.fitting import common_prefix
+
 log = logging.getLogger("rkollama.rkllm")
 
 SHARED_PREFIX_MIN = 32
@@ -36,15 +38,6 @@ class Plan:
     """Clear the cache before the run."""
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 @dataclass
 class TokenCache:
     ids: list[int] = field(default_factory=list)
@@ -57,7 +50,7 @@ class TokenCache:
         held = len(self.ids)
         if not self.dirty and held and len(tokens) > held and tokens[:held] == self.ids:
             return Plan(tokens[held:], held, keep_history=True, clear=False)
-        if not self.dirty and _common_prefix(self.ids, tokens) >= SHARED_PREFIX_MIN:
+        if not self.dirty and common_prefix(self.ids, tokens) >= SHARED_PREFIX_MIN:
             return Plan(tokens, 0, keep_history=False, clear=False)
         return Plan(tokens, 0, keep_history=True, clear=self.dirty or bool(self.ids))
 
