@@ -44,6 +44,12 @@ def store(settings):
 
 
 @pytest.fixture
+def seer(store):
+    """A fake model with a vision projector: it takes images."""
+    return register_fake(store, "seer", projector=b"projector weights")
+
+
+@pytest.fixture
 def script():
     return Script()
 

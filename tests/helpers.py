@@ -22,13 +22,34 @@ class FakeClock:
         self.now += seconds
 
 
-def register_fake(store, name: str, payload: bytes = b"weights", **fields):
-    """Put a model with a small dummy blob into `store` (for the fake backend)."""
+def register_fake(store, name: str, payload: bytes = b"weights", projector: bytes = b"", **fields):
+    """Put a model with a small dummy blob into `store` (for the fake backend); with
+    `projector`, a vision projector blob beside it."""
+    from rkollama.models.store import PROJECTOR_TYPE
+
     parsed = ModelName.parse(name)
     digest = store.write_blob_bytes(payload + name.encode())
     fields.setdefault("source", {"path": "/dev/null"})
     modelfile = Modelfile(name=parsed.model, tag=parsed.tag, **fields)
-    return store.register(parsed, modelfile, digest, len(payload))
+    extra = ((PROJECTOR_TYPE, store.write_blob_bytes(projector), len(projector)),) if projector else ()
+    return store.register(parsed, modelfile, digest, len(payload), extra)
+
+
+def png(width: int = 4, height: int = 3, color=(200, 30, 30), kind: str = "PNG") -> bytes:
+    """A real image file of one colour."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(out, kind)
+    return out.getvalue()
+
+
+def png_b64(width: int = 4, height: int = 3, color=(200, 30, 30), kind: str = "PNG") -> str:
+    import base64
+
+    return base64.b64encode(png(width, height, color, kind)).decode()
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import free_port, register_fake
+from helpers import free_port, png, register_fake
 
 from rkollama.core.types import DoneReason
 
@@ -364,12 +364,11 @@ def test_repl_keeps_a_history_file_and_loads_and_saves_models(fake_server, scrip
     assert "hello other" in history and "/save pirate" in history
 
 
-def test_repl_sends_image_paths_to_a_vision_model(fake_server, script, store, tmp_path):
+def test_repl_sends_image_paths_to_a_vision_model(fake_server, script, store, seer, tmp_path):
     import base64
 
-    register_fake(store, "seer", capabilities=["completion", "vision"])
     picture = tmp_path / "my cat.png"
-    picture.write_bytes(b"\x89PNG fake pixels")
+    picture.write_bytes(png())
     term = Terminal(["run", "seer"], fake_server.url)
     term.expect(">>> ")
     term.send(f"what is in {str(picture).replace(' ', chr(92) + ' ')} ?\r")
@@ -377,7 +376,7 @@ def test_repl_sends_image_paths_to_a_vision_model(fake_server, script, store, tm
     term.expect(">>> ")
     message = script.history[-1].messages[-1]
     assert message.content == "what is in ?"
-    assert [base64.b64decode(i) for i in message.images] == [b"\x89PNG fake pixels"]
+    assert [base64.b64decode(i) for i in message.images] == [png()]
     term.send("/bye\r")
     assert term.wait() == 0
     plain = Terminal(["run", "tiny"], fake_server.url)  # no vision: the path is only text

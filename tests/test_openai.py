@@ -7,6 +7,7 @@ import struct
 
 import openai
 import pytest
+from helpers import png_b64
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
@@ -132,12 +133,12 @@ def test_reasoning_effort_maps_to_think(oai, script, tooly, effort, think):
     assert script.history[-1].think == think
 
 
-def test_image_parts_become_images_and_http_urls_are_refused(http, script):
-    pixel = base64.b64encode(b"\x89PNG fake").decode()
-    reply = http.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": [
+def test_image_parts_become_images_and_http_urls_are_refused(http, script, seer):
+    pixel = png_b64()
+    reply = http.post("/v1/chat/completions", json={"model": "seer", "messages": [{"role": "user", "content": [
         {"type": "text", "text": "what is"}, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{pixel}"}}]}]})
     assert reply.status_code == 200 and script.history[-1].messages[0].images == [pixel]
-    reply = http.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": [
+    reply = http.post("/v1/chat/completions", json={"model": "seer", "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]})
     assert reply.status_code == 400
     assert reply.get_json()["error"]["message"] == "image URLs are not currently supported, please use base64 encoded data instead"

@@ -18,7 +18,7 @@ from typing import Any
 from rkollama.anthropic import types as wire
 from rkollama.api.fields import Fields
 from rkollama.core.collect import Completion
-from rkollama.core.images import is_base64
+from rkollama.core.images import declared_matches, is_base64
 from rkollama.core.request import THINK_LEVELS, Request, validate_tools
 from rkollama.core.types import Done, DoneReason, JSONObject, Message, NamedEvent, TokenLogprob, ToolCall
 from rkollama.durations import keep_alive_seconds
@@ -173,6 +173,9 @@ def _image(source: Any) -> str:
     data = source.get("data")
     if not data or not isinstance(data, str) or not is_base64(data):
         raise BadRequest("invalid base64 image data")
+    media_type = source.get("media_type")
+    if isinstance(media_type, str) and not declared_matches(media_type, data):
+        raise BadRequest(f"invalid image: the data is not of its media_type {media_type}")
     return data
 
 

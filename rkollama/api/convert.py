@@ -6,7 +6,7 @@ from typing import Any, Protocol, cast
 
 from rkollama.api import types as wire
 from rkollama.api.fields import Fields
-from rkollama.core.images import is_base64, split_data_uri
+from rkollama.core.images import declared_matches, is_base64, split_data_uri
 from rkollama.core.request import (
     THINK_LEVELS,
     Request,
@@ -84,9 +84,12 @@ def _image(value: object) -> str:
     """Accept plain base64 (Ollama) or a data URI; return plain base64."""
     if not isinstance(value, str):
         raise BadRequest("json: cannot unmarshal images: expected base64 strings")
-    _, text = split_data_uri(value)
+    header, text = split_data_uri(value)
     if not is_base64(text):
         raise BadRequest("illegal base64 data in images")
+    media_type = header.removeprefix("data:").partition(";")[0]
+    if not declared_matches(media_type, text):
+        raise BadRequest(f"invalid image: the data is not of its type {media_type}")
     return text
 
 

@@ -16,6 +16,7 @@ from rkollama.errors import BadRequest, LoadFailed
 
 if TYPE_CHECKING:
     from rkollama.backends.llamacpp_slots import SlotLoop
+    from rkollama.backends.llamacpp_vision import Vision
     from rkollama.config import Settings
     from rkollama.models.store import ModelSpec
 
@@ -33,7 +34,7 @@ class LlamaCppBackend(Backend):
     constrains_format = True
 
     def __init__(self, spec: "ModelSpec", llm: Any, template: ChatTemplate, max_token_bytes: int,
-                 n_ctx: int):
+                 n_ctx: int, vision: "Vision | None" = None):
         self.spec, self.llm, self.template = spec, llm, template
         self.n_ctx = n_ctx
         """The window in tokens, as requested (llama.cpp pads its own to a multiple of 256)."""
@@ -42,8 +43,11 @@ class LlamaCppBackend(Backend):
         B / max_token_bytes tokens, which refuses or drops what cannot fit without tokenizing."""
         self.context_length = n_ctx
         self.memory_bytes = spec.size
+        self.vision = vision
+        """The model's projector, when it reads images."""
         self.fitter = PromptFitter(n_ctx, template, self._tokens, self.max_token_bytes,
-                                   vocab_size=llm.n_vocab())
+                                   vocab_size=llm.n_vocab(),
+                                   tokenize_images=self._tokens_with_images if vision else None)
         self._embedder: Any = None  # a second Llama with embedding=True, made on first use
         self._closed = False
         self.loop: SlotLoop | None = None
@@ -96,10 +100,20 @@ class LlamaCppBackend(Backend):
         except Exception as exc:  # jinja2 syntax errors in a Modelfile template
             llm.close()
             raise LoadFailed(f"invalid chat template for {spec.name.display()}: {exc}") from None
-        backend = cls(spec, llm, template, max_token_bytes, n_ctx)
+        vision = None
+        if spec.projector_path is not None:
+            from rkollama.backends.llamacpp_vision import Vision
+
+            try:
+                vision = Vision(llm._model.model, spec.projector_path, threads)
+            except LoadFailed:
+                llm.close()
+                raise
+            log.info("%s: vision projector loaded", spec.name.display())
+        backend = cls(spec, llm, template, max_token_bytes, n_ctx, vision)
         from rkollama.backends.llamacpp_slots import SlotLoop
 
-        backend.loop = SlotLoop(llm, slots, n_ctx, n_batch, threads, backend._logprob)
+        backend.loop = SlotLoop(llm, slots, n_ctx, n_batch, threads, backend._logprob, vision)
         if slots > 1:
             backend.slots, backend.continuous = slots, True
             log.info("%s: %d parallel slots of %d tokens each (OLLAMA_NUM_PARALLEL)",
@@ -111,6 +125,10 @@ class LlamaCppBackend(Backend):
         if add_bos and self.template.bos_token and text.startswith(self.template.bos_token):
             add_bos = False  # the template already wrote BOS
         return list(self.llm.tokenize(text.encode(), add_bos=add_bos, special=True))
+
+    def _tokens_with_images(self, text: str, bos: bool, images: list[str]) -> list[int]:
+        assert self.vision is not None
+        return self.vision.tokenize(text, bos, images, self._tokens)
 
     def _min_tokens(self, text: str) -> int:
         """A lower bound of the tokens of `text`, from its length alone."""
@@ -135,10 +153,13 @@ class LlamaCppBackend(Backend):
         opts = gen.options
         tokens = self.fitter.prompt_tokens(gen)
         grammar = _grammar(gen.format or _forced_call_schema(gen))
+        pictures = {}
+        if self.vision is not None and any(t < 0 for t in tokens):
+            pictures = self.vision.pictures(_images_of(gen), tokens)
         return self.loop.generate(Request(
             gen, cancel, tokens, _token_limit(opts.num_predict, self.n_ctx, len(tokens)),
             gen.shift and grammar is None and opts.num_predict != -2, self.fitter.num_keep(gen, len(tokens)),
-            grammar))
+            grammar, pictures))
 
     def _logprob(self, token: int, piece: bytes, top: int, row: Any) -> TokenLogprob:
         """The log-probability of `token` under the logits it was sampled from (`row`, raw, as
@@ -203,6 +224,8 @@ class LlamaCppBackend(Backend):
             self._closed = True
             if self.loop is not None:
                 self.loop.close()
+            if self.vision is not None:
+                self.vision.close()
             self.llm.close()
             if self._embedder is not None:
                 self._embedder.close()
@@ -284,6 +307,11 @@ def _token_limit(num_predict: int, n_ctx: int, prompt_tokens: int) -> int:
     if num_predict == -2:
         return n_ctx - prompt_tokens
     return UNBOUNDED_WINDOWS * n_ctx
+
+
+def _images_of(gen: Generation) -> list[str]:
+    """Every image of the generation (base64), in order."""
+    return list(gen.images) + [image for m in gen.messages or [] for image in m.images]
 
 
 def _forced_call_schema(gen: Generation) -> dict[str, Any] | None:

@@ -9,6 +9,10 @@ sequence (a slot of num_ctx tokens) and its own context shift. A slot keeps what
 holds after a request ends, and the next request goes to the free slot sharing the longest
 prefix with its prompt, which then reads only the rest. Cancelling ends a sequence at the next
 step and frees its slot.
+
+An image in a prompt (a run of stand-in ids, core.media) is read in a step of its own, after
+the batch: the projector encodes it and its embeddings go into the sequence's KV cache. No
+reuse, shift or cut ever splits one.
 """
 
 import codecs
@@ -20,11 +24,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from rkollama.core import media
 from rkollama.core.fitting import common_prefix
 from rkollama.core.types import Done, DoneReason, Generation, Token, TokenLogprob
 from rkollama.errors import BackendFailed
+
+if TYPE_CHECKING:
+    from rkollama.backends.llamacpp_vision import Picture, Vision
 
 log = logging.getLogger("rkollama.llamacpp")
 
@@ -44,6 +52,8 @@ class Request:
     """Tokens a shift keeps at the start."""
     grammar: Any = None
     """A llama_cpp LlamaGrammar, or None."""
+    pictures: "dict[int, Picture]" = field(default_factory=dict)
+    """The images `tokens` holds, by key (core.media)."""
 
 
 @dataclass
@@ -55,9 +65,12 @@ class _Seq:
     window: list[int] = field(default_factory=list)
     """The prompt, then the answer so far (after any shift); its last token may be unread."""
     fed: int = 0
-    """Tokens of `window` in the slot's KV cache (positions 0..fed-1)."""
+    """Tokens of `window` in the slot's KV cache."""
+    offset: int = 0
+    """Positions minus tokens in the KV cache (images under M-RoPE take fewer positions)."""
     row: int = -1
-    """The batch row whose logits give this sequence's next token, this step; -1 none."""
+    """The batch row whose logits give this sequence's next token, this step; -1 none (or,
+    right after an image that ends the prompt, the last logits: llama.cpp's own -1)."""
     produced: int = 0
     started: float = 0.0
     first: float | None = None
@@ -68,7 +81,7 @@ class SlotLoop:
     """Up to `slots` generations at once on one context of `slots × n_ctx` tokens."""
 
     def __init__(self, llm: Any, slots: int, n_ctx: int, n_batch: int, threads: int,
-                 logprob: "Callable[[int, bytes, int, Any], TokenLogprob]"):
+                 logprob: "Callable[[int, bytes, int, Any], TokenLogprob]", vision: "Vision | None" = None):
         import llama_cpp
 
         # Every running sequence's next token must fit in one batch, whatever num_batch says.
@@ -76,6 +89,7 @@ class SlotLoop:
         self.lib, self.llm, self.slots, self.n_ctx, self.n_batch = llama_cpp, llm, slots, n_ctx, n_batch
         self.logprob = logprob
         """(token, piece, top, logits pointer) -> TokenLogprob: the engine's own measure."""
+        self.vision = vision
         # The engine's own context's parameters (KV types, threads), sized for the slots, with
         # llama.cpp's choice of attention kernel, as its own server makes it: flash attention on
         # the CPU decodes ~10% faster than llama-cpp-python's default, which turns it off.
@@ -178,8 +192,11 @@ class SlotLoop:
             slot = max(self.free, key=lambda s: common_prefix(self.cached[s], tokens))
             self.free.remove(slot)
             reuse = min(common_prefix(self.cached[slot], tokens), len(tokens) - 1)  # the last one is read
+            reuse = media.back_to_edge(tokens, reuse)
             self.lib.llama_memory_seq_rm(self.memory, slot, reuse, -1)
             seq.slot, seq.window, seq.fed = slot, list(tokens), reuse
+            seq.offset = sum(seq.request.pictures[key].positions - seq.request.pictures[key].count
+                             for at, key in media.image_starts(tokens[:reuse]))
             seq.sampler = self._sampler(seq.request)
             seq.started = time.perf_counter()
             self.active.append(seq)
@@ -202,27 +219,53 @@ class SlotLoop:
             if seq.fed == len(seq.window) - 1 and seq.produced:
                 n = self._add(n, seq, 1)
         reading = []
-        for seq in self.active:  # then the prompts being read, a chunk at a time
+        for seq in self.active:  # then the prompts being read, a chunk of text at a time
             if not seq.produced and seq.fed < len(seq.window) and n < self.n_batch:
-                n = self._add(n, seq, min(self.n_batch - n, len(seq.window) - seq.fed))
-                reading.append(seq)
-        if n == 0:
-            return
-        self.batch.n_tokens = n
-        code = self.decode(self.ctx, self.batch)
-        if code != 0:
-            raise RuntimeError(f"llama_decode returned {code}")
-        for seq in list(self.active):
-            if seq.row >= 0:
-                self._sample(seq)
-            elif seq in reading:  # a prompt chunk read: the runner's stall watchdog hears work
-                seq.out.put(Token(""))
+                run = self._text_run(seq, self.n_batch - n)
+                if run:
+                    n = self._add(n, seq, run)
+                    reading.append(seq)
+        if n:
+            self.batch.n_tokens = n
+            code = self.decode(self.ctx, self.batch)
+            if code != 0:
+                raise RuntimeError(f"llama_decode returned {code}")
+            for seq in list(self.active):
+                if seq.row >= 0:
+                    self._sample(seq)
+                elif seq in reading:  # a prompt chunk read: the runner's stall watchdog hears work
+                    seq.out.put(Token(""))
+        seeing = next((seq for seq in self.active if seq not in reading and not seq.produced
+                       and seq.fed < len(seq.window) and media.is_image(seq.window[seq.fed])), None)
+        if seeing is not None:  # one image a step, so the others go on between images
+            self._see(seeing)
+
+    def _text_run(self, seq: _Seq, limit: int) -> int:
+        """Unread tokens of `seq` before its next image, at most `limit`."""
+        window, run = seq.window, 0
+        while run < limit and seq.fed + run < len(window) and window[seq.fed + run] >= 0:
+            run += 1
+        return run
+
+    def _see(self, seq: _Seq) -> None:
+        """Read the image that starts at `seq`'s next unread token."""
+        picture = seq.request.pictures[media.image_key(seq.window[seq.fed])]
+        last = seq.fed + picture.count == len(seq.window)
+        assert self.vision is not None, "a prompt with images reached an engine without a projector"
+        self.vision.decode(self.ctx, picture, seq.fed + seq.offset, seq.slot, self.n_batch, last)
+        seq.fed += picture.count
+        seq.offset += picture.positions - picture.count
+        if last:  # the prompt ends with the image: its logits give the first answer token
+            seq.row = -1
+            self._sample(seq)
+        else:
+            seq.out.put(Token(""))
 
     def _add(self, n: int, seq: _Seq, count: int) -> int:
         """`count` unread tokens of `seq` into the batch at row `n`; logits for the window's last."""
         for _ in range(count):
             self.batch.token[n] = seq.window[seq.fed]
-            self.batch.pos[n] = seq.fed
+            self.batch.pos[n] = seq.fed + seq.offset
             self.batch.n_seq_id[n] = 1
             self.batch.seq_id[n][0] = seq.slot
             last = seq.fed == len(seq.window) - 1
@@ -256,12 +299,13 @@ class SlotLoop:
 
     def _shift(self, seq: _Seq) -> bool:
         """Make room as the sequential engine does: keep the first `keep` tokens, drop half of
-        the rest, and move what follows back (llama.cpp shifts the cached keys)."""
-        if not (seq.request.may_shift and self.can_shift):
+        the rest (an image on either edge goes whole), and move what follows back (llama.cpp
+        shifts the cached keys). Not under M-RoPE positions (`offset`), which do not shift."""
+        if not (seq.request.may_shift and self.can_shift) or seq.offset:
             return False
         lib, slot = self.lib, seq.slot
-        keep = seq.request.keep
-        discard = max(1, (len(seq.window) - keep) // 2)
+        keep = media.back_to_edge(seq.window, seq.request.keep)
+        discard = media.on_to_edge(seq.window, keep + max(1, (len(seq.window) - keep) // 2)) - keep
         end = min(keep + discard, seq.fed)  # the dropped tokens that are in the KV cache
         if keep < end:
             lib.llama_memory_seq_rm(self.memory, slot, keep, end)
@@ -281,7 +325,7 @@ class SlotLoop:
         first = seq.first or end
         self._release(seq)
         seq.out.put(Done(reason, len(seq.request.tokens), (first - seq.started) * 1000.0, seq.produced,
-                         (end - first) * 1000.0, tuple(seq.window)))
+                         (end - first) * 1000.0, tuple(t for t in seq.window if t >= 0)))
 
     def _release(self, seq: _Seq) -> None:
         self.cached[seq.slot] = seq.window[:seq.fed]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rkollama.core import media
 from rkollama.core.prompt import ChatTemplate, TemplateRenderError
 from rkollama.core.types import Generation, Message
 from rkollama.errors import BadRequest
@@ -21,6 +22,10 @@ log = logging.getLogger("rkollama.fitting")
 
 Tokenize = Callable[[str, bool], list[int]]
 """(text, add_bos) -> token ids; special tokens written in the text become special tokens."""
+TokenizeWithImages = Callable[[str, bool, list[str]], list[int]]
+"""(text, add_bos, images) -> token ids, each `[img-N]` of the text replaced by the stand-in
+ids of images[N] (core.media); raises BadRequest for an image the engine cannot read."""
+NO_VISION = "this model cannot read images"
 
 
 @dataclass
@@ -35,13 +40,21 @@ class PromptFitter:
     B / max_token_bytes tokens, which refuses or drops what cannot fit without tokenizing."""
     vocab_size: int = 0
     """Token ids of a request's `context` must be below this (0: not checked)."""
+    tokenize_images: TokenizeWithImages | None = None
+    """How the engine reads a prompt with images; None: it cannot."""
 
     def min_tokens(self, text: str) -> int:
         """A lower bound of the tokens of `text`, from its length alone."""
         return -(-len(text.encode("utf-8", "surrogatepass")) // max(1, self.max_token_bytes))
 
     def render(self, messages: list[Message], gen: Generation) -> str:
-        """`messages` through the chat template, with the request's tools and think setting."""
+        """`messages` through the chat template, with the request's tools and think setting;
+        images are `[img-N]` tags in it (core.media)."""
+        return self._render(messages, gen)[0]
+
+    def _render(self, messages: list[Message], gen: Generation) -> tuple[str, list[str]]:
+        """The rendered text and its images, in the order of their tags."""
+        messages, images = media.tagged(messages)
         extra: dict[str, Any] = {}
         if gen.tools:
             extra["tools"] = gen.tools
@@ -50,9 +63,16 @@ class PromptFitter:
             if isinstance(gen.think, str):
                 extra["reasoning_effort"] = gen.think
         try:
-            return self.template.render(messages, add_generation_prompt=True, **extra)
+            return self.template.render(messages, add_generation_prompt=True, **extra), images
         except TemplateRenderError as exc:
             raise BadRequest(f"chat template failed: {exc}") from None
+
+    def _tokens(self, text: str, bos: bool, images: list[str]) -> list[int]:
+        if not images:
+            return self.tokenize(text, bos)
+        if self.tokenize_images is None:
+            raise BadRequest(NO_VISION)
+        return self.tokenize_images(text, bos, images)
 
     def whole_text(self, gen: Generation) -> str:
         """The whole prompt text (no truncation), for `_debug_render_only`."""
@@ -62,8 +82,9 @@ class PromptFitter:
 
     def context(self, gen: Generation) -> list[int]:
         """The token ids of an earlier exchange this prompt continues (/api/generate `context`)."""
-        if self.vocab_size and any(t >= self.vocab_size for t in gen.context):
-            raise BadRequest(f"invalid context: token ids must be below {self.vocab_size}")
+        for token in gen.context:  # ids of this vocabulary only (never an image's stand-ins)
+            if token < 0 or (self.vocab_size and token >= self.vocab_size):
+                raise BadRequest(f"invalid context: token id {token} is not in the model's vocabulary")
         return list(gen.context)
 
     def prompt_tokens(self, gen: Generation) -> list[int]:
@@ -82,14 +103,14 @@ class PromptFitter:
         n_ctx = self.n_ctx
         context = self.context(gen)
         if gen.prompt is not None:
-            return context + self.tokenize(self._bounded(gen.prompt, gen), not context)
+            return context + self._tokens(self._bounded(gen.prompt, gen), not context, gen.images)
         messages = list(gen.messages or [])
 
         def render(dropped: int) -> list[int]:
             gone = set(droppable[:_tool_block_start(messages, droppable, dropped)])
             keep = [m for i, m in enumerate(messages) if i not in gone]
-            text = self.render(keep, gen)
-            return context + self.tokenize(self._bounded(text, gen), not context)
+            text, images = self._render(keep, gen)
+            return context + self._tokens(self._bounded(text, gen), not context, images)
 
         droppable = [i for i in range(len(messages) - 1) if messages[i].role != "system"]
         if not gen.truncate:
@@ -135,15 +156,16 @@ class PromptFitter:
 
     def fit(self, tokens: list[int], gen: Generation) -> list[int]:
         """Tokens that exceed the window keep the first num_keep and lose what follows them, as
-        Ollama's runner truncates; without `truncate` that is a 400."""
+        Ollama's runner truncates (an image on either cut goes whole); without `truncate` that
+        is a 400."""
         n_ctx = self.n_ctx
         if len(tokens) <= n_ctx:
             return tokens
         if not gen.truncate:
             raise BadRequest(INPUT_TOO_LONG)
-        keep = self.num_keep(gen, len(tokens))
+        keep = media.back_to_edge(tokens, self.num_keep(gen, len(tokens)))
         log.warning("truncating input prompt: limit %d, prompt %d, keep %d", n_ctx, len(tokens), keep)
-        return tokens[:keep] + tokens[len(tokens) - (n_ctx - keep):]
+        return tokens[:keep] + tokens[media.on_to_edge(tokens, len(tokens) - (n_ctx - keep)):]
 
     def num_keep(self, gen: Generation, prompt_tokens: int) -> int:
         """Tokens at the start of the window that a truncation or a shift never removes."""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from rkollama.core import structured
+from rkollama.core import images, structured
 from rkollama.core.options import DEFAULTS, LOAD_OPTIONS, NUM_CTX_FLOOR, merge_request_options
 from rkollama.core.types import Generation, JSONObject, LoadOptions, Message, SamplingOptions
 from rkollama.errors import BadRequest
@@ -88,6 +88,19 @@ def check_capabilities(spec: ModelFacts, req: Request, endpoint: str) -> None:
         raise BadRequest(f"{spec.name.full()} does not support insert")
     if req.tools and "tools" not in caps:
         raise BadRequest(f"{spec.name.full()} does not support tools")
+    pictures = request_images(req)
+    if pictures and "vision" not in caps:
+        raise BadRequest(f"{spec.name.full()} does not support vision")
+    for picture in pictures:  # every image whole and of a bounded size before any engine work
+        try:
+            images.check(picture)
+        except images.BadImage as exc:
+            raise BadRequest(f"invalid image: {exc}") from None
+
+
+def request_images(req: Request) -> list[str]:
+    """Every image of the request (base64), in order."""
+    return list(req.images) + [image for m in req.messages for image in m.images]
 
 
 def effective_options(spec: ModelFacts, request_options: object) -> JSONObject:
@@ -129,9 +142,9 @@ def to_generation(spec: ModelFacts, req: Request, options: JSONObject) -> Genera
     if think is None and "thinking" in spec.capabilities:
         think = True
     if req.raw:
-        return Generation(prompt=req.prompt, options=sampling, format=req.format, think=think,
-                          parse_thinking="thinking" in spec.capabilities, truncate=req.truncate,
-                          shift=req.shift, logprobs=req.logprobs, top_logprobs=req.top_logprobs)
+        return Generation(prompt=req.prompt, images=list(req.images), options=sampling,
+                          format=req.format, think=think, truncate=req.truncate,
+                          parse_thinking="thinking" in spec.capabilities, shift=req.shift, logprobs=req.logprobs, top_logprobs=req.top_logprobs)
     modelfile = spec.modelfile
     history = [Message(m.role, m.content) for m in modelfile.messages]
     if req.messages or req.prompt:

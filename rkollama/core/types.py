@@ -79,6 +79,8 @@ class Generation:
 
     messages: list[Message] | None = None
     prompt: str | None = None
+    images: list[str] = field(default_factory=list)
+    """With `prompt`: its images (base64), placed where it writes `[img-N]` (core.media)."""
     options: SamplingOptions = field(default_factory=SamplingOptions)
     format: object = None
     think: object = None

@@ -32,6 +32,8 @@ TOKENIZER_TYPE = "application/vnd.rkollama.tokenizer"
 """A Hugging Face tokenizer.json beside an .rkllm model (the NPU engine then feeds token ids)."""
 TOKENIZER_CONFIG_TYPE = "application/vnd.rkollama.tokenizer.config"
 """Its tokenizer_config.json (chat template, BOS/EOS)."""
+PROJECTOR_TYPE = "application/vnd.rkollama.projector"
+"""A vision model's projector (`mmproj` GGUF) beside its language model."""
 STALE_PARTIAL_S = 7 * 86400
 """A partial download untouched this long (seconds) is removed when the daemon starts; younger
 ones are kept so that the next pull of the same file resumes them."""
@@ -53,6 +55,8 @@ class ModelSpec:
     tokenizer_path: Path | None = None
     """The model's tokenizer.json, when the store has one for it (.rkllm models)."""
     tokenizer_config_path: Path | None = None
+    projector_path: Path | None = None
+    """The vision projector (`mmproj` GGUF) of a model that reads images."""
 
     @property
     def format(self) -> str:
@@ -60,7 +64,9 @@ class ModelSpec:
 
     @property
     def capabilities(self) -> list[str]:
-        return list(self.modelfile.capabilities)
+        """The Modelfile's, with `vision` exactly when the model has a projector to see with."""
+        caps = [c for c in self.modelfile.capabilities if c != "vision"]
+        return caps + ["vision"] if self.projector_path is not None else caps
 
 
 class ModelStore:
@@ -277,8 +283,9 @@ class ModelStore:
             raise ModelNotFound(f"model '{label}' not found") from None
         by_type = {item.get("mediaType"): item.get("digest", "") for item in manifest["layers"][1:]
                    if isinstance(item, dict)}
-        tokenizer, tokenizer_config = (self._layer_path(by_type.get(kind, ""))
-                                       for kind in (TOKENIZER_TYPE, TOKENIZER_CONFIG_TYPE))
+        tokenizer, tokenizer_config, projector = (
+            self._layer_path(by_type.get(kind, ""))
+            for kind in (TOKENIZER_TYPE, TOKENIZER_CONFIG_TYPE, PROJECTOR_TYPE))
         return ModelSpec(
             name=_name_from_path(self.manifests, path),
             modelfile=modelfile,
@@ -288,6 +295,7 @@ class ModelStore:
             modified_at=modified,
             tokenizer_path=tokenizer,
             tokenizer_config_path=tokenizer_config,
+            projector_path=projector,
         )
 
     def _layer_path(self, digest: str) -> Path | None:

@@ -13,7 +13,7 @@ from rkollama.api.convert import logprob
 from rkollama.api.fields import Fields
 from rkollama.core.collect import Completion
 from rkollama.core.goquote import go_quote
-from rkollama.core.images import is_base64
+from rkollama.core.images import declared_matches, is_base64
 from rkollama.core.request import Request, check_top_logprobs, normalise_tool_calls, validate_tools
 from rkollama.core.types import Done, DoneReason, JSONObject, Message, TokenLogprob, ToolCall
 from rkollama.durations import keep_alive_seconds
@@ -228,8 +228,8 @@ def _data_uri(url: object) -> str:
     if prefix is None:
         raise BadRequest("invalid image input")  # gif, svg, any other type, not a data URI
     data = url[len(prefix):]
-    if not is_base64(data):
-        raise BadRequest("invalid image input")
+    if not is_base64(data) or not declared_matches(prefix[len("data:"):].partition(";")[0], data):
+        raise BadRequest("invalid image input")  # a data URI whose type is not its content's too
     return data
 
 
