@@ -22,8 +22,9 @@ class Parsed:
     """What a Modelfile asks for: the create request's fields and local files to upload."""
 
     body: dict[str, Any] = field(default_factory=dict[str, Any])
-    upload: Path | None = None
-    """A local model file FROM names: upload it to /api/blobs, then create with `files`."""
+    uploads: list[Path] = field(default_factory=list[Path])
+    """Local files FROM names (a model, and a vision model's projector in a second FROM, as
+    Ollama takes one): upload them to /api/blobs, then create with `files`."""
 
 
 def parse(text: str, base_dir: Path) -> Parsed:
@@ -51,7 +52,7 @@ def parse(text: str, base_dir: Path) -> Parsed:
                              "YAML Modelfile (rkollama.lora)")
         else:  # template, system
             body[command] = _unquote(args)
-    if "from" not in body and parsed.upload is None:
+    if "from" not in body and not parsed.uploads:
         raise BadRequest("no FROM line")
     if parameters:
         body["parameters"] = parameters
@@ -70,7 +71,7 @@ def _from(parsed: Parsed, number: int, args: str, base_dir: Path) -> None:
         raise BadRequest(f"(line {number}): FROM {args} is a directory: rkollama runs GGUF "
                          "or .rkllm files; convert the model to GGUF first")
     if candidate.is_file():
-        parsed.upload = candidate
+        parsed.uploads.append(candidate)
     else:
         parsed.body["from"] = args
 
@@ -113,10 +114,9 @@ def parse_yaml(path: Path, name: str) -> Parsed:
         raise BadRequest(f"{path}: tag {wanted} has no local `path` source; a YAML Modelfile that "
                          "downloads its model belongs in RKOLLAMA_MODELFILES, then `rkollama pull "
                          f"{family.name}:{wanted}`")
-    upload = Path(entry.source.path)
-    if not upload.is_file():
-        raise BadRequest(f"{path}: the source file {upload} does not exist")
-    parsed = Parsed(upload=upload)
+    projector = entry.source.projector
+    parsed = Parsed(uploads=_local_files(path, str(wanted), entry.source.path,
+                                         None if projector is None else projector.path))
     body = parsed.body
     if entry.template and entry.template != "builtin":
         body["template"] = entry.template
@@ -128,6 +128,18 @@ def parse_yaml(path: Path, name: str) -> Parsed:
     if entry.messages:
         body["messages"] = [m.model_dump() for m in entry.messages]
     return parsed
+
+
+def _local_files(path: Path, tag: str, model: str, projector: str | None) -> list[Path]:
+    """The model file of a YAML entry with a `path` source, and its projector's (None: it has
+    none; "": it is not a local file)."""
+    if projector == "":
+        raise BadRequest(f"{path}: the projector of tag {tag} has no local `path`")
+    files = [Path(model)] + ([Path(projector)] if projector else [])
+    for file in files:
+        if not file.is_file():
+            raise BadRequest(f"{path}: the source file {file} does not exist")
+    return files
 
 
 def _instructions(text: str) -> Iterator[tuple[int, str, str]]:

@@ -169,6 +169,7 @@ class ShowResponse(TypedDict):
     details: ModelDetails
     messages: NotRequired[list[Message]]
     model_info: dict[str, Any]
+    projector_info: NotRequired[dict[str, Any]]
     tensors: NotRequired[list[dict[str, Any]]]
     capabilities: list[str]
     modified_at: str

@@ -85,6 +85,7 @@ def show_info(info: ShowResponse) -> str:
     out = ["  Model"] + [f"    {k:<20}{v}" for k, v in rows if v]
     if info.get("capabilities"):
         out += ["", "  Capabilities"] + [f"    {c}" for c in info["capabilities"]]
+    out += _projector(info.get("projector_info") or {})
     if model_info.get("rkollama.npu.prompts"):
         out += ["", "  NPU", f"    {'prompts sent as':<20}{model_info['rkollama.npu.prompts']}"]
     if info.get("parameters"):
@@ -100,6 +101,22 @@ def show_info(info: ShowResponse) -> str:
         if len(lines) > 2:
             out.append("    ...")
     return "\n".join(out) + "\n"
+
+
+def _projector(info: dict[str, Any]) -> list[str]:
+    """`show`'s Projector section (Ollama's rows) from `projector_info`."""
+    if not info:
+        return []
+    arch = info.get("general.architecture", "")
+    rows = [("architecture", arch)]
+    count = info.get("general.parameter_count")
+    if isinstance(count, int):
+        rows.append(("parameters", render.human_number(count)))
+    for suffix, label in (("embedding_length", "embedding length"), ("projection_dim", "dimensions")):
+        value = next((info[key] for key in (f"{arch}.vision.{suffix}", f"{arch}.audio.{suffix}")
+                      if key in info), "")
+        rows.append((label, value))
+    return ["", "  Projector"] + [f"    {k:<20}{v}" for k, v in rows if v != ""]
 
 
 def stop(model: str) -> None:
@@ -258,9 +275,9 @@ def create(name: str = typer.Argument(..., help="Name of the new model"),
     cli = common.client(autostart=True)
     body = dict(parsed.body, model=name)
     print("gathering model components", file=sys.stderr)
-    if parsed.upload is not None:
-        body["files"] = {parsed.upload.name: _upload(cli, parsed.upload)}
-    elif body.get("from"):
+    if parsed.uploads:
+        body["files"] = {path.name: _upload(cli, path) for path in parsed.uploads}
+    if body.get("from"):
         with common.daemon_errors():
             try:
                 cli.show(body["from"])

@@ -19,6 +19,15 @@ def human_bytes(size: int) -> str:
     return f"{size} B"
 
 
+def human_number(count: int) -> str:
+    """A count as Ollama's `show` prints it (format.HumanNumber): 29K, 1.50M, 3B."""
+    for scale, suffix, decimals in ((1e9, "B", 1), (1e6, "M", 2)):
+        if count >= scale:
+            number = count / scale
+            return f"{number:.0f}{suffix}" if number == int(number) else f"{number:.{decimals}f}{suffix}"
+    return f"{count / 1e3:.0f}K" if count >= 1e3 else str(count)
+
+
 def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 

@@ -144,7 +144,8 @@ def to_generation(spec: ModelFacts, req: Request, options: JSONObject) -> Genera
     if req.raw:
         return Generation(prompt=req.prompt, images=list(req.images), options=sampling,
                           format=req.format, think=think, truncate=req.truncate,
-                          parse_thinking="thinking" in spec.capabilities, shift=req.shift, logprobs=req.logprobs, top_logprobs=req.top_logprobs)
+                          parse_thinking="thinking" in spec.capabilities, shift=req.shift,
+                          logprobs=req.logprobs, top_logprobs=req.top_logprobs)
     modelfile = spec.modelfile
     history = [Message(m.role, m.content) for m in modelfile.messages]
     if req.messages or req.prompt:

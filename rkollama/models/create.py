@@ -6,11 +6,12 @@ from collections.abc import Generator
 from typing import Any
 
 from rkollama.core.options import OPTIONS, coerce_option
-from rkollama.errors import BadRequest, ModelNotFound
+from rkollama.errors import BadRequest, ModelNotFound, PullFailed
+from rkollama.models import gguf_facts
 from rkollama.models.modelfile import Modelfile
 from rkollama.models.names import ModelName
 from rkollama.models.progress import Progress
-from rkollama.models.store import ModelStore
+from rkollama.models.store import PROJECTOR_TYPE, ModelStore
 
 MODEL_SUFFIXES = {".gguf": "gguf", ".rkllm": "rkllm"}
 GO_TEMPLATE_HINT = (
@@ -32,12 +33,17 @@ def create(store: ModelStore, body: dict[str, Any]) -> Generator[Progress, None,
         raise BadRequest("the modelfile field is no longer accepted: send from/files as Ollama's "
                          "client does (rkollama create NAME -f Modelfile parses it)")
     base, digest = _source(store, body)
+    projector = _projector(store, body)
     modelfile = _override(base, name, body)
     store.check_name_free(name)
     yield {"status": f"using existing layer sha256:{digest}"}
+    extra: tuple[tuple[str, str, int], ...] = ()
+    if projector:
+        yield {"status": f"using existing layer sha256:{projector}"}
+        extra = ((PROJECTOR_TYPE, projector, store.blob_path(projector).stat().st_size),)
     yield {"status": "writing manifest"}
     with store.lock():
-        store.register(name, modelfile, digest, store.blob_path(digest).stat().st_size)
+        store.register(name, modelfile, digest, store.blob_path(digest).stat().st_size, extra)
     yield {"status": "success"}
 
 
@@ -53,7 +59,8 @@ def _source(store: ModelStore, body: dict[str, Any]) -> tuple[Modelfile, str]:
             raise ModelNotFound(f"model '{body['from']}' not found") from None
         return spec.modelfile, spec.model_path.name.removeprefix("sha256-")
     models = [(n, d) for n, d in files.items()
-              if isinstance(n, str) and any(n.lower().endswith(s) for s in MODEL_SUFFIXES)]
+              if isinstance(n, str) and any(n.lower().endswith(s) for s in MODEL_SUFFIXES)
+              and not _is_projector(store, d)]
     if not files:
         raise BadRequest("neither 'from' or 'files' was specified")
     if len(models) != 1:
@@ -65,6 +72,31 @@ def _source(store: ModelStore, body: dict[str, Any]) -> tuple[Modelfile, str]:
     hexdigest = digest.split(":", 1)[-1]
     return Modelfile.model_validate({"name": "", "tag": "", "source": {"path": filename, "format": fmt},
                                      "details": {"format": fmt}}), hexdigest
+
+
+def _projector(store: ModelStore, body: dict[str, Any]) -> str:
+    """The digest of the vision projector: an uploaded GGUF whose architecture is `clip` (as
+    Ollama's create tells a projector from a model), else the `from` model's; "" for none."""
+    files = body.get("files") or {}
+    found = [str(d).split(":", 1)[-1] for n, d in files.items()
+             if isinstance(n, str) and n.lower().endswith(".gguf") and _is_projector(store, d)]
+    if len(found) > 1:
+        raise BadRequest("files must hold at most one vision projector")
+    if found:
+        return found[0]
+    if body.get("from"):
+        path = store.resolve(str(body["from"])).projector_path
+        return path.name.removeprefix("sha256-") if path is not None else ""
+    return ""
+
+
+def _is_projector(store: ModelStore, digest: object) -> bool:
+    if not isinstance(digest, str) or not store.has_blob(digest):
+        return False
+    try:
+        return gguf_facts.read(store.blob_path(digest)).details.get("family") == "clip"
+    except PullFailed:
+        return False
 
 
 def _override(base: Modelfile, name: ModelName, body: dict[str, Any]) -> Modelfile:

@@ -132,6 +132,20 @@ def _default(files: list[RepoFile], platform: str) -> RepoFile | None:
     return min(gguf, key=lambda f: f.size) if gguf else None
 
 
+PROJECTOR_PREFERENCE = ("f16", "q8_0", "bf16", "f32")
+"""Which of a repository's projectors to take: llama.cpp's converter writes f16 by default."""
+
+
+def projector(files: list[RepoFile]) -> RepoFile | None:
+    """The vision projector (`mmproj` GGUF) a repository ships beside its model, if any."""
+    found = [f for f in files if f.name.lower().endswith(".gguf") and "mmproj" in f.name.lower()]
+    for quant in PROJECTOR_PREFERENCE:
+        chosen = _by_tag(found, quant)
+        if chosen is not None:
+            return chosen
+    return min(found, key=lambda f: f.size) if found else None
+
+
 def resolve_url(hub: HubConfig, repo: str, commit: str, path: str) -> str:
     return f"{hub.endpoint.rstrip('/')}/{repo}/resolve/{commit}/{quote(path)}"
 
@@ -150,6 +164,10 @@ def entry(name: ModelName, hub: HubConfig, platform: str, base: Modelfile | None
               "revision": commit, "file": chosen.name, "repo": repo}
     if chosen.sha256:
         source["sha256"] = chosen.sha256
+    vision = projector(files) if fmt == "gguf" else None
+    if vision is not None:
+        source["projector"] = {"url": resolve_url(hub, repo, commit, vision.name), "size": vision.size,
+                               "file": vision.name, **({"sha256": vision.sha256} if vision.sha256 else {})}
     if base is not None:
         if base.source.tokenizer:  # where its tokenizer comes from, if not from `repo`
             source["tokenizer"] = base.source.tokenizer

@@ -20,7 +20,7 @@ from rkollama.errors import BadRequest, RkollamaError
 from rkollama.models import gguf_facts
 from rkollama.models.modelfile import Modelfile
 from rkollama.models.names import ModelName
-from rkollama.models.store import ModelStore
+from rkollama.models.store import PROJECTOR_TYPE, ModelStore
 
 MEDIA = "application/vnd.ollama.image."
 log = logging.getLogger("rkollama.import")
@@ -88,13 +88,18 @@ def _import_one(store: ModelStore, root: Path, path: Path, name: ModelName, dry_
     if dry_run:
         return Imported(label, "would import")
     digest = layers["model"].split(":", 1)[-1]
+    extra: tuple[tuple[str, str, int], ...] = ()
+    if "projector" in layers:  # a GGUF vision model's projector (mmproj): it keeps its eyes
+        projector = _blob(root, layers["projector"])
+        extra = ((PROJECTOR_TYPE, layers["projector"].split(":", 1)[-1], projector.stat().st_size),)
     with store.lock():
         store.check_name_free(name)
         _link(blob, store.blob_path(digest))
-        store.register(name, modelfile, digest, blob.stat().st_size)
+        for _, other, _ in extra:
+            _link(_blob(root, other), store.blob_path(other))
+        store.register(name, modelfile, digest, blob.stat().st_size, extra)
     log.info("imported %s from %s", label, root)
-    outcome = "imported" + (" (without its vision projector)" if "projector" in layers else "")
-    return Imported(label, outcome)
+    return Imported(label, "imported")
 
 
 def _blob(root: Path, digest: str) -> Path:

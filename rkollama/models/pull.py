@@ -26,7 +26,13 @@ from rkollama.models.modelfile import Modelfile
 from rkollama.models.names import ModelName
 from rkollama.models.progress import Progress
 from rkollama.models.schema import EntrySource, PyPISource
-from rkollama.models.store import TOKENIZER_CONFIG_TYPE, TOKENIZER_TYPE, BlobWriter, ModelStore
+from rkollama.models.store import (
+    PROJECTOR_TYPE,
+    TOKENIZER_CONFIG_TYPE,
+    TOKENIZER_TYPE,
+    BlobWriter,
+    ModelStore,
+)
 from rkollama.platform import NPU_ENGINE_PLATFORMS
 
 if TYPE_CHECKING:
@@ -69,6 +75,7 @@ def pull(store: ModelStore, catalog: Catalog, model: str, platform: str,
             digest = yield from _download(store, source, expected, hub)
     entry = _with_file_facts(entry, store.blob_path(digest), hub)
     extra = yield from _tokenizer_layers(store, entry, hub)
+    extra += yield from _projector_layer(store, entry, hub)
     yield {"status": "writing manifest"}
     with store.lock():
         store.register(name, entry, digest, store.blob_path(digest).stat().st_size, extra)
@@ -106,6 +113,34 @@ def _tokenizer_layers(store: ModelStore, entry: Modelfile,
     log.warning("no tokenizer.json for %s:%s in %s: the NPU engine will send text", entry.name,
                 entry.tag, ", ".join(repo for repo, _ in candidates) or "its source")
     return ()
+
+
+def _projector_layer(store: ModelStore, entry: Modelfile,
+                     hub: hf.HubConfig) -> Generator[Progress, None, Layers]:
+    """A vision model's projector as a blob of its manifest (fetched, resumed and checked as
+    the model file is)."""
+    wanted = entry.source.projector
+    if wanted is None:
+        return ()
+    source = EntrySource(url=wanted.url, path=wanted.path, sha256=wanted.sha256, size=wanted.size,
+                         repo=entry.source.repo)
+    key = wanted.sha256 or wanted.url or wanted.path
+    with store.download_lock(key):
+        if wanted.sha256 and store.verify_blob(wanted.sha256, wanted.size):
+            digest = wanted.sha256
+            size = store.blob_path(digest).stat().st_size
+            yield _progress(digest, size, size)
+        else:
+            digest = yield from _download(store, source, wanted.sha256, hub)
+    try:
+        family = gguf_facts.read(store.blob_path(digest)).details.get("family")
+    except PullFailed:
+        family = None
+    if family != "clip":
+        raise PullFailed(f"the projector of {entry.name}:{entry.tag} is not a vision projector GGUF "
+                         f"(its architecture is {family or 'unreadable'})")
+    log.info("vision projector for %s:%s", entry.name, entry.tag)
+    return ((PROJECTOR_TYPE, digest, store.blob_path(digest).stat().st_size),)
 
 
 def _is_json_object(raw: bytes) -> bool:

@@ -32,6 +32,34 @@ class PyPISource(_Strict):
     """Paths inside the installed packages, concatenated in order."""
 
 
+class ProjectorSource(_Strict):
+    """A vision model's projector (`mmproj` GGUF): exactly one of url or path."""
+
+    url: str = ""
+    path: str = ""
+    file: str = ""
+    """Recorded at pull time: its name in the repository."""
+    sha256: str = ""
+    size: int = Field(0, ge=0)
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, digest: str) -> str:
+        return _hex_digest(digest)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "ProjectorSource":
+        if len(self.model_fields_set & {"url", "path"}) != 1:
+            raise ValueError("needs exactly one of 'url' or 'path'")
+        return self
+
+
+def _hex_digest(digest: str) -> str:
+    if digest and (len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest)):
+        raise ValueError("must be 64 lowercase hex digits")
+    return digest
+
+
 class _SourceFields(_Strict):
     url: str = ""
     path: str = ""
@@ -52,14 +80,14 @@ class _SourceFields(_Strict):
     size: int = Field(0, ge=0)
     """Bytes."""
     format: Literal["gguf", "rkllm"] = "gguf"
+    projector: ProjectorSource | None = None
+    """A GGUF vision model's projector, fetched beside it."""
 
 
     @field_validator("sha256")
     @classmethod
     def _sha256(cls, digest: str) -> str:
-        if digest and (len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest)):
-            raise ValueError("must be 64 lowercase hex digits")
-        return digest
+        return _hex_digest(digest)
 
 
 class Source(_SourceFields):

@@ -126,6 +126,22 @@ def modelfile_text(spec: ModelSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
+def projector_info(spec: ModelSpec, verbose: bool) -> dict[str, Any]:
+    """The vision projector's GGUF header, as `model_info` is the model's (its arrays only with
+    `verbose`); empty without a readable projector."""
+    from rkollama.errors import PullFailed
+    from rkollama.models import gguf_facts
+
+    if spec.projector_path is None:
+        return {}
+    try:
+        if verbose:
+            return gguf_facts.verbose(spec.projector_path)[0]
+        return gguf_facts.read(spec.projector_path).model_info
+    except PullFailed:
+        return {}
+
+
 class VerboseHeaders:
     """`/api/show` `verbose` reads a GGUF's whole header (its vocabulary arrays: ~180 MB of Python
     objects for a large vocabulary). One read at a time, and the last one kept: eight clients
@@ -169,11 +185,17 @@ def show(spec: ModelSpec, verbose: bool = False,
     if mf.messages:
         out["messages"] = [{"role": m.role, "content": m.content} for m in mf.messages]
     out["model_info"] = model_info(spec)
+    tensors = None
     if verbose and spec.format == "gguf" and headers is not None:
         found = headers.read(spec.model_path)
         if found is not None:  # a file the reader cannot parse keeps the stored table
-            header, out["tensors"] = found
+            header, tensors = found
             out["model_info"] = {k: v for k, v in header.items() if k not in HIDDEN_INFO}
+    projector = projector_info(spec, verbose)
+    if projector:
+        out["projector_info"] = projector
+    if tensors is not None:
+        out["tensors"] = tensors
     out["capabilities"] = spec.capabilities
     out["modified_at"] = timestamp(spec.modified_at)
     return out  # type: ignore[return-value]  # built key by key in wire order
