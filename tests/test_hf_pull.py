@@ -243,8 +243,12 @@ def test_a_gguf_repository_on_the_cpu_gets_its_details_and_template_from_the_fil
     server = ThreadServer(app)
     name = "hf.co/standin-org/SmolLM2-135M-Instruct-GGUF"
     try:
-        assert pull_lines(server.url, name)[-1] == {"status": "success"}
+        lines = pull_lines(server.url, name)
+        assert lines[-1] == {"status": "success"}
+        assert {"status": "mmproj-SmolLM2-f16.gguf is not a vision projector (architecture unreadable): "
+                          "the model is pulled without vision"} in lines
         shown = requests.post(f"{server.url}/api/show", json={"model": name}).json()
+        assert "vision" not in shown["capabilities"] and "projector_info" not in shown
         assert shown["details"]["family"] == "llama" and shown["details"]["parameter_size"] == "135M"
         assert shown["details"]["quantization_level"] == "Q4_1"
         reply = requests.post(f"{server.url}/api/chat", timeout=120, json={

@@ -34,6 +34,7 @@ def ollama_store(tmp_path, gguf_path):
          "digest": blob(root, json.dumps({"temperature": 0.3, "stop": ["<|im_end|>"], "mirostat": 1}).encode())},
         {"mediaType": "application/vnd.ollama.image.messages",
          "digest": blob(root, json.dumps([{"role": "user", "content": "Ahoy"}]).encode())},
+        {"mediaType": "application/vnd.ollama.image.projector", "digest": blob(root, b"projector weights")},
     ]
     manifest = root / "manifests" / "registry.ollama.ai" / "library" / "pirate" / "latest"
     manifest.parent.mkdir(parents=True)
@@ -56,6 +57,7 @@ def test_import_registers_ollamas_models_without_copying_weights(tmp_path, smoll
     assert "broken:latest" in run.stdout and "skipped" in run.stdout
     spec = ModelStore(tmp_path / "store").resolve("pirate")
     assert spec.model_path.stat().st_ino == gguf.stat().st_ino  # a hard link, not a copy
+    assert spec.projector_path.read_bytes() == b"projector weights" and "vision" in spec.capabilities
     mf = spec.modelfile
     assert mf.system == "You are a pirate." and mf.parameters == {"temperature": 0.3, "stop": ["<|im_end|>"]}
     assert [(m.role, m.content) for m in mf.messages] == [("user", "Ahoy")] and mf.template == "builtin"

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from rkollama.backends.base import Backend
+from rkollama.core import media
 from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Token, TokenLogprob
 from rkollama.errors import BackendFailed, LoadFailed
 
@@ -121,7 +122,8 @@ class ScriptedBackend(Backend):
     def render(self, gen: Generation) -> str:
         if gen.prompt is not None:
             return gen.prompt
-        return "".join(f"<{m.role}>{m.content}\n" for m in gen.messages or []) + "<assistant>"
+        messages, _ = media.tagged(list(gen.messages or []))  # images as every engine places them
+        return "".join(f"<{m.role}>{m.content}\n" for m in messages) + "<assistant>"
 
     def close(self) -> None:
         if not self.closed:

@@ -180,7 +180,10 @@ class Session:
         return body
 
     def generate_once(self, prompt: str) -> None:
+        prompt, images = self._images(prompt)
         body: GenerateRequest = {**self._common(), "prompt": prompt}
+        if images:
+            body["images"] = images
         if self.system:
             body["system"] = self.system
         try:
@@ -286,15 +289,21 @@ class Session:
                 return "\n".join(parts)
             parts.append(more)
 
-    def _chat(self, text: str) -> None:
-        user: dict[str, Any] = {"role": "user", "content": text}
-        if "vision" in self.info.get("capabilities", []):
-            from rkollama.cli.images import extract
+    def _images(self, text: str) -> tuple[str, list[str]]:
+        """`text` without the image paths it names, and those images (base64), for a vision
+        model (Ollama's extractFileData); otherwise the text as it is."""
+        if "vision" not in self.info.get("capabilities", []):
+            return text, []
+        from rkollama.cli.images import extract
 
-            text, images, added = extract(text)
-            for path in added:
-                print(f"Added image '{path}'")
-            user = dict(user, content=text, **({"images": images} if images else {}))
+        text, images, added = extract(text)
+        for path in added:
+            print(f"Added image '{path}'", file=sys.stderr)
+        return text, images
+
+    def _chat(self, text: str) -> None:
+        text, images = self._images(text)
+        user: dict[str, Any] = {"role": "user", "content": text, **({"images": images} if images else {})}
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + \
             self.messages + [user]
         body: ChatRequest = {**self._common(), "messages": messages}

@@ -136,9 +136,12 @@ def _projector_layer(store: ModelStore, entry: Modelfile,
         family = gguf_facts.read(store.blob_path(digest)).details.get("family")
     except PullFailed:
         family = None
-    if family != "clip":
-        raise PullFailed(f"the projector of {entry.name}:{entry.tag} is not a vision projector GGUF "
-                         f"(its architecture is {family or 'unreadable'})")
+    if family != "clip":  # the model still answers text: take it without eyes, and say so
+        why = (f"{wanted.file or 'the projector'} is not a vision projector (architecture "
+               f"{family or 'unreadable'}): the model is pulled without vision")
+        log.warning("%s", why)
+        yield {"status": why}
+        return ()
     log.info("vision projector for %s:%s", entry.name, entry.tag)
     return ((PROJECTOR_TYPE, digest, store.blob_path(digest).stat().st_size),)
 

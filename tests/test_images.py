@@ -1,0 +1,187 @@
+"""Images in every dialect on the fake backend: where they land in the prompt (Ollama's `[img-N]`
+tags), which ones are refused before any engine work (each a 400 in the dialect's own error
+shape), a model without a projector refusing them, and the rules that keep an image whole when
+a prompt is cut (core.media, core.fitting)."""
+
+import base64
+import io
+import struct
+import zlib
+
+import pytest
+from helpers import png, png_b64
+
+from rkollama.core import media
+from rkollama.core.fitting import PromptFitter
+from rkollama.core.prompt import ChatTemplate
+from rkollama.core.types import Generation, Message, SamplingOptions
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG signature and header claiming a size, with no pixels."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + header
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+
+
+def _animated(kind: str) -> bytes:
+    from PIL import Image
+
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ((0, 0, 0), (255, 0, 0))]
+    out = io.BytesIO()
+    frames[0].save(out, kind, save_all=True, append_images=frames[1:])
+    return out.getvalue()
+
+
+BAD = {
+    "not an image": b"hello, this is text",
+    "truncated": png(64, 64)[:40],
+    "0x0": _png_header(0, 0),
+    "20000x20000": _png_header(20000, 20000),
+    "animated png": _animated("PNG"),
+    "animated webp": _animated("WEBP"),
+    "a gif": png(8, 8, kind="GIF"),
+}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _bodies(picture: str, uri_type: str = "png") -> dict[str, dict]:
+    """One request per dialect carrying `picture` (base64)."""
+    uri = f"data:image/{uri_type};base64,{picture}"
+    return {
+        "/api/chat": {"model": "seer", "stream": False,
+                      "messages": [{"role": "user", "content": "what", "images": [picture]}]},
+        "/api/generate": {"model": "seer", "stream": False, "prompt": "what", "images": [picture]},
+        "/v1/chat/completions": {"model": "seer", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what"}, {"type": "image_url", "image_url": {"url": uri}}]}]},
+        "/v1/responses": {"model": "seer", "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "what"}, {"type": "input_image", "image_url": uri}]}]},
+        "/v1/messages": {"model": "seer", "max_tokens": 5, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": f"image/{uri_type}", "data": picture}},
+            {"type": "text", "text": "what"}]}]},
+    }
+
+
+def _message(path: str, reply) -> str:
+    body = reply.get_json()
+    if path.startswith("/api/"):
+        return body["error"]
+    if path == "/v1/messages":
+        assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+        return body["error"]["message"]
+    assert body["error"]["type"] == "invalid_request_error"
+    return body["error"]["message"]
+
+
+@pytest.mark.parametrize("path", list(_bodies("x")))
+def test_every_dialect_brings_the_image_to_the_engine(http, script, seer, path):
+    picture = png_b64(30, 20)
+    reply = http.post(path, json=_bodies(picture)[path])
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+    gen = script.history[-1]
+    sent = gen.images + [i for m in gen.messages or [] for i in m.images]
+    assert sent == [picture]
+
+
+@pytest.mark.parametrize("path", list(_bodies("x")))
+@pytest.mark.parametrize("kind", list(BAD))
+def test_a_bad_image_is_a_400_before_any_engine_work(http, script, seer, path, kind):
+    reply = http.post(path, json=_bodies(_b64(BAD[kind]))[path])
+    assert reply.status_code == 400
+    message = _message(path, reply)
+    assert message.startswith("invalid image") or message == "invalid image input", message
+    assert script.history == []
+
+
+@pytest.mark.parametrize("path", list(_bodies("x")))
+def test_an_image_whose_declared_type_is_not_its_own_is_refused(http, script, seer, path):
+    if path.startswith("/api/"):  # Ollama's fields carry bare base64: a data URI there says its type
+        body = _bodies(f"data:image/jpeg;base64,{png_b64()}")[path]
+    else:
+        body = _bodies(png_b64(), uri_type="jpeg")[path]
+    reply = http.post(path, json=body)
+    assert reply.status_code == 400 and script.history == []
+    assert "invalid image" in _message(path, reply)
+
+
+@pytest.mark.parametrize("path", list(_bodies("x")))
+def test_a_model_without_a_projector_refuses_images(http, script, path):
+    body = dict(_bodies(png_b64())[path], model="tiny")
+    reply = http.post(path, json=body)
+    assert reply.status_code == 400 and script.history == []
+    assert _message(path, reply) == "registry.ollama.ai/library/tiny:latest does not support vision"
+
+
+def test_ollama_places_each_image_as_a_tag_before_its_text_or_at_img(http, seer):
+    one, two = png_b64(5, 5), png_b64(6, 6)
+    reply = http.post("/api/chat", json={"model": "seer", "_debug_render_only": True, "messages": [
+        {"role": "user", "content": "first", "images": [one]},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "compare [img] with this", "images": [one, two]}]})
+    info = reply.get_json()["_debug_info"]
+    assert info["image_count"] == 3
+    rendered = info["rendered_template"]
+    assert "<user>[img-0]first\n" in rendered
+    assert "<user>[img-2]compare [img-1] with this\n" in rendered  # the first image at [img]
+
+
+def test_the_repl_keeps_image_paths_as_text_for_a_model_without_vision(http):
+    from rkollama.cli.images import extract
+
+    text, images, added = extract("look at /nonexistent/cat.png please")
+    assert (text, images, added) == ("look at /nonexistent/cat.png please", [], [])
+
+
+# -- the stand-in ids (core.media) and the cuts that keep an image whole -----------------------------
+def test_an_image_is_a_run_of_stand_ins_whose_edges_every_cut_respects():
+    run = media.image_tokens(media.key_of(b"picture"), 4)
+    tokens = [1, 2] + run + [3, 4]
+    assert [media.is_image(t) for t in tokens] == [False, False, True, True, True, True, False, False]
+    assert {media.image_key(t) for t in run} == {media.key_of(b"picture")}
+    assert list(media.image_starts(tokens)) == [(2, media.key_of(b"picture"))]
+    assert [media.back_to_edge(tokens, k) for k in range(9)] == [0, 1, 2, 2, 2, 2, 6, 7, 8]
+    assert [media.on_to_edge(tokens, k) for k in range(9)] == [0, 1, 2, 6, 6, 6, 6, 7, 8]
+    other = media.image_tokens(media.key_of(b"other"), 4)
+    assert not set(other) & set(run)  # two pictures never share a prefix by accident
+
+
+def test_split_reads_only_the_tags_of_images_that_were_sent():
+    assert list(media.split("[img-0]a [img-1] b [img-7]", 2)) == [0, "a ", 1, " b [img-7]"]
+
+
+def test_a_fitted_prompt_drops_an_image_whole_never_half():
+    picture = png_b64()
+    key = media.key_of(base64.b64decode(picture))
+
+    def tokenize(text, bos):
+        return [ord(c) for c in text]
+
+    def with_images(text, bos, images):
+        out = []
+        for piece in media.split(text, len(images)):
+            out += tokenize(piece, bos) if isinstance(piece, str) else media.image_tokens(key, 10)
+        return out
+
+    template = ChatTemplate("{% for m in messages %}{{ m.content }}{% endfor %}")
+    fitter = PromptFitter(16, template, tokenize, 1, tokenize_images=with_images)
+    gen = Generation(prompt="ab[img-0]cdefghij", images=[picture],
+                     options=SamplingOptions(num_keep=4))
+    tokens = fitter.prompt_tokens(gen)
+    # num_keep 4 would keep "ab" and half the image: the whole image goes instead, and the cut
+    # at the end never starts inside it.
+    assert tokens == [ord("a"), ord("b")] + [ord(c) for c in "cdefghij"]
+    gen = Generation(prompt="ab[img-0]cdefghij", images=[picture], options=SamplingOptions(num_keep=0))
+    assert fitter.prompt_tokens(gen) == [ord(c) for c in "cdefghij"]
+    roomy = PromptFitter(64, template, tokenize, 1, tokenize_images=with_images)
+    assert len(roomy.prompt_tokens(gen)) == 2 + 10 + 8
+
+
+def test_an_engine_that_cannot_see_refuses_a_prompt_with_images():
+    from rkollama.errors import BadRequest
+
+    fitter = PromptFitter(64, ChatTemplate("{{ messages[0].content }}"), lambda t, b: [1], 1)
+    with pytest.raises(BadRequest, match="cannot read images"):
+        fitter.prompt_tokens(Generation(messages=[Message("user", "x", images=[png_b64()])]))
