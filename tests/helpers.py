@@ -2,10 +2,12 @@
 
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 
 from rkollama.models.modelfile import Modelfile
 from rkollama.models.names import ModelName
@@ -160,3 +162,27 @@ def peak_rss(pid: int) -> int:
     """The process's peak resident memory in bytes (VmHWM, Linux)."""
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG signature and header claiming a size, with no pixels."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + header
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+
+
+def image_bodies(picture: str, uri_type: str = "png") -> dict[str, dict]:
+    """One request per dialect carrying `picture` (base64)."""
+    uri = f"data:image/{uri_type};base64,{picture}"
+    return {
+        "/api/chat": {"model": "seer", "stream": False,
+                      "messages": [{"role": "user", "content": "what", "images": [picture]}]},
+        "/api/generate": {"model": "seer", "stream": False, "prompt": "what", "images": [picture]},
+        "/v1/chat/completions": {"model": "seer", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what"}, {"type": "image_url", "image_url": {"url": uri}}]}]},
+        "/v1/responses": {"model": "seer", "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "what"}, {"type": "input_image", "image_url": uri}]}]},
+        "/v1/messages": {"model": "seer", "max_tokens": 5, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": f"image/{uri_type}", "data": picture}},
+            {"type": "text", "text": "what"}]}]},
+    }

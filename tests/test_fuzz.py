@@ -2,11 +2,12 @@
 scripted engine): random and mutated bodies never produce a 5xx other than 503, never a traceback,
 and the daemon answers a normal request afterwards."""
 
+import base64
 import json
 
 import pytest
 import requests
-from helpers import ThreadServer, register_fake
+from helpers import ThreadServer, image_bodies, png, png_header, register_fake
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -64,6 +65,7 @@ def daemon(tmp_path_factory):
     settings = Settings.from_env({}, models=root / "models", max_body_bytes=1 << 20)
     store = ModelStore(settings.models)
     register_fake(store, "tiny", capabilities=["completion", "tools", "thinking", "embedding"])
+    register_fake(store, "seer", projector=b"projector weights")  # it takes images
     scheduler = Scheduler(settings, backend_factory=factory(Script()))
     server = ThreadServer(create_app(settings, scheduler, store, Catalog(str(root / "none")), "cpu"))
     session = requests.Session()
@@ -150,6 +152,36 @@ def test_random_format_schemas_are_a_400_or_an_answer(daemon, schema, dialect):
             "model": "tiny", "messages": messages,
             "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}})
     check(reply)  # an answer the fake cannot fit to the schema is a 422, which check() accepts
+
+
+# Image fields: real pictures, damaged ones (cut, bit-flipped, headers claiming any size) and
+# noise, in every dialect's own field; each is an answer or a 400, never more.
+SAMPLES = [png(1, 1), png(40, 30), png(9, 9, kind="JPEG"), png(5, 7, kind="WEBP"), png(3, 3, kind="GIF")]
+
+
+def _damaged(sample: bytes, cut: int, flip: int, value: int) -> bytes:
+    data = bytearray(sample[: max(1, cut % (len(sample) + 1))])
+    data[flip % len(data)] = value
+    return bytes(data)
+
+
+pictures = st.one_of(st.sampled_from(SAMPLES), st.binary(max_size=300),
+                     st.builds(_damaged, st.sampled_from(SAMPLES), st.integers(0, 4000), st.integers(0, 4000),
+                               st.integers(0, 255)),
+                     st.builds(lambda w, h: png_header(w, h), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)))
+IMAGE_DIALECTS = ["/api/chat", "/api/generate", "/v1/chat/completions", "/v1/responses", "/v1/messages"]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(picture=pictures, path=st.sampled_from(IMAGE_DIALECTS),
+       uri_type=st.sampled_from(["png", "jpeg", "jpg", "webp", "gif", ""]))
+def test_random_images_are_an_answer_or_a_400(daemon, picture, path, uri_type):
+    url, session = daemon
+    body = image_bodies(base64.b64encode(picture).decode(), uri_type)[path]
+    reply = session.post(url + path, data=json.dumps(body).encode(), timeout=30,
+                         headers={"Content-Type": "application/json"})
+    check(reply)
+    assert reply.status_code in (200, 400), (reply.status_code, reply.text[:200])
 
 
 def test_the_daemon_still_answers_normally_after_the_fuzzing(daemon):

@@ -5,23 +5,14 @@ a prompt is cut (core.media, core.fitting)."""
 
 import base64
 import io
-import struct
-import zlib
 
 import pytest
-from helpers import png, png_b64
+from helpers import image_bodies, png, png_b64, png_header
 
 from rkollama.core import media
 from rkollama.core.fitting import PromptFitter
 from rkollama.core.prompt import ChatTemplate
 from rkollama.core.types import Generation, Message, SamplingOptions
-
-
-def _png_header(width: int, height: int) -> bytes:
-    """A PNG signature and header claiming a size, with no pixels."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + header
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk))
 
 
 def _animated(kind: str) -> bytes:
@@ -36,8 +27,8 @@ def _animated(kind: str) -> bytes:
 BAD = {
     "not an image": b"hello, this is text",
     "truncated": png(64, 64)[:40],
-    "0x0": _png_header(0, 0),
-    "20000x20000": _png_header(20000, 20000),
+    "0x0": png_header(0, 0),
+    "20000x20000": png_header(20000, 20000),
     "animated png": _animated("PNG"),
     "animated webp": _animated("WEBP"),
     "a gif": png(8, 8, kind="GIF"),
@@ -46,23 +37,6 @@ BAD = {
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def _bodies(picture: str, uri_type: str = "png") -> dict[str, dict]:
-    """One request per dialect carrying `picture` (base64)."""
-    uri = f"data:image/{uri_type};base64,{picture}"
-    return {
-        "/api/chat": {"model": "seer", "stream": False,
-                      "messages": [{"role": "user", "content": "what", "images": [picture]}]},
-        "/api/generate": {"model": "seer", "stream": False, "prompt": "what", "images": [picture]},
-        "/v1/chat/completions": {"model": "seer", "messages": [{"role": "user", "content": [
-            {"type": "text", "text": "what"}, {"type": "image_url", "image_url": {"url": uri}}]}]},
-        "/v1/responses": {"model": "seer", "input": [{"role": "user", "content": [
-            {"type": "input_text", "text": "what"}, {"type": "input_image", "image_url": uri}]}]},
-        "/v1/messages": {"model": "seer", "max_tokens": 5, "messages": [{"role": "user", "content": [
-            {"type": "image", "source": {"type": "base64", "media_type": f"image/{uri_type}", "data": picture}},
-            {"type": "text", "text": "what"}]}]},
-    }
 
 
 def _message(path: str, reply) -> str:
@@ -76,40 +50,40 @@ def _message(path: str, reply) -> str:
     return body["error"]["message"]
 
 
-@pytest.mark.parametrize("path", list(_bodies("x")))
+@pytest.mark.parametrize("path", list(image_bodies("x")))
 def test_every_dialect_brings_the_image_to_the_engine(http, script, seer, path):
     picture = png_b64(30, 20)
-    reply = http.post(path, json=_bodies(picture)[path])
+    reply = http.post(path, json=image_bodies(picture)[path])
     assert reply.status_code == 200, reply.get_data(as_text=True)
     gen = script.history[-1]
     sent = gen.images + [i for m in gen.messages or [] for i in m.images]
     assert sent == [picture]
 
 
-@pytest.mark.parametrize("path", list(_bodies("x")))
+@pytest.mark.parametrize("path", list(image_bodies("x")))
 @pytest.mark.parametrize("kind", list(BAD))
 def test_a_bad_image_is_a_400_before_any_engine_work(http, script, seer, path, kind):
-    reply = http.post(path, json=_bodies(_b64(BAD[kind]))[path])
+    reply = http.post(path, json=image_bodies(_b64(BAD[kind]))[path])
     assert reply.status_code == 400
     message = _message(path, reply)
     assert message.startswith("invalid image") or message == "invalid image input", message
     assert script.history == []
 
 
-@pytest.mark.parametrize("path", list(_bodies("x")))
+@pytest.mark.parametrize("path", list(image_bodies("x")))
 def test_an_image_whose_declared_type_is_not_its_own_is_refused(http, script, seer, path):
     if path.startswith("/api/"):  # Ollama's fields carry bare base64: a data URI there says its type
-        body = _bodies(f"data:image/jpeg;base64,{png_b64()}")[path]
+        body = image_bodies(f"data:image/jpeg;base64,{png_b64()}")[path]
     else:
-        body = _bodies(png_b64(), uri_type="jpeg")[path]
+        body = image_bodies(png_b64(), uri_type="jpeg")[path]
     reply = http.post(path, json=body)
     assert reply.status_code == 400 and script.history == []
     assert "invalid image" in _message(path, reply)
 
 
-@pytest.mark.parametrize("path", list(_bodies("x")))
+@pytest.mark.parametrize("path", list(image_bodies("x")))
 def test_a_model_without_a_projector_refuses_images(http, script, path):
-    body = dict(_bodies(png_b64())[path], model="tiny")
+    body = dict(image_bodies(png_b64())[path], model="tiny")
     reply = http.post(path, json=body)
     assert reply.status_code == 400 and script.history == []
     assert _message(path, reply) == "registry.ollama.ai/library/tiny:latest does not support vision"
