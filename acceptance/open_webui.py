@@ -2,7 +2,8 @@
 
 Drives Debian's Chromium with Playwright (its own browser download cannot be used here) through
 what a new user does with Open WebUI's default settings: the first message to the default model,
-a second turn, Stop in the middle of a long answer, and pulling a model from the model selector.
+a second turn, Stop in the middle of a long answer, a picture dropped into a chat with a vision
+model, and pulling a model from the model selector.
 Each step prints PASS or FAIL with what it saw; the exit status is the number of failures.
 
 Run by `acceptance/run_open_webui.sh`, which installs Open WebUI and starts both servers; or by
@@ -67,7 +68,40 @@ def send(page: Page, text: str) -> None:
     page.keyboard.press("Enter")
 
 
-def run(webui: str, rkollama: str, model: str, pull_name: str, screenshots: str) -> int:
+class Vision:
+    """The image step: a vision model, a picture to drop into the chat, and rkollama's log, where
+    the CPU engine writes a line for each image it reads."""
+
+    def __init__(self, model: str, picture: str, log: str):
+        self.model, self.picture, self.log = model, picture, log
+
+    def reads(self) -> int:
+        with open(self.log, errors="replace") as handle:
+            return handle.read().count("image read: ")
+
+
+def see(page: Page, webui: str, check: Check, vision: Vision, screenshots: str) -> None:
+    """A new chat with the vision model, a picture attached as a user does (the file input behind
+    the + button), a question about it: the answer comes and rkollama's engine read the image."""
+    page.goto(f"{webui}/?models={vision.model}", wait_until="load")
+    page.wait_for_timeout(3000)
+    before = vision.reads()
+    page.locator("input[type=file]").first.set_input_files(vision.picture)
+    page.wait_for_timeout(2000)
+    send(page, "What is in this picture?")
+    page.wait_for_selector("#response-content-container", timeout=120000)
+    how = wait_idle(page, 90)
+    replies = answers(page)
+    page.screenshot(path=f"{screenshots}/open_webui_image.png")
+    # At least once: Open WebUI's background tasks (title, tags) may send the picture again.
+    read = vision.reads() - before
+    reply = replies[-1][:80] if replies else ""
+    check("an uploaded image reaches the engine", bool(replies) and read >= 1,
+          f"{how}: {read} image(s) read by the engine; {reply!r}")
+
+
+def run(webui: str, rkollama: str, model: str, pull_name: str, screenshots: str,
+        vision: "Vision | None" = None) -> int:
     check = Check()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
@@ -114,6 +148,9 @@ def run(webui: str, rkollama: str, model: str, pull_name: str, screenshots: str)
               f"{len(after)} characters, unchanged for 4 s; {len(busy)} model(s) still loaded")
         page.screenshot(path=f"{screenshots}/open_webui_stopped.png")
 
+        if vision is not None:
+            see(page, webui, check, vision, screenshots)
+
         page.locator("#model-selector-model-button").click()
         page.get_by_placeholder("Search a model").fill(pull_name)
         page.get_by_text(f'Download "{pull_name}"').click(timeout=20000)
@@ -140,9 +177,13 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2:135m", help="the model Open WebUI selects")
     parser.add_argument("--pull", default="gemma3:270m", help="the model pulled through the UI")
     parser.add_argument("--screenshots", default=".", help="directory for the PNGs")
+    parser.add_argument("--vision-model", help="a model with a projector, for the image step")
+    parser.add_argument("--picture", help="the image file the image step uploads")
+    parser.add_argument("--rkollama-log", help="rkollama's log, where the engine notes each image")
     args = parser.parse_args()
+    vision = Vision(args.vision_model, args.picture, args.rkollama_log) if args.vision_model else None
     sys.exit(run(args.webui.rstrip("/"), args.rkollama.rstrip("/"), args.model, args.pull,
-                 args.screenshots))
+                 args.screenshots, vision))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,11 @@ export RKOLLAMA_MODELS="$work/models" OLLAMA_HOST="127.0.0.1:$rk_port"
 pids+=($!)
 sleep 3
 "$here/.venv/bin/rkollama" pull smollm2:135m
+# The image step's vision model: the tests' generated tiny one (random weights, a real projector).
+"$here/.venv/bin/python" "$here/tests/tiny_vlm.py" "$work/vlm" >/dev/null
+printf 'FROM %s\nFROM %s\n' "$work/vlm/tiny-vlm.gguf" "$work/vlm/tiny-vlm-mmproj.gguf" > "$work/vlm/Modelfile"
+"$here/.venv/bin/rkollama" create tiny-vlm -f "$work/vlm/Modelfile"
+"$here/.venv/bin/python" -c "from PIL import Image; Image.new('RGB', (64, 48), (200, 30, 30)).save('$work/vlm/red.png')"
 # Open WebUI with its default settings, but offline: no hub downloads (its RAG embedder is not
 # used by chat) and no OpenAI connection.
 # (Run from $work: Open WebUI writes its .webui_secret_key into the current directory.)
@@ -35,6 +40,7 @@ pids+=($!)
 for _ in $(seq 120); do curl -fs -o /dev/null "http://127.0.0.1:$webui_port/" && break; sleep 2; done
 status=0
 "$venv/bin/python" "$here/acceptance/open_webui.py" --webui "http://127.0.0.1:$webui_port" \
-  --rkollama "http://127.0.0.1:$rk_port" --screenshots "$work" || status=$?
+  --rkollama "http://127.0.0.1:$rk_port" --screenshots "$work" \
+  --vision-model tiny-vlm:latest --picture "$work/vlm/red.png" --rkollama-log "$work/rkollama.log" || status=$?
 echo "logs and screenshots: $work"
 exit "$status"
