@@ -41,7 +41,8 @@ def vision_daemon(smollm2_store, tmp_path_factory):
     shutil.copytree(smollm2_store, store, dirs_exist_ok=True)
     log = tmp_path_factory.mktemp("vision-log") / "serve.log"
     process, url = start_daemon({"RKOLLAMA_MODELS": str(store), "RKOLLAMA_NUM_THREADS": "2",
-                                 "RKOLLAMA_CONTEXT_LENGTH": "2048", "HF_ENDPOINT": srv.url}, log)
+                                 "RKOLLAMA_CONTEXT_LENGTH": "2048", "HF_ENDPOINT": srv.url,
+                                 "OLLAMA_NUM_PARALLEL": "2"}, log)
     lines = list(ollama.Client(url).pull(MODEL, stream=True))
     assert lines[-1].status == "success"
     yield url, log
@@ -121,6 +122,31 @@ def test_a_follow_up_about_the_same_picture_does_not_read_it_again(vision_daemon
     assert reads() == before + 1  # the KV cache held the picture's embeddings
     other = chat(url, [png(50, 50, (1, 2, 3))])
     assert other.prompt_eval_count == first.prompt_eval_count and reads() == before + 2
+
+
+def test_two_pictures_at_once_each_reach_their_own_sequence(vision_daemon):
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, _ = vision_daemon
+    plain = chat(url).prompt_eval_count
+    pictures = [[png(30, 30, (255, 0, 0))], [png(30, 30, (0, 0, 255)), png(10, 10)]]
+    with ThreadPoolExecutor(2) as pool:
+        replies = list(pool.map(lambda images: chat(url, images), pictures))
+    assert [r.prompt_eval_count for r in replies] == [plain + 16, plain + 32]
+
+
+def test_a_long_answer_shifts_the_window_past_an_image_and_a_long_prompt_drops_one_whole(vision_daemon):
+    url, _ = vision_daemon
+    client = ollama.Client(url)
+    long = client.generate(model=MODEL, prompt="tell me everything", images=[png(20, 20)],
+                           options={"num_predict": 2500, "temperature": 1, "seed": 3, "num_keep": 5})
+    assert long.eval_count == 2500 and long.done_reason == "length"  # past the 2048-token window
+    words = " ".join(["word"] * 900)
+    fitted = client.chat(model=MODEL, options={"num_predict": 2, "temperature": 0}, messages=[
+        {"role": "user", "content": words, "images": [png(20, 20, (9, 9, 9))]},
+        {"role": "assistant", "content": words},
+        {"role": "user", "content": words + " and this?", "images": [png(21, 21)]}])
+    assert fitted.prompt_eval_count <= 2048
 
 
 def test_a_text_only_model_refuses_images(vision_daemon):

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from rkollama.backends.base import Backend
+from rkollama.core import media
 from rkollama.core.fitting import INPUT_TOO_LONG, PromptFitter
 from rkollama.core.options import DEFAULT_NUM_BATCH
 from rkollama.core.prompt import CHATML, ChatTemplate
@@ -154,7 +155,7 @@ class LlamaCppBackend(Backend):
         tokens = self.fitter.prompt_tokens(gen)
         grammar = _grammar(gen.format or _forced_call_schema(gen))
         pictures = {}
-        if self.vision is not None and any(t < 0 for t in tokens):
+        if self.vision is not None and any(media.is_image(t) for t in tokens):
             pictures = self.vision.pictures(_images_of(gen), tokens)
         return self.loop.generate(Request(
             gen, cancel, tokens, _token_limit(opts.num_predict, self.n_ctx, len(tokens)),

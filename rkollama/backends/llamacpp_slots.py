@@ -69,8 +69,7 @@ class _Seq:
     offset: int = 0
     """Positions minus tokens in the KV cache (images under M-RoPE take fewer positions)."""
     row: int = -1
-    """The batch row whose logits give this sequence's next token, this step; -1 none (or,
-    right after an image that ends the prompt, the last logits: llama.cpp's own -1)."""
+    """The batch row whose logits give this sequence's next token, this step; -1 none."""
     produced: int = 0
     started: float = 0.0
     first: float | None = None
@@ -243,23 +242,20 @@ class SlotLoop:
     def _text_run(self, seq: _Seq, limit: int) -> int:
         """Unread tokens of `seq` before its next image, at most `limit`."""
         window, run = seq.window, 0
-        while run < limit and seq.fed + run < len(window) and window[seq.fed + run] >= 0:
+        while run < limit and seq.fed + run < len(window) and not media.is_image(window[seq.fed + run]):
             run += 1
         return run
 
     def _see(self, seq: _Seq) -> None:
-        """Read the image that starts at `seq`'s next unread token."""
+        """Read the image that starts at `seq`'s next unread token (never its last: the
+        engine's tokenizer puts text after a trailing image)."""
         picture = seq.request.pictures[media.image_key(seq.window[seq.fed])]
-        last = seq.fed + picture.count == len(seq.window)
         assert self.vision is not None, "a prompt with images reached an engine without a projector"
-        self.vision.decode(self.ctx, picture, seq.fed + seq.offset, seq.slot, self.n_batch, last)
+        assert seq.fed + picture.count < len(seq.window), "a prompt ends with an image"
+        self.vision.decode(self.ctx, picture, seq.fed + seq.offset, seq.slot, self.n_batch)
         seq.fed += picture.count
         seq.offset += picture.positions - picture.count
-        if last:  # the prompt ends with the image: its logits give the first answer token
-            seq.row = -1
-            self._sample(seq)
-        else:
-            seq.out.put(Token(""))
+        seq.out.put(Token(""))  # the runner's stall watchdog hears work
 
     def _add(self, n: int, seq: _Seq, count: int) -> int:
         """`count` unread tokens of `seq` into the batch at row `n`; logits for the window's last."""
@@ -325,7 +321,7 @@ class SlotLoop:
         first = seq.first or end
         self._release(seq)
         seq.out.put(Done(reason, len(seq.request.tokens), (first - seq.started) * 1000.0, seq.produced,
-                         (end - first) * 1000.0, tuple(t for t in seq.window if t >= 0)))
+                         (end - first) * 1000.0, tuple(t for t in seq.window if not media.is_image(t))))
 
     def _release(self, seq: _Seq) -> None:
         self.cached[seq.slot] = seq.window[:seq.fed]

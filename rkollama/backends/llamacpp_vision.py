@@ -70,7 +70,9 @@ class Vision:
 
     def tokenize(self, text: str, bos: bool, pictures: list[str],
                  text_tokens: Callable[[str, bool], list[int]]) -> list[int]:
-        """The ids of a rendered prompt whose `[img-N]` tags stand for `pictures[N]`."""
+        """The ids of a rendered prompt whose `[img-N]` tags stand for `pictures[N]`. A prompt
+        that would end with an image (a raw one can) gets a newline after it: the answer's first
+        token is sampled from the last position's logits, and an image's embeddings give none."""
         out: list[int] = []
         for piece in media.split(text, len(pictures)):
             if isinstance(piece, str):
@@ -79,6 +81,8 @@ class Vision:
                 if bos and not out:
                     out += text_tokens("", True)
                 out += self.picture(pictures[piece]).tokens
+        if out and media.is_image(out[-1]):
+            out += text_tokens("\n", False)
         return out
 
     def pictures(self, encoded: Iterable[str], tokens: list[int]) -> dict[int, Picture]:
@@ -148,13 +152,13 @@ class Vision:
             raise BadRequest("invalid image: the model's projector made nothing of it")
         return Picture(lib, image, tokens, count, positions)
 
-    def decode(self, lctx: Any, picture: Picture, position: int, seq_id: int, n_batch: int,
-               logits_last: bool) -> None:
-        """Encode `picture` and decode its embeddings into sequence `seq_id` from `position`."""
+    def decode(self, lctx: Any, picture: Picture, position: int, seq_id: int, n_batch: int) -> None:
+        """Encode `picture` and decode its embeddings into sequence `seq_id` from `position`
+        (no logits: an image is never a prompt's last position, see `tokenize`)."""
         started = time.perf_counter()
         end = ctypes.c_int32(0)
         code = self.lib.mtmd_helper_eval_chunk_single(self.ctx, lctx, picture.chunk, position, seq_id,
-                                                      n_batch, logits_last, ctypes.byref(end))
+                                                      n_batch, False, ctypes.byref(end))
         if code != 0:
             raise BackendFailed(f"llama.cpp could not read an image (error {code})")
         log.info("image read: %d embeddings in %.0f ms", picture.count,

@@ -83,7 +83,7 @@ class PromptFitter:
     def context(self, gen: Generation) -> list[int]:
         """The token ids of an earlier exchange this prompt continues (/api/generate `context`)."""
         for token in gen.context:  # ids of this vocabulary only (never an image's stand-ins)
-            if token < 0 or (self.vocab_size and token >= self.vocab_size):
+            if media.is_image(token) or (self.vocab_size and token >= self.vocab_size):
                 raise BadRequest(f"invalid context: token id {token} is not in the model's vocabulary")
         return list(gen.context)
 

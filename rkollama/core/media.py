@@ -90,19 +90,19 @@ def _place(token: int) -> int:
 def image_starts(tokens: list[int]) -> Iterator[tuple[int, int]]:
     """(index, key) of the first stand-in of each image in `tokens`."""
     for index, token in enumerate(tokens):
-        if token < 0 and _place(token) == 0:
+        if is_image(token) and _place(token) == 0:
             yield index, image_key(token)
 
 
 def back_to_edge(tokens: list[int], k: int) -> int:
     """`k` (a count of leading tokens kept) moved back to the start of an image it would cut."""
-    if 0 <= k < len(tokens) and tokens[k] < 0:
+    if 0 <= k < len(tokens) and is_image(tokens[k]):
         return k - _place(tokens[k])
     return k
 
 
 def on_to_edge(tokens: list[int], k: int) -> int:
     """`k` (the first of the tokens kept at the end) moved on past an image it would cut."""
-    while 0 < k < len(tokens) and tokens[k] < 0 and _place(tokens[k]) > 0:
+    while 0 < k < len(tokens) and is_image(tokens[k]) and _place(tokens[k]) > 0:
         k += 1
     return k
