@@ -174,6 +174,9 @@ class Settings:
         choices=("auto", *PLATFORMS))
     rkllm_lib: str = setting(("RKOLLAMA_RKLLM_LIB",), "",
         "Path of librkllmrt.so (default: external/, then the system library paths)")
+    rknn_lib: str = setting(("RKOLLAMA_RKNN_LIB",), "",
+        "Path of librknnrt.so, which runs vision models' image encoders on the NPU (default: "
+        "external/, then the system library paths)")
     rkllm_abi: str = setting(("RKOLLAMA_RKLLM_ABI",), "",
         "ABI to use with an RKLLM runtime rkollama does not know (a newer or beta release): "
         "1.2, 1.3 or 1.3.1; empty = decide from the file. A wrong one crashes the model's runner",

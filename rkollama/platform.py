@@ -108,9 +108,8 @@ def npu_driver_kind(root: Path = Path("/")) -> str:
     return ""
 
 
-RUNTIME_PATHS = ("/usr/lib/librkllmrt.so", "/usr/lib/aarch64-linux-gnu/librkllmrt.so",
-                 "/usr/local/lib/librkllmrt.so", "/lib/librkllmrt.so")
-"""Where a system-wide RKLLM runtime is looked for, after RKOLLAMA_RKLLM_LIB and external/."""
+LIBRARY_DIRS = ("/usr/lib", "/usr/lib/aarch64-linux-gnu", "/usr/local/lib", "/lib")
+"""Where a system-wide Rockchip runtime is looked for, after its setting and external/."""
 RECOMMENDED_DRIVER = (0, 9, 8)
 """The RKNPU driver Rockchip's SDK asks for; the runtime itself only warns below 0.9.7, and
 Armbian's vendor kernel ships 0.9.7."""
@@ -118,11 +117,12 @@ BROKEN_DRIVER_BELOW = (0, 9, 0)
 """Drivers older than this are known not to work (W8A8 matmuls fail on 0.8.2)."""
 
 
-def find_library(setting: str = "") -> Path | None:
-    """RKOLLAMA_RKLLM_LIB, then external/ beside the package, then RUNTIME_PATHS."""
+def find_library(setting: str = "", name: str = "librkllmrt.so") -> Path | None:
+    """The runtime library `name` (librkllmrt.so, or librknnrt.so for vision encoders): its
+    setting's path, then external/ beside the package, then LIBRARY_DIRS."""
     candidates = [setting] if setting else []
-    candidates.append(str(Path(__file__).resolve().parents[1] / "external" / "librkllmrt.so"))
-    candidates += RUNTIME_PATHS
+    candidates.append(str(Path(__file__).resolve().parents[1] / "external" / name))
+    candidates += [f"{directory}/{name}" for directory in LIBRARY_DIRS]
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             return Path(candidate)

@@ -319,10 +319,12 @@ class Scheduler:
     def _load_locked(self, key: str, spec: "ModelSpec", opts: LoadOptions,
                      keep_alive: float | None) -> _Runner:
         self._loading.add(key)
-        if self.factory.engine_class(spec, self.settings).own_npu_domain:
+        engine = self.factory.engine_class(spec, self.settings)
+        if engine.own_npu_domain:
             # distinct NPU address spaces for models loaded side by side
             used = {r.opts.npu_domain for r in self._runners.values()}
-            opts = replace(opts, npu_domain=next(d for d in range(16) if d not in used))
+            first = engine.first_npu_domain(spec)
+            opts = replace(opts, npu_domain=next(d for d in range(first, 16) if d not in used))
         self._cond.release()
         try:
             backend = self.factory(spec, opts, self.settings)

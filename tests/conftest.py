@@ -123,3 +123,14 @@ def fake_runtime(tmp_path_factory):
                        check=True)
         libs[family] = target
     return libs
+
+
+@pytest.fixture(scope="session")
+def fake_rknn(tmp_path_factory):
+    """The C test double of librknnrt.so (the vision encoder's runtime), compiled once."""
+    import subprocess
+
+    source = Path(__file__).parent / "fakes" / "fake_rknn.c"
+    target = tmp_path_factory.mktemp("fake-rknn") / "librknnrt.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", str(source), "-o", str(target)], check=True)
+    return target

@@ -58,6 +58,11 @@ class Backend(ABC):
     generate() from a thread each); otherwise they start together (generate_batch)."""
 
     @classmethod
+    def first_npu_domain(cls, spec: "ModelSpec") -> int:
+        """With own_npu_domain: the lowest domain this model's language model may take."""
+        return 0
+
+    @classmethod
     def shaping(cls, spec: "ModelSpec") -> JSONObject:
         """What of `spec`'s Modelfile, besides its weights, template and tokenizer, this engine
         bakes in at load time (two models that differ in it cannot share a loaded engine)."""

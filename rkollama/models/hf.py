@@ -146,6 +146,13 @@ def projector(files: list[RepoFile]) -> RepoFile | None:
     return min(found, key=lambda f: f.size) if found else None
 
 
+def encoder(files: list[RepoFile], platform: str) -> RepoFile | None:
+    """The vision encoder (`.rknn`) an .rkllm repository ships for `platform`, if any."""
+    found = [f for f in files if f.name.lower().endswith(".rknn")]
+    mine = [f for f in found if platform in f.name.lower()]
+    return min(mine or found, key=lambda f: f.size) if (mine or found) else None
+
+
 def resolve_url(hub: HubConfig, repo: str, commit: str, path: str) -> str:
     return f"{hub.endpoint.rstrip('/')}/{repo}/resolve/{commit}/{quote(path)}"
 
@@ -164,7 +171,7 @@ def entry(name: ModelName, hub: HubConfig, platform: str, base: Modelfile | None
               "revision": commit, "file": chosen.name, "repo": repo}
     if chosen.sha256:
         source["sha256"] = chosen.sha256
-    vision = projector(files) if fmt == "gguf" else None
+    vision = projector(files) if fmt == "gguf" else encoder(files, platform)
     if vision is not None:
         source["projector"] = {"url": resolve_url(hub, repo, commit, vision.name), "size": vision.size,
                                "file": vision.name, **({"sha256": vision.sha256} if vision.sha256 else {})}

@@ -132,6 +132,9 @@ def _projector_layer(store: ModelStore, entry: Modelfile,
             yield _progress(digest, size, size)
         else:
             digest = yield from _download(store, source, wanted.sha256, hub)
+    if entry.format == "rkllm":  # an .rknn vision encoder: the RKNN runtime checks it at load
+        log.info("vision encoder for %s:%s", entry.name, entry.tag)
+        return ((PROJECTOR_TYPE, digest, store.blob_path(digest).stat().st_size),)
     try:
         family = gguf_facts.read(store.blob_path(digest)).details.get("family")
     except PullFailed:

@@ -77,11 +77,12 @@ class RKLLMSection(_Strict):
     use_cross_attn: bool = False
     """Accepted for Rockchip's parameter set; cross-attention is not used by rkollama."""
     img_start: str = ""
-    """Image markers of 1.2.x multimodal models (accepted; images are not sent to the NPU)."""
+    """A vision model's image start tag (e.g. `<img>`): where the runtime begins an image's
+    embeddings (in RKLLMParam on 1.2.x runtimes, in each multimodal input on 1.3.x)."""
     img_end: str = ""
-    """As img_start."""
+    """A vision model's image end tag (e.g. `</img>`)."""
     img_content: str = ""
-    """As img_start."""
+    """A vision model's image content tag (e.g. `<IMG_CONTEXT>`), one per embedding."""
     prompt_cache: str = ""
     """A prompt cache file to load after init (rkllm_load_prompt_cache)."""
     lora: list[LoraAdapter] = Field(default_factory=list)

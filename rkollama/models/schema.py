@@ -33,7 +33,8 @@ class PyPISource(_Strict):
 
 
 class ProjectorSource(_Strict):
-    """A vision model's projector (`mmproj` GGUF): exactly one of url or path."""
+    """A vision model's image side: a GGUF model's projector (`mmproj` GGUF), an .rkllm model's
+    vision encoder (`.rknn`); exactly one of url or path."""
 
     url: str = ""
     path: str = ""
@@ -81,7 +82,7 @@ class _SourceFields(_Strict):
     """Bytes."""
     format: Literal["gguf", "rkllm"] = "gguf"
     projector: ProjectorSource | None = None
-    """A GGUF vision model's projector, fetched beside it."""
+    """A vision model's projector or encoder, fetched beside it."""
 
 
     @field_validator("sha256")

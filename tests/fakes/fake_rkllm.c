@@ -246,6 +246,12 @@ static RKLLMParam g_param;
 static RKLLMSamplingParam g_sampling;
 static int g_have_sampling = 0;
 static char g_loaded_lora[512], g_loaded_cache[512];
+/* The last RKLLM_INPUT_MULTIMODAL run: its image counts, the image tags in force (1.2: from
+   RKLLMParam at init; 1.3: in the input), and the sum of the embeddings it was given (each image
+   FAKE_RKLLM_IMAGE_DIM floats per token, 8 by default, as the RKNN double makes them). */
+static long g_n_image = -1, g_n_image_tokens = -1, g_image_width = -1, g_image_height = -1;
+static double g_image_sum = 0.0;
+static char g_image_tags[3][128];
 
 static void copy_str(char *dst, size_t n, const char *src) { snprintf(dst, n, "%s", src ? src : "(null)"); }
 
@@ -575,9 +581,12 @@ static void *run_thread(void *arg) {
     RunJob *job = arg;
     FakeHandle *h = job->h;
     void *ud = job->userdata ? job->userdata : h->default_userdata;
-    const char *prompt = job->inputs[0].input_type == RKLLM_INPUT_PROMPT ? job->inputs[0].prompt_input : "";
+    int multimodal = job->inputs[0].input_type == RKLLM_INPUT_MULTIMODAL;
+    const char *prompt = job->inputs[0].input_type == RKLLM_INPUT_PROMPT ? job->inputs[0].prompt_input
+                         : multimodal ? job->inputs[0].multimodal_input.prompt : "";
     int words = words_in(prompt);
     int prefill = words;
+    if (multimodal) prefill += (int)(g_n_image * g_n_image_tokens);  /* each image's embeddings are read */
     if (job->infer && job->infer->keep_history) { h->kv_tokens += words; } else { h->kv_tokens = 0; }
     int generated = 0;
     if (job->n_batch > 1) {
@@ -673,6 +682,30 @@ static void *run_thread(void *arg) {
     return NULL;
 }
 
+static void record_images(FakeHandle *h, RKLLMMultiModalInput *m) {
+    copy_str(g_prompt, sizeof g_prompt, m->prompt);
+    const char *dim_env = getenv("FAKE_RKLLM_IMAGE_DIM");
+    long dim = dim_env ? atol(dim_env) : 8;
+#ifdef RKLLM_ABI_13
+    float *embed = m->image.image_embed;
+    g_n_image = (long)m->image.n_image; g_n_image_tokens = (long)m->image.n_image_tokens;
+    g_image_width = (long)m->image.image_width; g_image_height = (long)m->image.image_height;
+    copy_str(g_image_tags[0], sizeof g_image_tags[0], m->image.image_start);
+    copy_str(g_image_tags[1], sizeof g_image_tags[1], m->image.image_end);
+    copy_str(g_image_tags[2], sizeof g_image_tags[2], m->image.image_content);
+    (void)h;
+#else
+    float *embed = m->image_embed;
+    g_n_image = (long)m->n_image; g_n_image_tokens = (long)m->n_image_tokens;
+    g_image_width = (long)m->image_width; g_image_height = (long)m->image_height;
+    copy_str(g_image_tags[0], sizeof g_image_tags[0], h->param.img_start);
+    copy_str(g_image_tags[1], sizeof g_image_tags[1], h->param.img_end);
+    copy_str(g_image_tags[2], sizeof g_image_tags[2], h->param.img_content);
+#endif
+    g_image_sum = 0.0;
+    for (long i = 0; embed && i < g_n_image * g_n_image_tokens * dim; i++) g_image_sum += embed[i];
+}
+
 static void record_run(FakeHandle *h, RKLLMInput *input, RKLLMInferParam *infer, void *userdata) {
     pthread_mutex_lock(&g_lock);
     g_runs++;
@@ -681,6 +714,7 @@ static void record_run(FakeHandle *h, RKLLMInput *input, RKLLMInferParam *infer,
     g_enable_thinking = input->enable_thinking;
     g_input_type = input->input_type;
     copy_str(g_prompt, sizeof g_prompt, input->input_type == RKLLM_INPUT_PROMPT ? input->prompt_input : "");
+    if (input->input_type == RKLLM_INPUT_MULTIMODAL) record_images(h, &input->multimodal_input);
     g_keep_history = infer ? infer->keep_history : -1;
     copy_str(g_lora, sizeof g_lora, infer && infer->lora_params ? infer->lora_params->lora_adapter_name : NULL);
     copy_str(g_cache_path, sizeof g_cache_path, infer && infer->prompt_cache_params ? infer->prompt_cache_params->prompt_cache_path : NULL);
@@ -811,6 +845,8 @@ const char *fake_last_json(void) {
         "\"max_new_tokens_run\": %d, \"lora\": \"%s\", \"prompt_cache\": \"%s\", \"n_batch\": %d, "
         "\"loaded_lora\": \"%s\", \"loaded_prompt_cache\": \"%s\", \"reserved_nonzero\": %d, "
         "\"sent_tokens\": %d, \"prefilled\": %d, \"think_finishes\": %d, "
+        "\"images\": {\"n_image\": %ld, \"n_image_tokens\": %ld, \"width\": %ld, \"height\": %ld, "
+        "\"sum\": %.4f, \"start\": \"%s\", \"end\": \"%s\", \"content\": \"%s\"}, "
         "\"param\": {\"max_context_len\": %d, \"max_new_tokens\": %d, \"top_k\": %d, \"n_keep\": %d, "
         "\"top_p\": %.3f, \"temperature\": %.3f, \"repeat_penalty\": %.3f, \"skip_special_token\": %d, "
         "\"is_async\": %d, \"base_domain_id\": %d, \"embed_flash\": %d, \"enabled_cpus_num\": %d, "
@@ -820,6 +856,8 @@ const char *fake_last_json(void) {
         g_destroy_calls, g_abort_calls, g_clear_calls, g_input_type, (unsigned long long)(uintptr_t)g_userdata,
         g_max_new_tokens_run, g_lora, g_cache_path, g_n_batch_run, g_loaded_lora, g_loaded_cache, g_reserved_nonzero,
         g_sent_tokens, g_prefilled, g_think_finishes,
+        g_n_image, g_n_image_tokens, g_image_width, g_image_height, g_image_sum, g_image_tags[0], g_image_tags[1],
+        g_image_tags[2],
         g_param.max_context_len, g_param.max_new_tokens, g_param.top_k, g_param.n_keep, g_param.top_p,
         g_param.temperature, g_param.repeat_penalty, g_param.skip_special_token, g_param.is_async,
         g_param.extend_param.base_domain_id, g_param.extend_param.embed_flash,

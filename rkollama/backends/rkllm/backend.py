@@ -8,6 +8,7 @@ Cancelling calls rkllm_abort and waits for rkllm_run to return. The handle is de
 when no run is in flight.
 """
 
+import base64
 import ctypes
 import json
 import logging
@@ -19,14 +20,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from rkollama.backends.base import Backend
-from rkollama.backends.rkllm import abi, loading, runtime_words
+from rkollama.backends.rkllm import abi, loading, rknn, runtime_words, vision_input
 from rkollama.backends.rkllm.conversation import Conversation
 from rkollama.backends.rkllm.runs import END, Run, RunTable
 from rkollama.backends.rkllm.runtime import Runtime, open_runtime
 from rkollama.backends.rkllm.token_cache import Plan, TokenCache
 from rkollama.backends.rkllm.tokenizer import HFTokenizer
 from rkollama.config import Settings
-from rkollama.core.fitting import PromptFitter
+from rkollama.core import images, media
+from rkollama.core.fitting import INPUT_TOO_LONG, PromptFitter
 from rkollama.core.parse import THINK_CLOSE, THINK_OPEN
 from rkollama.core.types import Done, DoneReason, Generation, JSONObject, LoadOptions, Token
 from rkollama.errors import BackendFailed, BadRequest, LoadFailed
@@ -83,6 +85,12 @@ class RKLLMBackend(Backend):
         return {"rkllm": mf.rkllm.model_dump(mode="json"), "parameters": mf.parameters,
                 "platform": mf.source.platform}
 
+    @classmethod
+    def first_npu_domain(cls, spec: ModelSpec) -> int:
+        """1 for a model with a vision encoder: the RKNN runtime puts the encoder in NPU domain
+        0, and Rockchip's multimodal demo moves the language model to another one."""
+        return 1 if spec.projector_path is not None else 0
+
     def batch_key(self, gen: Generation) -> Hashable:
         """The same tools and system prompt (the runtime holds them per handle)."""
         system = "\n".join(m.content for m in gen.messages or [] if m.role == "system")
@@ -105,6 +113,8 @@ class RKLLMBackend(Backend):
         """The model's own tokenizer: prompts go to the runtime as token ids (None: as text)."""
         self._fitter = fitter
         self._cache = TokenCache()
+        self.encoder: rknn.Encoder | None = None
+        """The model's vision encoder (`.rknn`), when it reads images."""
         self.init_lines: list[str] = []
         """What the runtime printed while it loaded the model (banner, limits)."""
         self.last_run = RunFacts()
@@ -134,6 +144,7 @@ class RKLLMBackend(Backend):
         runs = RunTable()
         third, keep = loading.callbacks(fam, runs)
         keep.append(path)
+        keep.append(param)  # its strings (image tags) may be read by the runtime after init
         handle, rc, lines = loading.init_captured(rt, param, third)
         refused = runtime_words.context_refusal(lines)
         if (rc != 0 or not handle.value) and refused and refused[1] < ctx:
@@ -165,6 +176,9 @@ class RKLLMBackend(Backend):
             native = Native(rt, handle, runs, tuple(keep), first_lora)
             backend = cls(spec, native, Conversation(rt, handle, None if tokenizer else template, rk),
                           rk, ctx, slots=n_batch, tokenizer=tokenizer, fitter=fitter)
+            if spec.projector_path is not None:
+                backend.encoder = rknn.Encoder(rknn.open_library(settings.rknn_lib), spec.projector_path)
+                undo.callback(backend.encoder.close)
             undo.pop_all()
         backend.init_lines = lines
         log.info("%s on the NPU: prompts sent as %s, context %d, runtime %s (%s)", spec.name.display(),
@@ -177,7 +191,9 @@ class RKLLMBackend(Backend):
         if gen.logprobs:
             raise BadRequest("log-probabilities are not available on the NPU engine (RKLLM): "
                              "ask without logprobs, or use the model's GGUF on the CPU engine")
-        if self._fitter is not None:
+        if gen.images or any(m.images for m in gen.messages or []):
+            yield from self._generate_images(gen, cancel)
+        elif self._fitter is not None:
             yield from self._generate_tokens(gen, cancel, self._fitter)
         else:
             yield from self._generate_text(gen, cancel)
@@ -316,6 +332,12 @@ class RKLLMBackend(Backend):
             yield from self._stream(run, limit, cancel)
         finally:
             self._join(run_id, thread)
+        yield from self._finish_text_run(run, gen, keep_history, cached, limit)
+
+    def _finish_text_run(self, run: Run, gen: Generation, keep_history: bool, cached: int,
+                         limit: int | None) -> Iterator[Token | Done]:
+        """The end of a run sent as text: its last bytes, the conversation it leaves in the KV
+        cache, and Done with the runtime's counts."""
         reason = run.stop_reason
         if run.error and not run.aborted:
             self._conversation.clear()
@@ -331,6 +353,53 @@ class RKLLMBackend(Backend):
         if limit is not None and generated >= limit and reason is DoneReason.STOP:
             reason = DoneReason.LENGTH
         yield Done(reason, cached + prefill, prefill_ms, min(generated, limit or generated), generate_ms)
+
+    # -- prompts with images -------------------------------------------------------------------------
+    def _generate_images(self, gen: Generation, cancel: threading.Event) -> Iterator[Token | Done]:
+        """One RKLLM_INPUT_MULTIMODAL run: the prompt as text with `<image>` where each image
+        goes (the whole conversation, rendered, when the model has a template; else what the
+        conversation sends, its earlier images already in the KV cache), and the embeddings the
+        vision encoder makes of the images that text names."""
+        if self.encoder is None:
+            raise BadRequest(f"{self.spec.name.full()} does not support vision")
+        text, pictures, tagged, keep_history = self._image_prompt(gen)
+        decoded = [images.decode(base64.b64decode(p)) for p in pictures]
+        embedded = self.encoder.encode(decoded)
+        data = text.encode()
+        inp = vision_input.multimodal_input(self.rt.family, data, embedded, self._rkllm)
+        inp.enable_thinking = gen.think not in (False, None) if gen.parse_thinking else False
+        limit = _limit(gen, self.context_length)
+        infer, sampling = self._infer(gen, keep_history=keep_history, max_new=limit)
+        cached = self._kv_size() if keep_history else 0
+        self.last_run = RunFacts("images", len(data), cached, 0, keep_history=keep_history)
+        run_id, run, thread = self._launch(ctypes.pointer(inp), infer, keep=(data, sampling, embedded))
+        try:
+            yield from self._stream(run, limit, cancel)
+        finally:
+            self._join(run_id, thread)
+        yield from self._finish_text_run(run, tagged, keep_history, cached, limit)
+
+    def _image_prompt(self, gen: Generation) -> tuple[str, list[str], Generation, bool]:
+        """(prompt with placeholders, the images it names, the request with its images as
+        tags, keep_history)."""
+        every = list(gen.images) + [i for m in gen.messages or [] for i in m.images]
+        tagged = gen
+        if gen.messages is not None:
+            tagged = replace(gen, messages=media.tagged(list(gen.messages))[0])
+        if gen.messages is not None and self._fitter is not None:
+            # The whole conversation as the template writes it, with the images' tags in it.
+            text, keep_history = self._fitter.render(list(gen.messages), gen), False
+            if self.rt.rkllm_clear_kv_cache(self.handle, 0, None, None) != 0:
+                log.warning("rkllm_clear_kv_cache failed")
+            self._cache.cleared()
+        else:
+            text, _, keep_history = self._conversation.prepare(tagged)
+        prompt, pictures = vision_input.placed(text, every)
+        if self.tokenizer is not None and self.encoder is not None:
+            needed = len(self.tokenizer.encode(prompt, False)) + len(pictures) * self.encoder.tokens
+            if needed >= self.context_length:
+                raise BadRequest(INPUT_TOO_LONG)
+        return prompt, pictures, tagged, keep_history
 
     # -- what both paths share ---------------------------------------------------------------------
     def _infer(self, gen: Generation, keep_history: bool, max_new: int | None) -> tuple[Any, Any]:
@@ -506,6 +575,8 @@ class RKLLMBackend(Backend):
         if not self._closed:
             self._closed = True
             self.rt.rkllm_destroy(self.handle)
+            if self.encoder is not None:
+                self.encoder.close()
 
 
 def _limit(gen: Generation, room: int) -> int | None:

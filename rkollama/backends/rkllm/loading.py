@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from rkollama.backends.native_output import CapturedOutput
-from rkollama.backends.rkllm import abi, runtime_words
+from rkollama.backends.rkllm import abi, runtime_words, vision_input
 from rkollama.backends.rkllm.runs import RunTable
 from rkollama.backends.rkllm.runtime import Runtime
 from rkollama.backends.rkllm.tokenizer import HFTokenizer
@@ -90,6 +90,8 @@ def init_param(rt: Runtime, spec: ModelSpec, rk: RKLLMSection, opts: LoadOptions
         setattr(param, name, kind(sampling[name] if own is None else own))
     param.mirostat, param.mirostat_tau, param.mirostat_eta = rk.mirostat, rk.mirostat_tau, rk.mirostat_eta
     param.skip_special_token = rk.skip_special_token
+    if "img_start" in {name for name, *_ in type(param)._fields_}:  # 1.2.x: a vision model's tags
+        param.img_start, param.img_end, param.img_content = vision_input.tags(rk)
     param.is_async = False
     if rt.family.callback_struct:
         param.ignore_eos_token = rk.ignore_eos_token

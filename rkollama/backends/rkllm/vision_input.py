@@ -1,0 +1,58 @@
+"""Images on the NPU, on the language model's side: where the prompt puts them and the
+RKLLM_INPUT_MULTIMODAL input that carries their embeddings (from rknn.Encoder).
+
+The runtime takes a text prompt in which `<image>` marks where each image goes, the embeddings
+of all the images (n_image × n_image_tokens rows), and the model's image tags (`img_start`,
+`img_end`, `img_content` of the Modelfile's rkllm section: set in RKLLMParam at init on 1.2.x
+runtimes, in the input itself on 1.3.x), as Rockchip's multimodal demo sends them.
+"""
+
+import ctypes
+from typing import Any
+
+from rkollama.backends.rkllm import abi
+from rkollama.backends.rkllm.rknn import Embedded
+from rkollama.core import media
+from rkollama.models.rkllm_section import RKLLMSection
+
+PLACEHOLDER = "<image>"
+"""Where the RKLLM runtime puts an image's embeddings in a multimodal prompt."""
+
+
+def placed(text: str, pictures: list[str]) -> tuple[str, list[str]]:
+    """`text` with each `[img-N]` tag (core.media) as the runtime's placeholder, and the images
+    (base64) in the order their placeholders appear."""
+    out: list[str] = []
+    used: list[str] = []
+    for piece in media.split(text, len(pictures)):
+        if isinstance(piece, str):
+            out.append(piece)
+        else:
+            out.append(PLACEHOLDER)
+            used.append(pictures[piece])
+    return "".join(out), used
+
+
+def tags(rk: RKLLMSection) -> tuple[bytes, bytes, bytes]:
+    """The model's image start, end and content tags."""
+    return rk.img_start.encode(), rk.img_end.encode(), rk.img_content.encode()
+
+
+def multimodal_input(fam: abi.Family, prompt: bytes, embedded: Embedded, rk: RKLLMSection) -> Any:
+    """An RKLLMInput of type MULTIMODAL for `fam`'s layout. The caller keeps `prompt` and
+    `embedded` alive until the run ends."""
+    inp = fam.RKLLMInput()
+    inp.role = b"user"
+    inp.input_type = abi.RKLLM_INPUT_MULTIMODAL
+    given = inp.multimodal_input
+    given.prompt = prompt
+    fields = {name for name, *_ in type(given)._fields_}
+    target = given.image if "image" in fields else given  # 1.3.x nests the image part
+    target.image_embed = ctypes.cast(embedded.floats, ctypes.POINTER(ctypes.c_float))
+    target.n_image_tokens = embedded.tokens
+    if "image" in fields:
+        target.image_start, target.image_end, target.image_content = tags(rk)
+    if "n_image" in {name for name, *_ in type(target)._fields_}:  # 1.2.0's input has one image
+        target.n_image = embedded.count
+        target.image_width, target.image_height = embedded.width, embedded.height
+    return inp
