@@ -106,6 +106,12 @@ fi
 # Pinned by commit: release 1.3.1 is commit f7390530443b… in the public copies of rknn-llm.
 runtime_url="https://raw.githubusercontent.com/airockchip/rknn-llm/f7390530443bf84f0394255a449d7cbe81e69d1c/rkllm-runtime/Linux/librkllm_api/aarch64/librkllmrt.so"
 runtime_sha256="f25e9b099db08aaacd0a3ac62b4697d3951d6ae61ae41ea09f6702cfa89eb32c"
+# The RKNN runtime runs vision models' image encoders (.rknn). Pinned by commit (rknn-toolkit2
+# v2.3.2, 59a913d1…) and checked by the file's git blob id in that commit's tree (a sha1 of the
+# file, as git names it; no sha256 of this build was found published).
+rknn_url="https://raw.githubusercontent.com/airockchip/rknn-toolkit2/59a913d172e7f5ff03c9076e2ec7b1b1288ffd08/rknpu2/runtime/Linux/librknn_api/aarch64/librknnrt.so"
+rknn_blob="e53a2b6ec332f2863df5c70cd9f6ebec9dbef397"
+blob_id() { python3 -c 'import hashlib, sys; d = open(sys.argv[1], "rb").read(); print(hashlib.sha1(b"blob %d\0" % len(d) + d).hexdigest())' "$1"; }
 case "$(tr -d '\0' 2>/dev/null </proc/device-tree/compatible || true)" in
   *rockchip,rk3588*|*rockchip,rk3576*)
     if [ -n "${RKOLLAMA_RKLLM_LIB:-}" ]; then
@@ -120,6 +126,18 @@ case "$(tr -d '\0' 2>/dev/null </proc/device-tree/compatible || true)" in
         die "the downloaded runtime is not Rockchip's 1.3.1 build (sha256 mismatch); nothing was installed"
       fi
       mv "$here/external/librkllmrt.so.partial" "$here/external/librkllmrt.so"
+    fi
+    if [ -n "${RKOLLAMA_RKNN_LIB:-}" ]; then
+      step "using the RKNN runtime at $RKOLLAMA_RKNN_LIB"
+    elif [ ! -f "$here/external/librknnrt.so" ]; then
+      step "Rockchip board: downloading the RKNN runtime 2.3.2 (vision encoders) into external/"
+      curl -fsSL -o "$here/external/librknnrt.so.partial" "$rknn_url" \
+        || die "could not download $rknn_url; download it yourself into external/librknnrt.so"
+      if [ "$(blob_id "$here/external/librknnrt.so.partial")" != "$rknn_blob" ]; then
+        rm -f "$here/external/librknnrt.so.partial"
+        die "the downloaded RKNN runtime is not Rockchip's 2.3.2 build (git blob id mismatch); nothing was installed"
+      fi
+      mv "$here/external/librknnrt.so.partial" "$here/external/librknnrt.so"
     fi
     step "NPU check (rkollama doctor):"
     "$venv/bin/rkollama" doctor || true ;;

@@ -43,6 +43,9 @@ def hub(tmp_path):
         "standin-org/npu-and-cpu/model-rk3588-w4a16.rkllm": rnd.randbytes(1 << 20),
         "standin-org/npu-and-cpu/model-rk3588-w8a8.rkllm": rnd.randbytes(1 << 20),
         f"{GATED}/model-rk3588-w8a8.rkllm": rnd.randbytes(1 << 20),
+        "standin-org/vlm-npu/vlm-rk3588-w8a8.rkllm": rnd.randbytes(1 << 20),
+        "standin-org/vlm-npu/vlm_vision_rk3588.rknn": rnd.randbytes(300_000),
+        "standin-org/vlm-npu/vlm_vision_rk3576.rknn": rnd.randbytes(200_000),
     }
     for rel, data in files.items():
         path = root / rel
@@ -92,6 +95,23 @@ def test_the_platform_picks_the_file():
         pick(files[:3], "latest", "cpu", "r")  # no GGUF on a CPU machine: says what there is
     with pytest.raises(ModelNotFound, match="matching 'iq1_s'"):
         pick(files, "iq1_s", "rk3588", "r")
+
+
+def test_a_vision_model_on_a_board_comes_with_its_platforms_encoder(tmp_path, hub):
+    srv, files = hub
+    server, scheduler = daemon_for(tmp_path, srv, "rk3588")
+    try:
+        name = "hf.co/standin-org/vlm-npu"
+        lines = pull_lines(server.url, name)
+        assert lines[-1] == {"status": "success"}
+        encoder = sha(files["standin-org/vlm-npu/vlm_vision_rk3588.rknn"])
+        assert any(line.get("digest") == f"sha256:{encoder}" for line in lines)  # verified as the model is
+        assert "vision" in requests.post(f"{server.url}/api/show", json={"model": name}).json()["capabilities"]
+        spec = ModelStore(tmp_path / "models").resolve(name)
+        assert spec.projector_path.read_bytes() == files["standin-org/vlm-npu/vlm_vision_rk3588.rknn"]
+    finally:
+        server.close()
+        scheduler.shutdown()
 
 
 def test_pull_by_name_on_a_board_takes_the_rkllm_and_verifies_it(tmp_path, hub):

@@ -2,6 +2,9 @@
 
     RKOLLAMA_TEST_NPU=1 RKOLLAMA_TEST_NPU_MODEL=/path/to/model.rkllm .venv/bin/python -m pytest tests/hw
 
+With RKOLLAMA_TEST_NPU_VLM=model.rkllm,encoder.rknn a vision model is tested too (librknnrt.so
+installed by install.sh).
+
 Skipped everywhere else. They check what the C double cannot: that the real runtime loads, that
 the ABI family is identified, that answers stream, that a second turn reuses the KV cache, that
 abort lands, and that `doctor` sees the board.
@@ -159,3 +162,46 @@ def test_the_npu_check_runs_on_the_board(tmp_path):
     for name in ("plain answer", "abort mid-answer", "num_predict stop", "prompt over the window"):
         assert steps[name]["passed"], (name, steps[name]["detail"])
     print(out.stdout)
+
+
+@pytest.mark.skipif(not os.environ.get("RKOLLAMA_TEST_NPU_VLM"),
+                    reason="set RKOLLAMA_TEST_NPU_VLM=model.rkllm,encoder.rknn (and RKOLLAMA_TEST_NPU_VLM_TAGS)")
+def test_a_vision_model_names_the_colour_of_a_picture(tmp_path):
+    """The real encoder and runtime: a picture that is one colour, and a question any small VLM
+    answers reliably. RKOLLAMA_TEST_NPU_VLM_TAGS=start,end,content are the model's image tags
+    (default InternVL's: <img>,</img>,<IMG_CONTEXT>)."""
+    import io
+
+    import ollama
+    from helpers import start_daemon
+    from PIL import Image
+
+    from rkollama.models.modelfile import Modelfile
+    from rkollama.models.names import ModelName
+    from rkollama.models.store import PROJECTOR_TYPE, ModelStore
+    from rkollama.platform import detect_soc
+
+    model, encoder = (Path(p) for p in os.environ["RKOLLAMA_TEST_NPU_VLM"].split(","))
+    start, end, content = os.environ.get("RKOLLAMA_TEST_NPU_VLM_TAGS", "<img>,</img>,<IMG_CONTEXT>").split(",")
+    store = ModelStore(tmp_path / "models")
+    blobs = []
+    for path in (model, encoder):
+        with open(path, "rb") as handle:
+            blobs.append(store.write_blob_stream(iter(lambda h=handle: h.read(1 << 20), b"")))
+    store.register(ModelName.parse("board-vlm"), Modelfile(
+        name="board-vlm", tag="latest", rkllm={"max_context_len": 2048, "img_start": start, "img_end": end,
+                                               "img_content": content},
+        source={"path": str(model), "format": "rkllm", "platform": detect_soc()}),
+        blobs[0][0], blobs[0][1], ((PROJECTOR_TYPE, blobs[1][0], blobs[1][1]),))
+    process, url = start_daemon({"RKOLLAMA_MODELS": str(tmp_path / "models")}, tmp_path / "serve.log")
+    try:
+        picture = io.BytesIO()
+        Image.new("RGB", (448, 448), (220, 20, 20)).save(picture, "PNG")
+        reply = ollama.Client(host=url, timeout=600).chat(model="board-vlm", options={"temperature": 0}, messages=[
+            {"role": "user", "content": "What colour is this picture? Answer with one word.",
+             "images": [picture.getvalue()]}])
+        assert "red" in reply.message.content.lower(), reply.message.content
+        assert reply.prompt_eval_count > 64  # the picture's embeddings were read, not only the words
+    finally:
+        process.terminate()
+        process.wait(30)
