@@ -120,6 +120,28 @@ def test_the_repl_sends_a_picture_to_the_npu(board, tmp_path):
     assert last()["images"]["sum"] == pytest.approx(embedding_sum((255, 0, 0)), abs=1e-3)
 
 
+def test_a_model_serving_parallel_slots_runs_a_picture_on_its_own(fake_runtime, fake_rknn, tmp_path, monkeypatch):
+    """With rkllm.n_batch above 1 requests share runs; one with a picture is a multimodal run
+    of its own."""
+    record = tmp_path / "record.json"
+    monkeypatch.setenv("FAKE_RKLLM_RECORD", str(record))
+    store = ModelStore(tmp_path / "m")
+    register_fake(store, "vlm-npu", source={"path": "model.rkllm", "format": "rkllm", "platform": "rk3588"},
+                  projector=b"encoder", rkllm={"n_batch": 2, **TAGS})
+    settings = Settings.from_env({}, models=tmp_path / "m", rkllm_lib=str(fake_runtime["1.3.1"]),
+                                 rknn_lib=str(fake_rknn), platform="rk3588")
+    app, scheduler = build(settings)
+    server = ThreadServer(app)
+    try:
+        ollama.Client(server.url).chat(model="vlm-npu", messages=[
+            {"role": "user", "content": "what", "images": [png(16, 16, (255, 0, 0))]}])
+        seen = json.loads(record.read_text())
+        assert seen["input_type"] == 3 and seen["images"]["sum"] == pytest.approx(embedding_sum((255, 0, 0)), abs=1e-3)
+    finally:
+        server.close()
+        scheduler.shutdown()
+
+
 def test_an_encoder_the_runtime_refuses_is_a_load_error_that_says_so(fake_runtime, fake_rknn, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_RKNN_INIT", "fail")
     store = ModelStore(tmp_path / "m")

@@ -92,7 +92,10 @@ class RKLLMBackend(Backend):
         return 1 if spec.projector_path is not None else 0
 
     def batch_key(self, gen: Generation) -> Hashable:
-        """The same tools and system prompt (the runtime holds them per handle)."""
+        """The same tools and system prompt (the runtime holds them per handle); a request with
+        images shares its run with none (it is a multimodal run of its own)."""
+        if _has_images(gen):
+            return "images", id(gen)
         system = "\n".join(m.content for m in gen.messages or [] if m.role == "system")
         return json.dumps(gen.tools, sort_keys=True), system
 
@@ -191,7 +194,7 @@ class RKLLMBackend(Backend):
         if gen.logprobs:
             raise BadRequest("log-probabilities are not available on the NPU engine (RKLLM): "
                              "ask without logprobs, or use the model's GGUF on the CPU engine")
-        if gen.images or any(m.images for m in gen.messages or []):
+        if _has_images(gen):
             yield from self._generate_images(gen, cancel)
         elif self._fitter is not None:
             yield from self._generate_tokens(gen, cancel, self._fitter)
@@ -511,6 +514,11 @@ class RKLLMBackend(Backend):
         spare slots repeat the first prompt and their output is dropped. A cancelled request ends
         at once; the run is aborted when no request is left.
         """
+        if len(batch) == 1 and _has_images(batch[0][1]):  # alone, by its batch key
+            request_id, gen, cancel = batch[0]
+            for event in self.generate(gen, cancel):
+                yield request_id, event
+            return
         fam = self.rt.family
         n = self.slots
         if self._fitter is None:  # tools and system prompt live in the runtime's template
@@ -577,6 +585,10 @@ class RKLLMBackend(Backend):
             self.rt.rkllm_destroy(self.handle)
             if self.encoder is not None:
                 self.encoder.close()
+
+
+def _has_images(gen: Generation) -> bool:
+    return bool(gen.images) or any(m.images for m in gen.messages or [])
 
 
 def _limit(gen: Generation, room: int) -> int | None:
