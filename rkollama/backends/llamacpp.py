@@ -156,7 +156,7 @@ class LlamaCppBackend(Backend):
         grammar = _grammar(gen.format or _forced_call_schema(gen))
         pictures = {}
         if self.vision is not None and any(media.is_image(t) for t in tokens):
-            pictures = self.vision.pictures(_images_of(gen), tokens)
+            pictures = self.vision.pictures(media.images_of(gen), tokens)
         return self.loop.generate(Request(
             gen, cancel, tokens, _token_limit(opts.num_predict, self.n_ctx, len(tokens)),
             gen.shift and grammar is None and opts.num_predict != -2, self.fitter.num_keep(gen, len(tokens)),
@@ -308,11 +308,6 @@ def _token_limit(num_predict: int, n_ctx: int, prompt_tokens: int) -> int:
     if num_predict == -2:
         return n_ctx - prompt_tokens
     return UNBOUNDED_WINDOWS * n_ctx
-
-
-def _images_of(gen: Generation) -> list[str]:
-    """Every image of the generation (base64), in order."""
-    return list(gen.images) + [image for m in gen.messages or [] for image in m.images]
 
 
 def _forced_call_schema(gen: Generation) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import replace
 
-from rkollama.core.types import Message
+from rkollama.core.types import Generation, Message
 
 _TAG = re.compile(r"\[img-(\d+)\]")
 _PLACE_BITS = 20
@@ -43,6 +43,11 @@ def tagged(messages: list[Message]) -> tuple[list[Message], list[str]]:
                 prefix += tag
         out.append(replace(message, content=prefix + text, images=[]))
     return out, images
+
+
+def images_of(gen: Generation) -> list[str]:
+    """Every image of a generation (base64) in order: a raw prompt's, then each message's."""
+    return list(gen.images) + [image for m in gen.messages or [] for image in m.images]
 
 
 def split(text: str, count: int) -> Iterator[str | int]:

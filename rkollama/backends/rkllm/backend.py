@@ -385,7 +385,7 @@ class RKLLMBackend(Backend):
     def _image_prompt(self, gen: Generation) -> tuple[str, list[str], Generation, bool]:
         """(prompt with placeholders, the images it names, the request with its images as
         tags, keep_history)."""
-        every = list(gen.images) + [i for m in gen.messages or [] for i in m.images]
+        every = media.images_of(gen)
         tagged = gen
         if gen.messages is not None:
             tagged = replace(gen, messages=media.tagged(list(gen.messages))[0])
@@ -588,7 +588,7 @@ class RKLLMBackend(Backend):
 
 
 def _has_images(gen: Generation) -> bool:
-    return bool(gen.images) or any(m.images for m in gen.messages or [])
+    return bool(media.images_of(gen))
 
 
 def _limit(gen: Generation, room: int) -> int | None:
