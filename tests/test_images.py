@@ -102,11 +102,10 @@ def test_ollama_places_each_image_as_a_tag_before_its_text_or_at_img(http, seer)
     assert "<user>[img-2]compare [img-1] with this\n" in rendered  # the first image at [img]
 
 
-def test_the_repl_keeps_image_paths_as_text_for_a_model_without_vision(http):
-    from rkollama.cli.images import extract
-
-    text, images, added = extract("look at /nonexistent/cat.png please")
-    assert (text, images, added) == ("look at /nonexistent/cat.png please", [], [])
+def test_a_text_only_model_still_renders_images_for_debugging(http):
+    reply = http.post("/api/chat", json={"model": "tiny", "_debug_render_only": True, "messages": [
+        {"role": "user", "content": "what", "images": [png_b64()]}]})
+    assert reply.status_code == 200 and reply.get_json()["_debug_info"]["image_count"] == 1
 
 
 # -- the stand-in ids (core.media) and the cuts that keep an image whole -----------------------------

@@ -89,7 +89,7 @@ def check_capabilities(spec: ModelFacts, req: Request, endpoint: str) -> None:
     if req.tools and "tools" not in caps:
         raise BadRequest(f"{spec.name.full()} does not support tools")
     pictures = request_images(req)
-    if pictures and "vision" not in caps:
+    if pictures and "vision" not in caps and not req.debug_render_only:  # Ollama renders them anyway
         raise BadRequest(f"{spec.name.full()} does not support vision")
     for picture in pictures:  # every image whole and of a bounded size before any engine work
         try:
