@@ -108,6 +108,8 @@ class SlotLoop:
         self.can_shift = bool(llama_cpp.llama_memory_can_shift(self.memory))
         self.vocab = llm._model.vocab
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, slots)
+        self.pieces: dict[int, bytes] = {}
+        """Each generated token's bytes (at most the vocabulary)."""
         self.cached: list[list[int]] = [[] for _ in range(slots)]
         """What each slot's KV cache holds, in order."""
         self.free = list(range(slots))
@@ -282,7 +284,9 @@ class SlotLoop:
             return
         seq.produced += 1
         seq.window.append(token)
-        piece = self.llm.detokenize([token])
+        piece = self.pieces.get(token)
+        if piece is None:  # a token's bytes never change: each is asked of llama.cpp once
+            piece = self.pieces[token] = self.llm.detokenize([token])
         text = seq.decoder.decode(piece)
         scored: tuple[TokenLogprob, ...] = ()
         if seq.request.gen.logprobs:
