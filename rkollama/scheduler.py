@@ -521,12 +521,12 @@ def _never() -> bool:
 
 def _key(spec: "ModelSpec", engine: "type[Backend]") -> str:
     """What a loaded engine is shared by: the weights and everything the engine itself takes
-    from the Modelfile (its chat template, its tokenizer, and what the engine's class says it
-    bakes in). Two names for one model (`cp`) share a runner; a model `create`d with its own
-    template does not share its base's."""
+    from the Modelfile (its chat template, its tokenizer, its vision projector, and what the
+    engine's class says it bakes in). Two names for one model (`cp`) share a runner; a model
+    `create`d with its own template, or without its base's projector, does not share its base's."""
     mf = spec.modelfile
     shaping: dict[str, Any] = {"template": mf.template, "tokenizer": str(spec.tokenizer_path or ""),
-                               **engine.shaping(spec)}
+                               "projector": str(spec.projector_path or ""), **engine.shaping(spec)}
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
     try:  # a blob rewritten in place (a pull that repaired damaged weights) is a new file
         inode = spec.model_path.stat().st_ino

@@ -108,6 +108,21 @@ def test_a_text_only_model_still_renders_images_for_debugging(http):
     assert reply.status_code == 200 and reply.get_json()["_debug_info"]["image_count"] == 1
 
 
+def test_a_model_and_its_copy_without_the_projector_do_not_share_an_engine(http, script, store, seer):
+    """Same weights, one with eyes and one without: a loaded engine is not shared between them
+    (the one without would get pictures it cannot read)."""
+    from rkollama.models.names import ModelName
+
+    digest = seer.model_path.name.removeprefix("sha256-")
+    store.register(ModelName.parse("blind"), seer.modelfile.changed(name="blind"), digest, seer.size)
+    for model in ("blind", "seer"):
+        assert http.post("/api/generate", json={"model": model, "prompt": "x", "stream": False}).status_code == 200
+    assert len(script.loads) == 2
+    reply = http.post("/api/chat", json={"model": "seer", "stream": False, "messages": [
+        {"role": "user", "content": "x", "images": [png_b64()]}]})
+    assert reply.status_code == 200 and len(script.loads) == 2
+
+
 # -- the stand-in ids (core.media) and the cuts that keep an image whole -----------------------------
 def test_an_image_is_a_run_of_stand_ins_whose_edges_every_cut_respects():
     run = media.image_tokens(media.key_of(b"picture"), 4)
