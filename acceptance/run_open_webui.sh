@@ -24,12 +24,14 @@ export RKOLLAMA_MODELS="$work/models" OLLAMA_HOST="127.0.0.1:$rk_port"
 "$here/.venv/bin/rkollama" serve > "$work/rkollama.log" 2>&1 &
 pids+=($!)
 sleep 3
-"$here/.venv/bin/rkollama" pull smollm2:135m
 # The image step's vision model: the tests' generated tiny one (random weights, a real projector).
+# Made before SmolLM2 is pulled, so that SmolLM2, the newest model, is Open WebUI's default.
 "$here/.venv/bin/python" "$here/tests/tiny_vlm.py" "$work/vlm" >/dev/null
 printf 'FROM %s\nFROM %s\n' "$work/vlm/tiny-vlm.gguf" "$work/vlm/tiny-vlm-mmproj.gguf" > "$work/vlm/Modelfile"
 "$here/.venv/bin/rkollama" create tiny-vlm -f "$work/vlm/Modelfile"
 "$here/.venv/bin/python" -c "from PIL import Image; Image.new('RGB', (64, 48), (200, 30, 30)).save('$work/vlm/red.png')"
+sleep 1
+"$here/.venv/bin/rkollama" pull smollm2:135m
 # Open WebUI with its default settings, but offline: no hub downloads (its RAG embedder is not
 # used by chat) and no OpenAI connection.
 # (Run from $work: Open WebUI writes its .webui_secret_key into the current directory.)

@@ -186,3 +186,26 @@ def image_bodies(picture: str, uri_type: str = "png") -> dict[str, dict]:
             {"type": "image", "source": {"type": "base64", "media_type": f"image/{uri_type}", "data": picture}},
             {"type": "text", "text": "what"}]}]},
     }
+
+
+TOOLS_TEMPLATE = ("{% for m in messages %}{{ m.content }}{% endfor %}"
+                  "{% if tools %}{{ tools | tojson }}{% endif %}")
+
+
+def write_gguf(path, template: str = TOOLS_TEMPLATE, fill: int = 0) -> bytes:
+    """A small valid GGUF header (llama architecture, `template` as its chat template, one
+    tensor of `fill`) at `path`; its bytes. Not a model an engine can run: for create's tests."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("demo")
+    writer.add_context_length(2048)
+    writer.add_embedding_length(8)
+    writer.add_chat_template(template)
+    writer.add_tensor("token_embd.weight", np.full((16, 8), fill, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path.read_bytes()

@@ -6,6 +6,7 @@ import hashlib
 import ollama
 import pytest
 import requests
+from helpers import write_gguf
 
 from rkollama.errors import ModelNotFound
 
@@ -30,13 +31,19 @@ def test_create_from_an_existing_model_overrides_system_template_and_parameters(
 
 def test_create_from_an_uploaded_file(client, store, tmp_path):
     weights = tmp_path / "model.gguf"
-    weights.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    write_gguf(weights)
     digest = client.create_blob(weights)
     assert digest == "sha256:" + hashlib.sha256(weights.read_bytes()).hexdigest()
     response = client.create(model="uploaded", files={"model.gguf": digest})
     assert response.status == "success"
     spec = store.resolve("uploaded")
     assert spec.format == "gguf" and spec.model_path.read_bytes() == weights.read_bytes()
+    # what its header says, as a pull would read it: its template renders tools
+    assert spec.capabilities == ["completion", "tools"] and spec.modelfile.details.family == "llama"
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    with pytest.raises(ollama.ResponseError, match="junk.gguf is not a valid GGUF file"):
+        client.create(model="junk", files={"junk.gguf": client.create_blob(junk)})
 
 
 def test_blob_upload_is_verified_and_head_tells_whether_it_is_there(fake_server, store):
@@ -106,11 +113,11 @@ LICENSE MIT
 
 
 def test_cli_create_from_a_local_gguf_uploads_it(fake_server, store, tmp_path):
-    (tmp_path / "weights.gguf").write_bytes(b"GGUF" + b"x" * 5000)
+    weights = write_gguf(tmp_path / "weights.gguf", fill=1)
     result = run_create(fake_server, tmp_path, "FROM ./weights.gguf\nSYSTEM hi\n", name="local")
     assert result.returncode == 0, result.stderr
     spec = store.resolve("local")
-    assert spec.format == "gguf" and spec.model_path.read_bytes() == b"GGUF" + b"x" * 5000
+    assert spec.format == "gguf" and spec.model_path.read_bytes() == weights
 
 
 @pytest.mark.parametrize("text,message", [
@@ -131,7 +138,7 @@ def test_cli_create_errors_say_what_is_wrong_and_write_nothing(fake_server, stor
 def test_cli_create_from_a_yaml_modelfile_with_a_local_file(fake_server, store, tmp_path):
     from test_cli import rk
 
-    (tmp_path / "w.gguf").write_bytes(b"GGUF" + b"y" * 3000)
+    weights = write_gguf(tmp_path / "w.gguf", fill=2)
     (tmp_path / "pet.yaml").write_text("""
 name: pet
 description: a local model
@@ -147,7 +154,7 @@ tags:
     done = rk(["create", "pet:small", "-f", str(tmp_path / "pet.yaml")], url=fake_server.url)
     assert done.returncode == 0, done.stderr
     spec = store.resolve("pet:small")
-    assert spec.model_path.read_bytes() == b"GGUF" + b"y" * 3000
+    assert spec.model_path.read_bytes() == weights
     assert spec.modelfile.system == "You are a cat."
     assert spec.modelfile.parameters == {"temperature": 0.3, "stop": ["<end>"]}
     refused = rk(["create", "pet:big", "-f", str(tmp_path / "pet.yaml")], url=fake_server.url)

@@ -70,8 +70,15 @@ def _source(store: ModelStore, body: dict[str, Any]) -> tuple[Modelfile, str]:
         raise BadRequest(f"blob {digest} was not uploaded: POST it to /api/blobs/{digest} first")
     fmt = next(f for s, f in MODEL_SUFFIXES.items() if filename.lower().endswith(s))
     hexdigest = digest.split(":", 1)[-1]
-    return Modelfile.model_validate({"name": "", "tag": "", "source": {"path": filename, "format": fmt},
-                                     "details": {"format": fmt}}), hexdigest
+    data: dict[str, Any] = {"name": "", "tag": "", "source": {"path": filename, "format": fmt},
+                            "details": {"format": fmt}}
+    if fmt == "gguf":  # what its header says, as a pull reads it: tools and thinking from its template
+        try:
+            facts = gguf_facts.read(store.blob_path(hexdigest))
+        except PullFailed:
+            raise BadRequest(f"{filename} is not a valid GGUF file") from None
+        data.update(details=facts.details, capabilities=facts.capabilities, model_info=facts.model_info)
+    return Modelfile.model_validate(data), hexdigest
 
 
 def _projector(store: ModelStore, body: dict[str, Any]) -> str:
