@@ -27,7 +27,17 @@ sleep 3
 # The image step's vision model: the tests' generated tiny one (random weights, a real projector).
 # Made before SmolLM2 is pulled, so that SmolLM2, the newest model, is Open WebUI's default.
 "$here/.venv/bin/python" "$here/tests/tiny_vlm.py" "$work/vlm" >/dev/null
-printf 'FROM %s\nFROM %s\n' "$work/vlm/tiny-vlm.gguf" "$work/vlm/tiny-vlm-mmproj.gguf" > "$work/vlm/Modelfile"
+# Open WebUI sends tools with every chat: a template that renders them gives the model `tools`.
+cat > "$work/vlm/Modelfile" <<MODELFILE
+FROM $work/vlm/tiny-vlm.gguf
+FROM $work/vlm/tiny-vlm-mmproj.gguf
+TEMPLATE """{% for m in messages %}<|im_start|>{{ m.role }}
+{{ m.content }}<|im_end|>
+{% endfor %}{% if tools %}<|im_start|>system
+Tools: {{ tools | tojson }}<|im_end|>
+{% endif %}{% if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"""
+MODELFILE
 "$here/.venv/bin/rkollama" create tiny-vlm -f "$work/vlm/Modelfile"
 "$here/.venv/bin/python" -c "from PIL import Image; Image.new('RGB', (64, 48), (200, 30, 30)).save('$work/vlm/red.png')"
 sleep 1

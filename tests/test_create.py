@@ -40,6 +40,8 @@ def test_create_from_an_uploaded_file(client, store, tmp_path):
     assert spec.format == "gguf" and spec.model_path.read_bytes() == weights.read_bytes()
     # what its header says, as a pull would read it: its template renders tools
     assert spec.capabilities == ["completion", "tools"] and spec.modelfile.details.family == "llama"
+    plain = client.create(model="plain", from_="uploaded", template="{% for m in messages %}{{ m.content }}{% endfor %}")
+    assert plain.status == "success" and store.resolve("plain").capabilities == ["completion"]
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"GGUF" + bytes(range(256)) * 64)
     with pytest.raises(ollama.ResponseError, match="junk.gguf is not a valid GGUF file"):

@@ -132,7 +132,11 @@ def _override(base: Modelfile, name: ModelName, body: dict[str, Any]) -> Modelfi
     if isinstance(license_text, list):
         license_text = "\n".join(str(t) for t in license_text)
     system = body.get("system")
-    return base.changed(name=name.model, tag=name.tag,
+    capabilities = list(base.capabilities)
+    if template:  # what the template can render decides tools and thinking, as in Ollama
+        capabilities = [c for c in capabilities if c not in ("tools", "thinking")]
+        capabilities += [c for c in gguf_facts.capabilities_of(template) if c not in capabilities]
+    return base.changed(name=name.model, tag=name.tag, capabilities=capabilities,
                         template=template if template else base.template,
                         system=system if isinstance(system, str) else base.system,
                         parameters=parameters, messages=messages if messages is not None else base.messages,
