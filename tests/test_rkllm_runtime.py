@@ -421,3 +421,83 @@ def test_a_context_longer_than_the_model_allows_is_clamped_to_its_limit(fake_run
                    for r in caplog.records)
     finally:
         backend.close()
+
+
+def test_a_runner_outlives_the_thread_that_loaded_it_and_ends_with_its_daemon(fake_runtime, tmp_path):
+    """A model is loaded by whichever HTTP thread asked first, and that thread ends when it has
+    been idle a while: the runner must stay (it once died with it, PR_SET_PDEATHSIG). When the
+    daemon itself dies, the runner ends within seconds."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from helpers import register_fake
+
+    from rkollama.backends.rkllm.backend import RKLLMBackend
+    from rkollama.backends.runner import RunnerBackend
+    from rkollama.config import Settings
+    from rkollama.core.types import Generation, LoadOptions, Message
+    from rkollama.models.store import ModelStore
+
+    store = ModelStore(tmp_path / "m")
+    model = tmp_path / "m.rkllm"
+    model.write_bytes(b"x")
+    spec = register_fake(store, "npu", source={"path": str(model), "format": "rkllm"})
+    spec = type(spec)(spec.name, spec.modelfile, model, spec.digest, spec.size, spec.modified_at)
+    settings = Settings.from_env({}, models=tmp_path / "m", rkllm_lib=str(fake_runtime["1.3"]))
+    loaded = []
+    loader = threading.Thread(target=lambda: loaded.append(
+        RunnerBackend.load(spec, LoadOptions(), settings, backend_cls=RKLLMBackend)))
+    loader.start()
+    loader.join(60)
+    backend = loaded[0]
+    try:
+        time.sleep(1.5)  # the loading thread is gone
+        assert backend.process.is_alive()
+        answer = list(backend.generate(Generation(messages=[Message("user", "still here")]), threading.Event()))
+        assert "".join(t.text for t in answer[:-1]) == "still here"
+    finally:
+        backend.close()
+    # A daemon killed outright: its runner goes too (within PARENT_POLL_S and a margin).
+    import sys
+
+    script = tmp_path / "daemon.py"
+    script.write_text(
+        "import time\n"
+        "from pathlib import Path\n"
+        "from rkollama.backends.rkllm.backend import RKLLMBackend\n"
+        "from rkollama.backends.runner import RunnerBackend\n"
+        "from rkollama.config import Settings\n"
+        "from rkollama.core.types import LoadOptions\n"
+        "from rkollama.models.store import ModelStore\n"
+        "if __name__ == '__main__':  # the runner is spawned: it imports this file again\n"
+        f"    store = ModelStore(Path({str(tmp_path / 'm')!r}))\n"
+        "    spec = store.resolve('npu')\n"
+        f"    spec = type(spec)(spec.name, spec.modelfile, Path({str(model)!r}), spec.digest, spec.size,\n"
+        "                      spec.modified_at)\n"
+        f"    settings = Settings.from_env({{}}, models=Path({str(tmp_path / 'm')!r}),\n"
+        f"                                 rkllm_lib={str(fake_runtime['1.3'])!r})\n"
+        "    backend = RunnerBackend.load(spec, LoadOptions(), settings, backend_cls=RKLLMBackend)\n"
+        "    print(backend.process.pid, flush=True)\n"
+        "    time.sleep(120)\n")
+    daemon = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    runner_pid = int(daemon.stdout.readline())
+    assert _alive(runner_pid)
+    os.kill(daemon.pid, signal.SIGKILL)
+    daemon.wait(10)
+    deadline = time.monotonic() + 10
+    while _alive(runner_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(runner_pid)
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

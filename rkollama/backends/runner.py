@@ -18,6 +18,7 @@ forward pass; later ones wait for the next.
 
 import logging
 import multiprocessing
+import os
 import queue
 import signal
 import threading
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
 POLL_S = 0.05
 """How often a waiting generation checks its cancel event, in seconds."""
 CLOSE_TIMEOUT_S = 30
+PARENT_POLL_S = 1.0
+"""How often a runner checks that its daemon is alive, in seconds."""
 
 log = logging.getLogger("rkollama.runner")
 
@@ -269,7 +272,7 @@ def _serve(conn: Connection, spec: "ModelSpec", opts: LoadOptions, settings: "Se
     """Load the model, then serve requests until told to close (or the daemon goes away)."""
     # Ctrl+C in the daemon's terminal reaches the whole process group: the daemon decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
+    _end_with_parent()
     _log_to_stderr(settings)
     try:
         backend = backend_cls.load(spec, opts, settings)
@@ -355,14 +358,19 @@ def _seconds(duration: str) -> float | None:
     return None if seconds <= 0 or seconds == float("inf") else seconds
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to end this process when the daemon dies, even by SIGKILL (PR_SET_PDEATHSIG)."""
-    import ctypes
+def _end_with_parent() -> None:
+    """End this process within PARENT_POLL_S of the daemon's death, however it dies (a closed
+    pipe alone is not noticed while the engine is busy in native code). Not PR_SET_PDEATHSIG:
+    Linux sends that when the *thread* that started the runner ends, and the HTTP thread that
+    loaded a model ends when it has been idle for a while, which killed loaded models."""
+    parent = os.getppid()
 
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux/glibc: the closed pipe still ends the runner
-        pass
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 @dataclass
