@@ -27,15 +27,16 @@ sleep 3
 # The image step's vision model: the tests' generated tiny one (random weights, a real projector).
 # Made before SmolLM2 is pulled, so that SmolLM2, the newest model, is Open WebUI's default.
 "$here/.venv/bin/python" "$here/tests/tiny_vlm.py" "$work/vlm" >/dev/null
-# Open WebUI sends tools with every chat: a template that renders them gives the model `tools`.
+# Open WebUI sends tools with every chat: a template that renders them gives the model `tools`
+# (first, so that a window too small for them all cuts them rather than the message and picture).
 cat > "$work/vlm/Modelfile" <<MODELFILE
 FROM $work/vlm/tiny-vlm.gguf
 FROM $work/vlm/tiny-vlm-mmproj.gguf
-TEMPLATE """{% for m in messages %}<|im_start|>{{ m.role }}
-{{ m.content }}<|im_end|>
-{% endfor %}{% if tools %}<|im_start|>system
+TEMPLATE """{% if tools %}<|im_start|>system
 Tools: {{ tools | tojson }}<|im_end|>
-{% endif %}{% if add_generation_prompt %}<|im_start|>assistant
+{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}
+{{ m.content }}<|im_end|>
+{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
 {% endif %}"""
 MODELFILE
 "$here/.venv/bin/rkollama" create tiny-vlm -f "$work/vlm/Modelfile"
