@@ -123,6 +123,19 @@ def test_a_model_and_its_copy_without_the_projector_do_not_share_an_engine(http,
     assert reply.status_code == 200 and len(script.loads) == 2
 
 
+def test_a_camera_jpeg_with_a_second_picture_in_it_is_its_first_picture(http, script, seer):
+    """Some cameras write MPO: a JPEG with a depth or preview image after the photo. Not an
+    animation: the photo is taken."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(out, "MPO", save_all=True,
+                                               append_images=[Image.new("RGB", (8, 8), (0, 0, 255))])
+    reply = http.post("/api/chat", json={"model": "seer", "stream": False, "messages": [
+        {"role": "user", "content": "x", "images": [base64.b64encode(out.getvalue()).decode()]}]})
+    assert reply.status_code == 200
+
+
 # -- the stand-in ids (core.media) and the cuts that keep an image whole -----------------------------
 def test_an_image_is_a_run_of_stand_ins_whose_edges_every_cut_respects():
     run = media.image_tokens(media.key_of(b"picture"), 4)

@@ -83,7 +83,9 @@ def decode(data: bytes) -> Picture:
             if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
                 raise BadImage(f"the image is {width}×{height} pixels; at most {MAX_SIDE} on a side "
                                f"and {MAX_PIXELS:,} in all are accepted")
-            if getattr(image, "n_frames", 1) > 1:
+            # An animated PNG or WebP is refused; a JPEG with more pictures in it (MPO, as some
+            # cameras write a depth or preview image beside the photo) is read as its first.
+            if image.format != "MPO" and getattr(image, "n_frames", 1) > 1:
                 raise BadImage("animated images are not supported")
             image.load()
             rgb = image if image.mode == "RGB" else image.convert("RGB")
