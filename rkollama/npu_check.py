@@ -74,8 +74,9 @@ class Outcome:
 
 
 def pick_model(settings: Settings, name: str, progress: Callable[[str], None]) -> ModelSpec:
-    """`name`, else the smallest pulled .rkllm model, else the first NPU model the catalogue has
-    for this board, pulled now (its tokenizer with it)."""
+    """`name`, else the smallest pulled .rkllm model, else the first NPU text model the
+    catalogue has for this board (the check asks text questions; a vision model, whose image
+    tags say it is one, would also need its encoder), pulled now (its tokenizer with it)."""
     store = ModelStore(settings.models)
     if name:
         return store.resolve(name)
@@ -88,7 +89,8 @@ def pick_model(settings: Settings, name: str, progress: Callable[[str], None]) -
 
     platform = source_platform(settings.platform, settings.rkllm_lib)
     catalog = Catalog(settings.modelfiles)
-    offered = [tag for tag, entry in catalog.offered(platform) if entry.format == "rkllm"]
+    offered = [tag for tag, entry in catalog.offered(platform)
+               if entry.format == "rkllm" and not entry.rkllm.img_start]
     if not offered:
         raise RkollamaError(f"no NPU model is pulled and the catalogue has none for {platform}: "
                             "name one with --model")

@@ -20,9 +20,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from rkollama.backends.base import Backend
-from rkollama.backends.rkllm import abi, loading, rknn, runtime_words, vision_input
+from rkollama.backends.rkllm import abi, inputs, loading, rknn, runtime_words, vision_input
+from rkollama.backends.rkllm.batching import BatchState
 from rkollama.backends.rkllm.conversation import Conversation
-from rkollama.backends.rkllm.runs import END, Run, RunTable
+from rkollama.backends.rkllm.runs import END, Run, RunFacts, RunTable
 from rkollama.backends.rkllm.runtime import Runtime, open_runtime
 from rkollama.backends.rkllm.token_cache import Plan, TokenCache
 from rkollama.backends.rkllm.tokenizer import HFTokenizer
@@ -40,21 +41,6 @@ log = logging.getLogger("rkollama.rkllm")
 
 MAX_THINK_CONTINUATIONS = 1
 """Runs added after a runtime ended an answer at </think> (1.3.x): one, for the answer."""
-
-
-@dataclass(frozen=True)
-class RunFacts:
-    path: str = ""
-    """"tokens" or "text"."""
-    sent: int = 0
-    """Tokens sent (token path) or bytes of text (text path) in the last rkllm_run."""
-    reused: int = 0
-    """Tokens the KV cache already held."""
-    continuations: int = 0
-    """Runs added after the runtime ended the answer at </think>."""
-    prefilled: int | None = None
-    """Tokens the runtime says it prefilled in the first run (its perf figures), if it says."""
-    keep_history: bool = True
 
 
 @dataclass
@@ -266,9 +252,9 @@ class RKLLMBackend(Backend):
                    continuations: int) -> Generator[Token, None, tuple[Run, str]]:
         """One rkllm_run of the tokens `plan` sends; yields the answer's tokens as they come and
         returns the finished run and its whole text."""
-        ids = _token_array(plan.send)
+        ids = inputs.token_array(plan.send)
         inp = self.rt.family.RKLLMInput()
-        _point_at_tokens(inp, ids)
+        inputs.point_at_tokens(inp, ids)
         infer, sampling = self._infer(gen, keep_history=plan.keep_history, max_new=remaining)
         log.debug("rkllm_run: %d tokens sent (keep_history=%d), %d reused from the KV cache",
                   len(plan.send), plan.keep_history, plan.cached)
@@ -369,7 +355,7 @@ class RKLLMBackend(Backend):
         decoded = [images.decode(base64.b64decode(p)) for p in pictures]
         embedded = self.encoder.encode(decoded)
         data = text.encode()
-        inp = vision_input.multimodal_input(self.rt.family, data, embedded, self._rkllm)
+        inp = inputs.multimodal_input(self.rt.family, data, embedded, self._rkllm)
         inp.enable_thinking = gen.think not in (False, None) if gen.parse_thinking else False
         limit = _limit(gen, self.context_length)
         infer, sampling = self._infer(gen, keep_history=keep_history, max_new=limit)
@@ -493,9 +479,9 @@ class RKLLMBackend(Backend):
         keep: list[Any] = []
         for slot, gen in enumerate(gens):
             if self._fitter is not None:
-                ids = _token_array(self._fitter.prompt_tokens(gen))
+                ids = inputs.token_array(self._fitter.prompt_tokens(gen))
                 keep.append(ids)
-                _point_at_tokens(inputs[slot], ids)
+                inputs.point_at_tokens(inputs[slot], ids)
                 continue
             text, role = self._conversation.whole_prompt(gen)
             data = text.encode()
@@ -532,7 +518,7 @@ class RKLLMBackend(Backend):
         infer.keep_history = 0
         run_id, run, thread = self._launch(ctypes.cast(inputs, ctypes.POINTER(fam.RKLLMInput)), infer,
                                            keep=(inputs, keep), slots=n)
-        state = _BatchState(batch)
+        state = BatchState(batch)
         try:
             for item in run.poll():
                 yield from state.cancelled()
@@ -606,43 +592,3 @@ def _still_thinking(thinking: bool, answer: str) -> bool:
     if opened < 0 and closed < 0:
         return thinking
     return opened > closed
-
-
-class _BatchState:
-    """Where each request of a batched run stands: tokens passed on, whether it ended, why."""
-
-    def __init__(self, batch: list[tuple[int, Generation, threading.Event]]):
-        self.batch = batch
-        self.counts = [0] * len(batch)
-        self.ended = [False] * len(batch)
-        self.reasons = [DoneReason.STOP] * len(batch)
-
-    def cancelled(self) -> Iterator[tuple[int, Done]]:
-        """A Done for each request cancelled since the last look; it ends at once."""
-        for index, (request_id, _, cancel) in enumerate(self.batch):
-            if not self.ended[index] and cancel.is_set():
-                self.ended[index], self.reasons[index] = True, DoneReason.CANCELLED
-                yield request_id, Done(DoneReason.CANCELLED, 0, 0.0, self.counts[index], 0.0)
-
-    def token(self, slot: int, text: str) -> Iterator[tuple[int, Token]]:
-        """The slot's text, unless the slot is a spare or its request has ended."""
-        if slot >= len(self.batch) or self.ended[slot]:
-            return
-        self.counts[slot] += 1
-        yield self.batch[slot][0], Token(text)
-        limit = self.batch[slot][1].options.num_predict
-        if limit > 0 and self.counts[slot] >= limit:
-            self.ended[slot], self.reasons[slot] = True, DoneReason.LENGTH
-
-
-def _token_array(tokens: list[int]) -> "ctypes.Array[ctypes.c_int32]":
-    return (ctypes.c_int32 * len(tokens))(*tokens)
-
-
-def _point_at_tokens(inp: Any, ids: "ctypes.Array[ctypes.c_int32]") -> None:
-    """Make the RKLLMInput `inp` send the token ids in `ids` (which must outlive the run)."""
-    inp.role = b"user"
-    inp.enable_thinking = False  # the rendered prompt already says; the runtime's switch
-    inp.input_type = abi.RKLLM_INPUT_TOKEN  # only works with its own template
-    inp.token_input.input_ids = ctypes.cast(ids, ctypes.POINTER(ctypes.c_int32))
-    inp.token_input.n_tokens = len(ids)

@@ -185,3 +185,18 @@ def _batch_result(run: Run, result: Any, state: int) -> None:
 
 def _perf(perf: Any) -> Perf:
     return (perf.prefill_tokens, perf.prefill_time_ms, perf.generate_tokens, perf.generate_time_ms)
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    path: str = ""
+    """"tokens", "text" or "images" (how the prompt went)."""
+    sent: int = 0
+    """Tokens sent (token path) or bytes of text (text path) in the last rkllm_run."""
+    reused: int = 0
+    """Tokens the KV cache already held."""
+    continuations: int = 0
+    """Runs added after the runtime ended the answer at </think>."""
+    prefilled: int | None = None
+    """Tokens the runtime says it prefilled in the first run (its perf figures), if it says."""
+    keep_history: bool = True

@@ -7,11 +7,7 @@ of all the images (n_image × n_image_tokens rows), and the model's image tags (
 runtimes, in the input itself on 1.3.x), as Rockchip's multimodal demo sends them.
 """
 
-import ctypes
-from typing import Any
 
-from rkollama.backends.rkllm import abi
-from rkollama.backends.rkllm.rknn import Embedded
 from rkollama.core import media
 from rkollama.models.rkllm_section import RKLLMSection
 
@@ -36,23 +32,3 @@ def placed(text: str, pictures: list[str]) -> tuple[str, list[str]]:
 def tags(rk: RKLLMSection) -> tuple[bytes, bytes, bytes]:
     """The model's image start, end and content tags."""
     return rk.img_start.encode(), rk.img_end.encode(), rk.img_content.encode()
-
-
-def multimodal_input(fam: abi.Family, prompt: bytes, embedded: Embedded, rk: RKLLMSection) -> Any:
-    """An RKLLMInput of type MULTIMODAL for `fam`'s layout. The caller keeps `prompt` and
-    `embedded` alive until the run ends."""
-    inp = fam.RKLLMInput()
-    inp.role = b"user"
-    inp.input_type = abi.RKLLM_INPUT_MULTIMODAL
-    given = inp.multimodal_input
-    given.prompt = prompt
-    fields = {name for name, *_ in type(given)._fields_}
-    target = given.image if "image" in fields else given  # 1.3.x nests the image part
-    target.image_embed = ctypes.cast(embedded.floats, ctypes.POINTER(ctypes.c_float))
-    target.n_image_tokens = embedded.tokens
-    if "image" in fields:
-        target.image_start, target.image_end, target.image_content = tags(rk)
-    if "n_image" in {name for name, *_ in type(target)._fields_}:  # 1.2.0's input has one image
-        target.n_image = embedded.count
-        target.image_width, target.image_height = embedded.width, embedded.height
-    return inp
