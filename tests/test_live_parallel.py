@@ -98,3 +98,19 @@ def test_structured_output_and_logprobs_work_in_a_slot(parallel_daemon):
                              options={"temperature": 0, "num_predict": 3})
     assert len(scored.logprobs) == 3 and all(lp.logprob <= 0 for lp in scored.logprobs)
     assert all(len(lp.top_logprobs) == 2 for lp in scored.logprobs)
+
+
+def test_a_side_request_does_not_evict_a_conversation_from_its_slot(parallel_daemon):
+    """Open WebUI asks for a title and tags beside each chat: such a request shares only the
+    system prompt with the conversation, and must take the other slot, so the conversation's
+    next turn reads only its new message (measured by the engine's own prefill time)."""
+    client = ollama.Client(host=parallel_daemon)
+    options = {"temperature": 0, "num_predict": 4}
+    history = [{"role": "user", "content": " ".join(f"Fact {i}: cape {i} was charted in {1800 + i}."
+                                                    for i in range(40))}]
+    first = client.chat(model=MODEL, messages=history, options=options)
+    client.chat(model=MODEL, messages=[{"role": "user", "content": "Give this chat a title."}], options=options)
+    following = client.chat(model=MODEL, options=options, messages=history + [
+        {"role": "assistant", "content": first.message.content}, {"role": "user", "content": "And the last?"}])
+    assert following.prompt_eval_count > first.prompt_eval_count
+    assert following.prompt_eval_duration < first.prompt_eval_duration / 3

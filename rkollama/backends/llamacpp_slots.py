@@ -6,8 +6,9 @@ that is generating, then chunks of the prompts still being read, up to n_batch t
 request's prefill delays the others by at most one chunk. Requests join and leave between steps;
 each has its own sampler chain (grammar, penalties, top-k/p, temperature, seed), its own KV
 sequence (a slot of num_ctx tokens) and its own context shift. A slot keeps what its KV cache
-holds after a request ends, and the next request goes to the free slot sharing the longest
-prefix with its prompt, which then reads only the rest. Cancelling ends a sequence at the next
+holds after a request ends; the next request goes to the free slot sharing the longest prefix
+with its prompt (then it reads only the rest) among those it would not mostly evict, else to
+the slot used longest ago (`_choose`). Cancelling ends a sequence at the next
 step and frees its slot.
 
 An image in a prompt (a run of stand-in ids, core.media) is read in a step of its own, after
@@ -112,6 +113,8 @@ class SlotLoop:
         """Each generated token's bytes (at most the vocabulary)."""
         self.cached: list[list[int]] = [[] for _ in range(slots)]
         """What each slot's KV cache holds, in order."""
+        self.used = [0.0] * slots
+        """When each slot last ended a request (time.monotonic(); 0: never)."""
         self.free = list(range(slots))
         self.active: list[_Seq] = []
         self.waiting: deque[_Seq] = deque()
@@ -190,10 +193,11 @@ class SlotLoop:
             if len(tokens) >= self.n_ctx and not seq.request.may_shift:  # no room for an answer
                 seq.out.put(Done(DoneReason.LENGTH, len(tokens), 0.0, 0, 0.0, tuple(tokens)))
                 continue
-            slot = max(self.free, key=lambda s: common_prefix(self.cached[s], tokens))
+            slot, shared = self._choose(tokens)
             self.free.remove(slot)
-            reuse = min(common_prefix(self.cached[slot], tokens), len(tokens) - 1)  # the last one is read
+            reuse = min(shared, len(tokens) - 1)  # the last one is read
             reuse = media.back_to_edge(tokens, reuse)
+            log.debug("slot %d: %d of the prompt's %d tokens are in its cache", slot, reuse, len(tokens))
             self.lib.llama_memory_seq_rm(self.memory, slot, reuse, -1)
             seq.slot, seq.window, seq.fed = slot, list(tokens), reuse
             seq.offset = sum(seq.request.pictures[key].positions - seq.request.pictures[key].count
@@ -201,6 +205,19 @@ class SlotLoop:
             seq.sampler = self._sampler(seq.request)
             seq.started = time.perf_counter()
             self.active.append(seq)
+
+    def _choose(self, tokens: list[int]) -> tuple[int, int]:
+        """(free slot, tokens of `tokens` its cache holds). Among the slots whose cache is at
+        least half the prefix it shares with the prompt (empty ones too), so that a request
+        sharing only a system prompt (Open WebUI's title and tags beside a chat) never evicts
+        another conversation: the one sharing the most (a follow-up turn goes back to its
+        conversation), the one used longest ago between equals; when every slot holds mostly
+        something else, the one used longest ago."""
+        shared = {slot: common_prefix(self.cached[slot], tokens) for slot in self.free}
+        keeping = [slot for slot in self.free if 2 * shared[slot] >= len(self.cached[slot])]
+        slot = (max(keeping, key=lambda s: (shared[s], -self.used[s])) if keeping
+                else min(self.free, key=lambda s: self.used[s]))
+        return slot, shared[slot]
 
     def _end_or_shift(self) -> None:
         """Cancelled sequences end; a full window (its last token not read yet) shifts or ends
@@ -329,6 +346,7 @@ class SlotLoop:
 
     def _release(self, seq: _Seq) -> None:
         self.cached[seq.slot] = seq.window[:seq.fed]
+        self.used[seq.slot] = time.monotonic()
         self.free.append(seq.slot)
         self.active.remove(seq)
         if seq.sampler is not None:
