@@ -6,10 +6,9 @@ that is generating, then chunks of the prompts still being read, up to n_batch t
 request's prefill delays the others by at most one chunk. Requests join and leave between steps;
 each has its own sampler chain (grammar, penalties, top-k/p, temperature, seed), its own KV
 sequence (a slot of num_ctx tokens) and its own context shift. A slot keeps what its KV cache
-holds after a request ends; the next request goes to the free slot sharing the longest prefix
-with its prompt (then it reads only the rest) among those it would not mostly evict, else to
-the slot used longest ago (`_choose`). Cancelling ends a sequence at the next
-step and frees its slot.
+holds after a request ends; the next request goes to the free slot where reusing it saves the
+most, counting what it would evict against it (`_choose`), and reads only the rest. Cancelling
+ends a sequence at the next step and frees its slot.
 
 An image in a prompt (a run of stand-in ids, core.media) is read in a step of its own, after
 the batch: the projector encodes it and its embeddings go into the sequence's KV cache. No
@@ -36,6 +35,10 @@ if TYPE_CHECKING:
     from rkollama.backends.llamacpp_vision import Picture, Vision
 
 log = logging.getLogger("rkollama.llamacpp")
+
+EVICTION_WEIGHT = 0.1
+"""What a cached token another request would throw away counts against a slot, against a
+prompt token the slot saves from prefill: the chance it would have been reused."""
 
 
 @dataclass
@@ -207,16 +210,19 @@ class SlotLoop:
             self.active.append(seq)
 
     def _choose(self, tokens: list[int]) -> tuple[int, int]:
-        """(free slot, tokens of `tokens` its cache holds). Among the slots whose cache is at
-        least half the prefix it shares with the prompt (empty ones too), so that a request
-        sharing only a system prompt (Open WebUI's title and tags beside a chat) never evicts
-        another conversation: the one sharing the most (a follow-up turn goes back to its
-        conversation), the one used longest ago between equals; when every slot holds mostly
-        something else, the one used longest ago."""
+        """(free slot, tokens of `tokens` its cache holds): the slot whose cache saves the most
+        prefill now, less a tenth of what it would throw away (EVICTION_WEIGHT) — a follow-up
+        turn goes back to its conversation, a prompt like the last one reuses what they share,
+        and a request that shares only a system prompt with a long conversation (Open WebUI's
+        title and tags beside a chat) takes another slot rather than evict it; the one used
+        longest ago between equals."""
         shared = {slot: common_prefix(self.cached[slot], tokens) for slot in self.free}
-        keeping = [slot for slot in self.free if 2 * shared[slot] >= len(self.cached[slot])]
-        slot = (max(keeping, key=lambda s: (shared[s], -self.used[s])) if keeping
-                else min(self.free, key=lambda s: self.used[s]))
+
+        def worth(slot: int) -> tuple[float, float]:
+            lost = len(self.cached[slot]) - shared[slot]
+            return shared[slot] - EVICTION_WEIGHT * lost, -self.used[slot]
+
+        slot = max(self.free, key=worth)
         return slot, shared[slot]
 
     def _end_or_shift(self) -> None:
