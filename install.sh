@@ -112,33 +112,26 @@ runtime_sha256="f25e9b099db08aaacd0a3ac62b4697d3951d6ae61ae41ea09f6702cfa89eb32c
 rknn_url="https://raw.githubusercontent.com/airockchip/rknn-toolkit2/59a913d172e7f5ff03c9076e2ec7b1b1288ffd08/rknpu2/runtime/Linux/librknn_api/aarch64/librknnrt.so"
 rknn_blob="e53a2b6ec332f2863df5c70cd9f6ebec9dbef397"
 blob_id() { python3 -c 'import hashlib, sys; d = open(sys.argv[1], "rb").read(); print(hashlib.sha1(b"blob %d\0" % len(d) + d).hexdigest())' "$1"; }
+# fetch_runtime WHAT FILE SETTING URL sha256|blob EXPECTED: FILE into external/ unless SETTING
+# names one or it is there, checked before it is kept.
+fetch_runtime() {
+  local what=$1 file=$2 setting=$3 url=$4 kind=$5 expected=$6 got partial="$here/external/$2.partial"
+  if [ -n "$setting" ]; then step "using the $what at $setting"; return; fi
+  [ -f "$here/external/$file" ] && return
+  step "Rockchip board: downloading the $what into external/"
+  mkdir -p "$here/external"
+  curl -fsSL -o "$partial" "$url" || die "could not download $url; download it yourself into external/$file"
+  if [ "$kind" = sha256 ]; then got=$(sha256sum "$partial" | cut -d' ' -f1); else got=$(blob_id "$partial"); fi
+  if [ "$got" != "$expected" ]; then
+    rm -f "$partial"
+    die "the downloaded $what is not Rockchip's build ($kind mismatch); nothing was installed"
+  fi
+  mv "$partial" "$here/external/$file"
+}
 case "$(tr -d '\0' 2>/dev/null </proc/device-tree/compatible || true)" in
   *rockchip,rk3588*|*rockchip,rk3576*)
-    if [ -n "${RKOLLAMA_RKLLM_LIB:-}" ]; then
-      step "using the RKLLM runtime at $RKOLLAMA_RKLLM_LIB"
-    elif [ ! -f "$here/external/librkllmrt.so" ]; then
-      step "Rockchip board: downloading the RKLLM runtime 1.3.1 into external/"
-      mkdir -p "$here/external"
-      curl -fsSL -o "$here/external/librkllmrt.so.partial" "$runtime_url" \
-        || die "could not download $runtime_url; download it yourself into external/librkllmrt.so"
-      if [ "$(sha256sum "$here/external/librkllmrt.so.partial" | cut -d' ' -f1)" != "$runtime_sha256" ]; then
-        rm -f "$here/external/librkllmrt.so.partial"
-        die "the downloaded runtime is not Rockchip's 1.3.1 build (sha256 mismatch); nothing was installed"
-      fi
-      mv "$here/external/librkllmrt.so.partial" "$here/external/librkllmrt.so"
-    fi
-    if [ -n "${RKOLLAMA_RKNN_LIB:-}" ]; then
-      step "using the RKNN runtime at $RKOLLAMA_RKNN_LIB"
-    elif [ ! -f "$here/external/librknnrt.so" ]; then
-      step "Rockchip board: downloading the RKNN runtime 2.3.2 (vision encoders) into external/"
-      curl -fsSL -o "$here/external/librknnrt.so.partial" "$rknn_url" \
-        || die "could not download $rknn_url; download it yourself into external/librknnrt.so"
-      if [ "$(blob_id "$here/external/librknnrt.so.partial")" != "$rknn_blob" ]; then
-        rm -f "$here/external/librknnrt.so.partial"
-        die "the downloaded RKNN runtime is not Rockchip's 2.3.2 build (git blob id mismatch); nothing was installed"
-      fi
-      mv "$here/external/librknnrt.so.partial" "$here/external/librknnrt.so"
-    fi
+    fetch_runtime "RKLLM runtime 1.3.1" librkllmrt.so "${RKOLLAMA_RKLLM_LIB:-}" "$runtime_url" sha256 "$runtime_sha256"
+    fetch_runtime "RKNN runtime 2.3.2 (vision encoders)" librknnrt.so "${RKOLLAMA_RKNN_LIB:-}" "$rknn_url" blob "$rknn_blob"
     step "NPU check (rkollama doctor):"
     "$venv/bin/rkollama" doctor || true ;;
 esac
