@@ -204,7 +204,7 @@ class SlotLoop:
             self.lib.llama_memory_seq_rm(self.memory, slot, reuse, -1)
             seq.slot, seq.window, seq.fed = slot, list(tokens), reuse
             seq.offset = sum(seq.request.pictures[key].positions - seq.request.pictures[key].count
-                             for at, key in media.image_starts(tokens[:reuse]))
+                             for _, key in media.image_starts(tokens[:reuse]))
             seq.sampler = self._sampler(seq.request)
             seq.started = time.perf_counter()
             self.active.append(seq)
