@@ -3,7 +3,7 @@
 import builtins
 import http.client
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -84,7 +84,7 @@ class Client:
             conn.close()
         return json.loads(raw) if raw.strip() else None
 
-    def stream(self, method: str, path: str, body: object) -> Iterator[dict[str, Any]]:
+    def stream(self, method: str, path: str, body: object) -> Generator[dict[str, Any], None, None]:
         """Yield each NDJSON object; raise StatusError on an `error` line.
 
         Closing the generator (or Ctrl+C inside it) closes the connection, which is how the
@@ -158,9 +158,10 @@ class Client:
         lines = self.stream("POST", "/api/generate", dict(body, stream=True))
         return cast(Iterator[wire.GenerateResponse], lines)
 
-    def chat(self, body: wire.ChatRequest) -> Iterator[wire.ChatResponse]:
+    def chat(self, body: wire.ChatRequest) -> Generator[wire.ChatResponse, None, None]:
+        """The answer's objects; close() drops the connection (the daemon stops generating)."""
         lines = self.stream("POST", "/api/chat", dict(body, stream=True))
-        return cast(Iterator[wire.ChatResponse], lines)
+        return cast(Generator[wire.ChatResponse, None, None], lines)
 
 
 def _error_message(raw: bytes, status: int) -> str:

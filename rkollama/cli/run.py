@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,6 +112,9 @@ def run(model: str = typer.Argument(..., help="Model name, e.g. smollm2:135m"),
     if piped:
         stdin_text = sys.stdin.read()
         text = f"{stdin_text}\n\n{text}".strip() if text else stdin_text.strip()
+    # Ctrl+C stops an answer even when this process was started with SIGINT ignored (as a
+    # shell's background job is, and all it starts): Python would not raise KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if text or piped or not sys.stdout.isatty():
         session.generate_once(text)
         return
@@ -307,10 +311,14 @@ class Session:
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + \
             self.messages + [user]
         body: ChatRequest = {**self._common(), "messages": messages}
+        stream = self.cli.chat(body)
         try:
-            final = self._print_stream(self.cli.chat(body))
+            final = self._print_stream(stream)
         except KeyboardInterrupt:
-            # Closing the stream drops the connection: the daemon stops generating.
+            # Closing the stream drops the connection: the daemon stops generating. Now, not
+            # when the garbage collector gets to it: a Ctrl+C that lands while a token is being
+            # printed leaves the stream suspended, its connection open.
+            stream.close()
             print()
             return
         except typer.Exit:
