@@ -4,6 +4,8 @@ Heavy modules (Flask, llama.cpp, rich) are imported inside the commands that nee
 `rkollama --help` and `rkollama list` start fast.
 """
 
+import signal
+
 import typer
 
 from rkollama.cli import bench, models, run, serve
@@ -30,6 +32,10 @@ def _version(value: bool) -> None:
 def _root(version: bool = typer.Option(False, "--version", "-v", callback=_version, is_eager=True,
                                        help="Show version information")) -> None:
     """Run large language models on Rockchip NPUs and CPUs, with Ollama's API."""
+    # Ctrl+C stops a command (an answer, a pull) even when this process was started with SIGINT
+    # ignored, as a shell's background job is and all it starts: Python would not raise
+    # KeyboardInterrupt then. (`serve` installs its own handler.)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,9 +111,6 @@ def run(model: str = typer.Argument(..., help="Model name, e.g. smollm2:135m"),
     if piped:
         stdin_text = sys.stdin.read()
         text = f"{stdin_text}\n\n{text}".strip() if text else stdin_text.strip()
-    # Ctrl+C stops an answer even when this process was started with SIGINT ignored (as a
-    # shell's background job is, and all it starts): Python would not raise KeyboardInterrupt.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     if text or piped or not sys.stdout.isatty():
         session.generate_once(text)
         return
