@@ -127,6 +127,9 @@ def _runtime(settings: Settings, soc: str, report: Report) -> None:
         return
     report.facts.append(("RKLLM runtime", f"{path} (version {found.version or 'unknown'}, "
                                           f"ABI family {found.family}, by {found.how})"))
+    encoders = find_library(settings.rknn_lib, "librknnrt.so")
+    report.facts.append(("RKNN runtime (vision encoders)",
+                         str(encoders) if encoders else "not installed (only vision models need it)"))
 
 
 def npu_prompt_paths(settings: Settings) -> list[tuple[str, str]]:

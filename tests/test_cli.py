@@ -298,6 +298,10 @@ def test_doctor_on_a_machine_without_npu_says_so_and_reports_what_it_can(fake_se
     assert out.returncode == 0, out.stderr
     assert "no Rockchip NPU (CPU engine)" in out.stdout and "free memory" in out.stdout
     assert "version 1.3.0, ABI family 1.3" in out.stdout
+    assert "not installed (only vision models need it)" in out.stdout
+    found = rk(["doctor"], fake_server.url, env={"RKOLLAMA_RKLLM_LIB": str(fake_runtime["1.3"]),
+                                                 "RKOLLAMA_RKNN_LIB": str(fake_runtime["1.3"])})
+    assert str(fake_runtime["1.3"]) in found.stdout.split("RKNN runtime (vision encoders)")[1].splitlines()[0]
     assert "tiny:latest" in out.stdout
     pinned = rk(["doctor", "--pin-frequencies"], fake_server.url)
     assert pinned.returncode == 1 and pinned.stderr.startswith("Error: frequency pinning is for RK3588 and RK3576")
