@@ -16,7 +16,7 @@ import openai
 import pytest
 from helpers import ThreadServer, png, png_b64, register_fake
 
-from rkollama.backends.rkllm import rknn
+from rkollama.backends.rkllm import abi, rknn
 from rkollama.config import Settings
 from rkollama.models.store import ModelStore
 from rkollama.server.serve import build
@@ -171,5 +171,5 @@ def test_the_encoder_structs_match_the_measured_layouts(fake_rknn):
     double = json.loads(lib.fake_rknn_layout_json())
     for name, cls in rknn.STRUCTS.items():
         assert ctypes.sizeof(cls) == measured[name]["size"] == double[name]["size"], name
-        ours = {field: list(place) for field, place in rknn.layout(cls).items()}
+        ours = {field: list(place) for field, place in abi.layout(cls).items()}
         assert ours == measured[name]["fields"] == double[name]["fields"], name

@@ -86,6 +86,16 @@ def test_each_image_reaches_the_engine_as_its_embeddings(vision_daemon):
     assert generated.prompt_eval_count == plain + tiny_vlm.IMAGE_TOKENS
 
 
+def test_a_raw_prompt_that_ends_with_its_image_is_answered(vision_daemon):
+    """Image embeddings give no logits to sample the first answer token from: a prompt ending
+    with an image once aborted llama.cpp (and its runner); the engine puts a newline after it."""
+    url, _ = vision_daemon
+    reply = ollama.Client(url).generate(model=MODEL, prompt="Describe [img-0]", raw=True, images=[png(9, 9)],
+                                        options={"num_predict": 3, "temperature": 0})
+    assert reply.done and reply.eval_count == 3
+    assert reply.prompt_eval_count > tiny_vlm.IMAGE_TOKENS
+
+
 def test_openai_and_anthropic_clients_send_images(vision_daemon):
     url, _ = vision_daemon
     plain = chat(url).prompt_eval_count

@@ -15,7 +15,6 @@ import time
 from ctypes import POINTER, Structure, c_char, c_float, c_int8, c_int32, c_uint8, c_uint32, c_uint64, c_void_p
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rkollama.core import images
 from rkollama.errors import BackendFailed, LoadFailed
@@ -206,8 +205,3 @@ def fitted(picture: images.Picture, width: int, height: int) -> bytes:
     square = Image.new("RGB", (side, side), PAD_GREY)
     square.paste(source, ((side - picture.width) // 2, (side - picture.height) // 2))
     return square.resize((width, height), Image.Resampling.BILINEAR).tobytes()
-
-
-def layout(cls: Any) -> dict[str, tuple[int, int]]:
-    """{field: (offset, size)} of a declared struct, for the layout check."""
-    return {name: (getattr(cls, name).offset, getattr(cls, name).size) for name, *_ in cls._fields_}

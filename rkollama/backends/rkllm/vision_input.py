@@ -1,12 +1,12 @@
 """Images on the NPU, on the language model's side: where the prompt puts them and the
-RKLLM_INPUT_MULTIMODAL input that carries their embeddings (from rknn.Encoder).
+model's image tags (inputs.multimodal_input builds the RKLLM_INPUT_MULTIMODAL input that
+carries the embeddings rknn.Encoder makes).
 
 The runtime takes a text prompt in which `<image>` marks where each image goes, the embeddings
 of all the images (n_image × n_image_tokens rows), and the model's image tags (`img_start`,
 `img_end`, `img_content` of the Modelfile's rkllm section: set in RKLLMParam at init on 1.2.x
 runtimes, in the input itself on 1.3.x), as Rockchip's multimodal demo sends them.
 """
-
 
 from rkollama.core import media
 from rkollama.models.rkllm_section import RKLLMSection
