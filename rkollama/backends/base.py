@@ -17,7 +17,7 @@ read from the engine's class, so neither holds any engine's policy.
 import signal
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from rkollama.core.types import Done, Generation, JSONObject, LoadOptions, Token
@@ -25,6 +25,10 @@ from rkollama.core.types import Done, Generation, JSONObject, LoadOptions, Token
 if TYPE_CHECKING:
     from rkollama.config import Settings
     from rkollama.models.store import ModelSpec
+
+
+Emit = Callable[[Token | Done | Exception], None]
+"""Where `Backend.stream` sends a generation's events: Tokens, then one Done or one exception."""
 
 
 class Backend(ABC):
@@ -80,6 +84,16 @@ class Backend(ABC):
     @abstractmethod
     def generate(self, gen: Generation, cancel: threading.Event) -> Iterator[Token | Done]:
         """`Token`s, then one `Done`."""
+
+    def stream(self, gen: Generation, cancel: threading.Event, emit: Emit) -> None:
+        """generate(), each event handed to `emit` (a runner sends it down its pipe). An engine
+        with a loop of its own (the CPU engine) calls `emit` from that loop and returns once the
+        request is queued: no thread hop per token. This default runs generate() here."""
+        try:
+            for event in self.generate(gen, cancel):
+                emit(event)
+        except Exception as exc:  # the generation's failure is its last event
+            emit(exc)
 
     def generate_batch(self, batch: list[tuple[int, Generation, threading.Event]]
                        ) -> Iterator[tuple[int, Token | Done]]:

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from rkollama.backends.base import Backend
+from rkollama.backends.base import Backend, Emit
 from rkollama.core import media
 from rkollama.core.fitting import INPUT_TOO_LONG, PromptFitter
 from rkollama.core.options import DEFAULT_NUM_BATCH
@@ -16,7 +16,7 @@ from rkollama.core.types import Done, Generation, LoadOptions, Token, TokenLogpr
 from rkollama.errors import BadRequest, LoadFailed
 
 if TYPE_CHECKING:
-    from rkollama.backends.llamacpp_slots import SlotLoop
+    from rkollama.backends.llamacpp_slots import Request, SlotLoop
     from rkollama.backends.llamacpp_vision import Vision
     from rkollama.config import Settings
     from rkollama.models.store import ModelSpec
@@ -148,19 +148,33 @@ class LlamaCppBackend(Backend):
         window fills before `num_predict`, the context shifts as Ollama's does (the first
         num_keep tokens stay, half of the rest goes) unless `shift` is false or a grammar is
         active; then it ends with LENGTH."""
+        assert self.loop is not None, "generate() on an engine that load() did not make"
+        return self.loop.generate(self._request(gen, cancel))
+
+    def stream(self, gen: Generation, cancel: threading.Event, emit: Emit) -> None:
+        """As generate(), but the slot loop's thread hands each event to `emit`; returns once the
+        request is queued (or refused, through `emit`)."""
+        assert self.loop is not None, "stream() on an engine that load() did not make"
+        try:
+            request = self._request(gen, cancel)
+        except Exception as exc:  # a prompt that cannot fit, a bad schema: the request's own error
+            emit(exc)
+            return
+        self.loop.submit(request, emit)
+
+    def _request(self, gen: Generation, cancel: threading.Event) -> "Request":
+        """What the slot loop runs for `gen`: its fitted tokens, limits, grammar and images."""
         from rkollama.backends.llamacpp_slots import Request
 
-        assert self.loop is not None, "generate() on an engine that load() did not make"
         opts = gen.options
         tokens = self.fitter.prompt_tokens(gen)
         grammar = _grammar(gen.format or _forced_call_schema(gen))
         pictures = {}
         if self.vision is not None and any(media.is_image(t) for t in tokens):
             pictures = self.vision.pictures(media.images_of(gen), tokens)
-        return self.loop.generate(Request(
-            gen, cancel, tokens, _token_limit(opts.num_predict, self.n_ctx, len(tokens)),
-            gen.shift and grammar is None and opts.num_predict != -2, self.fitter.num_keep(gen, len(tokens)),
-            grammar, pictures))
+        return Request(gen, cancel, tokens, _token_limit(opts.num_predict, self.n_ctx, len(tokens)),
+                       gen.shift and grammar is None and opts.num_predict != -2,
+                       self.fitter.num_keep(gen, len(tokens)), grammar, pictures)
 
     def _logprob(self, token: int, piece: bytes, top: int, row: Any) -> TokenLogprob:
         """The log-probability of `token` under the logits it was sampled from (`row`, raw, as

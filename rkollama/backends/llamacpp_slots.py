@@ -18,7 +18,6 @@ reuse, shift or cut ever splits one.
 import codecs
 import logging
 import queue
-import random
 import threading
 import time
 from collections import deque
@@ -26,6 +25,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rkollama.backends.base import Emit
+from rkollama.backends.llamacpp_sampling import Sampler, make_sampler
 from rkollama.core import media
 from rkollama.core.fitting import common_prefix
 from rkollama.core.types import Done, DoneReason, Generation, Token, TokenLogprob
@@ -63,8 +64,8 @@ class Request:
 @dataclass
 class _Seq:
     request: Request
-    out: "queue.Queue[Token | Done | BaseException]"
-    sampler: Any = None
+    emit: Emit
+    sampler: "Sampler | None" = None
     slot: int = -1
     window: list[int] = field(default_factory=list)
     """The prompt, then the answer so far (after any shift); its last token may be unread."""
@@ -111,6 +112,7 @@ class SlotLoop:
         """(ctx, batch) -> 0 on success: one forward pass (a seam tests can watch)."""
         self.can_shift = bool(llama_cpp.llama_memory_can_shift(self.memory))
         self.vocab = llm._model.vocab
+        self.n_vocab = llm.n_vocab()
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, slots)
         self.pieces: dict[int, bytes] = {}
         """Each generated token's bytes (at most the vocabulary)."""
@@ -130,17 +132,13 @@ class SlotLoop:
     def generate(self, request: Request) -> Iterator[Token | Done]:
         """Tokens, then Done, of `request`. It joins the loop at the first next() (a generator
         never read takes no slot); closing it cancels the request."""
-        seq = _Seq(request, queue.Queue())
-        with self.cond:
-            if self.stopping:
-                raise BackendFailed("the engine is closing")
-            self.waiting.append(seq)
-            self.cond.notify_all()
+        out: queue.SimpleQueue[Token | Done | Exception] = queue.SimpleQueue()
+        self.submit(request, out.put)
         ended = False
         try:
             while True:
-                item = seq.out.get()
-                if isinstance(item, BaseException):
+                item = out.get()
+                if isinstance(item, Exception):
                     ended = True
                     raise item
                 yield item
@@ -149,9 +147,19 @@ class SlotLoop:
                     return
         finally:
             if not ended:  # the reader left: end the sequence at the next step
-                seq.request.cancel.set()
+                request.cancel.set()
                 with self.cond:
                     self.cond.notify_all()
+
+    def submit(self, request: Request, emit: Emit) -> None:
+        """Queue `request`; its events go to `emit` from the loop's thread as they are made (a
+        runner sends each straight down its pipe: no thread hop per token)."""
+        with self.cond:
+            if self.stopping:
+                emit(BackendFailed("the engine is closing"))
+                return
+            self.waiting.append(_Seq(request, emit))
+            self.cond.notify_all()
 
     def close(self) -> None:
         with self.cond:
@@ -169,7 +177,7 @@ class SlotLoop:
                     self.cond.wait()
                 if self.stopping:
                     for seq in list(self.active) + list(self.waiting):
-                        seq.out.put(BackendFailed("the engine was closed"))
+                        seq.emit(BackendFailed("the engine was closed"))
                     return
                 self._admit()
             if not self.active:
@@ -180,21 +188,22 @@ class SlotLoop:
                 log.exception("parallel decode step failed")
                 for seq in list(self.active):
                     self._release(seq)
-                    seq.out.put(BackendFailed(f"generation failed: {exc}"))
+                    seq.emit(BackendFailed(f"generation failed: {exc}"))
 
     def _admit(self) -> None:
-        """Waiting requests into free slots (the one sharing the longest prefix with each)."""
+        """Waiting requests into free slots (the one sharing the longest prefix with each); a
+        cancelled one ends at once, slot or not."""
+        for seq in [seq for seq in self.waiting if seq.request.cancel.is_set()]:
+            self.waiting.remove(seq)
+            seq.emit(Done(DoneReason.CANCELLED, len(seq.request.tokens)))
         while self.waiting and self.free:
             seq = self.waiting.popleft()
-            if seq.request.cancel.is_set():
-                seq.out.put(Done(DoneReason.CANCELLED, len(seq.request.tokens)))
-                continue
             tokens = seq.request.tokens
             if not tokens:  # nothing to continue from (the routes never send this)
-                seq.out.put(Done(DoneReason.STOP))
+                seq.emit(Done(DoneReason.STOP))
                 continue
             if len(tokens) >= self.n_ctx and not seq.request.may_shift:  # no room for an answer
-                seq.out.put(Done(DoneReason.LENGTH, len(tokens), 0.0, 0, 0.0, tuple(tokens)))
+                seq.emit(Done(DoneReason.LENGTH, len(tokens), 0.0, 0, 0.0, tuple(tokens)))
                 continue
             slot, shared = self._choose(tokens)
             self.free.remove(slot)
@@ -205,7 +214,8 @@ class SlotLoop:
             seq.slot, seq.window, seq.fed = slot, list(tokens), reuse
             seq.offset = sum(seq.request.pictures[key].positions - seq.request.pictures[key].count
                              for _, key in media.image_starts(tokens[:reuse]))
-            seq.sampler = self._sampler(seq.request)
+            seq.sampler = make_sampler(self.lib, self.vocab, self.n_vocab, seq.request.gen.options,
+                                       self.n_ctx, seq.request.grammar)
             seq.started = time.perf_counter()
             self.active.append(seq)
 
@@ -258,7 +268,7 @@ class SlotLoop:
                 if seq.row >= 0:
                     self._sample(seq)
                 elif seq in reading:  # a prompt chunk read: the runner's stall watchdog hears work
-                    seq.out.put(Token(""))
+                    seq.emit(Token(""))
         seeing = next((seq for seq in self.active if seq not in reading and not seq.produced
                        and seq.fed < len(seq.window) and media.is_image(seq.window[seq.fed])), None)
         if seeing is not None:  # one image a step, so the others go on between images
@@ -280,7 +290,7 @@ class SlotLoop:
         self.vision.decode(self.ctx, picture, seq.fed + seq.offset, seq.slot, self.n_batch)
         seq.fed += picture.count
         seq.offset += picture.positions - picture.count
-        seq.out.put(Token(""))  # the runner's stall watchdog hears work
+        seq.emit(Token(""))  # the runner's stall watchdog hears work
 
     def _add(self, n: int, seq: _Seq, count: int) -> int:
         """`count` unread tokens of `seq` into the batch at row `n`; logits for the window's last."""
@@ -299,7 +309,8 @@ class SlotLoop:
 
     def _sample(self, seq: _Seq) -> None:
         lib = self.lib
-        token = lib.llama_sampler_sample(seq.sampler, self.ctx, seq.row)
+        assert seq.sampler is not None  # set when the sequence was admitted
+        token = seq.sampler.sample(self.ctx, seq.row)
         now = time.perf_counter()
         seq.first = seq.first or now
         if lib.llama_vocab_is_eog(self.vocab, token):
@@ -316,7 +327,7 @@ class SlotLoop:
             logits = lib.llama_get_logits_ith(self.ctx, seq.row)
             scored = (self.logprob(token, piece, seq.request.gen.top_logprobs, logits),)
         if text or scored:
-            seq.out.put(Token(text, logprobs=scored))
+            seq.emit(Token(text, logprobs=scored))
         if seq.produced >= seq.request.limit:
             self._finish(seq, DoneReason.LENGTH)
 
@@ -343,11 +354,11 @@ class SlotLoop:
     def _finish(self, seq: _Seq, reason: DoneReason) -> None:
         tail = seq.decoder.decode(b"", final=True)
         if tail and reason is not DoneReason.CANCELLED:
-            seq.out.put(Token(tail))
+            seq.emit(Token(tail))
         end = time.perf_counter()
         first = seq.first or end
         self._release(seq)
-        seq.out.put(Done(reason, len(seq.request.tokens), (first - seq.started) * 1000.0, seq.produced,
+        seq.emit(Done(reason, len(seq.request.tokens), (first - seq.started) * 1000.0, seq.produced,
                          (end - first) * 1000.0, tuple(t for t in seq.window if not media.is_image(t))))
 
     def _release(self, seq: _Seq) -> None:
@@ -356,31 +367,5 @@ class SlotLoop:
         self.free.append(seq.slot)
         self.active.remove(seq)
         if seq.sampler is not None:
-            self.lib.llama_sampler_free(seq.sampler)
+            seq.sampler.close()
             seq.sampler = None
-
-    def _sampler(self, request: Request) -> Any:
-        """The request's sampler chain, in llama-cpp-python's order (its `Llama._init_sampler`)."""
-        lib, opts = self.lib, request.gen.options
-        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-
-        def add(sampler: Any) -> None:
-            lib.llama_sampler_chain_add(chain, sampler)
-
-        add(lib.llama_sampler_init_penalties(self.llm.n_vocab(), 64, opts.repeat_penalty,
-                                             opts.frequency_penalty, opts.presence_penalty))
-        if request.grammar is not None:
-            add(lib.llama_sampler_init_grammar(self.vocab, request.grammar._grammar.encode(),
-                                               request.grammar._root.encode()))
-        seed = opts.seed & 0xFFFFFFFF if opts.seed >= 0 else random.randrange(2**31)
-        if opts.temperature <= 0:
-            add(lib.llama_sampler_init_greedy())
-            return chain
-        add(lib.llama_sampler_init_top_k(opts.top_k))
-        add(lib.llama_sampler_init_typical(opts.typical_p, 1))
-        add(lib.llama_sampler_init_top_p(opts.top_p, 1))
-        add(lib.llama_sampler_init_min_p(opts.min_p, 1))
-        add(lib.llama_sampler_init_temp(opts.temperature))
-        add(lib.llama_sampler_init_dist(seed))
-        return chain
-

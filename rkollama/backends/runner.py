@@ -26,12 +26,12 @@ import time
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
-from rkollama.backends.base import Backend
+from rkollama.backends.base import Backend, Emit
 from rkollama.backends.runner_pipe import (
     Cancel,
+    Channel,
     Close,
     Closed,
     Embed,
@@ -45,6 +45,7 @@ from rkollama.backends.runner_pipe import (
     Render,
     Result,
     ToRunner,
+    channel_pair,
 )
 from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Token
 from rkollama.errors import BackendFailed, LoadFailed
@@ -65,7 +66,7 @@ log = logging.getLogger("rkollama.runner")
 class RunnerBackend(Backend):
     """The daemon's side of one runner process. Its methods may be called from any thread."""
 
-    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection, facts: EngineFacts,
+    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Channel, facts: EngineFacts,
                  label: str, engine: type[Backend]):
         self.process, self.conn, self.label, self.engine = process, conn, label, engine
         self.kind, self.device = facts.kind, facts.device
@@ -77,7 +78,7 @@ class RunnerBackend(Backend):
         """Seconds a generation may hear nothing from the runner before it is stopped."""
         self._ids = 0
         self._lock = threading.Lock()       # sending, ids, inboxes
-        self._inboxes: dict[int, queue.Queue[FromRunner | None]] = {}
+        self._inboxes: dict[int, queue.SimpleQueue[FromRunner | None]] = {}
         """Answers by request id; None: the runner is gone."""
         self._closed = False
         self._reader = threading.Thread(target=self._read, name=f"runner-reader {label}", daemon=True)
@@ -91,7 +92,7 @@ class RunnerBackend(Backend):
             raise LoadFailed("no engine given for the runner")
         label = spec.name.display()
         ctx = multiprocessing.get_context("spawn")  # never fork a threaded daemon
-        parent, child = ctx.Pipe()
+        parent, child = channel_pair(ctx)
         process = ctx.Process(target=_serve, args=(child, spec, opts, settings, backend_cls),
                               name=f"rkollama-runner {label}", daemon=True)
         process.start()
@@ -141,9 +142,9 @@ class RunnerBackend(Backend):
             for inbox in self._inboxes.values():
                 inbox.put(None)
 
-    def _open(self, ask: Callable[[int], ToRunner]) -> tuple[int, "queue.Queue[FromRunner | None]"]:
+    def _open(self, ask: Callable[[int], ToRunner]) -> tuple[int, "queue.SimpleQueue[FromRunner | None]"]:
         """Send the request `ask(request_id)` makes; its answers arrive in the returned inbox."""
-        inbox: queue.Queue[FromRunner | None] = queue.Queue()
+        inbox: queue.SimpleQueue[FromRunner | None] = queue.SimpleQueue()
         with self._lock:
             self._ids += 1
             request_id = self._ids
@@ -267,7 +268,7 @@ class RunnerBackend(Backend):
 
 
 # -- the runner process ----------------------------------------------------------------------------
-def _serve(conn: Connection, spec: "ModelSpec", opts: LoadOptions, settings: "Settings",
+def _serve(conn: Channel, spec: "ModelSpec", opts: LoadOptions, settings: "Settings",
            backend_cls: type[Backend]) -> None:
     """Load the model, then serve requests until told to close (or the daemon goes away)."""
     # Ctrl+C in the daemon's terminal reaches the whole process group: the daemon decides.
@@ -435,9 +436,10 @@ class _Engine(threading.Thread):
                     return
                 first = self.pending[0]
                 if first.call is None and self.backend.continuous:
-                    # The engine batches running generations itself: each reads on its own thread.
+                    # The engine batches running generations itself; each one's prompt is fitted
+                    # on a thread of its own, off this one (a huge conversation takes seconds).
                     self.pending.pop(0)
-                    threading.Thread(target=self._run_alone, args=(first,), daemon=True,
+                    threading.Thread(target=self._run, args=([first],), daemon=True,
                                      name=f"runner-generation {first.request_id}").start()
                     continue
                 if first.call is None and self.slots > 1:  # let concurrent requests join the batch
@@ -445,21 +447,28 @@ class _Engine(threading.Thread):
                     while len(self.pending) < self.slots and time.monotonic() < deadline:
                         self.cond.wait(deadline - time.monotonic())
                 batch = [self.pending.pop(0)] if first.call is not None else self._take()
-            try:
-                self._run(batch)
-            finally:
-                with self.cond:
-                    for job in batch:
-                        self.cancels.pop(job.request_id, None)
-                    self.cond.notify_all()
+            self._run(batch)
 
-    def _run_alone(self, job: _Job) -> None:
-        try:
-            self._run([job])
-        finally:
-            with self.cond:
+    def _forget(self, jobs: list[_Job]) -> None:
+        """`jobs` have ended: a Cancel for them now has nothing to stop."""
+        with self.cond:
+            for job in jobs:
                 self.cancels.pop(job.request_id, None)
-                self.cond.notify_all()
+            self.cond.notify_all()
+
+    def _emitter(self, job: _Job) -> Emit:
+        """Where a lone generation's events go: down the pipe, from whichever thread makes them
+        (the CPU engine's loop calls it directly)."""
+
+        def emit(event: Token | Done | Exception) -> None:
+            if isinstance(event, Exception):
+                self.send(Failed(job.request_id, _portable(event)))
+            else:
+                self.send(Emitted(job.request_id, event))
+            if not isinstance(event, Token):
+                self._forget([job])
+
+        return emit
 
     def _take(self) -> list[_Job]:
         """Up to `slots` pending generations that can share a forward pass (same batch key)."""
@@ -482,11 +491,7 @@ class _Engine(threading.Thread):
             return
         if len(batch) == 1 and (self.slots == 1 or self.backend.continuous):
             assert first.gen is not None and first.cancel is not None  # a generation job
-            try:
-                for event in self.backend.generate(first.gen, first.cancel):
-                    self.send(Emitted(first.request_id, event))
-            except Exception as exc:
-                self.send(Failed(first.request_id, _portable(exc)))
+            self.backend.stream(first.gen, first.cancel, self._emitter(first))
             return
         jobs = [(j.request_id, j.gen, j.cancel) for j in batch if j.gen is not None and j.cancel is not None]
         try:
@@ -495,6 +500,8 @@ class _Engine(threading.Thread):
         except Exception as exc:
             for job in batch:
                 self.send(Failed(job.request_id, _portable(exc)))
+        finally:
+            self._forget(batch)
 
 
 def _portable(exc: Exception) -> Exception:
