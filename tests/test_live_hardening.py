@@ -87,6 +87,18 @@ def test_a_runner_that_dies_fails_its_request_and_the_next_one_reloads(daemon):
     assert len(runners(process)) == 1 and runners(process) != [pid]
 
 
+def test_a_runner_killed_while_idle_is_loaded_again_by_the_next_request(daemon):
+    """Nobody reads an idle runner's pipe: its death is seen from its process, not its pipe."""
+    url, process = daemon
+    assert ask(url).status_code == 200
+    (pid,) = runners(process)
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    reply = ask(url)
+    assert reply.status_code == 200, reply.text
+    assert len(runners(process)) == 1 and runners(process) != [pid]
+
+
 def test_unloading_ends_the_runner_and_returns_its_memory(daemon):
     url, process = daemon
     assert ask(url).status_code == 200

@@ -6,8 +6,9 @@ vendor's NPU runtime). `RunnerBackend` looks like any backend to the scheduler b
 load/generate/embed/close over a pipe to a child process that holds the real backend. If the
 child dies, the requests in flight fail with a clear error, the backend marks itself dead (the
 scheduler then drops it) and the next request loads the model again. Unloading ends the process,
-which returns all of the model's memory to the system. The boundary costs one pickled event per
-token (benchmarks/bench_npu_worker.py, benchmarks/bench_generate.py).
+which returns all of the model's memory to the system. A token crosses as one short frame
+(runner_pipe.Channel), written by the engine's own loop where it has one and read by the
+request's own thread (runner_mail.Mailroom); benchmarks/bench_peer.py measures the boundary.
 
 In the child one engine thread runs every generation and embedding, so a llama.cpp built with
 OpenMP keeps one thread team. With `n_batch > 1` (NPU) it batches concurrent generations into
@@ -29,6 +30,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from rkollama.backends.base import Backend, Emit
+from rkollama.backends.runner_mail import Mailroom
 from rkollama.backends.runner_pipe import (
     Cancel,
     Channel,
@@ -73,16 +75,11 @@ class RunnerBackend(Backend):
         self.constrains_format = facts.constrains_format
         self.context_length, self.memory_bytes = facts.context_length, facts.memory_bytes
         self.slots, self.batch_window_s = facts.slots, facts.batch_window_s
-        self.dead = False
+        self._dead = False
         self.stall_s: float | None = None
         """Seconds a generation may hear nothing from the runner before it is stopped."""
-        self._ids = 0
-        self._lock = threading.Lock()       # sending, ids, inboxes
-        self._inboxes: dict[int, queue.SimpleQueue[FromRunner | None]] = {}
-        """Answers by request id; None: the runner is gone."""
+        self.mail = Mailroom(conn, label)
         self._closed = False
-        self._reader = threading.Thread(target=self._read, name=f"runner-reader {label}", daemon=True)
-        self._reader.start()
 
     @classmethod
     def load(cls, spec: "ModelSpec", opts: LoadOptions, settings: "Settings",
@@ -121,53 +118,17 @@ class RunnerBackend(Backend):
         backend.stall_s = _seconds(settings.stall_timeout)
         return backend
 
-    # -- the pipe ----------------------------------------------------------------------------------
-    def _read(self) -> None:
-        """Route every message from the runner to the inbox of the request it answers."""
-        while True:
-            try:
-                message: FromRunner = self.conn.recv()
-            except (EOFError, OSError):
-                break
-            except Exception:  # an unpicklable message: the runner is beyond trust
-                log.exception("runner for %s sent an unreadable message", self.label)
-                break
-            with self._lock:
-                inbox = self._inboxes.get(message.request_id)
-            if inbox is not None:
-                inbox.put(message)
-        with self._lock:
-            if not self._closed:
-                self.dead = True
-            for inbox in self._inboxes.values():
-                inbox.put(None)
+    @property
+    def dead(self) -> bool:
+        """The runner is gone: a read met the pipe's end, or its process ended while nobody
+        was reading (an idle runner killed by the system)."""
+        if not self._dead and not self._closed and (self.mail.gone or not self.process.is_alive()):
+            self._dead = True
+        return self._dead
 
-    def _open(self, ask: Callable[[int], ToRunner]) -> tuple[int, "queue.SimpleQueue[FromRunner | None]"]:
-        """Send the request `ask(request_id)` makes; its answers arrive in the returned inbox."""
-        inbox: queue.SimpleQueue[FromRunner | None] = queue.SimpleQueue()
-        with self._lock:
-            self._ids += 1
-            request_id = self._ids
-            self._inboxes[request_id] = inbox
-            if self.dead:
-                inbox.put(None)
-                return request_id, inbox
-            try:
-                self.conn.send(ask(request_id))
-            except (OSError, EOFError, ValueError):
-                inbox.put(None)
-        return request_id, inbox
-
-    def _send(self, message: ToRunner) -> None:
-        with self._lock:
-            try:
-                self.conn.send(message)
-            except (OSError, EOFError, ValueError):
-                pass
-
-    def _done(self, request_id: int) -> None:
-        with self._lock:
-            self._inboxes.pop(request_id, None)
+    @dead.setter
+    def dead(self, value: bool) -> None:
+        self._dead = value
 
     def _crashed(self) -> BackendFailed:
         self.dead = True
@@ -180,16 +141,16 @@ class RunnerBackend(Backend):
 
     # -- backend interface ---------------------------------------------------------------------
     def generate(self, gen: Generation, cancel: threading.Event) -> Iterator[Token | Done]:
-        request_id, inbox = self._open(lambda rid: Generate(rid, gen))
+        request_id = self.mail.open(lambda rid: Generate(rid, gen))
         cancelled = finished = False
         heard = time.monotonic()
         try:
             while True:
                 if cancel.is_set() and not cancelled:
                     cancelled = True
-                    self._send(Cancel(request_id))
+                    self.mail.send(Cancel(request_id))
                 try:
-                    message = inbox.get(timeout=POLL_S)
+                    message = self.mail.receive(request_id, POLL_S)
                 except queue.Empty:
                     if self.stall_s is not None and time.monotonic() - heard > self.stall_s:
                         finished = True
@@ -204,8 +165,8 @@ class RunnerBackend(Backend):
                     return
         finally:
             if not finished and not cancelled:  # abandoned by its reader: stop it in the runner
-                self._send(Cancel(request_id))
-            self._done(request_id)
+                self.mail.send(Cancel(request_id))
+            self.mail.close(request_id)
 
     def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
         value = self._call(lambda rid: Embed(rid, texts, truncate))
@@ -219,11 +180,11 @@ class RunnerBackend(Backend):
 
     def _call(self, ask: Callable[[int], ToRunner]) -> tuple[list[list[float]], int] | str:
         """A backend call run on the runner's engine thread; its return value."""
-        request_id, inbox = self._open(ask)
+        request_id = self.mail.open(ask)
         try:
-            message = inbox.get()
+            message = self.mail.receive(request_id, None)
         finally:
-            self._done(request_id)
+            self.mail.close(request_id)
         if not isinstance(message, Result):
             raise self._failure(message)
         return message.value
@@ -252,12 +213,12 @@ class RunnerBackend(Backend):
         if self._closed:
             return
         if not self.dead:
-            request_id, inbox = self._open(Close)
+            request_id = self.mail.open(Close)
             try:
-                inbox.get(timeout=CLOSE_TIMEOUT_S)
+                self.mail.receive(request_id, CLOSE_TIMEOUT_S)
             except queue.Empty:
                 pass
-            self._done(request_id)
+            self.mail.close(request_id)
         self._closed = True
         self.process.join(10)
         if self.process.is_alive():
