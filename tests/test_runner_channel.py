@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from rkollama.backends.runner_pipe import Cancel, Channel, Emitted, Failed, Generate, channel_pair
+from rkollama.backends.runner_pipe import Cancel, Emitted, Failed, Generate, channel_pair
 from rkollama.core.types import Done, DoneReason, Generation, Message, Token, TokenLogprob
 from rkollama.errors import BackendFailed
 
