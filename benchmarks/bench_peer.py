@@ -104,13 +104,15 @@ def _turn(port: int, model: str, messages: list, tokens: int) -> float:
     return (first or time.perf_counter()) - start
 
 
-def start_peer(kind: str, model_path: str, threads: int, parallel: int, server: str, log_path: Path):
+def start_peer(kind: str, model_path: str, threads: int, parallel: int, server: str, log_path: Path,
+               flash_attention: str = "auto"):
     from helpers import free_port, wait_for_http
 
     port = free_port()
     if kind == "llama-server":
         command = [server, "--model", model_path, "--ctx-size", str(CONTEXT * parallel),
                    "--parallel", str(parallel), "--threads", str(threads), "--threads-batch", str(threads),
+                   "--flash-attn", {"true": "on", "false": "off"}.get(flash_attention, "auto"),
                    "--port", str(port), "--host", "127.0.0.1", "--alias", "peer"]
         health = f"http://127.0.0.1:{port}/health"
     else:
@@ -145,6 +147,8 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=4,
                         help="slots on both sides (OLLAMA_NUM_PARALLEL, llama-server's --parallel)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--flash-attention", choices=("auto", "true", "false"), default="auto",
+                        help="on both sides (OLLAMA_FLASH_ATTENTION, llama-server's --flash-attn)")
     args = parser.parse_args()
     server = ""
     if args.peer == "llama-server":
@@ -158,16 +162,18 @@ def main() -> None:
     from helpers import start_smollm2_daemon
 
     daemon, url, model_path, workdir = start_smollm2_daemon("rkollama-peer-", args.threads,
-                                                            OLLAMA_NUM_PARALLEL=str(args.parallel))
+                                                            OLLAMA_NUM_PARALLEL=str(args.parallel),
+                                                            OLLAMA_FLASH_ATTENTION=args.flash_attention)
     ours = int(url.rsplit(":", 1)[1])
     peer, theirs = start_peer(args.peer, model_path, args.threads, args.parallel, server,
-                              workdir / "peer.log")
+                              workdir / "peer.log", args.flash_attention)
     sides = (("rkollama", ours, "smollm2:135m"), ("peer", theirs, "peer"))
     try:
         for _, port, model in sides:
             chat_run(port, model, "warm-up", 8)
         print(f"peer {args.peer}" + (f" ({args.parallel} slots)" if server else "") +
-              f"\nmodel {model_path}\nthreads {args.threads}, {args.tokens} tokens, greedy, {CONTEXT} "
+              f"\nmodel {model_path}\nflash attention {args.flash_attention}, "
+              f"threads {args.threads}, {args.tokens} tokens, greedy, {CONTEXT} "
               f"tokens of context per request, {args.runs} runs, alternating; distinct prompts\n")
         rows = []
         for i in range(args.runs):

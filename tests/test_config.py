@@ -97,3 +97,20 @@ def test_every_platform_the_detector_knows_is_a_setting_and_a_modelfile_source()
     for name in NPU_ENGINE_PLATFORMS:
         assert Settings.from_env({"RKOLLAMA_PLATFORM": name}).platform == name
         Tag.model_validate({"sources": {name: {"url": "https://x/m.rkllm"}}})
+
+
+@pytest.mark.parametrize("raw,value", [("auto", "auto"), ("false", "false"), ("0", "0"), ("true", "true")])
+def test_ollama_flash_attention_reaches_the_cpu_engine(raw, value):
+    settings = Settings.from_env({"OLLAMA_FLASH_ATTENTION": raw})
+    assert settings.flash_attention == value
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from rkollama.backends.llamacpp import _flash_attention
+
+    expected = {"auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO, "false": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+                "0": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED, "true": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED}
+    assert _flash_attention(settings.flash_attention) == expected[raw]
+
+
+def test_a_flash_attention_value_ollama_does_not_know_is_refused():
+    with pytest.raises(ConfigError, match="flash_attention must be one of auto, true, false"):
+        Settings.from_env({"OLLAMA_FLASH_ATTENTION": "sometimes"})

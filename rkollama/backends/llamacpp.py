@@ -114,7 +114,8 @@ class LlamaCppBackend(Backend):
         backend = cls(spec, llm, template, max_token_bytes, n_ctx, vision)
         from rkollama.backends.llamacpp_slots import SlotLoop
 
-        backend.loop = SlotLoop(llm, slots, n_ctx, n_batch, threads, backend._logprob, vision)
+        backend.loop = SlotLoop(llm, slots, n_ctx, n_batch, threads, backend._logprob, vision,
+                                _flash_attention(settings.flash_attention))
         if slots > 1:
             backend.slots, backend.continuous = slots, True
             log.info("%s: %d parallel slots of %d tokens each (OLLAMA_NUM_PARALLEL)",
@@ -301,6 +302,16 @@ def _max_token_bytes(llm: Any) -> int:
     for token in range(model.n_vocab()):
         longest = max(longest, len(model.token_get_text(token).encode("utf-8", "replace")))
     return longest
+
+
+def _flash_attention(setting: str) -> int:
+    """llama.cpp's flash attention type for OLLAMA_FLASH_ATTENTION's value."""
+    import llama_cpp
+
+    if setting == "auto":
+        return int(llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO)
+    on = setting in ("true", "1")
+    return int(llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if on else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
 
 
 def _return_freed_memory() -> None:

@@ -85,7 +85,8 @@ class SlotLoop:
     """Up to `slots` generations at once on one context of `slots × n_ctx` tokens."""
 
     def __init__(self, llm: Any, slots: int, n_ctx: int, n_batch: int, threads: int,
-                 logprob: "Callable[[int, bytes, int, Any], TokenLogprob]", vision: "Vision | None" = None):
+                 logprob: "Callable[[int, bytes, int, Any], TokenLogprob]", vision: "Vision | None" = None,
+                 flash_attention: int | None = None):
         import llama_cpp
 
         # Every running sequence's next token must fit in one batch, whatever num_batch says.
@@ -95,10 +96,12 @@ class SlotLoop:
         """(token, piece, top, logits pointer) -> TokenLogprob: the engine's own measure."""
         self.vision = vision
         # The engine's own context's parameters (KV types, threads), sized for the slots, with
-        # llama.cpp's choice of attention kernel, as its own server makes it: flash attention on
-        # the CPU decodes ~10% faster than llama-cpp-python's default, which turns it off.
+        # llama.cpp's choice of attention kernel unless told (`flash_attention`, a llama.cpp
+        # flash_attn_type), as its own server makes it: flash attention on the CPU decodes ~10%
+        # faster than llama-cpp-python's default, which turns it off.
         params = type(llm.context_params).from_buffer_copy(llm.context_params)
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO if flash_attention is None \
+            else flash_attention
         params.n_ctx = n_ctx * slots
         params.n_batch = params.n_ubatch = n_batch
         params.n_seq_max = slots
