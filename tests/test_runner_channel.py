@@ -81,3 +81,15 @@ def test_the_runners_receiving_thread_sleeps_while_tokens_flow_out(ends):
     daemon.send(Cancel(1))
     receiver.join(5)
     assert woken < 20, f"the receiving thread woke {woken} times for 200 tokens sent the other way"
+
+
+def test_poll_says_when_a_message_or_the_end_waits(ends):
+    daemon, runner = ends
+    assert not daemon.poll(0) and not daemon.poll(0.01)
+    runner.send(Emitted(1, Token("x")))
+    assert daemon.poll(10**10)  # a timeout of centuries (OLLAMA_LOAD_TIMEOUT=…h) is still a timeout
+    assert daemon.recv() == Emitted(1, Token("x"))
+    runner.close()
+    assert daemon.poll(None)  # the runner's end closed: readable, and reading says so
+    with pytest.raises(EOFError):
+        daemon.recv()

@@ -27,6 +27,8 @@ log = logging.getLogger("rkollama.runner")
 _TURN = object()
 """In an inbox: the pipe has no reader now; this thread is to read it."""
 _NOTHING = object()
+DRAIN = 64
+"""Most messages one turn reads before the others get theirs (bounds a reader's detour)."""
 
 Inbox = queue.SimpleQueue  # of FromRunner | None | _TURN
 
@@ -100,7 +102,7 @@ class Mailroom:
                     self._waiting.append(inbox)
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if lead:
-                self._read_one(left)
+                self._read(left)
                 if left == 0.0 and inbox.empty():
                     raise queue.Empty
                 continue
@@ -130,14 +132,17 @@ class Mailroom:
             self._hand_on()
         return item
 
-    def _read_one(self, timeout: float | None) -> None:
-        """With the turn: wait up to `timeout` seconds for one message, put it in its inbox, and
-        give up the turn."""
-        message: object = _NOTHING
+    def _read(self, timeout: float | None) -> None:
+        """With the turn: wait up to `timeout` seconds for a message, then take every message
+        already there (a step of the CPU engine's loop writes one per running sequence: one
+        wake-up reads them all), put each in its inbox, and give up the turn."""
+        messages: list[object] = []
         ended = False
         try:
-            if self.channel.poll(timeout):
-                message = self.channel.recv()
+            ready = self.channel.poll(timeout)
+            while ready and len(messages) < DRAIN:
+                messages.append(self.channel.recv())
+                ready = self.channel.poll(0)
         except (EOFError, OSError):
             ended = True
         except Exception:  # an unreadable message: the runner is beyond trust
@@ -145,15 +150,15 @@ class Mailroom:
             ended = True
         with self._lock:
             self._reading = False
+            for message in messages:
+                owner = self._inboxes.get(getattr(message, "request_id", -1))
+                if owner is not None:
+                    owner.put(message)
             if ended:
                 self.gone = True
                 for inbox in self._inboxes.values():
                     inbox.put(None)
                 return
-            if message is not _NOTHING:
-                owner = self._inboxes.get(getattr(message, "request_id", -1))
-                if owner is not None:
-                    owner.put(message)
             self._hand_on()
 
     def _hand_on(self) -> None:

@@ -2,7 +2,9 @@
 multiprocessing pipe), and the channel they cross. `request_id` ties an answer to the request it
 answers; 0 is the load."""
 
+import math
 import pickle
+import select
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
@@ -111,6 +113,8 @@ class Channel:
 
     def __init__(self, incoming: Connection, outgoing: Connection):
         self.incoming, self.outgoing = incoming, outgoing
+        self._poller: select.poll | None = None
+        """Made on first use, in the process that reads (a poll object does not pickle)."""
 
     def send(self, message: object) -> None:
         self.outgoing.send_bytes(_encode(message))
@@ -120,7 +124,14 @@ class Channel:
         return _decode(self.incoming.recv_bytes())
 
     def poll(self, timeout: float | None = 0.0) -> bool:
-        return self.incoming.poll(timeout)
+        """Whether a message waits, after up to `timeout` seconds (None: until one does). One
+        poll object for the pipe's life: Connection.poll builds a selector per call, at every
+        token."""
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(self.incoming.fileno(), select.POLLIN)
+        wait_ms = -1 if timeout is None else min(max(0, math.ceil(timeout * 1000)), 2**31 - 1)
+        return bool(self._poller.poll(wait_ms))
 
     def close(self) -> None:
         self.incoming.close()
