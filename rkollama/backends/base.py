@@ -95,6 +95,10 @@ class Backend(ABC):
         except Exception as exc:  # the generation's failure is its last event
             emit(exc)
 
+    def expect(self, change: int) -> None:  # noqa: B027  # optional: only a batching loop waits
+        """`change` (+1, or -1 when dropped before it starts) generations are on their way to
+        stream(): an engine that batches may wait for them to start them together."""
+
     def generate_batch(self, batch: list[tuple[int, Generation, threading.Event]]
                        ) -> Iterator[tuple[int, Token | Done]]:
         """Several generations in one forward pass (NPU n_batch): `batch` is [(id, gen, cancel)];

@@ -159,9 +159,14 @@ class LlamaCppBackend(Backend):
         try:
             request = self._request(gen, cancel)
         except Exception as exc:  # a prompt that cannot fit, a bad schema: the request's own error
+            self.loop.expect(-1)
             emit(exc)
             return
-        self.loop.submit(request, emit)
+        self.loop.submit(request, emit, expected=True)
+
+    def expect(self, change: int) -> None:
+        if self.loop is not None:
+            self.loop.expect(change)
 
     def _request(self, gen: Generation, cancel: threading.Event) -> "Request":
         """What the slot loop runs for `gen`: its fitted tokens, limits, grammar and images."""

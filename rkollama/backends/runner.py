@@ -357,6 +357,7 @@ class _Engine(threading.Thread):
         self.stopping = False
 
     def add(self, request_id: int, gen: Generation) -> None:
+        self.backend.expect(1)
         with self.cond:
             event = threading.Event()
             self.cancels[request_id] = event
@@ -375,6 +376,7 @@ class _Engine(threading.Thread):
             for job in list(self.pending):
                 if job.request_id == request_id and job.cancel is not None:
                     self.pending.remove(job)
+                    self.backend.expect(-1)
                     self.cancels.pop(request_id, None)
                     self.send(Emitted(request_id, Done(DoneReason.CANCELLED)))
         if event is not None:

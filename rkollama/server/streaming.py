@@ -20,8 +20,13 @@ T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+"""json.dumps with these arguments builds a new encoder per call, at every streamed token; an
+encoder keeps no state between calls."""
+
+
 def dumps(obj: object) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODE(obj)
 
 
 class EventStream(Protocol):
