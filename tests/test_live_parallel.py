@@ -114,3 +114,54 @@ def test_a_side_request_does_not_evict_a_conversation_from_its_slot(parallel_dae
         {"role": "assistant", "content": first.message.content}, {"role": "user", "content": "And the last?"}])
     assert following.prompt_eval_count > first.prompt_eval_count
     assert following.prompt_eval_duration < first.prompt_eval_duration / 3
+
+
+@pytest.fixture(scope="module")
+def four_slots(smollm2_store):
+    """SmolLM2 with four slots, in this process (the runner calls it the same way)."""
+    from rkollama.backends.llamacpp import LlamaCppBackend
+    from rkollama.config import Settings
+    from rkollama.core.types import LoadOptions
+    from rkollama.models.store import ModelStore
+
+    spec = ModelStore(smollm2_store).resolve(MODEL)
+    backend = LlamaCppBackend.load(spec, LoadOptions(num_ctx=1024),
+                                   Settings.from_env({}, num_threads=2, num_parallel=4))
+    yield backend
+    backend.close()
+
+
+def test_requests_that_reach_the_engine_together_are_read_in_one_batch(four_slots):
+    """The runner announces each request as it arrives; their prompts are fitted on threads of
+    their own and submitted milliseconds apart, yet the first step reads all four."""
+    from rkollama.core.types import Done, Generation, Message, SamplingOptions
+
+    loop = four_slots.loop
+    original, batches = loop.decode, []
+
+    def watch(ctx, batch):
+        batches.append({batch.seq_id[i][0] for i in range(batch.n_tokens)})
+        return original(ctx, batch)
+
+    loop.decode = watch
+    ended = threading.Semaphore(0)
+
+    def emit(event):
+        if isinstance(event, (Done, Exception)):
+            ended.release()
+
+    def ask(index: int) -> None:
+        time.sleep(0.003 * index)
+        gen = Generation(messages=[Message("user", f"Request {index}: name a {WORDS[index]} dish.")],
+                         options=SamplingOptions(temperature=0, num_predict=2))
+        four_slots.stream(gen, threading.Event(), emit)
+
+    try:
+        four_slots.expect(4)  # what the runner does as each Generate arrives
+        for index in range(4):
+            threading.Thread(target=ask, args=(index,)).start()
+        for _ in range(4):
+            assert ended.acquire(timeout=60)
+    finally:
+        loop.decode = original
+    assert batches[0] == {0, 1, 2, 3}, batches[:3]
