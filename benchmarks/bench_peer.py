@@ -149,6 +149,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--flash-attention", choices=("auto", "true", "false"), default="auto",
                         help="on both sides (OLLAMA_FLASH_ATTENTION, llama-server's --flash-attn)")
+    parser.add_argument("--isolation", choices=("true", "false"), default="true",
+                        help="rkollama's RKOLLAMA_ISOLATION: false runs the engine in the daemon's "
+                             "process, to measure what the runner process costs")
     args = parser.parse_args()
     server = ""
     if args.peer == "llama-server":
@@ -163,7 +166,8 @@ def main() -> None:
 
     daemon, url, model_path, workdir = start_smollm2_daemon("rkollama-peer-", args.threads,
                                                             OLLAMA_NUM_PARALLEL=str(args.parallel),
-                                                            OLLAMA_FLASH_ATTENTION=args.flash_attention)
+                                                            OLLAMA_FLASH_ATTENTION=args.flash_attention,
+                                                            RKOLLAMA_ISOLATION=args.isolation)
     ours = int(url.rsplit(":", 1)[1])
     peer, theirs = start_peer(args.peer, model_path, args.threads, args.parallel, server,
                               workdir / "peer.log", args.flash_attention)
@@ -172,7 +176,8 @@ def main() -> None:
         for _, port, model in sides:
             chat_run(port, model, "warm-up", 8)
         print(f"peer {args.peer}" + (f" ({args.parallel} slots)" if server else "") +
-              f"\nmodel {model_path}\nflash attention {args.flash_attention}, "
+              f"\nmodel {model_path}\nflash attention {args.flash_attention}, runner process "
+              f"{'yes' if args.isolation == 'true' else 'no'}, "
               f"threads {args.threads}, {args.tokens} tokens, greedy, {CONTEXT} "
               f"tokens of context per request, {args.runs} runs, alternating; distinct prompts\n")
         rows = []

@@ -214,11 +214,13 @@ class SlotLoop:
         announced and still having their prompts fitted (`preparing`): requests that reach the engine
         together are read in one batch, as llama-server's loop takes every queued request —
         otherwise the first one's prefill runs alone and the others wait a whole step for
-        their first token. A lone request never waits (nothing is being prepared)."""
+        their first token. A lone request never waits (nothing is being prepared), nor does
+        one that no free slot could take."""
         if self.preparing <= 0 or not self.active or any(seq.begun for seq in self.active):
             return
         deadline = time.monotonic() + GATHER_S
-        while self.preparing > 0 and not self.stopping and (left := deadline - time.monotonic()) > 0:
+        while self.preparing > 0 and self.free and not self.stopping \
+                and (left := deadline - time.monotonic()) > 0:
             self.cond.wait(left)
             self._admit()
 
