@@ -5,6 +5,8 @@ Contract:
   * `generate(gen, cancel)` yields `Token`s, then exactly one `Done`; never yields after it.
     When `cancel` (a threading.Event) is set it stops at the next token with
     `Done(CANCELLED)`. Errors raise BackendFailed. It never formats JSON or touches sockets.
+  * `stream(gen, cancel, emit)` is generate() with each event handed to `emit` (how a runner
+    sends them); `expect(change)` announces generations on their way to it.
   * `close()` is idempotent and safe after a partial load.
 
 What the scheduler sees is always safe to call from any thread: an in-process engine is wrapped
