@@ -7,8 +7,9 @@ the runner process then decoded several per cent slower than the same engine in 
 process. Now a lone stream's token wakes only the thread that sends it to the client.
 
 One thread at a time reads (it holds "the turn"); the others wait on their inboxes. The reader
-takes one message, puts it in the inbox it belongs to, and gives up the turn, handing it to a
-waiting thread whose inbox is empty (one with something to send keeps sending). A thread that
+takes what the pipe holds (at least one message, at most DRAIN), puts each in the inbox it
+belongs to, and gives up the turn, handing it to a waiting thread whose inbox is empty (one with
+something to send keeps sending). A thread that
 waits with nobody reading takes the turn itself. The pipe's end (the runner died) wakes every
 waiting thread with None.
 """
