@@ -1,13 +1,17 @@
 """The daemon-runner channel: every message crosses intact (plain tokens in their own short
-frame, everything else pickled), and the runner's receiving thread sleeps while tokens flow the
-other way (a duplex socket woke it once per token, on the cores the engine needs)."""
+frame, everything else pickled, large ones in pieces), damaged or oversized frames are errors,
+one read takes every message already written, and the runner's receiving thread sleeps while
+tokens flow the other way (a duplex socket woke it once per token, on the cores the engine needs)."""
 
 import multiprocessing
+import os
+import struct
 import threading
 
 import pytest
 
-from rkollama.backends.runner_pipe import Cancel, Emitted, Failed, Generate, channel_pair
+from rkollama.backends.runner_channel import channel_pair
+from rkollama.backends.runner_pipe import Cancel, Emitted, Failed, Generate, Result
 from rkollama.core.types import Done, DoneReason, Generation, Message, Token, TokenLogprob
 from rkollama.errors import BackendFailed
 
@@ -49,9 +53,39 @@ def test_daemon_messages_cross_intact(ends):
 
 def test_a_damaged_frame_is_an_error_not_a_message(ends):
     daemon, runner = ends
-    runner.outgoing.send_bytes(b"?garbage")
-    with pytest.raises(ValueError):
+    os.write(runner.outgoing.fileno(), struct.pack("<Q", 8) + b"?garbage")
+    with pytest.raises(ValueError, match="unknown frame"):
         daemon.recv()
+
+
+def test_a_frame_claiming_more_than_any_message_takes_is_refused_before_reading_it(ends):
+    daemon, runner = ends
+    os.write(runner.outgoing.fileno(), struct.pack("<Q", 1 << 40) + b"x")
+    with pytest.raises(ValueError, match="a frame of"):
+        daemon.recv()
+
+
+def test_a_large_answer_crosses_in_pieces_and_the_next_message_follows_it(ends):
+    """Embeddings of many texts: megabytes, more than a pipe holds, read while being written."""
+    daemon, runner = ends
+    vectors = [[float(i)] * 1024 for i in range(600)]  # ~5 MB pickled
+    writer = threading.Thread(target=lambda: (runner.send(Result(3, (vectors, 7))),
+                                              runner.send(Emitted(4, Token("after")))))
+    writer.start()
+    assert daemon.recv() == Result(3, (vectors, 7))
+    assert daemon.recv() == Emitted(4, Token("after"))
+    writer.join(5)
+
+
+def test_messages_written_together_are_read_in_one_go(ends):
+    daemon, runner = ends
+    for index in range(4):  # one step of four sequences
+        runner.send(Emitted(index, Token(f"t{index}")))
+    assert daemon.poll(1)
+    assert daemon.recv() == Emitted(0, Token("t0"))
+    assert daemon.buffered()  # the rest came with the first read: no system call for them
+    assert [daemon.recv() for _ in range(3)] == [Emitted(i, Token(f"t{i}")) for i in (1, 2, 3)]
+    assert not daemon.buffered()
 
 
 def _wakeups(tid: int) -> int:

@@ -11,8 +11,9 @@ import time
 import pytest
 
 from rkollama.backends import runner_mail
+from rkollama.backends.runner_channel import channel_pair
 from rkollama.backends.runner_mail import Mailroom
-from rkollama.backends.runner_pipe import Cancel, Emitted, channel_pair
+from rkollama.backends.runner_pipe import Cancel, Emitted
 from rkollama.core.types import Done, DoneReason, Token
 
 

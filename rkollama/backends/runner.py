@@ -7,7 +7,7 @@ load/generate/embed/close over a pipe to a child process that holds the real bac
 child dies, the requests in flight fail with a clear error, the backend marks itself dead (the
 scheduler then drops it) and the next request loads the model again. Unloading ends the process,
 which returns all of the model's memory to the system. A token crosses as one short frame
-(runner_pipe.Channel), written by the engine's own loop where it has one and read by the
+(runner_channel.Channel), written by the engine's own loop where it has one and read by the
 request's own thread (runner_mail.Mailroom); benchmarks/bench_peer.py measures the boundary.
 
 In the child one engine thread runs every generation and embedding, so a llama.cpp built with
@@ -30,10 +30,10 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from rkollama.backends.base import Backend, Emit
+from rkollama.backends.runner_channel import Channel, channel_pair
 from rkollama.backends.runner_mail import Mailroom
 from rkollama.backends.runner_pipe import (
     Cancel,
-    Channel,
     Close,
     Closed,
     Embed,
@@ -47,7 +47,6 @@ from rkollama.backends.runner_pipe import (
     Render,
     Result,
     ToRunner,
-    channel_pair,
 )
 from rkollama.core.types import Done, DoneReason, Generation, LoadOptions, Token
 from rkollama.errors import BackendFailed, LoadFailed

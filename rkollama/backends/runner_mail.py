@@ -7,7 +7,7 @@ the runner process then decoded several per cent slower than the same engine in 
 process. Now a lone stream's token wakes only the thread that sends it to the client.
 
 One thread at a time reads (it holds "the turn"); the others wait on their inboxes. The reader
-takes what the pipe holds (at least one message, at most DRAIN), puts each in the inbox it
+takes what one read of the pipe holds (at least one message, at most DRAIN), puts each in the inbox it
 belongs to, and gives up the turn, handing it to a waiting thread whose inbox is empty (one with
 something to send keeps sending). A thread that
 waits with nobody reading takes the turn itself. The pipe's end (the runner died) wakes every
@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable
 from typing import cast
 
-from rkollama.backends.runner_pipe import Channel, FromRunner, ToRunner
+from rkollama.backends.runner_channel import Channel
+from rkollama.backends.runner_pipe import FromRunner, ToRunner
 
 log = logging.getLogger("rkollama.runner")
 
@@ -143,7 +144,7 @@ class Mailroom:
             ready = self.channel.poll(timeout)
             while ready and len(messages) < DRAIN:
                 messages.append(self.channel.recv())
-                ready = self.channel.poll(0)
+                ready = self.channel.buffered()
         except (EOFError, OSError):
             ended = True
         except Exception:  # an unreadable message: the runner is beyond trust
