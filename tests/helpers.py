@@ -1,5 +1,6 @@
 """Shared test helpers: a fake clock, model registration, and servers on free ports."""
 
+import contextlib
 import os
 import socket
 import struct
@@ -84,6 +85,33 @@ class ThreadServer:
     def close(self):
         self.closing = True
         self.server.close()
+
+
+@contextlib.contextmanager
+def npu_daemon(tmp_path, monkeypatch, rkllm_lib, models: dict, **settings):
+    """(URL, what the RKLLM double saw last) of a daemon on a simulated RK3588 whose store
+    (tmp_path/npu-models) holds `models`, each an .rkllm (name: register_fake's other arguments)."""
+    import json
+
+    from rkollama.config import Settings
+    from rkollama.models.store import ModelStore
+    from rkollama.server.serve import build
+
+    record = tmp_path / "rkllm-record.json"
+    monkeypatch.setenv("FAKE_RKLLM_RECORD", str(record))
+    root = tmp_path / "npu-models"
+    store = ModelStore(root)
+    for name, fields in models.items():
+        register_fake(store, name, source={"path": "model.rkllm", "format": "rkllm", "platform": "rk3588"},
+                      **fields)
+    app, scheduler = build(Settings.from_env({}, models=root, rkllm_lib=str(rkllm_lib), platform="rk3588",
+                                             **settings))
+    server = ThreadServer(app)
+    try:
+        yield server.url, (lambda: json.loads(record.read_text()))
+    finally:
+        server.close()
+        scheduler.shutdown()
 
 
 def wait_for(url: str, process=None, timeout: float = 60.0) -> None:

@@ -2,6 +2,7 @@
 file chosen for the platform, verified against the Hub's LFS sha256, resumed after a drop, gated
 repositories, and the whole board path: `rkollama run qwen3` on a simulated RK3588."""
 
+import contextlib
 import hashlib
 import os
 import random
@@ -61,14 +62,20 @@ def hub(tmp_path):
     srv.shutdown()
 
 
+@contextlib.contextmanager
 def daemon_for(tmp_path, srv, platform, fake_runtime=None, token=""):
+    """A daemon on `platform` pulling from the Hub stand-in `srv` (the server, while in use)."""
     overrides = {"models": tmp_path / "models", "platform": platform, "hf_endpoint": srv.url,
                  "hf_token": token}
     if fake_runtime is not None:
         overrides["rkllm_lib"] = str(fake_runtime["1.3"])
-    settings = Settings.from_env({}, **overrides)
-    app, scheduler = build(settings)
-    return ThreadServer(app), scheduler
+    app, scheduler = build(Settings.from_env({}, **overrides))
+    server = ThreadServer(app)
+    try:
+        yield server
+    finally:
+        server.close()
+        scheduler.shutdown()
 
 
 def pull_lines(url, name):
@@ -99,8 +106,7 @@ def test_the_platform_picks_the_file():
 
 def test_a_vision_model_on_a_board_comes_with_its_platforms_encoder(tmp_path, hub):
     srv, files = hub
-    server, scheduler = daemon_for(tmp_path, srv, "rk3588")
-    try:
+    with daemon_for(tmp_path, srv, "rk3588") as server:
         name = "hf.co/standin-org/vlm-npu"
         lines = pull_lines(server.url, name)
         assert lines[-1] == {"status": "success"}
@@ -109,15 +115,11 @@ def test_a_vision_model_on_a_board_comes_with_its_platforms_encoder(tmp_path, hu
         assert "vision" in requests.post(f"{server.url}/api/show", json={"model": name}).json()["capabilities"]
         spec = ModelStore(tmp_path / "models").resolve(name)
         assert spec.projector_path.read_bytes() == files["standin-org/vlm-npu/vlm_vision_rk3588.rknn"]
-    finally:
-        server.close()
-        scheduler.shutdown()
 
 
 def test_pull_by_name_on_a_board_takes_the_rkllm_and_verifies_it(tmp_path, hub):
     srv, files = hub
-    server, scheduler = daemon_for(tmp_path, srv, "rk3588")
-    try:
+    with daemon_for(tmp_path, srv, "rk3588") as server:
         name = "hf.co/standin-org/npu-and-cpu"
         lines = pull_lines(server.url, name)
         assert lines[-1] == {"status": "success"}
@@ -128,15 +130,11 @@ def test_pull_by_name_on_a_board_takes_the_rkllm_and_verifies_it(tmp_path, hub):
         assert tags[0]["details"]["format"] == "rkllm"
         shown = requests.post(f"{server.url}/api/show", json={"model": name}).json()
         assert shown["details"]["quantization_level"] == "W8A8"
-    finally:
-        server.close()
-        scheduler.shutdown()
 
 
 def test_a_tag_picks_a_quantization_and_a_missing_one_lists_the_files(tmp_path, hub):
     srv, files = hub
-    server, scheduler = daemon_for(tmp_path, srv, "rk3588")
-    try:
+    with daemon_for(tmp_path, srv, "rk3588") as server:
         assert pull_lines(server.url, "huggingface.co/standin-org/npu-and-cpu:w4a16")[-1] == \
             {"status": "success"}
         store = ModelStore(tmp_path / "models")
@@ -144,9 +142,6 @@ def test_a_tag_picks_a_quantization_and_a_missing_one_lists_the_files(tmp_path, 
         assert spec.model_path.read_bytes() == files["standin-org/npu-and-cpu/model-rk3588-w4a16.rkllm"]
         reply = requests.post(f"{server.url}/api/pull", json={"model": "hf.co/standin-org/npu-and-cpu:q4_k_m"})
         assert reply.status_code == 404 and "model-rk3588-w8a8.rkllm" in reply.json()["error"]
-    finally:
-        server.close()
-        scheduler.shutdown()
 
 
 def test_a_gated_repository_needs_hf_token(tmp_path, hub):
@@ -211,8 +206,7 @@ def test_rkollama_run_qwen3_on_a_board_pulls_the_npu_model_and_answers_from_it(
     monkeypatch.setenv("FAKE_RKLLM_RECORD", str(record))
     monkeypatch.setenv("FAKE_RKLLM_THINK_FINISH", "always")  # as 1.3.x runtimes are reported to
     srv, files = hub
-    server, scheduler = daemon_for(tmp_path, srv, "rk3588", fake_runtime)
-    try:
+    with daemon_for(tmp_path, srv, "rk3588", fake_runtime) as server:
         result = rk(["run", "qwen3", "hello from the npu"], url=server.url, timeout=120)
         assert result.returncode == 0, result.stderr
         assert json.loads(record.read_text())["runs"] >= 1  # answered by the NPU engine
@@ -243,9 +237,6 @@ def test_rkollama_run_qwen3_on_a_board_pulls_the_npu_model_and_answers_from_it(
         answer = rk(["run", "hf.co/standin-org/npu-and-cpu", "hello from the npu"], url=server.url,
                     timeout=120)
         assert answer.returncode == 0 and "hello from the npu" in answer.stdout, answer.stderr
-    finally:
-        server.close()
-        scheduler.shutdown()
 
 
 @pytest.mark.live
@@ -323,8 +314,7 @@ def test_rkollama_run_qwen3_on_an_rk3576_uses_the_npu(tmp_path, hub, fake_runtim
     repo = tmp_path / "hub" / "JiahaoLi" / "Qwen3-RK3576"
     repo.mkdir(parents=True)
     (repo / "Qwen3-0.6B-rk3576-w4a16.rkllm").write_bytes(weights)
-    server, scheduler = daemon_for(tmp_path, srv, "rk3576", fake_runtime)
-    try:
+    with daemon_for(tmp_path, srv, "rk3576", fake_runtime) as server:
         result = rk(["run", "qwen3:0.6b", "hello rk3576"], url=server.url, timeout=120)
         assert result.returncode == 0, result.stderr
         assert "hello rk3576" in result.stdout
@@ -334,9 +324,6 @@ def test_rkollama_run_qwen3_on_an_rk3576_uses_the_npu(tmp_path, hub, fake_runtim
         assert json.loads(record.read_text())["input_type"] == 1
         ps = rk(["ps"], url=server.url)
         assert "NPU" in ps.stdout and "CPU" not in ps.stdout, ps.stdout
-    finally:
-        server.close()
-        scheduler.shutdown()
 
 
 @pytest.mark.parametrize("file,repo,context", [

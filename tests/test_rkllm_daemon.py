@@ -9,7 +9,7 @@ import ollama
 import openai
 import pytest
 import requests
-from helpers import ThreadServer, register_fake
+from helpers import ThreadServer, npu_daemon, register_fake
 
 from rkollama.config import Settings
 from rkollama.models.store import ModelStore
@@ -23,21 +23,11 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
 def npu(request, fake_runtime, tmp_path, monkeypatch):
     """(base URL, recorder, family) of a daemon whose NPU engine is the double of one ABI family,
     running (as in production) in a worker process; the double writes what it saw to a file."""
-    lib_path = fake_runtime[request.param]
-    record = tmp_path / "rkllm-record.json"
-    monkeypatch.setenv("FAKE_RKLLM_RECORD", str(record))
-    models = tmp_path / "npu-models"
-    store = ModelStore(models)
-    source = {"path": "model.rkllm", "format": "rkllm", "platform": "rk3588"}
-    register_fake(store, "qwen-npu", source=source, capabilities=["completion", "tools", "thinking"],
-                  rkllm={"max_context_len": 1024, "n_keep": -1})
-    register_fake(store, "plain-npu", source=source)
-    settings = Settings.from_env({}, models=models, rkllm_lib=str(lib_path), platform="rk3588")
-    app, scheduler = build(settings)
-    server = ThreadServer(app)
-    yield server.url, (lambda: json.loads(record.read_text())), request.param
-    server.close()
-    scheduler.shutdown()
+    models = {"qwen-npu": {"capabilities": ["completion", "tools", "thinking"],
+                           "rkllm": {"max_context_len": 1024, "n_keep": -1}},
+              "plain-npu": {}}
+    with npu_daemon(tmp_path, monkeypatch, fake_runtime[request.param], models) as (url, last):
+        yield url, last, request.param
 
 
 def test_streaming_joins_utf8_split_across_waiting_callbacks(npu):

@@ -14,12 +14,9 @@ import anthropic
 import ollama
 import openai
 import pytest
-from helpers import ThreadServer, png, png_b64, register_fake
+from helpers import npu_daemon, png, png_b64
 
 from rkollama.backends.rkllm import abi, rknn
-from rkollama.config import Settings
-from rkollama.models.store import ModelStore
-from rkollama.server.serve import build
 
 TAGS = {"img_start": "<img>", "img_end": "</img>", "img_content": "<IMG_CONTEXT>"}
 TOKENS, DIM, SIDE = 4, 8, 28  # the RKNN double's defaults
@@ -32,23 +29,13 @@ def embedding_sum(*colours) -> float:
 
 @pytest.fixture(params=["1.2", "1.3", "1.3.1"])
 def board(request, fake_runtime, fake_rknn, tmp_path, monkeypatch):
-    """(URL, what the RKLLM double saw, what the RKNN double saw, family) of a daemon on a
-    simulated RK3588 with a vision model (.rkllm + .rknn) and a text-only one."""
-    record = tmp_path / "rkllm-record.json"
-    monkeypatch.setenv("FAKE_RKLLM_RECORD", str(record))
-    models = tmp_path / "npu-models"
-    store = ModelStore(models)
-    source = {"path": "model.rkllm", "format": "rkllm", "platform": "rk3588"}
-    register_fake(store, "vlm-npu", source=source, projector=b"an .rknn vision encoder",
-                  rkllm={"max_context_len": 1024, **TAGS})
-    register_fake(store, "plain-npu", source=source)
-    settings = Settings.from_env({}, models=models, rkllm_lib=str(fake_runtime[request.param]),
-                                 rknn_lib=str(fake_rknn), platform="rk3588")
-    app, scheduler = build(settings)
-    server = ThreadServer(app)
-    yield server.url, (lambda: json.loads(record.read_text())), request.param
-    server.close()
-    scheduler.shutdown()
+    """(URL, what the RKLLM double saw, family) of a daemon on a simulated RK3588 with a vision
+    model (.rkllm + .rknn) and a text-only one."""
+    models = {"vlm-npu": {"projector": b"an .rknn vision encoder", "rkllm": {"max_context_len": 1024, **TAGS}},
+              "plain-npu": {}}
+    with npu_daemon(tmp_path, monkeypatch, fake_runtime[request.param], models,
+                    rknn_lib=str(fake_rknn)) as (url, last):
+        yield url, last, request.param
 
 
 def test_a_picture_reaches_the_language_model_as_the_encoders_embeddings(board):
@@ -123,41 +110,23 @@ def test_the_repl_sends_a_picture_to_the_npu(board, tmp_path):
 def test_a_model_serving_parallel_slots_runs_a_picture_on_its_own(fake_runtime, fake_rknn, tmp_path, monkeypatch):
     """With rkllm.n_batch above 1 requests share runs; one with a picture is a multimodal run
     of its own."""
-    record = tmp_path / "record.json"
-    monkeypatch.setenv("FAKE_RKLLM_RECORD", str(record))
-    store = ModelStore(tmp_path / "m")
-    register_fake(store, "vlm-npu", source={"path": "model.rkllm", "format": "rkllm", "platform": "rk3588"},
-                  projector=b"encoder", rkllm={"n_batch": 2, **TAGS})
-    settings = Settings.from_env({}, models=tmp_path / "m", rkllm_lib=str(fake_runtime["1.3.1"]),
-                                 rknn_lib=str(fake_rknn), platform="rk3588")
-    app, scheduler = build(settings)
-    server = ThreadServer(app)
-    try:
-        ollama.Client(server.url).chat(model="vlm-npu", messages=[
+    models = {"vlm-npu": {"projector": b"encoder", "rkllm": {"n_batch": 2, **TAGS}}}
+    with npu_daemon(tmp_path, monkeypatch, fake_runtime["1.3.1"], models,
+                    rknn_lib=str(fake_rknn)) as (url, last):
+        ollama.Client(url).chat(model="vlm-npu", messages=[
             {"role": "user", "content": "what", "images": [png(16, 16, (255, 0, 0))]}])
-        seen = json.loads(record.read_text())
+        seen = last()
         assert seen["input_type"] == 3 and seen["images"]["sum"] == pytest.approx(embedding_sum((255, 0, 0)), abs=1e-3)
-    finally:
-        server.close()
-        scheduler.shutdown()
 
 
 def test_an_encoder_the_runtime_refuses_is_a_load_error_that_says_so(fake_runtime, fake_rknn, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_RKNN_INIT", "fail")
-    store = ModelStore(tmp_path / "m")
-    register_fake(store, "vlm-npu", source={"path": "model.rkllm", "format": "rkllm", "platform": "rk3588"},
-                  projector=b"not an encoder", rkllm=TAGS)
-    settings = Settings.from_env({}, models=tmp_path / "m", rkllm_lib=str(fake_runtime["1.3"]),
-                                 rknn_lib=str(fake_rknn), platform="rk3588")
-    app, scheduler = build(settings)
-    server = ThreadServer(app)
-    try:
+    models = {"vlm-npu": {"projector": b"not an encoder", "rkllm": TAGS}}
+    with npu_daemon(tmp_path, monkeypatch, fake_runtime["1.3"], models,
+                    rknn_lib=str(fake_rknn)) as (url, _):
         with pytest.raises(ollama.ResponseError) as failed:
-            ollama.Client(server.url).chat(model="vlm-npu", messages=[{"role": "user", "content": "hi"}])
+            ollama.Client(url).chat(model="vlm-npu", messages=[{"role": "user", "content": "hi"}])
         assert "vision encoder" in failed.value.error
-    finally:
-        server.close()
-        scheduler.shutdown()
 
 
 def test_the_encoder_structs_match_the_measured_layouts(fake_rknn):

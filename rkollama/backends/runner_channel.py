@@ -61,7 +61,7 @@ class Channel:
     def recv(self) -> Any:
         """The next message (what the caller expects is its to check); EOFError at the pipe's
         end."""
-        while (frame := self._take()) is None:
+        while not (end := self._frame_end()):
             wanted = READ_SIZE
             if len(self._buffer) >= _LENGTH.size:  # the rest of a large frame, in pieces of at most 16 MB
                 missing = _LENGTH.size + _LENGTH.unpack_from(self._buffer)[0] - len(self._buffer)
@@ -70,14 +70,13 @@ class Channel:
             if not chunk:
                 raise EOFError("the other end closed the pipe")
             self._buffer += chunk
+        frame = bytes(self._buffer[_LENGTH.size:end])
+        del self._buffer[:end]
         return _decode(frame)
 
     def buffered(self) -> bool:
         """Whether a whole message has been read already (recv() returns it without waiting)."""
-        if len(self._buffer) < _LENGTH.size:
-            return False
-        size: int = _LENGTH.unpack_from(self._buffer)[0]
-        return len(self._buffer) >= _LENGTH.size + size
+        return self._frame_end() > 0
 
     def poll(self, timeout: float | None = 0.0) -> bool:
         """Whether something waits (a message, or the pipe's end), after up to `timeout` seconds
@@ -94,18 +93,16 @@ class Channel:
         self.incoming.close()
         self.outgoing.close()
 
-    def _take(self) -> bytes | None:
+    def _frame_end(self) -> int:
+        """Where the buffer's first whole frame ends; 0 while none is whole. ValueError for a
+        frame longer than any message."""
         if len(self._buffer) < _LENGTH.size:
-            return None
-        (size,) = _LENGTH.unpack_from(self._buffer)
+            return 0
+        size: int = _LENGTH.unpack_from(self._buffer)[0]
         if size > MAX_FRAME:
             raise ValueError(f"a frame of {size} bytes")
         end = _LENGTH.size + size
-        if len(self._buffer) < end:
-            return None
-        frame = bytes(self._buffer[_LENGTH.size:end])
-        del self._buffer[:end]
-        return frame
+        return end if len(self._buffer) >= end else 0
 
 
 def channel_pair(ctx: BaseContext) -> tuple[Channel, Channel]:
