@@ -165,3 +165,64 @@ def test_requests_that_reach_the_engine_together_are_read_in_one_batch(four_slot
     finally:
         loop.decode = original
     assert batches[0] == {0, 1, 2, 3}, batches[:3]
+
+
+def test_a_prompt_start_a_busy_slot_holds_is_copied_not_read_again(four_slots):
+    """Agents send the same long system prompt with every request: one that arrives while
+    another is answering starts from a copy of that slot's cache, reads only its own question,
+    and answers it."""
+    from rkollama.core.fitting import common_prefix
+    from rkollama.core.types import Done, Generation, Message, SamplingOptions, Token
+
+    manual = "You answer for the Harbour Office. " + " ".join(
+        f"Rule {i}: berth {i} opens at {i % 12 + 1} o'clock." for i in range(30))
+
+    def generation(word: str, limit: int) -> Generation:
+        return Generation(messages=[Message("system", manual),
+                                    Message("user", f"Write the word {word} three times.")],
+                          options=SamplingOptions(temperature=0, num_predict=limit))
+
+    loop = four_slots.loop
+    original, batches = loop.decode, []
+
+    def watch(ctx, batch):
+        counts: dict[int, int] = {}
+        for i in range(batch.n_tokens):
+            counts[batch.seq_id[i][0]] = counts.get(batch.seq_id[i][0], 0) + 1
+        batches.append(counts)
+        return original(ctx, batch)
+
+    answers = {"apple": [], "banana": []}
+    answering, ended = threading.Event(), threading.Semaphore(0)
+
+    def collector(word: str):
+        def emit(event):
+            if isinstance(event, Token) and event.text:
+                answers[word].append(event.text)
+                answering.set()
+            elif isinstance(event, (Done, Exception)):
+                answers[word].append(event)
+                ended.release()
+        return emit
+
+    first, second = generation("apple", 80), generation("banana", 12)
+    loop.decode = watch
+    try:
+        four_slots.stream(first, threading.Event(), collector("apple"))
+        assert answering.wait(60)
+        before = len(batches)
+        four_slots.stream(second, threading.Event(), collector("banana"))
+        for _ in range(2):
+            assert ended.acquire(timeout=60)
+    finally:
+        loop.decode = original
+    busy = next(iter(batches[0]))
+    joined = next(counts for counts in batches[before:] if set(counts) - {busy})
+    (slot, read), = ((s, n) for s, n in joined.items() if s != busy)
+    tokens = four_slots._prompt_tokens(second)
+    shared = common_prefix(four_slots._prompt_tokens(first), tokens)
+    assert shared > 300  # the system prompt
+    assert read == len(tokens) - shared, (slot, read, len(tokens), shared)
+    assert all(isinstance(part, str) for part in answers["banana"][:-1])
+    assert "banana" in "".join(answers["banana"][:-1]).lower()
+    assert "apple" in "".join(answers["apple"][:-1]).lower()

@@ -112,10 +112,11 @@ class LlamaCppBackend(Backend):
                 raise
             log.info("%s: vision projector loaded", spec.name.display())
         backend = cls(spec, llm, template, max_token_bytes, n_ctx, vision)
-        from rkollama.backends.llamacpp_slots import SlotLoop
+        from rkollama.backends.llamacpp_slots import SlotLoop, copy_threshold
 
-        backend.loop = SlotLoop(llm, slots, n_ctx, n_batch, threads, backend._logprob, vision,
-                                _flash_attention(settings.flash_attention))
+        backend.loop = SlotLoop(llm, slots, n_ctx, n_batch, backend._logprob, vision,
+                                _flash_attention(settings.flash_attention),
+                                copy_threshold(shape.kv_bytes(n_ctx), spec.size))
         if slots > 1:
             backend.slots, backend.continuous = slots, True
             log.info("%s: %d parallel slots of %d tokens each (OLLAMA_NUM_PARALLEL)",

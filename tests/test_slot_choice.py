@@ -1,0 +1,79 @@
+"""Which slot a request takes and what it starts from (SlotLoop._choose): its own cache, a copy
+of another slot's (free or busy) when that saves more than the copy costs, never the last token,
+never half an image. No engine: the policy alone, on token lists."""
+
+import threading
+
+from rkollama.backends.llamacpp_slots import SlotLoop, _Seq, copy_threshold
+from rkollama.core import media
+from rkollama.core.types import Generation, Message
+
+SYSTEM = list(range(100, 140))  # a 40-token system prompt
+
+
+def loop(cached: dict[int, list[int]], busy: dict[int, list[int]] | None = None, copy_min: int | None = 4):
+    """A SlotLoop's choosing state: `cached` free slots, `busy` slots holding what they read."""
+    from rkollama.backends.llamacpp_slots import Request
+
+    state = SlotLoop.__new__(SlotLoop)
+    state.free = sorted(cached)
+    state.cached = [cached.get(slot, []) for slot in range(4)]
+    state.used = [0.0] * 4
+    state.copy_min = copy_min
+    state.active = []
+    for slot, tokens in (busy or {}).items():
+        seq = _Seq(Request(Generation(messages=[Message("user", "x")]), threading.Event(), tokens, 1, False, 0),
+                   lambda event: None, slot=slot, window=list(tokens), fed=len(tokens))
+        state.active.append(seq)
+    return state
+
+
+def test_a_start_only_a_busy_slot_holds_is_copied_into_a_free_one():
+    prompt = SYSTEM + [1, 2, 3]
+    choice = loop({1: [], 2: [], 3: []}, busy={0: SYSTEM + [7, 8, 9, 10]})._choose(prompt)
+    assert choice[1:] == (40, 0)
+    assert choice[0] in (1, 2, 3)
+
+
+def test_a_slot_that_holds_the_start_itself_needs_no_copy():
+    prompt = SYSTEM + [1, 2, 3]
+    state = loop({1: SYSTEM + [5], 2: []}, busy={0: SYSTEM + [7]})
+    assert state._choose(prompt) == (1, 40, 1)
+
+
+def test_a_copy_that_saves_less_than_it_costs_is_not_made():
+    prompt = SYSTEM + [1, 2, 3]
+    state = loop({1: SYSTEM[:38], 2: []}, busy={0: SYSTEM + [1]}, copy_min=4)
+    assert state._choose(prompt) == (1, 38, 1)  # a copy would save 3 more tokens, and costs 4
+    state = loop({1: SYSTEM[:30], 2: []}, busy={0: SYSTEM + [1]}, copy_min=4)
+    slot, start, source = state._choose(prompt)
+    assert (start, source) == (41, 0)
+
+
+def test_an_engine_that_cannot_copy_reads_what_no_free_slot_holds():
+    prompt = SYSTEM + [1, 2, 3]
+    slot, start, source = loop({1: [], 2: []}, busy={0: SYSTEM}, copy_min=None)._choose(prompt)
+    assert (start, source) == (0, slot)
+
+
+def test_the_last_token_is_always_read_and_an_image_never_cut():
+    prompt = SYSTEM + [1, 2, 3]
+    assert loop({1: []}, busy={0: prompt + [4]})._choose(prompt) == (1, len(prompt) - 1, 0)
+    picture = media.image_tokens(media.key_of(b"png"), 6)
+    prompt = SYSTEM + picture + [1]
+    held = SYSTEM + picture[:4]  # the busy slot is still reading the image
+    assert loop({1: []}, busy={0: held})._choose(prompt) == (1, 40, 0)
+
+
+def test_the_longest_start_wins_among_several_holders():
+    prompt = SYSTEM + [1, 2, 3, 4, 5]
+    state = loop({2: SYSTEM[:10], 3: []}, busy={0: SYSTEM + [1], 1: SYSTEM + [1, 2, 3, 9]})
+    slot, start, source = state._choose(prompt)
+    assert (start, source) == (43, 1) and slot in (2, 3)
+
+
+def test_the_copy_threshold_grows_with_the_slot_and_shrinks_with_the_model():
+    small = copy_threshold(47_000_000, 97_000_000)
+    assert 2 <= small <= 4  # measured: a 47 MB slot copies in ~3 prompt tokens' time
+    assert copy_threshold(16 * 47_000_000, 97_000_000) > 10 * small
+    assert copy_threshold(117_000_000, 1_000_000_000) == 1
