@@ -77,3 +77,44 @@ def test_the_copy_threshold_grows_with_the_slot_and_shrinks_with_the_model():
     assert 2 <= small <= 4  # measured: a 47 MB slot copies in ~3 prompt tokens' time
     assert copy_threshold(16 * 47_000_000, 97_000_000) > 10 * small
     assert copy_threshold(117_000_000, 1_000_000_000) == 1
+
+
+def _stepping(n_batch: int, seqs: list[_Seq]):
+    """A SlotLoop that steps `seqs` with a batch of plain lists, recording each decode's rows as
+    (sequence id, position)."""
+    from types import SimpleNamespace
+
+    state = SlotLoop.__new__(SlotLoop)
+    state.n_batch, state.n_ctx, state.active, state.vision = n_batch, 1024, list(seqs), None
+    state.batch = SimpleNamespace(token=[0] * n_batch, pos=[0] * n_batch, n_seq_id=[0] * n_batch,
+                                  seq_id=[[0] for _ in range(n_batch)], logits=[0] * n_batch, n_tokens=0)
+    decoded = []
+
+    def decode(ctx, batch):
+        decoded.append([(batch.seq_id[i][0], batch.pos[i]) for i in range(batch.n_tokens)])
+        return 0
+
+    state.ctx, state.decode = None, decode
+    state._sample = lambda seq: None
+    return state, decoded
+
+
+def _seq(slot: int, window: list[int], fed: int, produced: int) -> _Seq:
+    from rkollama.backends.llamacpp_slots import Request
+
+    request = Request(Generation(messages=[Message("user", "x")]), threading.Event(), window, 100, False, 0)
+    return _Seq(request, lambda event: None, slot=slot, window=list(window), fed=fed, produced=produced)
+
+
+def test_a_step_writes_its_rows_in_slot_order_whatever_order_the_requests_came_in():
+    """llama.cpp reads only increasing, consecutive sequence ids in one forward pass: requests
+    admitted as slots 2, 0, 1 must still be written 0, 1, 2, or each step takes two passes."""
+    state, decoded = _stepping(16, [_seq(2, [5, 6, 7], 2, 1), _seq(0, [1, 2, 3, 4], 1, 0), _seq(1, [8, 9], 1, 1)])
+    state._step()
+    assert decoded == [[(0, 1), (0, 2), (0, 3), (1, 1), (2, 2)]]
+
+
+def test_generating_sequences_keep_their_token_when_prompts_fill_the_batch():
+    state, decoded = _stepping(3, [_seq(0, list(range(10)), 0, 0), _seq(3, [5, 6], 1, 1), _seq(1, [7, 8], 1, 1)])
+    state._step()
+    assert decoded == [[(0, 0), (1, 1), (3, 1)]]

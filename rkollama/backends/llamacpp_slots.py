@@ -322,20 +322,34 @@ class SlotLoop:
                     and not self._shift(seq):
                 self._finish(seq, DoneReason.LENGTH)
 
-    def _step(self) -> None:
-        self._end_or_shift()
-        n = 0
-        for seq in self.active:  # generating sequences first: one token each
+    def _plan(self) -> tuple[list[tuple[_Seq, int]], list[_Seq]]:
+        """(each sequence in this step and how many tokens it adds, those reading their prompt):
+        every generating sequence's next token first, then the prompts in turn, a chunk of
+        text at a time, up to n_batch."""
+        plan: list[tuple[_Seq, int]] = []
+        for seq in self.active:
             seq.row = -1
             if seq.fed == len(seq.window) - 1 and seq.produced:
-                n = self._add(n, seq, 1)
+                plan.append((seq, 1))
+        room = self.n_batch - len(plan)
         reading = []
-        for seq in self.active:  # then the prompts being read, a chunk of text at a time
-            if not seq.produced and seq.fed < len(seq.window) and n < self.n_batch:
-                run = self._text_run(seq, self.n_batch - n)
+        for seq in self.active:
+            if not seq.produced and seq.fed < len(seq.window) and room > 0:
+                run = self._text_run(seq, room)
                 if run:
-                    n = self._add(n, seq, run)
+                    plan.append((seq, run))
+                    room -= run
                     reading.append(seq)
+        return plan, reading
+
+    def _step(self) -> None:
+        self._end_or_shift()
+        plan, reading = self._plan()
+        n = 0
+        # Written in slot order: llama.cpp puts only increasing, consecutive sequence ids in one
+        # forward pass (split caches), so slots 1, 2, 3, 0 would take two passes a step.
+        for seq, count in sorted(plan, key=lambda entry: entry[0].slot):
+            n = self._add(n, seq, count)
         if n:
             self.batch.n_tokens = n
             code = self.decode(self.ctx, self.batch)
