@@ -13,18 +13,12 @@ SYSTEM = list(range(100, 140))  # a 40-token system prompt
 
 def loop(cached: dict[int, list[int]], busy: dict[int, list[int]] | None = None, copy_min: int | None = 4):
     """A SlotLoop's choosing state: `cached` free slots, `busy` slots holding what they read."""
-    from rkollama.backends.llamacpp_slots import Request
-
     state = SlotLoop.__new__(SlotLoop)
     state.free = sorted(cached)
     state.cached = [cached.get(slot, []) for slot in range(4)]
     state.used = [0.0] * 4
     state.copy_min = copy_min
-    state.active = []
-    for slot, tokens in (busy or {}).items():
-        seq = _Seq(Request(Generation(messages=[Message("user", "x")]), threading.Event(), tokens, 1, False, 0),
-                   lambda event: None, slot=slot, window=list(tokens), fed=len(tokens))
-        state.active.append(seq)
+    state.active = [_seq(slot, tokens, len(tokens), 1) for slot, tokens in (busy or {}).items()]
     return state
 
 
