@@ -223,10 +223,21 @@ def single_client(sides: tuple[tuple[str, int, str], ...], runs: int, tokens: in
     p_rate = statistics.median(r[1][1] for r in rows)
     added = statistics.median((r[0][0] - r[1][0]) * 1000 for r in rows)
     # Each run's ratio to the peer run beside it cancels what drifts between pairs.
-    paired = statistics.median(r[0][1] / r[1][1] for r in rows if r[1][1])
+    ratios = [r[0][1] / r[1][1] for r in rows if r[1][1]]
+    low, high = median_interval(ratios)
     print(f"\nsingle client: decode {o_rate:.1f} vs {p_rate:.1f} tok/s, ratio {o_rate / p_rate:.3f} "
-          f"(target >= 1.0; median of each pair's ratio {paired:.3f}); TTFT rkollama - peer "
-          f"{added:+.1f} ms (median)")
+          f"(target >= 1.0; median of each pair's ratio {statistics.median(ratios):.3f}, 90% interval "
+          f"{low:.3f}-{high:.3f}); TTFT rkollama - peer {added:+.1f} ms (median)")
+
+
+def median_interval(values: list[float], rounds: int = 2000) -> tuple[float, float]:
+    """A 90% bootstrap interval of the median of `values`: how far the machine's noise alone
+    could move it (an interval that holds 1.0 cannot tell the two sides apart)."""
+    import random
+
+    draw = random.Random(0)
+    medians = sorted(statistics.median(draw.choices(values, k=len(values))) for _ in range(rounds))
+    return medians[int(0.05 * rounds)], medians[int(0.95 * rounds) - 1]
 
 
 def _p95(values: list[float]) -> float:
