@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,10 +35,14 @@ class Setting:
     default: str
     help: str
     kind: str = "str"
-    """str, int, bool, duration (Go duration or seconds), list (comma-separated) or path."""
+    """str, int, bool, auto_bool ("auto" or a boolean), duration (Go duration or seconds), list
+    (comma-separated) or path."""
     choices: tuple[str, ...] = ()
     low: int | None = None
     """Smallest allowed value of an int setting."""
+    zero: str | None = None
+    """What 0 stands for in an int setting where Ollama gives 0 a meaning (DEFAULT: the default);
+    None: 0 is checked against `low` like any value."""
 
     @property
     def flag(self) -> str:
@@ -54,11 +59,15 @@ def _parse_bool(text: str) -> bool:
     return True
 
 
+DEFAULT = "default"
+"""Setting.zero: 0 means the setting's default (Ollama's "0 = automatic")."""
+
+
 def setting(envs: tuple[str, ...], default: str, help: str, kind: str = "str",
-            choices: tuple[str, ...] = (), low: int | None = None) -> Any:
+            choices: tuple[str, ...] = (), low: int | None = None, zero: str | None = None) -> Any:
     """A field of Settings: its default converted from `default` (the text the docs show), the
     rest kept for SETTINGS. `kind` "path" is text that becomes a Path."""
-    spec = Setting("", envs, default, help, kind, choices, low)
+    spec = Setting("", envs, default, help, kind, choices, low, zero)
     value = Path(default) if kind == "path" else convert(spec, default, "the default")
     return dataclasses.field(default=value, metadata={"setting": spec})
 
@@ -72,33 +81,58 @@ def convert(setting: Setting, raw: object, source: str) -> Any:
     if isinstance(raw, (dict, list)):
         raise ConfigError(f"{where} must be a single value, got {type(raw).__name__}")
     text = str(raw).strip().strip("'\"") if not isinstance(raw, bool) else str(raw).lower()
-    if setting.kind == "int":
-        try:
-            value = int(text)
-        except ValueError:
-            raise ConfigError(f"{where} must be an integer, got {text!r}") from None
-        if setting.low is not None and value < setting.low:
-            raise ConfigError(f"{where} must be at least {setting.low}, got {value}")
-        return value
-    if setting.kind == "bool":
-        if source.startswith("environment"):
-            return _parse_bool(text)  # Ollama's leniency for environment variables
-        if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-            raise ConfigError(f"{where} must be true or false, got {text!r}")
-        return text.lower() in ("true", "1", "yes", "on")
-    if setting.kind == "duration":
-        from rkollama.durations import parse_keep_alive
-        from rkollama.errors import BadRequest
-
-        try:
-            parse_keep_alive(text)
-        except BadRequest:
-            raise ConfigError(f"{where} must be a duration such as 5m, 1h30m or 300 (seconds), "
-                              f"got {text!r}") from None
-        return text
+    kind = _KINDS.get(setting.kind)
+    if kind is not None:
+        return kind(setting, text, source, where)
     if setting.choices and text not in setting.choices:
         raise ConfigError(f"{where} must be one of {', '.join(setting.choices)}, got {text!r}")
     return text
+
+
+def _int(setting: Setting, text: str, source: str, where: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{where} must be an integer, got {text!r}") from None
+    if value == 0 and setting.zero is not None:  # an Ollama setup's 0 starts rkollama too
+        return int(setting.default if setting.zero == DEFAULT else setting.zero)
+    if setting.low is not None and value < setting.low:
+        raise ConfigError(f"{where} must be at least {setting.low}, got {value}")
+    return value
+
+
+def _bool(setting: Setting, text: str, source: str, where: str) -> bool:
+    if source.startswith("environment"):
+        return _parse_bool(text)  # Ollama's leniency for environment variables
+    if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise ConfigError(f"{where} must be true or false, got {text!r}")
+    return text.lower() in ("true", "1", "yes", "on")
+
+
+def _auto_bool(setting: Setting, text: str, source: str, where: str) -> str:
+    """"auto", else "true" or "false" by the boolean rules."""
+    if text.lower() == "auto":
+        return "auto"
+    try:
+        return str(_bool(setting, text, source, where)).lower()
+    except ConfigError:
+        raise ConfigError(f"{where} must be auto, true or false, got {text!r}") from None
+
+
+def _duration(setting: Setting, text: str, source: str, where: str) -> str:
+    from rkollama.durations import parse_keep_alive
+    from rkollama.errors import BadRequest
+
+    try:
+        parse_keep_alive(text)
+    except BadRequest:
+        raise ConfigError(f"{where} must be a duration such as 5m, 1h30m or 300 (seconds), "
+                          f"got {text!r}") from None
+    return text
+
+
+_KINDS = MappingProxyType({"int": _int, "bool": _bool, "auto_bool": _auto_bool, "duration": _duration})
+"""How each kind's text becomes its value: (setting, text, source, where) -> value."""
 
 
 def read_file(path: Path) -> dict[str, object]:
@@ -148,26 +182,29 @@ class Settings:
         "How long an idle model stays loaded (duration or seconds; negative = forever)",
         kind="duration")
     context_length: int = setting(("RKOLLAMA_CONTEXT_LENGTH", "OLLAMA_CONTEXT_LENGTH"), "4096",
-        "Default num_ctx in tokens (capped at the model's training context)", kind="int", low=4)
+        "Default num_ctx in tokens (capped at the model's training context); 0 = this default, "
+        "Ollama's automatic choice without a GPU", kind="int", low=4, zero=DEFAULT)
     load_timeout: str = setting(("RKOLLAMA_LOAD_TIMEOUT", "OLLAMA_LOAD_TIMEOUT"), "5m",
         "How long a model may take to load before its runner is stopped (duration; 0 = no limit)",
         kind="duration")
     num_parallel: int = setting(("RKOLLAMA_NUM_PARALLEL", "OLLAMA_NUM_PARALLEL"), "1",
         "Requests a model on the CPU engine answers at once, batched together (each with a KV cache of "
-        "num_ctx tokens); NPU models take theirs from rkllm.n_batch", kind="int", low=1)
+        "num_ctx tokens; 0 counts as 1, as in Ollama); NPU models take theirs from rkllm.n_batch",
+        kind="int", low=1, zero=DEFAULT)
     flash_attention: str = setting(("RKOLLAMA_FLASH_ATTENTION", "OLLAMA_FLASH_ATTENTION"), "auto",
         "Flash attention on the CPU engine: auto (llama.cpp decides: on for the CPU), true or false. On "
         "decodes short conversations ~10% faster; off reads a new turn of a long one ~25% faster "
-        "(docs/benchmarking.md)", choices=("auto", "true", "false", "1", "0"))
+        "(docs/benchmarking.md)", kind="auto_bool")
     stall_timeout: str = setting(("RKOLLAMA_STALL_TIMEOUT",), "5m",
         "How long a generating engine may send nothing (no token; the CPU engine also reports each "
         "prefill batch) before its runner is stopped and the request fails (duration; 0 = no limit)",
         kind="duration")
     max_loaded_models: int = setting(("RKOLLAMA_MAX_LOADED_MODELS", "OLLAMA_MAX_LOADED_MODELS"), "1",
-        "Models resident at once; the least recently used idle one is unloaded first",
-        kind="int", low=1)
+        "Models resident at once; the least recently used idle one is unloaded first (0 = this "
+        "default, Ollama's automatic)", kind="int", low=1, zero=DEFAULT)
     max_queue: int = setting(("RKOLLAMA_MAX_QUEUE", "OLLAMA_MAX_QUEUE"), "512",
-        "Requests that may wait for a model before new ones get 503", kind="int", low=1)
+        "Requests that may wait for a model before new ones get 503 (0 counts as 1: Ollama's "
+        "unbuffered queue takes one)", kind="int", low=1, zero="1")
     num_threads: int = setting(("RKOLLAMA_NUM_THREADS",), "0",
         "CPU engine threads for prompt and decode (0 = all cores)", kind="int", low=0)
     backend: str = setting(("RKOLLAMA_BACKEND",), "auto",

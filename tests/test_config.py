@@ -42,7 +42,7 @@ def test_rkollama_config_names_the_system_file(tmp_path, monkeypatch):
 @pytest.mark.parametrize("text,message", [
     ("keep_alive: soon\n", "f.yaml: keep_alive must be a duration such as 5m, 1h30m or 300 (seconds), got 'soon'"),
     ("max_queue: many\n", "f.yaml: max_queue must be an integer, got 'many'"),
-    ("max_loaded_models: 0\n", "f.yaml: max_loaded_models must be at least 1, got 0"),
+    ("max_loaded_models: -2\n", "f.yaml: max_loaded_models must be at least 1, got -2"),
     ("platform: rk9\n", "f.yaml: platform must be one of auto, cpu, rk3588, rk3576, rk3562, rv1126b, got 'rk9'"),
     ("isolation: maybe\n", "f.yaml: isolation must be true or false, got 'maybe'"),
     ("hots: x\n", "f.yaml: unknown setting 'hots' (known: host, models,"),
@@ -99,7 +99,11 @@ def test_every_platform_the_detector_knows_is_a_setting_and_a_modelfile_source()
         Tag.model_validate({"sources": {name: {"url": "https://x/m.rkllm"}}})
 
 
-@pytest.mark.parametrize("raw,value", [("auto", "auto"), ("false", "false"), ("0", "0"), ("true", "true")])
+@pytest.mark.parametrize("raw,value", [
+    ("auto", "auto"), ("false", "false"), ("0", "false"), ("F", "false"), ("FALSE", "false"),
+    ("true", "true"), ("1", "true"), ("T", "true"), ("True", "true"),
+    ("sometimes", "true"),  # Go's ParseBool fails, and Ollama then counts the variable as set
+])
 def test_ollama_flash_attention_reaches_the_cpu_engine(raw, value):
     settings = Settings.from_env({"OLLAMA_FLASH_ATTENTION": raw})
     assert settings.flash_attention == value
@@ -107,10 +111,25 @@ def test_ollama_flash_attention_reaches_the_cpu_engine(raw, value):
     from rkollama.backends.llamacpp import _flash_attention
 
     expected = {"auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO, "false": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
-                "0": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED, "true": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED}
-    assert _flash_attention(settings.flash_attention) == expected[raw]
+                "true": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED}
+    assert _flash_attention(settings.flash_attention) == expected[value]
 
 
-def test_a_flash_attention_value_ollama_does_not_know_is_refused():
-    with pytest.raises(ConfigError, match="flash_attention must be one of auto, true, false"):
-        Settings.from_env({"OLLAMA_FLASH_ATTENTION": "sometimes"})
+def test_flash_attention_in_a_file_or_flag_is_auto_or_a_boolean(tmp_path):
+    assert Settings.load({}, files=[write(tmp_path / "f.yaml", "flash_attention: off\n")]).flash_attention == "false"
+    assert Settings.load({}, flags=parse_flags(["--flash-attention", "auto"]), files=[]).flash_attention == "auto"
+    with pytest.raises(ConfigError, match="flash_attention must be auto, true or false, got 'sometimes'"):
+        Settings.load({}, files=[write(tmp_path / "g.yaml", "flash_attention: sometimes\n")])
+
+
+@pytest.mark.parametrize("env,field,value", [
+    ("OLLAMA_CONTEXT_LENGTH", "context_length", 4096),  # Ollama: 0 = automatic (4k without a GPU)
+    ("OLLAMA_MAX_LOADED_MODELS", "max_loaded_models", 1),  # 0 = automatic
+    ("OLLAMA_NUM_PARALLEL", "num_parallel", 1),  # Ollama's scheduler takes max(0, 1)
+    ("OLLAMA_MAX_QUEUE", "max_queue", 1),  # an unbuffered queue: one request gets through
+])
+def test_the_zeros_an_ollama_setup_carries_start_the_daemon(env, field, value):
+    """`ollama serve --help` shows several of these as their defaults; setups copy them."""
+    assert getattr(Settings.from_env({env: "0"}), field) == value
+    with pytest.raises(ConfigError, match=f"^environment {env}: {field} must be at least"):
+        Settings.from_env({env: "-1"})

@@ -311,12 +311,13 @@ def _max_token_bytes(llm: Any) -> int:
 
 
 def _flash_attention(setting: str) -> int:
-    """llama.cpp's flash attention type for OLLAMA_FLASH_ATTENTION's value."""
+    """llama.cpp's flash attention type for OLLAMA_FLASH_ATTENTION's value (auto, true or false:
+    config.py's auto_bool)."""
     import llama_cpp
 
     if setting == "auto":
         return int(llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO)
-    on = setting in ("true", "1")
+    on = setting == "true"
     return int(llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if on else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
 
 
