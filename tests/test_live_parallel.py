@@ -27,6 +27,16 @@ def parallel_daemon(smollm2_store, tmp_path_factory):
     process.wait(timeout=20)
 
 
+def test_ps_counts_every_slots_kv_cache_in_the_models_size(parallel_daemon, smollm2_store):
+    """Ollama's /api/ps `size` is what the loaded model takes, KV cache included: two slots of
+    2,048 tokens of SmolLM2 (30 layers, 3 KV heads of 64, f16 keys and values) are 2 × 47 MB."""
+    _ask(parallel_daemon, "apple")
+    weights = requests.get(f"{parallel_daemon}/api/tags", timeout=10).json()["models"][0]["size"]
+    loaded = requests.get(f"{parallel_daemon}/api/ps", timeout=10).json()["models"][0]
+    assert loaded["context_length"] == 2048
+    assert loaded["size"] == weights + 2 * (2 * 2 * 30 * 3 * 64 * 2048)
+
+
 def _ask(url: str, word: str) -> str:
     """A streamed chat answer, joined."""
     parts = ollama.Client(host=url).chat(model=MODEL, stream=True, options={"temperature": 0, "num_predict": 20},

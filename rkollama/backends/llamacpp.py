@@ -81,7 +81,7 @@ class LlamaCppBackend(Backend):
         if train_ctx:
             n_ctx = min(n_ctx, train_ctx)
         slots = settings.num_parallel
-        _check_memory(spec, shape, n_ctx * slots)  # a KV cache of num_ctx per slot, as Ollama's
+        memory = _check_memory(spec, shape, n_ctx * slots)  # a KV cache of num_ctx per slot, as Ollama's
         n_batch = min(opts.num_batch or DEFAULT_NUM_BATCH, n_ctx)
         try:
             # Generation has a context of its own (SlotLoop): this one, for the vocabulary and
@@ -112,6 +112,7 @@ class LlamaCppBackend(Backend):
                 raise
             log.info("%s: vision projector loaded", spec.name.display())
         backend = cls(spec, llm, template, max_token_bytes, n_ctx, vision)
+        backend.memory_bytes = memory  # what /api/ps reports: Ollama's size counts the KV cache too
         from rkollama.backends.llamacpp_slots import SlotLoop, copy_threshold
 
         backend.loop = SlotLoop(llm, slots, n_ctx, n_batch, backend._logprob, vision,
@@ -280,13 +281,15 @@ class _KVShape:
         return 2 * 2 * self.layers * self.kv_width * n_ctx
 
 
-def _check_memory(spec: "ModelSpec", shape: _KVShape, n_ctx: int) -> None:
-    """Refuse a context whose KV cache (plus the weights) exceeds the memory available now."""
+def _check_memory(spec: "ModelSpec", shape: _KVShape, n_ctx: int) -> int:
+    """The bytes the weights and a KV cache of `n_ctx` tokens take; BadRequest when that
+    exceeds the memory available now."""
     available = _available_memory()
     needed = shape.kv_bytes(n_ctx) + spec.size
     if available and needed > available:
         raise BadRequest(f"num_ctx {n_ctx} needs about {needed / 2**30:.1f} GiB of memory for "
                          f"{spec.name.display()}; {available / 2**30:.1f} GiB are available")
+    return needed
 
 
 def _available_memory() -> int:
