@@ -237,3 +237,61 @@ def test_a_prompt_start_a_busy_slot_holds_is_copied_not_read_again(four_slots):
     assert "banana" in "".join(answers["banana"][:-1]).lower()
     # The first one was answering all along: it ran to its limit after the second arrived.
     assert isinstance(answers["apple"][-1], Done) and answers["apple"][-1].reason is DoneReason.LENGTH
+
+
+def test_a_prompt_cancelled_while_it_is_read_cuts_its_step_short_and_the_others_go_on(four_slots):
+    """Stop during a long prefill: the step reading it stops within a graph node rather than
+    finishing its chunk (llama.cpp's abort), is undone, and the sequence answering beside it
+    goes on from a cache that holds exactly what each slot is recorded to hold."""
+    from rkollama.core.types import Done, DoneReason, Generation, Message, SamplingOptions, Token
+
+    loop = four_slots.loop
+    original, codes = loop.decode, []
+    reading = threading.Event()
+
+    def watch(ctx, batch):
+        if batch.n_tokens > 64:
+            reading.set()
+        code = original(ctx, batch)
+        codes.append((batch.n_tokens, code))
+        return code
+
+    answers: dict[str, list] = {"apple": [], "long": []}
+    answering, ended = threading.Event(), threading.Semaphore(0)
+
+    def collector(name: str):
+        def emit(event):
+            answers[name].append(event)
+            if isinstance(event, Token) and event.text:
+                answering.set()
+            if isinstance(event, (Done, Exception)):
+                ended.release()
+        return emit
+
+    short = Generation(messages=[Message("user", "Write the word apple five times.")],
+                       options=SamplingOptions(temperature=0, num_predict=30))
+    document = " ".join(f"Line {i}: the tide table for pier {i} reads {i % 7} feet." for i in range(60))
+    long = Generation(messages=[Message("user", document + " Which pier is deepest?")],
+                      options=SamplingOptions(temperature=0, num_predict=8))
+    cancel = threading.Event()
+    loop.decode = watch
+    try:
+        four_slots.stream(short, threading.Event(), collector("apple"))
+        assert answering.wait(60)
+        four_slots.stream(long, cancel, collector("long"))
+        assert reading.wait(60)
+        time.sleep(0.05)  # into the long step's forward pass
+        cancel.set()
+        for _ in range(2):
+            assert ended.acquire(timeout=120)
+    finally:
+        loop.decode = original
+    assert any(n > 64 and code == 2 for n, code in codes), codes  # cut short, not read to its end
+    assert answers["long"][-1].reason is DoneReason.CANCELLED
+    assert not any(isinstance(e, Token) and e.text for e in answers["long"])
+    done = answers["apple"][-1]
+    assert isinstance(done, Done) and done.reason in (DoneReason.STOP, DoneReason.LENGTH)
+    assert "apple" in "".join(e.text for e in answers["apple"] if isinstance(e, Token)).lower()
+    for slot in range(loop.slots):  # what each slot is recorded to hold is what its cache holds
+        held = four_slots.loop.lib.llama_memory_seq_pos_max(loop.memory, slot) + 1
+        assert held == len(loop.cached[slot]), (slot, held, len(loop.cached[slot]))

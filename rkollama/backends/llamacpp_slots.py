@@ -10,7 +10,8 @@ holds after a request ends; the next request goes to the free slot where reusing
 most, counting what it would evict against it (`_choose`), and reads only the rest. When another
 slot (free or busy) holds a longer start of the prompt — a system prompt, tool definitions, a
 document several requests ask about — that start is copied from it (llama.cpp copies the slot's
-cache) instead of read again. Cancelling ends a sequence at the next step and frees its slot.
+cache) instead of read again. Cancelling ends a sequence at the next step and frees its slot;
+a long prompt step whose request is cancelled stops at once and is undone (`_decode`).
 
 An image in a prompt (a run of stand-in ids, core.media) is read in a step of its own, after
 the batch: the projector encodes it and its embeddings go into the sequence's KV cache. No
@@ -46,6 +47,10 @@ measured, four simultaneous clients' requests are all submitted within ~10 ms.""
 EVICTION_WEIGHT = 0.1
 """What a cached token another request would throw away counts against a slot, against a
 prompt token the slot saves from prefill: the chance it would have been reused."""
+ABORT_MIN_TOKENS = 64
+"""Prompt tokens a step must read before it can be cut short when one of its prompts is
+cancelled (`SlotLoop._decode`): llama.cpp then asks after every graph node, a Python call each
+(a few µs; nothing on a step that reads fewer)."""
 COPY_COST = 6.0
 """What copying one slot's KV cache into another costs, in prompt tokens read, per byte of a
 slot's cache per byte of weights (a copy moves the whole slot; a token's prefill is work in
@@ -153,6 +158,10 @@ class SlotLoop:
         self.stopping = False
         self.preparing = 0
         """Requests announced (`expect`) and not yet submitted: their prompts are being fitted."""
+        self.watched: list[_Seq] = []
+        """Sequences whose cancelling cuts the running step short (see `_decode`)."""
+        self.abort_check = llama_cpp.ggml_abort_callback(lambda _data: self._abort_wanted())
+        self.no_abort_check = llama_cpp.ggml_abort_callback()  # NULL: llama.cpp asks nothing
         self.thread = threading.Thread(target=self._run, name="llamacpp-slots", daemon=True)
         self.thread.start()
 
@@ -352,9 +361,8 @@ class SlotLoop:
             n = self._add(n, seq, count)
         if n:
             self.batch.n_tokens = n
-            code = self.decode(self.ctx, self.batch)
-            if code != 0:
-                raise RuntimeError(f"llama_decode returned {code}")
+            if not self._decode(plan, reading):
+                return
             for seq in list(self.active):
                 if seq.row >= 0:
                     self._sample(seq)
@@ -364,6 +372,41 @@ class SlotLoop:
                        and seq.fed < len(seq.window) and media.is_image(seq.window[seq.fed])), None)
         if seeing is not None:  # one image a step, so the others go on between images
             self._see(seeing)
+
+    def _decode(self, plan: list[tuple[_Seq, int]], reading: list[_Seq]) -> bool:
+        """Run the step's batch; False when it was cut short, and then undone.
+
+        A long prompt step (ABORT_MIN_TOKENS) stops within a graph node of one of its prompts
+        being cancelled (Stop in Open WebUI, a client gone) or of the engine closing, instead
+        of reading the rest of its chunk first (a 512-token chunk is 1.2 s of SmolLM2 here, and
+        tens of seconds of a 3B model on a board's CPU). llama.cpp keeps the ubatches it
+        finished and drops the one it stopped in; the step is undone whole (each sequence's
+        tokens of it removed from its cache), the cancelled ones end at the next step and the
+        others read again."""
+        watched = sum(count for seq, count in plan if seq in reading) >= ABORT_MIN_TOKENS
+        if watched:
+            self.watched = reading
+            self.lib.llama_set_abort_callback(self.ctx, self.abort_check, None)
+        try:
+            code = self.decode(self.ctx, self.batch)
+        finally:
+            if watched:
+                self.lib.llama_set_abort_callback(self.ctx, self.no_abort_check, None)
+                self.watched = []
+        if code == 2 and watched:
+            for seq, count in plan:
+                seq.fed -= count
+                seq.row = -1
+                self.lib.llama_memory_seq_rm(self.memory, seq.slot, seq.fed + seq.offset, -1)
+            log.info("a prompt step was cut short: a request reading in it was cancelled")
+            return False
+        if code != 0:
+            raise RuntimeError(f"llama_decode returned {code}")
+        return True
+
+    def _abort_wanted(self) -> bool:
+        """(llama.cpp's thread, after each graph node of a watched step.)"""
+        return self.stopping or any(seq.request.cancel.is_set() for seq in self.watched)
 
     def _text_run(self, seq: _Seq, limit: int) -> int:
         """Unread tokens of `seq` before its next image, at most `limit`."""
