@@ -73,20 +73,48 @@ def test_the_copy_threshold_grows_with_the_slot_and_shrinks_with_the_model():
     assert copy_threshold(117_000_000, 1_000_000_000) == 1
 
 
-def _stepping(n_batch: int, seqs: list[_Seq]):
+class _Memory:
+    """llama.cpp's memory calls, on a record of what each sequence holds: a KV cache cuts
+    anywhere; a recurrent state (`recurrent`) only empties, or keeps all it has."""
+
+    def __init__(self, held: dict[int, int] | None = None, recurrent: bool = False):
+        self.held, self.recurrent, self.calls = dict(held or {}), recurrent, []
+        self.abort_checks = []
+
+    def llama_memory_seq_rm(self, memory, seq: int, start: int, end: int) -> bool:
+        self.calls.append(("rm", seq, start, end))
+        if start <= 0:
+            self.held[seq] = 0
+        elif start < self.held.get(seq, 0):
+            if self.recurrent:
+                return False
+            self.held[seq] = start
+        return True
+
+    def llama_memory_seq_cp(self, memory, source: int, target: int, start: int, end: int) -> None:
+        self.calls.append(("cp", source, target))
+        self.held[target] = self.held.get(source, 0)
+
+    def llama_set_abort_callback(self, ctx, callback, data) -> None:
+        self.abort_checks.append(callback)
+
+
+def _stepping(n_batch: int, seqs: list[_Seq], code: int = 0):
     """A SlotLoop that steps `seqs` with a batch of plain lists, recording each decode's rows as
-    (sequence id, position)."""
+    (sequence id, position); each decode returns `code`."""
     from types import SimpleNamespace
 
     state = SlotLoop.__new__(SlotLoop)
     state.n_batch, state.n_ctx, state.active, state.vision = n_batch, 1024, list(seqs), None
     state.batch = SimpleNamespace(token=[0] * n_batch, pos=[0] * n_batch, n_seq_id=[0] * n_batch,
                                   seq_id=[[0] for _ in range(n_batch)], logits=[0] * n_batch, n_tokens=0)
+    state.lib, state.memory, state.cuttable, state.stopping, state.watched = _Memory(), None, True, False, []
+    state.abort_check, state.no_abort_check = "check", None
     decoded = []
 
     def decode(ctx, batch):
         decoded.append([(batch.seq_id[i][0], batch.pos[i]) for i in range(batch.n_tokens)])
-        return 0
+        return code
 
     state.ctx, state.decode = None, decode
     state._sample = lambda seq: None
@@ -112,3 +140,35 @@ def test_generating_sequences_keep_their_token_when_prompts_fill_the_batch():
     state, decoded = _stepping(3, [_seq(0, list(range(10)), 0, 0), _seq(3, [5, 6], 1, 1), _seq(1, [7, 8], 1, 1)])
     state._step()
     assert decoded == [[(0, 0), (1, 1), (3, 1)]]
+
+
+def test_a_cut_short_step_is_undone_for_every_sequence_in_it():
+    """llama.cpp returns 2 when the abort check stops a step (a prompt being read was
+    cancelled); what the step wrote is removed from each slot and nobody samples."""
+    reading = _seq(1, list(range(200)), 10, 0)
+    generating = _seq(0, [1, 2, 3, 4], 3, 1)
+    state, decoded = _stepping(512, [generating, reading], code=2)
+    sampled = []
+    state._sample = sampled.append
+    state._step()
+    assert len(decoded[0]) == 1 + 190
+    assert state.lib.abort_checks == ["check", None]  # watched for this step only
+    assert (generating.fed, reading.fed) == (3, 10) and sampled == []
+    assert ("rm", 0, 3, -1) in state.lib.calls and ("rm", 1, 10, -1) in state.lib.calls
+
+
+def test_a_short_step_is_not_watched():
+    state, decoded = _stepping(512, [_seq(0, list(range(20)), 0, 0)])
+    state._step()
+    assert state.lib.abort_checks == [] and len(decoded[0]) == 20
+
+
+def test_a_recurrent_state_that_cannot_go_back_is_emptied_and_the_prompt_read_whole():
+    """A Mamba-style state keeps no earlier position: a prompt sharing only the start of what
+    the slot holds is read from token 0, not from a start the state no longer has."""
+    state = loop({1: SYSTEM + [7, 8]}, copy_min=None)
+    state.lib, state.memory = _Memory({1: 42}, recurrent=True), None
+    assert state._start(1, 40, 1, 43) == 0
+    assert state.lib.held[1] == 0
+    state.lib = _Memory({1: 42})  # a KV cache cuts where it is asked to
+    assert state._start(1, 40, 1, 43) == 40 and state.lib.held[1] == 40

@@ -138,9 +138,12 @@ class SlotLoop:
         """(ctx, batch) -> 0 on success: one forward pass (a seam tests can watch)."""
         self.can_shift = bool(llama_cpp.llama_memory_can_shift(self.memory))
         model = llm._model.model
-        # A recurrent state cannot be cut after a prefix: there, nothing is copied.
-        self.copy_min = None if llama_cpp.llama_model_is_recurrent(model) \
-            or llama_cpp.llama_model_is_hybrid(model) else copy_min
+        recurrent = llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model)
+        self.cuttable = not recurrent
+        """Whether a slot's cache can be cut back to any earlier token: not a recurrent state
+        (Mamba, RWKV; hybrids such as LFM2 or Granite 4-H), which keeps a few at most. There,
+        nothing is copied and no step is undone."""
+        self.copy_min = copy_min if self.cuttable else None
         """Fewest tokens a copy from another slot must save (copy_threshold); None: never copy."""
         self.vocab = llm._model.vocab
         self.n_vocab = llm.n_vocab()
@@ -268,15 +271,7 @@ class SlotLoop:
                 continue
             slot, reuse, source = self._choose(tokens)
             self.free.remove(slot)
-            if source != slot:
-                # Only whole slots copy (llama.cpp, split caches): the copy's tail goes next.
-                # The data moves at the start of the next decode, before anything is written.
-                self.lib.llama_memory_seq_cp(self.memory, source, slot, -1, -1)
-                log.debug("slot %d: %d of the prompt's %d tokens copied from slot %d's cache",
-                          slot, reuse, len(tokens), source)
-            else:
-                log.debug("slot %d: %d of the prompt's %d tokens are in its cache", slot, reuse, len(tokens))
-            self.lib.llama_memory_seq_rm(self.memory, slot, reuse, -1)
+            reuse = self._start(slot, reuse, source, len(tokens))
             seq.slot, seq.window, seq.fed = slot, list(tokens), reuse
             seq.offset = sum(seq.request.pictures[key].positions - seq.request.pictures[key].count
                              for _, key in media.image_starts(tokens[:reuse]))
@@ -284,6 +279,25 @@ class SlotLoop:
                                        self.n_ctx, seq.request.grammar)
             seq.started = time.perf_counter()
             self.active.append(seq)
+
+    def _start(self, slot: int, reuse: int, source: int, length: int) -> int:
+        """Make `slot`'s cache hold the prompt's first `reuse` tokens (of `length`), copied from
+        `source`'s when that is another slot; returns how many it holds. A cache that cannot be
+        cut there (a recurrent state asked to go back further than it keeps) is emptied: 0."""
+        if source != slot:
+            # Only whole slots copy (llama.cpp, split caches): the copy's tail goes next.
+            # The data moves at the start of the next decode, before anything is written.
+            self.lib.llama_memory_seq_cp(self.memory, source, slot, -1, -1)
+            log.debug("slot %d: %d of the prompt's %d tokens copied from slot %d's cache",
+                      slot, reuse, length, source)
+        else:
+            log.debug("slot %d: %d of the prompt's %d tokens are in its cache", slot, reuse, length)
+        if self.lib.llama_memory_seq_rm(self.memory, slot, reuse, -1):
+            return reuse
+        self.lib.llama_memory_seq_rm(self.memory, slot, -1, -1)  # the whole sequence always goes
+        log.debug("slot %d: its state cannot go back to token %d; the prompt is read from the start",
+                  slot, reuse)
+        return 0
 
     def _choose(self, tokens: list[int]) -> tuple[int, int, int]:
         """(free slot, how many of `tokens` it starts with, the slot they come from): the slot
@@ -383,7 +397,7 @@ class SlotLoop:
         finished and drops the one it stopped in; the step is undone whole (each sequence's
         tokens of it removed from its cache), the cancelled ones end at the next step and the
         others read again."""
-        watched = sum(count for seq, count in plan if seq in reading) >= ABORT_MIN_TOKENS
+        watched = self.cuttable and sum(count for seq, count in plan if seq in reading) >= ABORT_MIN_TOKENS
         if watched:
             self.watched = reading
             self.lib.llama_set_abort_callback(self.ctx, self.abort_check, None)
