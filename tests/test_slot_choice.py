@@ -109,7 +109,7 @@ def _stepping(n_batch: int, seqs: list[_Seq], code: int = 0):
     state.batch = SimpleNamespace(token=[0] * n_batch, pos=[0] * n_batch, n_seq_id=[0] * n_batch,
                                   seq_id=[[0] for _ in range(n_batch)], logits=[0] * n_batch, n_tokens=0)
     state.lib, state.memory, state.cuttable, state.stopping, state.watched = _Memory(), None, True, False, []
-    state.abort_check, state.no_abort_check = "check", None
+    state.abort_check, state.no_abort_check, state.prompt_token_s = "check", None, 1e-6
     decoded = []
 
     def decode(ctx, batch):
@@ -172,3 +172,21 @@ def test_a_recurrent_state_that_cannot_go_back_is_emptied_and_the_prompt_read_wh
     assert state.lib.held[1] == 0
     state.lib = _Memory({1: 42})  # a KV cache cuts where it is asked to
     assert state._start(1, 40, 1, 43) == 40 and state.lib.held[1] == 40
+
+
+def test_a_prompt_beside_answering_sequences_is_read_in_chunks_sized_to_keep_them_flowing():
+    """While others answer, a step reads as many prompt tokens as fit in ANSWERING_STEP_S at
+    what prompt tokens have cost; alone, a prompt is read a whole batch at a time."""
+    from rkollama.backends.llamacpp_slots import ANSWERING_STEP_S, MIN_PROMPT_CHUNK
+
+    def rows(prompt_token_s: float, answering: bool) -> int:
+        seqs = [_seq(1, list(range(600)), 0, 0)] + ([_seq(0, [1, 2, 3], 2, 1)] if answering else [])
+        state, decoded = _stepping(512, seqs)
+        state.prompt_token_s = prompt_token_s
+        state._step()
+        return sum(1 for seq_id, _ in decoded[0] if seq_id == 1)
+
+    assert rows(0.002, answering=True) == int(ANSWERING_STEP_S / 0.002)  # 250 tokens of 2 ms
+    assert rows(1.0, answering=True) == MIN_PROMPT_CHUNK  # a slow model still gets on
+    assert rows(0.0, answering=True) == 2 * MIN_PROMPT_CHUNK  # nothing measured yet
+    assert rows(0.002, answering=False) == 512

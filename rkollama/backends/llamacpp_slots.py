@@ -2,8 +2,9 @@
 sequences on one llama.cpp context, as llama.cpp's own server does it.
 
 One thread runs the loop. Each step builds one `llama_batch`: the next token of every sequence
-that is generating, then chunks of the prompts still being read, up to n_batch tokens, so a new
-request's prefill delays the others by at most one chunk. Requests join and leave between steps;
+that is generating, then chunks of the prompts still being read, up to n_batch tokens (beside
+answering sequences, as many as keep the step near ANSWERING_STEP_S), so a new request's prefill
+delays the others by at most one such chunk. Requests join and leave between steps;
 each has its own sampler chain (grammar, penalties, top-k/p, temperature, seed), its own KV
 sequence (a slot of num_ctx tokens) and its own context shift. A slot keeps what its KV cache
 holds after a request ends; the next request goes to the free slot where reusing it saves the
@@ -47,6 +48,17 @@ measured, four simultaneous clients' requests are all submitted within ~10 ms.""
 EVICTION_WEIGHT = 0.1
 """What a cached token another request would throw away counts against a slot, against a
 prompt token the slot saves from prefill: the chance it would have been reused."""
+ANSWERING_STEP_S = 0.5
+"""Longest a step that reads prompts should take while other sequences are answering (their
+next token waits for it), in seconds: prompt chunks are sized to it from what prompt tokens
+have cost (`SlotLoop._prompt_room`). Measured, SmolLM2 answering while a 1,816-token prompt
+arrives: its longest wait for a token 2.1 s → 0.56–0.74 s, the prompt's first token 6.85 →
+7.0 s (0.25 s gave 0.3 s waits but 9.5 s: smaller chunks read less efficiently). A whole
+n_batch chunk of a 3B model on a board's CPU is tens of seconds."""
+MIN_PROMPT_CHUNK = 128
+"""Fewest prompt tokens a step beside answering sequences reads: smaller chunks read slower
+(measured at depth 1,300, per token against a 512-token chunk: 128 tokens +10%, 64 +25%; under
+64 llama.cpp's CPU flash attention goes row by row, 26-token chunks +100%)."""
 ABORT_MIN_TOKENS = 64
 """Prompt tokens a step must read before it can be cut short when one of its prompts is
 cancelled (`SlotLoop._decode`): llama.cpp then asks after every graph node, a Python call each
@@ -161,6 +173,8 @@ class SlotLoop:
         self.stopping = False
         self.preparing = 0
         """Requests announced (`expect`) and not yet submitted: their prompts are being fitted."""
+        self.prompt_token_s = 0.0
+        """What a prompt token has cost lately, in seconds (0: not measured yet)."""
         self.watched: list[_Seq] = []
         """Sequences whose cancelling cuts the running step short (see `_decode`)."""
         self.abort_check = llama_cpp.ggml_abort_callback(lambda _data: self._abort_wanted())
@@ -348,13 +362,13 @@ class SlotLoop:
     def _plan(self) -> tuple[list[tuple[_Seq, int]], list[_Seq]]:
         """(each sequence in this step and how many tokens it adds, those reading their prompt):
         every generating sequence's next token first, then the prompts in turn, a chunk of
-        text at a time, up to n_batch."""
+        text at a time, up to n_batch (less beside answering sequences: `_prompt_room`)."""
         plan: list[tuple[_Seq, int]] = []
         for seq in self.active:
             seq.row = -1
             if seq.fed == len(seq.window) - 1 and seq.produced:
                 plan.append((seq, 1))
-        room = self.n_batch - len(plan)
+        room = self._prompt_room(len(plan))
         reading = []
         for seq in self.active:
             if not seq.produced and seq.fed < len(seq.window) and room > 0:
@@ -364,6 +378,17 @@ class SlotLoop:
                     room -= run
                     reading.append(seq)
         return plan, reading
+
+    def _prompt_room(self, answering: int) -> int:
+        """Prompt tokens this step may read: the batch's room, or beside `answering` sequences
+        as many as ANSWERING_STEP_S allows at what prompt tokens have cost (MIN_PROMPT_CHUNK at
+        least; twice that before anything was measured)."""
+        room = self.n_batch - answering
+        if not answering:
+            return room
+        per_token = self.prompt_token_s
+        fits = int(ANSWERING_STEP_S / per_token) if per_token > 0 else 2 * MIN_PROMPT_CHUNK
+        return min(room, max(MIN_PROMPT_CHUNK, fits))
 
     def _step(self) -> None:
         self._end_or_shift()
@@ -401,6 +426,7 @@ class SlotLoop:
         if watched:
             self.watched = reading
             self.lib.llama_set_abort_callback(self.ctx, self.abort_check, None)
+        started = time.perf_counter()
         try:
             code = self.decode(self.ctx, self.batch)
         finally:
@@ -416,6 +442,10 @@ class SlotLoop:
             return False
         if code != 0:
             raise RuntimeError(f"llama_decode returned {code}")
+        read = sum(count for seq, count in plan if seq in reading)
+        if read >= MIN_PROMPT_CHUNK:  # what a prompt token costs now (it grows with depth)
+            cost = (time.perf_counter() - started) / self.batch.n_tokens
+            self.prompt_token_s = cost if not self.prompt_token_s else 0.5 * (self.prompt_token_s + cost)
         return True
 
     def _abort_wanted(self) -> bool:
