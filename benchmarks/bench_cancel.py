@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-from bench_peer import _turn, llama_server_path, start_peer  # noqa: E402
+from bench_peer import _turn, llama_server_path, side_by_side, tide_table  # noqa: E402
 
 
 def dropped(port: int, model: str, prompt: str, after: float) -> None:
@@ -42,32 +42,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     server = llama_server_path(args.llama_server)
-
-    from helpers import start_smollm2_daemon
-
-    daemon, url, model_path, workdir = start_smollm2_daemon("rkollama-cancel-", args.threads)
-    peer, theirs = start_peer("llama-server", model_path, args.threads, 1, server, workdir / "peer.log")
-    sides = (("rkollama", int(url.rsplit(":", 1)[1]), "smollm2:135m"), ("llama-server", theirs, "peer"))
-    document = " ".join(f"Line {i}: the tide table for pier {i} reads {i % 7} feet." for i in range(110))
+    document = tide_table(110)
     short = [{"role": "user", "content": "Say hello."}]
-    try:
+    with side_by_side("rkollama-cancel-", args.threads, 1, server) as sides:
         alone: dict[str, list[float]] = {name: [] for name, _, _ in sides}
         freed: dict[str, list[float]] = {name: [] for name, _, _ in sides}
+        for _, port, model in sides:  # loaded before anything is timed
+            _turn(port, model, short, 1)
         for i in range(args.runs):
             for name, port, model in sides:
                 alone[name].append(_turn(port, model, short, 1))
                 dropped(port, model, f"Run {i}. {document} Which pier is deepest?", args.after)
                 freed[name].append(_turn(port, model, short, 1))
-        print(f"client leaves {args.after:.1f} s into a ~1.9k-token prompt; SmolLM2, {args.threads} threads, "
-              f"{args.runs} runs\n")
-        for name, _, _ in sides:
-            print(f"{name:>12}: next request's first token {statistics.median(freed[name]) * 1000:6.0f} ms "
-                  f"after the client left (alone: {statistics.median(alone[name]) * 1000:4.0f} ms)")
-    finally:
-        for process in (daemon, peer):
-            process.terminate()
-            process.wait(timeout=20)
-
+    print(f"client leaves {args.after:.1f} s into a ~1.9k-token prompt; SmolLM2, {args.threads} threads, "
+          f"{args.runs} runs\n")
+    for name in freed:
+        print(f"{name:>12}: next request's first token {statistics.median(freed[name]) * 1000:6.0f} ms "
+              f"after the client left (alone: {statistics.median(alone[name]) * 1000:4.0f} ms)")
 
 if __name__ == "__main__":
     main()

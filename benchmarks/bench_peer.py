@@ -16,6 +16,7 @@ Peers (`--peer`):
 """
 
 import argparse
+import contextlib
 import http.client
 import json
 import statistics
@@ -127,6 +128,27 @@ def start_peer(kind: str, model_path: str, threads: int, parallel: int, server: 
 
 CONTEXT = 2048
 """Tokens of context per request on both sides (rkollama's RKOLLAMA_CONTEXT_LENGTH in the helper)."""
+
+
+@contextlib.contextmanager
+def side_by_side(prefix: str, threads: int, slots: int, server: str):
+    """rkollama (SmolLM2 pulled into a new store) and llama-server on the same GGUF, `slots`
+    each; yields ((name, port, model), …) and stops both after."""
+    from helpers import start_smollm2_daemon
+
+    daemon, url, model_path, workdir = start_smollm2_daemon(prefix, threads, OLLAMA_NUM_PARALLEL=str(slots))
+    peer, theirs = start_peer("llama-server", model_path, threads, slots, server, workdir / "peer.log")
+    try:
+        yield (("rkollama", int(url.rsplit(":", 1)[1]), "smollm2:135m"), ("llama-server", theirs, "peer"))
+    finally:
+        for process in (daemon, peer):
+            process.terminate()
+            process.wait(timeout=20)
+
+
+def tide_table(lines: int) -> str:
+    """A long document of `lines` numbered lines (~17 tokens each) to ask about."""
+    return " ".join(f"Line {i}: the tide table for pier {i} reads {i % 7} feet." for i in range(lines))
 
 
 def llama_server_path(given: str) -> str:

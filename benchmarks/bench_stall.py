@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-from bench_peer import _turn, llama_server_path, start_peer  # noqa: E402
+from bench_peer import _turn, llama_server_path, side_by_side, tide_table  # noqa: E402
 
 
 def stream_times(port: int, model: str, prompt: str, tokens: int, out: list[float]) -> None:
@@ -48,7 +48,7 @@ def one_run(port: int, model: str, run: int) -> tuple[float, float]:
     while not arrivals:
         time.sleep(0.01)
     time.sleep(2.0)
-    document = " ".join(f"Line {i}: the tide table for pier {i} reads {i % 7} feet." for i in range(100))
+    document = tide_table(100)
     sent = time.perf_counter()
     question = [{"role": "user", "content": f"Run {run}. {document} Which pier is deepest?"}]
     first = _turn(port, model, question, 4)
@@ -65,30 +65,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     server = llama_server_path(args.llama_server)
-
-    from helpers import start_smollm2_daemon
-
-    daemon, url, model_path, workdir = start_smollm2_daemon("rkollama-stall-", args.threads,
-                                                            OLLAMA_NUM_PARALLEL="2")
-    peer, theirs = start_peer("llama-server", model_path, args.threads, 2, server, workdir / "peer.log")
-    sides = (("rkollama", int(url.rsplit(":", 1)[1]), "smollm2:135m"), ("llama-server", theirs, "peer"))
-    try:
+    with side_by_side("rkollama-stall-", args.threads, 2, server) as sides:
         results: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in sides}
+        for _, port, model in sides:  # loaded before anything is timed
+            _turn(port, model, [{"role": "user", "content": "Say hello."}], 1)
         for run in range(args.runs):
             for name, port, model in sides:
                 results[name].append(one_run(port, model, run))
-        print(f"a ~1.8k-token document arrives while another client streams; SmolLM2, 2 slots, "
-              f"{args.threads} threads, {args.runs} runs\n")
-        for name, _, _ in sides:
-            wait = statistics.median(r[0] for r in results[name]) * 1000
-            first = statistics.median(r[1] for r in results[name]) * 1000
-            print(f"{name:>12}: streaming client's longest wait {wait:6.0f} ms; document's first token "
-                  f"{first:6.0f} ms")
-    finally:
-        for process in (daemon, peer):
-            process.terminate()
-            process.wait(timeout=20)
-
+    print(f"a ~1.8k-token document arrives while another client streams; SmolLM2, 2 slots, "
+          f"{args.threads} threads, {args.runs} runs\n")
+    for name, runs in results.items():
+        wait = statistics.median(r[0] for r in runs) * 1000
+        first = statistics.median(r[1] for r in runs) * 1000
+        print(f"{name:>12}: streaming client's longest wait {wait:6.0f} ms; document's first token "
+              f"{first:6.0f} ms")
 
 if __name__ == "__main__":
     main()

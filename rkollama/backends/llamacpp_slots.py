@@ -417,12 +417,14 @@ class SlotLoop:
 
         A long prompt step (ABORT_MIN_TOKENS) stops within a graph node of one of its prompts
         being cancelled (Stop in Open WebUI, a client gone) or of the engine closing, instead
-        of reading the rest of its chunk first (a 512-token chunk is 1.2 s of SmolLM2 here, and
+        of reading the rest of its chunk first (a 512-token chunk is ~2 s of SmolLM2 here, and
         tens of seconds of a 3B model on a board's CPU). llama.cpp keeps the ubatches it
         finished and drops the one it stopped in; the step is undone whole (each sequence's
         tokens of it removed from its cache), the cancelled ones end at the next step and the
-        others read again."""
-        watched = self.cuttable and sum(count for seq, count in plan if seq in reading) >= ABORT_MIN_TOKENS
+        others read again. A step that reads enough prompt also measures what a prompt token
+        costs (`_prompt_room`)."""
+        read = sum(count for seq, count in plan if seq in reading)
+        watched = self.cuttable and read >= ABORT_MIN_TOKENS
         if watched:
             self.watched = reading
             self.lib.llama_set_abort_callback(self.ctx, self.abort_check, None)
@@ -442,7 +444,6 @@ class SlotLoop:
             return False
         if code != 0:
             raise RuntimeError(f"llama_decode returned {code}")
-        read = sum(count for seq, count in plan if seq in reading)
         if read >= MIN_PROMPT_CHUNK:  # what a prompt token costs now (it grows with depth)
             cost = (time.perf_counter() - started) / self.batch.n_tokens
             self.prompt_token_s = cost if not self.prompt_token_s else 0.5 * (self.prompt_token_s + cost)
