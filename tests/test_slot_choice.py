@@ -1,6 +1,8 @@
 """Which slot a request takes and what it starts from (SlotLoop._choose): its own cache, a copy
 of another slot's (free or busy) when that saves more than the copy costs, never the last token,
-never half an image. No engine: the policy alone, on token lists."""
+never half an image; and what a step writes (row order, prompt chunk sizes, a step cut short
+undone, a recurrent state emptied). No engine: the policy alone, on token lists and a scripted
+memory."""
 
 import threading
 
