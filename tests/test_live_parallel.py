@@ -37,6 +37,27 @@ def test_ps_counts_every_slots_kv_cache_in_the_models_size(parallel_daemon, smol
     assert loaded["size"] == weights + 2 * (2 * 2 * 30 * 3 * 64 * 2048)
 
 
+def test_a_model_that_only_embeds_loads_one_slot_whatever_ollama_num_parallel_says(smollm2_store):
+    """As Ollama's scheduler: an embedding model is loaded with one slot (and one KV cache)."""
+    import dataclasses
+
+    from rkollama.backends.llamacpp import LlamaCppBackend
+    from rkollama.config import Settings
+    from rkollama.core.types import LoadOptions
+    from rkollama.models.store import ModelStore
+
+    spec = ModelStore(smollm2_store).resolve(MODEL)
+    embedder = dataclasses.replace(spec, modelfile=spec.modelfile.model_copy(update={"capabilities": ["embedding"]}))
+    settings = Settings.from_env({}, num_threads=2, num_parallel=4)
+    backend = LlamaCppBackend.load(embedder, LoadOptions(num_ctx=512), settings)
+    try:
+        assert (backend.slots, backend.loop.slots) == (1, 1)
+        assert backend.memory_bytes == spec.size + 2 * 2 * 30 * 3 * 64 * 512
+        assert len(backend.embed(["apple"])[0][0]) == 576  # and it embeds
+    finally:
+        backend.close()
+
+
 def _ask(url: str, word: str) -> str:
     """A streamed chat answer, joined."""
     parts = ollama.Client(host=url).chat(model=MODEL, stream=True, options={"temperature": 0, "num_predict": 20},

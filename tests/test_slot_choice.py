@@ -1,11 +1,15 @@
 """Which slot a request takes and what it starts from (SlotLoop._choose): its own cache, a copy
 of another slot's (free or busy) when that saves more than the copy costs, never the last token,
 never half an image; and what a step writes (row order, prompt chunk sizes, a step cut short
-undone, a recurrent state emptied). No engine: the policy alone, on token lists and a scripted
+undone, a recurrent state emptied); how many slots a model gets. No engine: the policy alone, on token lists and a scripted
 memory."""
 
+import logging
 import threading
 
+import pytest
+
+from rkollama.backends.llamacpp import ONE_SLOT_ARCHITECTURES, slot_count
 from rkollama.backends.llamacpp_slots import SlotLoop, _Seq, copy_threshold
 from rkollama.core import media
 from rkollama.core.types import Generation, Message
@@ -192,3 +196,20 @@ def test_a_prompt_beside_answering_sequences_is_read_in_chunks_sized_to_keep_the
     assert rows(1.0, answering=True) == MIN_PROMPT_CHUNK  # a slow model still gets on
     assert rows(0.0, answering=True) == 2 * MIN_PROMPT_CHUNK  # nothing measured yet
     assert rows(0.002, answering=False) == 512
+
+
+@pytest.mark.parametrize("architecture", sorted(ONE_SLOT_ARCHITECTURES))
+def test_architectures_ollama_runs_one_at_a_time_get_one_slot_and_say_so(architecture, caplog):
+    with caplog.at_level(logging.WARNING, logger="rkollama.llamacpp"):
+        assert slot_count(4, architecture, ["completion", "tools"]) == 1
+    assert "OLLAMA_NUM_PARALLEL=4 is not applied" in caplog.text
+
+
+def test_other_models_get_what_ollama_num_parallel_asks_and_embedding_models_one(caplog):
+    with caplog.at_level(logging.WARNING, logger="rkollama.llamacpp"):
+        assert slot_count(4, "llama", ["completion"]) == 4
+        assert slot_count(3, "qwen3", ["completion", "tools", "thinking"]) == 3
+        assert slot_count(1, "lfm2", ["completion"]) == 1
+    assert caplog.text == ""  # nothing to warn about
+    assert slot_count(4, "bert", ["embedding"]) == 1
+    assert slot_count(4, "qwen3next", ["embedding"]) == 1

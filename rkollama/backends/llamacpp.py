@@ -25,7 +25,25 @@ UNBOUNDED_WINDOWS = 4
 """num_predict -1 generates until the model ends its answer, at most this many windows of
 num_ctx tokens (rkollama's guard against a model that never stops; Ollama has none)."""
 
+ONE_SLOT_ARCHITECTURES = frozenset({
+    "mllama", "qwen3vl", "qwen3vlmoe", "qwen35", "qwen35moe", "qwen3next", "lfm2", "lfm2moe",
+    "nemotron_h", "nemotron_h_moe", "nemotron_h_omni"})
+"""Architectures (GGUF `general.architecture`) Ollama runs one request at a time whatever
+OLLAMA_NUM_PARALLEL says (its server/sched.go, ollama#4165); a drop-in does the same."""
+
 log = logging.getLogger("rkollama.llamacpp")
+
+
+def slot_count(requested: int, architecture: str, capabilities: list[str]) -> int:
+    """The requests a model answers at once: OLLAMA_NUM_PARALLEL, except one for a model that
+    only embeds and for ONE_SLOT_ARCHITECTURES, as Ollama's scheduler chooses."""
+    if requested > 1 and "completion" not in capabilities:
+        return 1
+    if requested > 1 and architecture in ONE_SLOT_ARCHITECTURES:
+        log.warning("%s: this architecture answers one request at a time (as in Ollama); "
+                    "OLLAMA_NUM_PARALLEL=%d is not applied", architecture, requested)
+        return 1
+    return max(1, requested)
 
 
 class LlamaCppBackend(Backend):
@@ -74,13 +92,14 @@ class LlamaCppBackend(Backend):
         try:
             shape = _KVShape.from_metadata(probe.metadata)
             max_token_bytes = _max_token_bytes(probe)
+            architecture = str(probe.metadata.get("general.architecture", ""))
         finally:
             probe.close()
         n_ctx = opts.num_ctx or settings.context_length
         train_ctx = shape.train_ctx or spec.modelfile.details.context_length
         if train_ctx:
             n_ctx = min(n_ctx, train_ctx)
-        slots = settings.num_parallel
+        slots = slot_count(settings.num_parallel, architecture, spec.capabilities)
         memory = _check_memory(spec, shape, n_ctx * slots)  # a KV cache of num_ctx per slot, as Ollama's
         n_batch = min(opts.num_batch or DEFAULT_NUM_BATCH, n_ctx)
         try:
