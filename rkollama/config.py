@@ -195,6 +195,10 @@ class Settings:
         "Flash attention on the CPU engine: auto (llama.cpp decides: on for the CPU), true or false. On "
         "decodes short conversations ~10% faster; off reads a new turn of a long one ~25% faster "
         "(docs/benchmarking.md)", kind="auto_bool")
+    prompt_cache_mb: int = setting(("RKOLLAMA_PROMPT_CACHE_MB",), "1024",
+        "MiB of RAM a model on the CPU engine keeps conversations' KV caches in when another request "
+        "takes their slot, to put back when they return (never more than half the memory available "
+        "at the time); 0 = off", kind="int", low=0)
     stall_timeout: str = setting(("RKOLLAMA_STALL_TIMEOUT",), "5m",
         "How long a generating engine may send nothing (no token; the CPU engine also reports each "
         "prefill batch) before its runner is stopped and the request fails (duration; 0 = no limit)",

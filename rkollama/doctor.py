@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rkollama.config import Settings
+from rkollama.meminfo import available_bytes
 from rkollama.platform import ROCKET_HINT, detect_soc, driver_problem, find_library, npu_driver_version
 
 # What Rockchip's fix_freq_<platform>.sh scripts set (fact sheet §3.8): sysfs file -> value.
@@ -142,10 +143,8 @@ def npu_prompt_paths(settings: Settings) -> list[tuple[str, str]]:
 
 
 def _meminfo() -> str:
-    for line in _read("/proc/meminfo").splitlines():
-        if line.startswith("MemAvailable:"):
-            return f"{int(line.split()[1]) // 1024} MB available"
-    return "unknown"
+    available = available_bytes()
+    return f"{available // 2**20} MB available" if available else "unknown"
 
 
 def pin_frequencies() -> list[str]:

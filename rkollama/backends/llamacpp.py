@@ -14,6 +14,7 @@ from rkollama.core.options import DEFAULT_NUM_BATCH
 from rkollama.core.prompt import CHATML, ChatTemplate
 from rkollama.core.types import Done, Generation, LoadOptions, Token, TokenLogprob
 from rkollama.errors import BadRequest, LoadFailed
+from rkollama.meminfo import available_bytes
 
 if TYPE_CHECKING:
     from rkollama.backends.llamacpp_slots import Request, SlotLoop
@@ -120,23 +121,14 @@ class LlamaCppBackend(Backend):
         except Exception as exc:  # jinja2 syntax errors in a Modelfile template
             llm.close()
             raise LoadFailed(f"invalid chat template for {spec.name.display()}: {exc}") from None
-        vision = None
-        if spec.projector_path is not None:
-            from rkollama.backends.llamacpp_vision import Vision
-
-            try:
-                vision = Vision(llm._model.model, spec.projector_path, threads)
-            except LoadFailed:
-                llm.close()
-                raise
-            log.info("%s: vision projector loaded", spec.name.display())
+        vision = _load_vision(spec, llm, threads)
         backend = cls(spec, llm, template, max_token_bytes, n_ctx, vision)
         backend.memory_bytes = memory  # what /api/ps reports: Ollama's size counts the KV cache too
-        from rkollama.backends.llamacpp_slots import SlotLoop, copy_threshold
+        from rkollama.backends.llamacpp_slots import Layout, SlotLoop, copy_threshold
 
-        backend.loop = SlotLoop(llm, slots, n_ctx, n_batch, backend._logprob, vision,
-                                _flash_attention(settings.flash_attention),
-                                copy_threshold(shape.kv_bytes(n_ctx), spec.size))
+        layout = Layout(slots, n_ctx, n_batch, _flash_attention(settings.flash_attention),
+                        copy_threshold(shape.kv_bytes(n_ctx), spec.size), settings.prompt_cache_mb * 2**20)
+        backend.loop = SlotLoop(llm, layout, backend._logprob, vision)
         if slots > 1:
             backend.slots, backend.continuous = slots, True
             log.info("%s: %d parallel slots of %d tokens each (OLLAMA_NUM_PARALLEL)",
@@ -274,6 +266,21 @@ class LlamaCppBackend(Backend):
             _return_freed_memory()
 
 
+def _load_vision(spec: "ModelSpec", llm: Any, threads: int) -> "Vision | None":
+    """The model's projector, when it has one; LoadFailed (and `llm` closed) when it cannot load."""
+    if spec.projector_path is None:
+        return None
+    from rkollama.backends.llamacpp_vision import Vision
+
+    try:
+        vision = Vision(llm._model.model, spec.projector_path, threads)
+    except LoadFailed:
+        llm.close()
+        raise
+    log.info("%s: vision projector loaded", spec.name.display())
+    return vision
+
+
 class _KVShape:
     """What sizes a llama.cpp KV cache, from GGUF metadata."""
 
@@ -303,24 +310,12 @@ class _KVShape:
 def _check_memory(spec: "ModelSpec", shape: _KVShape, n_ctx: int) -> int:
     """The bytes the weights and a KV cache of `n_ctx` tokens take; BadRequest when that
     exceeds the memory available now."""
-    available = _available_memory()
+    available = available_bytes()
     needed = shape.kv_bytes(n_ctx) + spec.size
     if available and needed > available:
         raise BadRequest(f"num_ctx {n_ctx} needs about {needed / 2**30:.1f} GiB of memory for "
                          f"{spec.name.display()}; {available / 2**30:.1f} GiB are available")
     return needed
-
-
-def _available_memory() -> int:
-    """MemAvailable of /proc/meminfo in bytes; 0 when unknown."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 def _max_token_bytes(llm: Any) -> int:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rkollama.backends.base import Emit
+from rkollama.backends.llamacpp_prompt_cache import SAVE_MIN_TOKENS, PromptCache, Saved
 from rkollama.backends.llamacpp_sampling import Sampler, make_sampler
 from rkollama.core import media
 from rkollama.core.fitting import common_prefix
@@ -74,6 +75,23 @@ def copy_threshold(slot_bytes: int, weight_bytes: int) -> int:
     """Fewest prompt tokens a copy from another slot must save to be worth it (`slot_bytes`:
     one slot's KV cache; `weight_bytes`: the model's weights)."""
     return max(1, math.ceil(COPY_COST * slot_bytes / max(1, weight_bytes)))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a SlotLoop's context is made."""
+
+    slots: int
+    n_ctx: int
+    """Tokens each slot holds."""
+    n_batch: int
+    """Tokens a step reads at most."""
+    flash_attention: int | None = None
+    """llama.cpp's flash_attn_type; None: llama.cpp's own choice, as its server makes it."""
+    copy_min: int | None = None
+    """Fewest tokens a copy from another slot must save (copy_threshold); None: never copy."""
+    cache_bytes: int = 0
+    """Most bytes of the prompt cache (0: none)."""
 
 
 @dataclass
@@ -120,11 +138,12 @@ class _Seq:
 class SlotLoop:
     """Up to `slots` generations at once on one context of `slots × n_ctx` tokens."""
 
-    def __init__(self, llm: Any, slots: int, n_ctx: int, n_batch: int,
-                 logprob: "Callable[[int, bytes, int, Any], TokenLogprob]", vision: "Vision | None" = None,
-                 flash_attention: int | None = None, copy_min: int | None = None):
+    def __init__(self, llm: Any, layout: Layout,
+                 logprob: "Callable[[int, bytes, int, Any], TokenLogprob]", vision: "Vision | None" = None):
         import llama_cpp
 
+        slots, n_ctx, n_batch = layout.slots, layout.n_ctx, layout.n_batch
+        flash_attention, copy_min = layout.flash_attention, layout.copy_min
         # Every running sequence's next token must fit in one batch, whatever num_batch says.
         n_batch = max(n_batch, slots)
         self.lib, self.llm, self.slots, self.n_ctx, self.n_batch = llama_cpp, llm, slots, n_ctx, n_batch
@@ -157,6 +176,8 @@ class SlotLoop:
         nothing is copied and no step is undone."""
         self.copy_min = copy_min if self.cuttable else None
         """Fewest tokens a copy from another slot must save (copy_threshold); None: never copy."""
+        self.prompt_cache = PromptCache(llama_cpp, self.ctx, layout.cache_bytes)
+        """Slots' caches kept in RAM when another request takes their slot."""
         self.vocab = llm._model.vocab
         self.n_vocab = llm.n_vocab()
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, slots)
@@ -285,6 +306,7 @@ class SlotLoop:
                 continue
             slot, reuse, source = self._choose(tokens)
             self.free.remove(slot)
+            self._keep(slot, reuse if source == slot else 0)
             reuse = self._start(slot, reuse, source, len(tokens))
             seq.slot, seq.window, seq.fed = slot, list(tokens), reuse
             seq.offset = sum(seq.request.pictures[key].positions - seq.request.pictures[key].count
@@ -294,11 +316,27 @@ class SlotLoop:
             seq.started = time.perf_counter()
             self.active.append(seq)
 
-    def _start(self, slot: int, reuse: int, source: int, length: int) -> int:
+    def _keep(self, slot: int, kept: int) -> None:
+        """Save what `slot`'s cache holds to the prompt cache when a request is about to throw
+        away SAVE_MIN_TOKENS or more of it (it keeps the first `kept`; a recurrent state cut
+        anywhere short of its end loses it all)."""
+        held = self.cached[slot]
+        if not self.cuttable and kept < len(held):
+            kept = 0
+        if len(held) - kept >= SAVE_MIN_TOKENS:
+            self.prompt_cache.save(slot, held)
+
+    def _start(self, slot: int, reuse: int, source: "int | Saved", length: int) -> int:
         """Make `slot`'s cache hold the prompt's first `reuse` tokens (of `length`), copied from
-        `source`'s when that is another slot; returns how many it holds. A cache that cannot be
-        cut there (a recurrent state asked to go back further than it keeps) is emptied: 0."""
-        if source != slot:
+        `source`'s when that is another slot or put back from the prompt cache; returns how
+        many it holds. A cache that cannot be cut there (a recurrent state asked to go back
+        further than it keeps) is emptied: 0."""
+        if isinstance(source, Saved):
+            if not self.prompt_cache.restore(source, slot):
+                return 0
+            log.debug("slot %d: %d of the prompt's %d tokens put back from the prompt cache",
+                      slot, reuse, length)
+        elif source != slot:
             # Only whole slots copy (llama.cpp, split caches): the copy's tail goes next.
             # The data moves at the start of the next decode, before anything is written.
             self.lib.llama_memory_seq_cp(self.memory, source, slot, -1, -1)
@@ -313,18 +351,24 @@ class SlotLoop:
                   slot, reuse)
         return 0
 
-    def _choose(self, tokens: list[int]) -> tuple[int, int, int]:
-        """(free slot, how many of `tokens` it starts with, the slot they come from): the slot
-        whose cache saves the most prefill now, less a tenth of what it would throw away
-        (EVICTION_WEIGHT) — a follow-up turn goes back to its conversation, a prompt like the
-        last one reuses what they share, and a request that shares only a system prompt with a
-        long conversation (Open WebUI's title and tags beside a chat) takes another slot rather
-        than evict it; the one used longest ago between equals. What a slot would copy from
-        another counts, less what copying costs (copy_min). The last token is always read; an
+    def _choose(self, tokens: list[int]) -> "tuple[int, int, int | Saved]":
+        """(free slot, how many of `tokens` it starts with, where they come from: a slot or a
+        prompt cache entry): the slot whose cache saves the most prefill now, less a tenth of
+        what it would throw away (EVICTION_WEIGHT) — a follow-up turn goes back to its
+        conversation, a prompt like the last one reuses what they share, and a request that
+        shares only a system prompt with a long conversation (Open WebUI's title and tags beside
+        a chat) takes another slot rather than evict it; the one used longest ago between
+        equals. What a slot would copy from another, or put back from the prompt cache, counts
+        less what that costs (copy_min, `_restore_cost`). The last token is always read; an
         image is never cut."""
 
         def usable(shared: int) -> int:
             return media.back_to_edge(tokens, min(shared, len(tokens) - 1))
+
+        ram, entry = self.prompt_cache.best(tokens)
+        ram = usable(ram)
+        if entry is not None and not self.cuttable and ram < len(entry.tokens):
+            entry = None  # a recurrent state is put back whole or not at all
 
         own = {slot: common_prefix(self.cached[slot], tokens) for slot in self.free}
         # What every slot's cache holds of `tokens`, best first: a busy slot holds what it has read.
@@ -332,22 +376,30 @@ class SlotLoop:
                       + [(usable(min(seq.fed, common_prefix(seq.window, tokens))), seq.slot)
                          for seq in self.active], reverse=True)
 
-        def start(slot: int) -> tuple[int, int]:
-            """(tokens `slot` would start with, the slot they come from)."""
-            mine = usable(own[slot])
+        def start(slot: int) -> "tuple[int, int | Saved, int]":
+            """(tokens `slot` would start with, where they come from, what getting them costs
+            in prompt tokens)."""
+            choice: tuple[int, int | Saved, int] = (usable(own[slot]), slot, 0)
             if self.copy_min is not None:
                 best, source = next(((n, s) for n, s in held if s != slot), (0, slot))
-                if best - self.copy_min >= mine:
-                    return best, source
-            return mine, slot
+                if best - self.copy_min >= choice[0]:
+                    choice = (best, source, self.copy_min)
+            if entry is not None and ram - (cost := self._restore_cost(entry)) > choice[0] - choice[2]:
+                choice = (ram, entry, cost)
+            return choice
 
         def worth(slot: int) -> tuple[float, float]:
-            n, source = start(slot)
-            saved = n - (self.copy_min or 0) if source != slot else n
-            return saved - EVICTION_WEIGHT * (len(self.cached[slot]) - own[slot]), -self.used[slot]
+            n, _, cost = start(slot)
+            return n - cost - EVICTION_WEIGHT * (len(self.cached[slot]) - own[slot]), -self.used[slot]
 
         slot = max(self.free, key=worth)
-        return (slot, *start(slot))
+        n, source, _ = start(slot)
+        return slot, n, source
+
+    def _restore_cost(self, entry: Saved) -> int:
+        """What putting `entry` back costs, in prompt tokens: a copy of its bytes, as copying a
+        whole slot (copy_min) of its length."""
+        return math.ceil((self.copy_min or 1) * len(entry.tokens) / self.n_ctx)
 
     def _end_or_shift(self) -> None:
         """Cancelled sequences end; a full window (its last token not read yet) shifts or ends
