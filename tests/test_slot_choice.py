@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from rkollama.backends.llamacpp import ONE_SLOT_ARCHITECTURES, slot_count
+from rkollama.backends.llamacpp_prompt_cache import PromptCache
 from rkollama.backends.llamacpp_slots import SlotLoop, _Seq, copy_threshold
 from rkollama.core import media
 from rkollama.core.types import Generation, Message
@@ -23,7 +24,8 @@ def loop(cached: dict[int, list[int]], busy: dict[int, list[int]] | None = None,
     state.free = sorted(cached)
     state.cached = [cached.get(slot, []) for slot in range(4)]
     state.used = [0.0] * 4
-    state.copy_min = copy_min
+    state.copy_min, state.cuttable, state.n_ctx = copy_min, copy_min is not None, 2048
+    state.prompt_cache = PromptCache(None, None, 0)
     state.active = [_seq(slot, tokens, len(tokens), 1) for slot, tokens in (busy or {}).items()]
     return state
 
