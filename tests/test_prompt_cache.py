@@ -7,6 +7,8 @@ test_live_parallel.test_a_chats_next_turn_after_a_side_request_at_one_slot_is_no
 
 import ctypes
 import logging
+import threading
+from collections import deque
 
 from rkollama.backends.llamacpp_prompt_cache import SAVE_MIN_TOKENS, PromptCache, Saved
 from rkollama.backends.llamacpp_slots import SlotLoop
@@ -57,6 +59,7 @@ def test_a_slots_state_is_kept_found_by_the_prompts_it_starts_and_put_back_exact
     assert kept.best(TITLE + [1]) == (0, None)
     shared, entry = kept.best(CHAT + [7, 8, 9])  # the chat's next turn
     assert shared == len(CHAT) and entry is not None
+    kept.take(entry)
     assert kept.restore(entry, 0)
     assert lib.held[0] == CHAT
     assert kept.entries == []  # it lives in the slot again
@@ -115,7 +118,9 @@ def test_a_state_llama_cpp_wrote_short_is_not_kept_and_one_it_cannot_read_leaves
     lib.short_write = False
     assert kept.save(0, CHAT)
     lib.held[0], lib.refuse_read = TITLE, True
-    assert not kept.restore(kept.entries[0], 0)
+    entry = kept.entries[0]
+    kept.take(entry)
+    assert not kept.restore(entry, 0)
     assert lib.held[0] == [] and kept.entries == []  # nothing half put back; the entry is gone
 
 
@@ -148,6 +153,7 @@ def test_a_prompt_a_kept_state_starts_is_put_back_into_the_slot_and_only_the_res
     prompt = CHAT + [1, 2, 3]
     slot, reuse, source = state._choose(prompt)
     assert (slot, reuse) == (0, len(CHAT)) and isinstance(source, Saved)
+    state.prompt_cache.take(source)
     state._keep(slot, 0)  # the title request's 80 tokens are kept in turn
     assert state._start(slot, reuse, source, len(prompt)) == len(CHAT)
     assert lib.held[0] == CHAT  # put back, then cut where the prompt leaves it
@@ -168,3 +174,52 @@ def test_a_recurrent_state_is_put_back_only_when_the_prompt_continues_all_of_it(
     assert (slot, reuse) == (0, 320) and isinstance(source, Saved)
     state._keep(0, 60)  # a KV cache would lose 20 tokens, not worth keeping; a recurrent state
     assert [entry.tokens for entry in state.prompt_cache.entries][-1] == TITLE  # loses all 80
+
+
+def _waiting(state: SlotLoop, *prompts: list[int]) -> list[list[object]]:
+    """Queue a request for each prompt; returns what each one is sent."""
+    from rkollama.backends.llamacpp_slots import Request, _Seq
+    from rkollama.core.types import Generation, Message
+
+    state.waiting, state.vocab, state.n_vocab = deque(), None, 0
+    events: list[list[object]] = []
+    for prompt in prompts:
+        events.append([])
+        request = Request(Generation(messages=[Message("user", "x")]), threading.Event(), prompt, 10, False, 0)
+        state.waiting.append(_Seq(request, events[-1].append))
+    return events
+
+
+def test_the_entry_a_request_starts_from_survives_keeping_the_state_it_replaces(monkeypatch):
+    """The slot's own state is kept before the entry is put back; keeping it must not drop the
+    entry (a cache with room for one state would have)."""
+    import rkollama.backends.llamacpp_slots as slot_module
+
+    monkeypatch.setattr(slot_module, "make_sampler", lambda *args: None)
+    state, lib = slots({0: CHAT})
+    state._keep(0, 0)
+    lib.held[0] = state.cached[0] = TITLE
+    state.prompt_cache.limit = 4 * len(CHAT)  # room for the chat's state alone
+    _waiting(state, CHAT + [1, 2])
+    state._admit()
+    assert lib.held[0] == CHAT and state.active[0].fed == len(CHAT)
+    assert [entry.tokens for entry in state.prompt_cache.entries] == [TITLE]
+
+
+def test_a_request_that_cannot_start_fails_alone_and_the_next_one_gets_the_slot(monkeypatch):
+    import rkollama.backends.llamacpp_slots as slot_module
+
+    calls = []
+
+    def sampler(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("no sampler")
+
+    monkeypatch.setattr(slot_module, "make_sampler", sampler)
+    state, lib = slots({0: CHAT})
+    first, second = _waiting(state, CHAT + [1], CHAT + [2])
+    state._admit()
+    assert len(first) == 1 and "no sampler" in str(first[0])  # BackendFailed, not a dead loop
+    assert [seq.fed for seq in state.active] == [0]  # the slot was emptied: nothing is trusted
+    assert second == [] and state.free == []

@@ -26,7 +26,7 @@ SAVE_MIN_TOKENS = 64
 read again in well under a second."""
 
 
-@dataclass
+@dataclass(eq=False)  # an entry is itself, whatever it holds
 class Saved:
     """One slot's KV cache, as llama.cpp serialises a sequence."""
 
@@ -88,10 +88,13 @@ class PromptCache:
                   len(tokens), size / 2**20, len(self.entries), self.bytes / 2**20)
         return True
 
-    def restore(self, entry: Saved, slot: int) -> bool:
-        """Put `entry` back into `slot` (whatever the slot held goes) and out of the cache.
-        False when llama.cpp could not (the slot is then empty)."""
+    def take(self, entry: Saved) -> None:
+        """`entry` out of the cache, to be put back into a slot (`restore`)."""
         self.entries.remove(entry)
+
+    def restore(self, entry: Saved, slot: int) -> bool:
+        """Put `entry` (taken out of the cache) back into `slot`; whatever the slot held goes.
+        False when llama.cpp could not (the slot is then empty)."""
         read = self.lib.llama_state_seq_set_data(self.ctx, entry.data, len(entry.data), slot)
         if read != len(entry.data):
             log.warning("prompt cache: llama.cpp could not put back a state of %d tokens", len(entry.tokens))

@@ -304,17 +304,33 @@ class SlotLoop:
             if len(tokens) >= self.n_ctx and not seq.request.may_shift:  # no room for an answer
                 seq.emit(Done(DoneReason.LENGTH, len(tokens), 0.0, 0, 0.0, tuple(tokens)))
                 continue
-            slot, reuse, source = self._choose(tokens)
-            self.free.remove(slot)
-            self._keep(slot, reuse if source == slot else 0)
-            reuse = self._start(slot, reuse, source, len(tokens))
-            seq.slot, seq.window, seq.fed = slot, list(tokens), reuse
-            seq.offset = sum(seq.request.pictures[key].positions - seq.request.pictures[key].count
-                             for _, key in media.image_starts(tokens[:reuse]))
-            seq.sampler = make_sampler(self.lib, self.vocab, self.n_vocab, seq.request.gen.options,
-                                       self.n_ctx, seq.request.grammar)
-            seq.started = time.perf_counter()
-            self.active.append(seq)
+            try:
+                self._place(seq)
+            except Exception as exc:  # one request fails, never the loop (every other would hang)
+                log.exception("a request could not start")
+                if seq.slot >= 0:  # what its slot holds is unknown now: empty it
+                    self.lib.llama_memory_seq_rm(self.memory, seq.slot, -1, -1)
+                    self.cached[seq.slot] = []
+                    self.free.append(seq.slot)
+                seq.emit(BackendFailed(f"generation failed: {exc}"))
+
+    def _place(self, seq: _Seq) -> None:
+        """Start `seq` in the free slot `_choose` picks, from what that slot can start with."""
+        tokens = seq.request.tokens
+        slot, reuse, source = self._choose(tokens)
+        self.free.remove(slot)
+        seq.slot = slot
+        if isinstance(source, Saved):  # out of the cache before the slot's own state goes in
+            self.prompt_cache.take(source)
+        self._keep(slot, reuse if source == slot else 0)
+        reuse = self._start(slot, reuse, source, len(tokens))
+        seq.window, seq.fed = list(tokens), reuse
+        seq.offset = sum(seq.request.pictures[key].positions - seq.request.pictures[key].count
+                         for _, key in media.image_starts(tokens[:reuse]))
+        seq.sampler = make_sampler(self.lib, self.vocab, self.n_vocab, seq.request.gen.options,
+                                   self.n_ctx, seq.request.grammar)
+        seq.started = time.perf_counter()
+        self.active.append(seq)
 
     def _keep(self, slot: int, kept: int) -> None:
         """Save what `slot`'s cache holds to the prompt cache when a request is about to throw
