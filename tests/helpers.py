@@ -220,9 +220,10 @@ TOOLS_TEMPLATE = ("{% for m in messages %}{{ m.content }}{% endfor %}"
                   "{% if tools %}{{ tools | tojson }}{% endif %}")
 
 
-def write_gguf(path, template: str = TOOLS_TEMPLATE, fill: int = 0) -> bytes:
+def write_gguf(path, template: str = TOOLS_TEMPLATE, fill: int = 0, pooling: bool = False) -> bytes:
     """A small valid GGUF header (llama architecture, `template` as its chat template, one
-    tensor of `fill`) at `path`; its bytes. Not a model an engine can run: for create's tests."""
+    tensor of `fill`; a pooling type when `pooling`, as embedding models have) at `path`; its
+    bytes. Not a model an engine can run: for create's tests."""
     import gguf
     import numpy as np
 
@@ -231,6 +232,8 @@ def write_gguf(path, template: str = TOOLS_TEMPLATE, fill: int = 0) -> bytes:
     writer.add_context_length(2048)
     writer.add_embedding_length(8)
     writer.add_chat_template(template)
+    if pooling:
+        writer.add_pooling_type(gguf.PoolingType.MEAN)
     writer.add_tensor("token_embd.weight", np.full((16, 8), fill, dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -42,6 +42,15 @@ def test_create_from_an_uploaded_file(client, store, tmp_path):
     assert spec.capabilities == ["completion", "tools"] and spec.modelfile.details.family == "llama"
     plain = client.create(model="plain", from_="uploaded", template="{% for m in messages %}{{ m.content }}{% endfor %}")
     assert plain.status == "success" and store.resolve("plain").capabilities == ["completion"]
+    pooled = tmp_path / "embed.gguf"
+    write_gguf(pooled, fill=3, pooling=True)
+    assert client.create(model="embedder", files={"embed.gguf": client.create_blob(pooled)}).status == "success"
+    assert store.resolve("embedder").capabilities == ["embedding", "tools"]  # as Ollama reads it
+    assert client.show("embedder").capabilities == ["embedding", "tools"]
+    with pytest.raises(ollama.ResponseError, match='"embedder" does not support chat'):
+        client.chat(model="embedder", messages=[{"role": "user", "content": "hi"}])
+    retemplated = client.create(model="embedder2", from_="embedder", template="{{ prompt }}")
+    assert retemplated.status == "success" and store.resolve("embedder2").capabilities == ["embedding"]
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"GGUF" + bytes(range(256)) * 64)
     with pytest.raises(ollama.ResponseError, match="junk.gguf is not a valid GGUF file"):

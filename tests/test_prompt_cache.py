@@ -178,7 +178,7 @@ def test_a_recurrent_state_is_put_back_only_when_the_prompt_continues_all_of_it(
 
 def _waiting(state: SlotLoop, *prompts: list[int]) -> list[list[object]]:
     """Queue a request for each prompt; returns what each one is sent."""
-    from rkollama.backends.llamacpp_slots import Request, _Seq
+    from rkollama.backends.llamacpp_slot_start import Request, Seq
     from rkollama.core.types import Generation, Message
 
     state.waiting, state.vocab, state.n_vocab = deque(), None, 0
@@ -186,7 +186,7 @@ def _waiting(state: SlotLoop, *prompts: list[int]) -> list[list[object]]:
     for prompt in prompts:
         events.append([])
         request = Request(Generation(messages=[Message("user", "x")]), threading.Event(), prompt, 10, False, 0)
-        state.waiting.append(_Seq(request, events[-1].append))
+        state.waiting.append(Seq(request, events[-1].append))
     return events
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from rkollama.backends.llamacpp import ONE_SLOT_ARCHITECTURES, slot_count
 from rkollama.backends.llamacpp_prompt_cache import PromptCache
-from rkollama.backends.llamacpp_slots import SlotLoop, _Seq, copy_threshold
+from rkollama.backends.llamacpp_slot_start import Seq, copy_threshold
+from rkollama.backends.llamacpp_slots import SlotLoop
 from rkollama.core import media
 from rkollama.core.types import Generation, Message
 
@@ -107,7 +108,7 @@ class _Memory:
         self.abort_checks.append(callback)
 
 
-def _stepping(n_batch: int, seqs: list[_Seq], code: int = 0):
+def _stepping(n_batch: int, seqs: list[Seq], code: int = 0):
     """A SlotLoop that steps `seqs` with a batch of plain lists, recording each decode's rows as
     (sequence id, position); each decode returns `code`."""
     from types import SimpleNamespace
@@ -129,11 +130,11 @@ def _stepping(n_batch: int, seqs: list[_Seq], code: int = 0):
     return state, decoded
 
 
-def _seq(slot: int, window: list[int], fed: int, produced: int) -> _Seq:
-    from rkollama.backends.llamacpp_slots import Request
+def _seq(slot: int, window: list[int], fed: int, produced: int) -> Seq:
+    from rkollama.backends.llamacpp_slot_start import Request
 
     request = Request(Generation(messages=[Message("user", "x")]), threading.Event(), window, 100, False, 0)
-    return _Seq(request, lambda event: None, slot=slot, window=list(window), fed=fed, produced=produced)
+    return Seq(request, lambda event: None, slot=slot, window=list(window), fed=fed, produced=produced)
 
 
 def test_a_step_writes_its_rows_in_slot_order_whatever_order_the_requests_came_in():

@@ -17,7 +17,8 @@ from rkollama.errors import BadRequest, LoadFailed
 from rkollama.meminfo import available_bytes
 
 if TYPE_CHECKING:
-    from rkollama.backends.llamacpp_slots import Request, SlotLoop
+    from rkollama.backends.llamacpp_slot_start import Request
+    from rkollama.backends.llamacpp_slots import SlotLoop
     from rkollama.backends.llamacpp_vision import Vision
     from rkollama.config import Settings
     from rkollama.models.store import ModelSpec
@@ -124,7 +125,8 @@ class LlamaCppBackend(Backend):
         vision = _load_vision(spec, llm, threads)
         backend = cls(spec, llm, template, max_token_bytes, n_ctx, vision)
         backend.memory_bytes = memory  # what /api/ps reports: Ollama's size counts the KV cache too
-        from rkollama.backends.llamacpp_slots import Layout, SlotLoop, copy_threshold
+        from rkollama.backends.llamacpp_slot_start import copy_threshold
+        from rkollama.backends.llamacpp_slots import Layout, SlotLoop
 
         layout = Layout(slots, n_ctx, n_batch, _flash_attention(settings.flash_attention),
                         copy_threshold(shape.kv_bytes(n_ctx), spec.size), settings.prompt_cache_mb * 2**20)
@@ -183,7 +185,7 @@ class LlamaCppBackend(Backend):
 
     def _request(self, gen: Generation, cancel: threading.Event) -> "Request":
         """What the slot loop runs for `gen`: its fitted tokens, limits, grammar and images."""
-        from rkollama.backends.llamacpp_slots import Request
+        from rkollama.backends.llamacpp_slot_start import Request
 
         opts = gen.options
         tokens = self.fitter.prompt_tokens(gen)

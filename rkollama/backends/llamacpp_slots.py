@@ -19,36 +19,31 @@ the batch: the projector encodes it and its embeddings go into the sequence's KV
 reuse, shift or cut ever splits one.
 """
 
-import codecs
 import logging
-import math
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rkollama.backends.base import Emit
-from rkollama.backends.llamacpp_prompt_cache import SAVE_MIN_TOKENS, PromptCache, Saved
-from rkollama.backends.llamacpp_sampling import Sampler, make_sampler
+from rkollama.backends.llamacpp_prompt_cache import PromptCache, Saved
+from rkollama.backends.llamacpp_sampling import make_sampler
+from rkollama.backends.llamacpp_slot_start import Request, Seq, SlotStarts
 from rkollama.core import media
-from rkollama.core.fitting import common_prefix
-from rkollama.core.types import Done, DoneReason, Generation, Token, TokenLogprob
+from rkollama.core.types import Done, DoneReason, Token, TokenLogprob
 from rkollama.errors import BackendFailed
 
 if TYPE_CHECKING:
-    from rkollama.backends.llamacpp_vision import Picture, Vision
+    from rkollama.backends.llamacpp_vision import Vision
 
 log = logging.getLogger("rkollama.llamacpp")
 
 GATHER_S = 0.02
 """Longest a step from idle waits for requests that arrived with its own (SlotLoop._gather):
 measured, four simultaneous clients' requests are all submitted within ~10 ms."""
-EVICTION_WEIGHT = 0.1
-"""What a cached token another request would throw away counts against a slot, against a
-prompt token the slot saves from prefill: the chance it would have been reused."""
 ANSWERING_STEP_S = 0.5
 """Longest a step that reads prompts should take while other sequences are answering (their
 next token waits for it), in seconds: prompt chunks are sized to it from what prompt tokens
@@ -64,19 +59,6 @@ ABORT_MIN_TOKENS = 64
 """Prompt tokens a step must read before it can be cut short when one of its prompts is
 cancelled (`SlotLoop._decode`): llama.cpp then asks after every graph node, a Python call each
 (a few µs; nothing on a step that reads fewer)."""
-COPY_COST = 6.0
-"""What copying one slot's KV cache into another costs, in prompt tokens read, per byte of a
-slot's cache per byte of weights (a copy moves the whole slot; a token's prefill is work in
-proportion to the weights). Measured on SmolLM2-135M (97 MB of weights, 2 threads): a 2,048-token
-slot (47 MB) copies in 8 ms while a prompt token reads in 3 ms."""
-
-
-def copy_threshold(slot_bytes: int, weight_bytes: int) -> int:
-    """Fewest prompt tokens a copy from another slot must save to be worth it (`slot_bytes`:
-    one slot's KV cache; `weight_bytes`: the model's weights)."""
-    return max(1, math.ceil(COPY_COST * slot_bytes / max(1, weight_bytes)))
-
-
 @dataclass(frozen=True)
 class Layout:
     """How a SlotLoop's context is made."""
@@ -94,48 +76,7 @@ class Layout:
     """Most bytes of the prompt cache (0: none)."""
 
 
-@dataclass
-class Request:
-    """What the engine decided for one generation before it reaches a slot."""
-
-    gen: Generation
-    cancel: threading.Event
-    tokens: list[int]
-    """The prompt, fitted to one slot's window."""
-    limit: int
-    """Answer tokens allowed."""
-    may_shift: bool
-    keep: int
-    """Tokens a shift keeps at the start."""
-    grammar: Any = None
-    """A llama_cpp LlamaGrammar, or None."""
-    pictures: "dict[int, Picture]" = field(default_factory=dict)
-    """The images `tokens` holds, by key (core.media)."""
-
-
-@dataclass
-class _Seq:
-    request: Request
-    emit: Emit
-    sampler: "Sampler | None" = None
-    slot: int = -1
-    window: list[int] = field(default_factory=list)
-    """The prompt, then the answer so far (after any shift); its last token may be unread."""
-    fed: int = 0
-    """Tokens of `window` in the slot's KV cache."""
-    offset: int = 0
-    """Positions minus tokens in the KV cache (images under M-RoPE take fewer positions)."""
-    begun: bool = False
-    """It has been in a step."""
-    row: int = -1
-    """The batch row whose logits give this sequence's next token, this step; -1 none."""
-    produced: int = 0
-    started: float = 0.0
-    first: float | None = None
-    decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace"))
-
-
-class SlotLoop:
+class SlotLoop(SlotStarts):
     """Up to `slots` generations at once on one context of `slots × n_ctx` tokens."""
 
     def __init__(self, llm: Any, layout: Layout,
@@ -170,33 +111,26 @@ class SlotLoop:
         self.can_shift = bool(llama_cpp.llama_memory_can_shift(self.memory))
         model = llm._model.model
         recurrent = llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model)
-        self.cuttable = not recurrent
-        """Whether a slot's cache can be cut back to any earlier token: not a recurrent state
-        (Mamba, RWKV; hybrids such as LFM2 or Granite 4-H), which keeps a few at most. There,
-        nothing is copied and no step is undone."""
-        self.copy_min = copy_min if self.cuttable else None
-        """Fewest tokens a copy from another slot must save (copy_threshold); None: never copy."""
+        self.cuttable = not recurrent  # Mamba, RWKV; hybrids such as LFM2 or Granite 4-H: no
+        self.copy_min = copy_min if self.cuttable else None  # no copies, no undone steps there
         self.prompt_cache = PromptCache(llama_cpp, self.ctx, layout.cache_bytes)
-        """Slots' caches kept in RAM when another request takes their slot."""
         self.vocab = llm._model.vocab
         self.n_vocab = llm.n_vocab()
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, slots)
         self.pieces: dict[int, bytes] = {}
         """Each generated token's bytes (at most the vocabulary)."""
-        self.cached: list[list[int]] = [[] for _ in range(slots)]
-        """What each slot's KV cache holds, in order."""
+        self.cached = [[] for _ in range(slots)]
         self.used = [0.0] * slots
-        """When each slot last ended a request (time.monotonic(); 0: never)."""
         self.free = list(range(slots))
-        self.active: list[_Seq] = []
-        self.waiting: deque[_Seq] = deque()
+        self.active = []
+        self.waiting: deque[Seq] = deque()
         self.cond = threading.Condition()
         self.stopping = False
         self.preparing = 0
         """Requests announced (`expect`) and not yet submitted: their prompts are being fitted."""
         self.prompt_token_s = 0.0
         """What a prompt token has cost lately, in seconds (0: not measured yet)."""
-        self.watched: list[_Seq] = []
+        self.watched: list[Seq] = []
         """Sequences whose cancelling cuts the running step short (see `_decode`)."""
         self.abort_check = llama_cpp.ggml_abort_callback(lambda _data: self._abort_wanted())
         self.no_abort_check = llama_cpp.ggml_abort_callback()  # NULL: llama.cpp asks nothing
@@ -241,7 +175,7 @@ class SlotLoop:
             if self.stopping:
                 emit(BackendFailed("the engine is closing"))
                 return
-            self.waiting.append(_Seq(request, emit))
+            self.waiting.append(Seq(request, emit))
             self.cond.notify_all()
 
     def close(self) -> None:
@@ -314,7 +248,7 @@ class SlotLoop:
                     self.free.append(seq.slot)
                 seq.emit(BackendFailed(f"generation failed: {exc}"))
 
-    def _place(self, seq: _Seq) -> None:
+    def _place(self, seq: Seq) -> None:
         """Start `seq` in the free slot `_choose` picks, from what that slot can start with."""
         tokens = seq.request.tokens
         slot, reuse, source = self._choose(tokens)
@@ -332,91 +266,6 @@ class SlotLoop:
         seq.started = time.perf_counter()
         self.active.append(seq)
 
-    def _keep(self, slot: int, kept: int) -> None:
-        """Save what `slot`'s cache holds to the prompt cache when a request is about to throw
-        away SAVE_MIN_TOKENS or more of it (it keeps the first `kept`; a recurrent state cut
-        anywhere short of its end loses it all)."""
-        held = self.cached[slot]
-        if not self.cuttable and kept < len(held):
-            kept = 0
-        if len(held) - kept >= SAVE_MIN_TOKENS:
-            self.prompt_cache.save(slot, held)
-
-    def _start(self, slot: int, reuse: int, source: "int | Saved", length: int) -> int:
-        """Make `slot`'s cache hold the prompt's first `reuse` tokens (of `length`), copied from
-        `source`'s when that is another slot or put back from the prompt cache; returns how
-        many it holds. A cache that cannot be cut there (a recurrent state asked to go back
-        further than it keeps) is emptied: 0."""
-        if isinstance(source, Saved):
-            if not self.prompt_cache.restore(source, slot):
-                return 0
-            log.debug("slot %d: %d of the prompt's %d tokens put back from the prompt cache",
-                      slot, reuse, length)
-        elif source != slot:
-            # Only whole slots copy (llama.cpp, split caches): the copy's tail goes next.
-            # The data moves at the start of the next decode, before anything is written.
-            self.lib.llama_memory_seq_cp(self.memory, source, slot, -1, -1)
-            log.debug("slot %d: %d of the prompt's %d tokens copied from slot %d's cache",
-                      slot, reuse, length, source)
-        else:
-            log.debug("slot %d: %d of the prompt's %d tokens are in its cache", slot, reuse, length)
-        if self.lib.llama_memory_seq_rm(self.memory, slot, reuse, -1):
-            return reuse
-        self.lib.llama_memory_seq_rm(self.memory, slot, -1, -1)  # the whole sequence always goes
-        log.debug("slot %d: its state cannot go back to token %d; the prompt is read from the start",
-                  slot, reuse)
-        return 0
-
-    def _choose(self, tokens: list[int]) -> "tuple[int, int, int | Saved]":
-        """(free slot, how many of `tokens` it starts with, where they come from: a slot or a
-        prompt cache entry): the slot whose cache saves the most prefill now, less a tenth of
-        what it would throw away (EVICTION_WEIGHT) — a follow-up turn goes back to its
-        conversation, a prompt like the last one reuses what they share, and a request that
-        shares only a system prompt with a long conversation (Open WebUI's title and tags beside
-        a chat) takes another slot rather than evict it; the one used longest ago between
-        equals. What a slot would copy from another, or put back from the prompt cache, counts
-        less what that costs (copy_min, `_restore_cost`). The last token is always read; an
-        image is never cut."""
-
-        def usable(shared: int) -> int:
-            return media.back_to_edge(tokens, min(shared, len(tokens) - 1))
-
-        ram, entry = self.prompt_cache.best(tokens)
-        ram = usable(ram)
-        if entry is not None and not self.cuttable and ram < len(entry.tokens):
-            entry = None  # a recurrent state is put back whole or not at all
-
-        own = {slot: common_prefix(self.cached[slot], tokens) for slot in self.free}
-        # What every slot's cache holds of `tokens`, best first: a busy slot holds what it has read.
-        held = sorted([(usable(shared), slot) for slot, shared in own.items()]
-                      + [(usable(min(seq.fed, common_prefix(seq.window, tokens))), seq.slot)
-                         for seq in self.active], reverse=True)
-
-        def start(slot: int) -> "tuple[int, int | Saved, int]":
-            """(tokens `slot` would start with, where they come from, what getting them costs
-            in prompt tokens)."""
-            choice: tuple[int, int | Saved, int] = (usable(own[slot]), slot, 0)
-            if self.copy_min is not None:
-                best, source = next(((n, s) for n, s in held if s != slot), (0, slot))
-                if best - self.copy_min >= choice[0]:
-                    choice = (best, source, self.copy_min)
-            if entry is not None and ram - (cost := self._restore_cost(entry)) > choice[0] - choice[2]:
-                choice = (ram, entry, cost)
-            return choice
-
-        def worth(slot: int) -> tuple[float, float]:
-            n, _, cost = start(slot)
-            return n - cost - EVICTION_WEIGHT * (len(self.cached[slot]) - own[slot]), -self.used[slot]
-
-        slot = max(self.free, key=worth)
-        n, source, _ = start(slot)
-        return slot, n, source
-
-    def _restore_cost(self, entry: Saved) -> int:
-        """What putting `entry` back costs, in prompt tokens: a copy of its bytes, as copying a
-        whole slot (copy_min) of its length."""
-        return math.ceil((self.copy_min or 1) * len(entry.tokens) / self.n_ctx)
-
     def _end_or_shift(self) -> None:
         """Cancelled sequences end; a full window (its last token not read yet) shifts or ends
         with LENGTH, so prompt + answer never pass num_ctx."""
@@ -427,11 +276,11 @@ class SlotLoop:
                     and not self._shift(seq):
                 self._finish(seq, DoneReason.LENGTH)
 
-    def _plan(self) -> tuple[list[tuple[_Seq, int]], list[_Seq]]:
+    def _plan(self) -> tuple[list[tuple[Seq, int]], list[Seq]]:
         """(each sequence in this step and how many tokens it adds, those reading their prompt):
         every generating sequence's next token first, then the prompts in turn, a chunk of
         text at a time, up to n_batch (less beside answering sequences: `_prompt_room`)."""
-        plan: list[tuple[_Seq, int]] = []
+        plan: list[tuple[Seq, int]] = []
         for seq in self.active:
             seq.row = -1
             if seq.fed == len(seq.window) - 1 and seq.produced:
@@ -480,7 +329,7 @@ class SlotLoop:
         if seeing is not None:  # one image a step, so the others go on between images
             self._see(seeing)
 
-    def _decode(self, plan: list[tuple[_Seq, int]], reading: list[_Seq]) -> bool:
+    def _decode(self, plan: list[tuple[Seq, int]], reading: list[Seq]) -> bool:
         """Run the step's batch; False when it was cut short, and then undone.
 
         A long prompt step (ABORT_MIN_TOKENS) stops within a graph node of one of its prompts
@@ -521,14 +370,14 @@ class SlotLoop:
         """(llama.cpp's thread, after each graph node of a watched step.)"""
         return self.stopping or any(seq.request.cancel.is_set() for seq in self.watched)
 
-    def _text_run(self, seq: _Seq, limit: int) -> int:
+    def _text_run(self, seq: Seq, limit: int) -> int:
         """Unread tokens of `seq` before its next image, at most `limit`."""
         window, run = seq.window, 0
         while run < limit and seq.fed + run < len(window) and not media.is_image(window[seq.fed + run]):
             run += 1
         return run
 
-    def _see(self, seq: _Seq) -> None:
+    def _see(self, seq: Seq) -> None:
         """Read the image that starts at `seq`'s next unread token (never its last: the
         engine's tokenizer puts text after a trailing image)."""
         picture = seq.request.pictures[media.image_key(seq.window[seq.fed])]
@@ -539,7 +388,7 @@ class SlotLoop:
         seq.offset += picture.positions - picture.count
         seq.emit(Token(""))  # the runner's stall watchdog hears work
 
-    def _add(self, n: int, seq: _Seq, count: int) -> int:
+    def _add(self, n: int, seq: Seq, count: int) -> int:
         """`count` unread tokens of `seq` into the batch at row `n`; logits for the window's last."""
         seq.begun = True
         for _ in range(count):
@@ -555,7 +404,7 @@ class SlotLoop:
             n += 1
         return n
 
-    def _sample(self, seq: _Seq) -> None:
+    def _sample(self, seq: Seq) -> None:
         lib = self.lib
         assert seq.sampler is not None  # set when the sequence was admitted
         token = seq.sampler.sample(self.ctx, seq.row)
@@ -579,7 +428,7 @@ class SlotLoop:
         if seq.produced >= seq.request.limit:
             self._finish(seq, DoneReason.LENGTH)
 
-    def _shift(self, seq: _Seq) -> bool:
+    def _shift(self, seq: Seq) -> bool:
         """Make room as the sequential engine does: keep the first `keep` tokens, drop half of
         the rest (an image on either edge goes whole), and move what follows back (llama.cpp
         shifts the cached keys). Not under M-RoPE positions (`offset`), which do not shift."""
@@ -599,7 +448,7 @@ class SlotLoop:
             seq.fed = len(seq.window) - 1
         return True
 
-    def _finish(self, seq: _Seq, reason: DoneReason) -> None:
+    def _finish(self, seq: Seq, reason: DoneReason) -> None:
         tail = seq.decoder.decode(b"", final=True)
         if tail and reason is not DoneReason.CANCELLED:
             seq.emit(Token(tail))
@@ -609,7 +458,7 @@ class SlotLoop:
         seq.emit(Done(reason, len(seq.request.tokens), (first - seq.started) * 1000.0, seq.produced,
                          (end - first) * 1000.0, tuple(t for t in seq.window if not media.is_image(t))))
 
-    def _release(self, seq: _Seq) -> None:
+    def _release(self, seq: Seq) -> None:
         self.cached[seq.slot] = seq.window[:seq.fed]
         self.used[seq.slot] = time.monotonic()
         self.free.append(seq.slot)

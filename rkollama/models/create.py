@@ -135,7 +135,7 @@ def _override(base: Modelfile, name: ModelName, body: dict[str, Any]) -> Modelfi
     capabilities = list(base.capabilities)
     if template:  # what the template can render decides tools and thinking, as in Ollama
         capabilities = [c for c in capabilities if c not in ("tools", "thinking")]
-        capabilities += [c for c in gguf_facts.capabilities_of(template) if c not in capabilities]
+        capabilities += gguf_facts.template_capabilities(template)
     return base.changed(name=name.model, tag=name.tag, capabilities=capabilities,
                         template=template if template else base.template,
                         system=system if isinstance(system, str) else base.system,

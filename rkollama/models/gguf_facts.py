@@ -53,7 +53,8 @@ def read(path: Path) -> GGUFFacts:
             details[name] = number
     template = value("tokenizer.chat_template")
     template = template if isinstance(template, str) and template else None
-    return GGUFFacts(template, details, capabilities_of(template), _model_info(reader, count))
+    embedding = value(f"{arch}.pooling_type") is not None  # as Ollama: a pooling model only embeds
+    return GGUFFacts(template, details, capabilities_of(template, embedding), _model_info(reader, count))
 
 
 def _model_info(reader: Any, parameter_count: int, arrays: bool = False) -> dict[str, Any]:
@@ -86,10 +87,16 @@ def verbose(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return _model_info(reader, count, arrays=True), tensors
 
 
-def capabilities_of(template: str | None) -> list[str]:
+def capabilities_of(template: str | None, embedding: bool = False) -> list[str]:
+    """A model's capabilities, as Ollama reads them from a GGUF: `embedding` for a model that
+    pools (its header has a pooling type), else `completion`; then its template's."""
+    return ["embedding" if embedding else "completion"] + template_capabilities(template)
+
+
+def template_capabilities(template: str | None) -> list[str]:
     """Capabilities a chat template implies: tools when it renders them, thinking when it knows
     a think block (as Ollama infers them from the template)."""
-    caps = ["completion"]
+    caps = []
     if template:
         if "tools" in template:
             caps.append("tools")
