@@ -162,13 +162,13 @@ def test_a_prompt_a_kept_state_starts_is_put_back_into_the_slot_and_only_the_res
 
 def test_a_slot_that_holds_as_much_as_the_cache_is_used_as_it_is():
     state, lib = slots({0: TITLE, 1: CHAT})
-    state.prompt_cache.entries.append(Saved(list(CHAT), bytearray(4 * len(CHAT)), 0.0))
+    state.prompt_cache.entries.append(Saved(list(CHAT), bytearray(4 * len(CHAT))))
     assert state._choose(CHAT + [1]) == (1, len(CHAT), 1)  # putting back costs; the slot has it
 
 
 def test_a_recurrent_state_is_put_back_only_when_the_prompt_continues_all_of_it():
     state, lib = slots({0: TITLE}, cuttable=False)
-    state.prompt_cache.entries.append(Saved(CHAT + [7] * 20, bytearray(4 * 320), 0.0))
+    state.prompt_cache.entries.append(Saved(CHAT + [7] * 20, bytearray(4 * 320)))
     assert state._choose(CHAT + [1, 2]) == (0, 0, 0)  # it would have to be cut back: read it all
     slot, reuse, source = state._choose(CHAT + [7] * 20 + [1, 2])
     assert (slot, reuse) == (0, 320) and isinstance(source, Saved)

@@ -11,7 +11,6 @@ oldest entry goes first.
 
 import ctypes
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +33,6 @@ class Saved:
     """What it holds, in order."""
     data: Any
     """The state (a ctypes byte array of len(data) bytes)."""
-    saved_at: float
 
 
 class PromptCache:
@@ -74,16 +72,16 @@ class PromptCache:
                      size / 2**20, "over RKOLLAMA_PROMPT_CACHE_MB" if size > self.limit
                      else "more than half the memory available")
             return False
-        self.entries = [e for e in self.entries if tokens[:len(e.tokens)] != e.tokens]
-        while self.entries and self.bytes + size > self.limit:
-            gone = self.entries.pop(0)
-            log.debug("prompt cache: dropped the oldest entry, %d tokens", len(gone.tokens))
         data = (ctypes.c_uint8 * size)()
         written = self.lib.llama_state_seq_get_data(self.ctx, data, size, slot)
         if written != size:
             log.warning("prompt cache: llama.cpp wrote %d of a state's %d bytes; not kept", written, size)
             return False
-        self.entries.append(Saved(list(tokens), data, time.monotonic()))
+        self.entries = [e for e in self.entries if tokens[:len(e.tokens)] != e.tokens]
+        while self.entries and self.bytes + size > self.limit:
+            gone = self.entries.pop(0)
+            log.debug("prompt cache: dropped the oldest entry, %d tokens", len(gone.tokens))
+        self.entries.append(Saved(list(tokens), data))
         log.debug("prompt cache: kept a slot's %d tokens (%.1f MiB; %d entries, %.1f MiB)",
                   len(tokens), size / 2**20, len(self.entries), self.bytes / 2**20)
         return True
