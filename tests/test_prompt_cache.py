@@ -223,3 +223,20 @@ def test_a_request_that_cannot_start_fails_alone_and_the_next_one_gets_the_slot(
     assert len(first) == 1 and "no sampler" in str(first[0])  # BackendFailed, not a dead loop
     assert [seq.fed for seq in state.active] == [0]  # the slot was emptied: nothing is trusted
     assert second == [] and state.free == []
+
+
+def test_a_request_that_uses_only_the_start_of_a_kept_state_leaves_it_kept(monkeypatch):
+    """Open WebUI's next chat turn after a title request shares a template header with an older
+    entry: putting it back saves those tokens, but the entry itself stays for its conversation."""
+    import rkollama.backends.llamacpp_slots as slot_module
+
+    monkeypatch.setattr(slot_module, "make_sampler", lambda *args: None)
+    state, lib = slots({0: CHAT})
+    state._keep(0, 0)
+    lib.held[0] = state.cached[0] = TITLE
+    _waiting(state, CHAT[:100] + [1, 2])  # another conversation with the same first 100 tokens
+    state._admit()
+    assert lib.held[0] == CHAT[:100] and state.active[0].fed == 100
+    assert [entry.tokens for entry in state.prompt_cache.entries] == [CHAT, TITLE]
+    shared, entry = state.prompt_cache.best(CHAT + [3])
+    assert shared == len(CHAT)  # the first conversation's next turn still finds all of it

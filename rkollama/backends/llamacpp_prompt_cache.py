@@ -87,12 +87,12 @@ class PromptCache:
         return True
 
     def take(self, entry: Saved) -> None:
-        """`entry` out of the cache, to be put back into a slot (`restore`)."""
+        """`entry` out of the cache: a slot is to hold it (nearly) all again (`restore`)."""
         self.entries.remove(entry)
 
     def restore(self, entry: Saved, slot: int) -> bool:
-        """Put `entry` (taken out of the cache) back into `slot`; whatever the slot held goes.
-        False when llama.cpp could not (the slot is then empty)."""
+        """Put `entry` back into `slot`, whatever the slot held; in the cache or taken out of it
+        (`take`). False when llama.cpp could not (the slot is then empty)."""
         read = self.lib.llama_state_seq_set_data(self.ctx, entry.data, len(entry.data), slot)
         if read != len(entry.data):
             log.warning("prompt cache: llama.cpp could not put back a state of %d tokens", len(entry.tokens))

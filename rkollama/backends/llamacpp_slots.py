@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rkollama.backends.base import Emit
-from rkollama.backends.llamacpp_prompt_cache import PromptCache, Saved
+from rkollama.backends.llamacpp_prompt_cache import SAVE_MIN_TOKENS, PromptCache, Saved
 from rkollama.backends.llamacpp_sampling import make_sampler
 from rkollama.backends.llamacpp_slot_start import Request, Seq, SlotStarts
 from rkollama.core import media
@@ -254,8 +254,8 @@ class SlotLoop(SlotStarts):
         slot, reuse, source = self._choose(tokens)
         self.free.remove(slot)
         seq.slot = slot
-        if isinstance(source, Saved):  # out of the cache before the slot's own state goes in
-            self.prompt_cache.take(source)
+        if isinstance(source, Saved) and len(source.tokens) - reuse < SAVE_MIN_TOKENS:
+            self.prompt_cache.take(source)  # it lives in the slot again (a start of it: a copy)
         self._keep(slot, reuse if source == slot else 0)
         reuse = self._start(slot, reuse, source, len(tokens))
         seq.window, seq.fed = list(tokens), reuse
