@@ -1,4 +1,4 @@
-"""Parallel slots on the CPU engine (OLLAMA_NUM_PARALLEL above 1): continuous batching of up to N
+"""The CPU engine's slots (OLLAMA_NUM_PARALLEL of them; one by default): continuous batching of up to N
 sequences on one llama.cpp context, as llama.cpp's own server does it.
 
 One thread runs the loop. Each step builds one `llama_batch`: the next token of every sequence
@@ -11,7 +11,9 @@ holds after a request ends; the next request goes to the free slot where reusing
 most, counting what it would evict against it (`_choose`), and reads only the rest. When another
 slot (free or busy) holds a longer start of the prompt — a system prompt, tool definitions, a
 document several requests ask about — that start is copied from it (llama.cpp copies the slot's
-cache) instead of read again. Cancelling ends a sequence at the next step and frees its slot;
+cache) instead of read again; what a request would throw away of a slot's cache is first kept
+in RAM and put back when a prompt it starts returns (llamacpp_prompt_cache; the choice and each
+start: llamacpp_slot_start). Cancelling ends a sequence at the next step and frees its slot;
 a long prompt step whose request is cancelled stops at once and is undone (`_decode`).
 
 An image in a prompt (a run of stand-in ids, core.media) is read in a step of its own, after
