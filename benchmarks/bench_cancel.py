@@ -7,7 +7,6 @@ own time alone, for reference. Target: the engine free within 0.5 s of the clien
     .venv/bin/python benchmarks/bench_cancel.py [--llama-server PATH] [--runs 5] [--after 0.5]
 """
 
-import argparse
 import json
 import socket
 import statistics
@@ -20,7 +19,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-from bench_peer import _turn, llama_server_path, side_by_side, tide_table  # noqa: E402
+from bench_peer import _turn, llama_server_path, side_by_side, side_by_side_options, tide_table  # noqa: E402
 
 
 def dropped(port: int, model: str, prompt: str, after: float) -> None:
@@ -35,11 +34,8 @@ def dropped(port: int, model: str, prompt: str, after: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--llama-server", default="", help="the binary (default: build it)")
-    parser.add_argument("--runs", type=int, default=5)
+    parser = side_by_side_options(__doc__, 5)
     parser.add_argument("--after", type=float, default=0.5, help="seconds before the client leaves")
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     server = llama_server_path(args.llama_server)
     document = tide_table(110)
@@ -47,8 +43,6 @@ def main() -> None:
     with side_by_side("rkollama-cancel-", args.threads, 1, server) as sides:
         alone: dict[str, list[float]] = {name: [] for name, _, _ in sides}
         freed: dict[str, list[float]] = {name: [] for name, _, _ in sides}
-        for _, port, model in sides:  # loaded before anything is timed
-            _turn(port, model, short, 1)
         for i in range(args.runs):
             for name, port, model in sides:
                 alone[name].append(_turn(port, model, short, 1))

@@ -130,16 +130,29 @@ CONTEXT = 2048
 """Tokens of context per request on both sides (rkollama's RKOLLAMA_CONTEXT_LENGTH in the helper)."""
 
 
+def side_by_side_options(doc: str, runs: int) -> argparse.ArgumentParser:
+    """A parser with what every side-by-side benchmark takes: --llama-server, --runs, --threads."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--llama-server", default="", help="the binary (default: build it)")
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
 @contextlib.contextmanager
 def side_by_side(prefix: str, threads: int, slots: int, server: str):
     """rkollama (SmolLM2 pulled into a new store) and llama-server on the same GGUF, `slots`
-    each; yields ((name, port, model), …) and stops both after."""
+    each, the model loaded on both (a one-token answer each); yields ((name, port, model), …)
+    and stops both after."""
     from helpers import start_smollm2_daemon
 
     daemon, url, model_path, workdir = start_smollm2_daemon(prefix, threads, OLLAMA_NUM_PARALLEL=str(slots))
     peer, theirs = start_peer("llama-server", model_path, threads, slots, server, workdir / "peer.log")
+    sides = (("rkollama", int(url.rsplit(":", 1)[1]), "smollm2:135m"), ("llama-server", theirs, "peer"))
     try:
-        yield (("rkollama", int(url.rsplit(":", 1)[1]), "smollm2:135m"), ("llama-server", theirs, "peer"))
+        for _, port, model in sides:  # loaded before anything is timed
+            _turn(port, model, [{"role": "user", "content": "Say hello."}], 1)
+        yield sides
     finally:
         for process in (daemon, peer):
             process.terminate()

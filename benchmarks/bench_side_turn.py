@@ -7,7 +7,6 @@ turn's without the side request between (the plain next turn), medians of the ru
     .venv/bin/python benchmarks/bench_side_turn.py [--llama-server PATH] [--runs 5]
 """
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-from bench_peer import _turn, llama_server_path, side_by_side  # noqa: E402
+from bench_peer import _turn, llama_server_path, side_by_side, side_by_side_options  # noqa: E402
 
 TITLE_TASK = ("### Task:\nGenerate a concise, 3-5 word title with an emoji summarizing the chat "
               "history.\n### Output:\nJSON format: { \"title\": \"your concise title here\" }\n"
@@ -45,15 +44,10 @@ def next_turn_after(port: int, model: str, tag: str, side: bool) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--llama-server", default="", help="the binary (default: build it)")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser = side_by_side_options(__doc__, 5)
     args = parser.parse_args()
     server = llama_server_path(args.llama_server)
     with side_by_side("rkollama-side-", args.threads, 1, server) as sides:
-        for _, port, model in sides:
-            _turn(port, model, [{"role": "user", "content": "warm-up"}], 4)
         times: dict[tuple[str, bool], list[float]] = {}
         for run in range(args.runs):
             for side in (True, False):

@@ -6,7 +6,6 @@ document's time to first token (medians of the runs).
     .venv/bin/python benchmarks/bench_stall.py [--llama-server PATH] [--runs 3]
 """
 
-import argparse
 import http.client
 import json
 import statistics
@@ -20,7 +19,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-from bench_peer import _turn, llama_server_path, side_by_side, tide_table  # noqa: E402
+from bench_peer import _turn, llama_server_path, side_by_side, side_by_side_options, tide_table  # noqa: E402
 
 
 def stream_times(port: int, model: str, prompt: str, tokens: int, out: list[float]) -> None:
@@ -59,16 +58,11 @@ def one_run(port: int, model: str, run: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--llama-server", default="", help="the binary (default: build it)")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser = side_by_side_options(__doc__, 3)
     args = parser.parse_args()
     server = llama_server_path(args.llama_server)
     with side_by_side("rkollama-stall-", args.threads, 2, server) as sides:
         results: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in sides}
-        for _, port, model in sides:  # loaded before anything is timed
-            _turn(port, model, [{"role": "user", "content": "Say hello."}], 1)
         for run in range(args.runs):
             for name, port, model in sides:
                 results[name].append(one_run(port, model, run))
