@@ -181,7 +181,7 @@ def _waiting(state: SlotLoop, *prompts: list[int]) -> list[list[object]]:
     from rkollama.backends.llamacpp_slot_start import Request, Seq
     from rkollama.core.types import Generation, Message
 
-    state.waiting, state.vocab, state.n_vocab = deque(), None, 0
+    state.waiting, state.vocab, state.rows = deque(), None, None
     events: list[list[object]] = []
     for prompt in prompts:
         events.append([])

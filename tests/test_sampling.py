@@ -9,7 +9,7 @@ import pytest
 from rkollama.core.types import SamplingOptions
 
 llama_cpp = pytest.importorskip("llama_cpp")
-from rkollama.backends.llamacpp_sampling import Chain, Greedy, make_sampler, penalty_window  # noqa: E402
+from rkollama.backends.llamacpp_sampling import Chain, Greedy, LogitRows, make_sampler, penalty_window  # noqa: E402
 
 VOCAB = 300
 
@@ -34,7 +34,7 @@ def _chain_pick(chain: Chain, logits: np.ndarray) -> int:
 def test_the_greedy_shortcut_picks_what_llama_cpps_chain_picks(options):
     opts = SamplingOptions(temperature=0.0, **options)
     rng = np.random.default_rng(7)
-    greedy = make_sampler(llama_cpp, None, VOCAB, opts, 64, None)
+    greedy = make_sampler(llama_cpp, None, LogitRows(llama_cpp, VOCAB), opts, 64, None)
     chain = Chain(llama_cpp, None, VOCAB, opts, 64, None)
     assert isinstance(greedy, Greedy)
     try:
@@ -65,4 +65,4 @@ def test_repeat_last_n_is_ollamas_window():
 
 
 def test_sampling_with_temperature_or_a_grammar_keeps_llama_cpps_chain():
-    assert isinstance(make_sampler(llama_cpp, None, VOCAB, SamplingOptions(), 64, None), Chain)
+    assert isinstance(make_sampler(llama_cpp, None, LogitRows(llama_cpp, VOCAB), SamplingOptions(), 64, None), Chain)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from rkollama.backends.base import Emit
 from rkollama.backends.llamacpp_prompt_cache import SAVE_MIN_TOKENS, PromptCache, Saved
-from rkollama.backends.llamacpp_sampling import make_sampler
+from rkollama.backends.llamacpp_sampling import LogitRows, make_sampler
 from rkollama.backends.llamacpp_slot_start import Request, Seq, SlotStarts
 from rkollama.core import media
 from rkollama.core.types import Done, DoneReason, Token, TokenLogprob
@@ -117,7 +117,7 @@ class SlotLoop(SlotStarts):
         self.copy_min = copy_min if self.cuttable else None  # no copies, no undone steps there
         self.prompt_cache = PromptCache(llama_cpp, self.ctx, layout.cache_bytes)
         self.vocab = llm._model.vocab
-        self.n_vocab = llm.n_vocab()
+        self.rows = LogitRows(llama_cpp, llm.n_vocab())
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, slots)
         self.pieces: dict[int, bytes] = {}
         """Each generated token's bytes (at most the vocabulary)."""
@@ -263,7 +263,7 @@ class SlotLoop(SlotStarts):
         seq.window, seq.fed = list(tokens), reuse
         seq.offset = sum(seq.request.pictures[key].positions - seq.request.pictures[key].count
                          for _, key in media.image_starts(tokens[:reuse]))
-        seq.sampler = make_sampler(self.lib, self.vocab, self.n_vocab, seq.request.gen.options,
+        seq.sampler = make_sampler(self.lib, self.vocab, self.rows, seq.request.gen.options,
                                    self.n_ctx, seq.request.grammar)
         seq.started = time.perf_counter()
         self.active.append(seq)
