@@ -3,7 +3,8 @@ tokenizer, a LLaVA-style projector that makes 16 embeddings of any image). Its a
 noise; what is checked is the pipeline a user relies on: the model pulled with its projector
 from a Hub repository, `vision` in `show`, each image reaching the engine (16 more prompt
 tokens, through the ollama, openai and anthropic clients and the REPL), a picture read once
-for a follow-up question, and bad images refused before any engine work."""
+for a follow-up question (also when its chat's state waited in the prompt cache), and bad
+images refused before any engine work."""
 
 import base64
 import os
@@ -132,6 +133,31 @@ def test_a_follow_up_about_the_same_picture_does_not_read_it_again(vision_daemon
     assert reads() == before + 1  # the KV cache held the picture's embeddings
     other = chat(url, [png(50, 50, (1, 2, 3))])
     assert other.prompt_eval_count == first.prompt_eval_count and reads() == before + 2
+
+
+def test_a_picture_kept_in_the_prompt_cache_is_not_read_again(vision_daemon):
+    """Two longer requests take both slots after a chat about a picture (the shorter cache is
+    the one thrown away): the chat's state, the picture's embeddings in it, waits in RAM, and
+    its follow-up is put back from there instead of encoding the picture again."""
+    url, log = vision_daemon
+    picture = png(40, 40, (9, 99, 199))
+    question = f"{QUESTION} " + " ".join(f"Detail {i}: the shapes." for i in range(12))
+
+    def reads():
+        return log.read_text(errors="replace").count("image read: 16 embeddings")
+
+    before = reads()
+    first = ollama.Client(url).chat(model=MODEL, messages=[{"role": "user", "content": question, "images": [picture]}],
+                                    options={"num_predict": 2, "temperature": 0})
+    assert reads() == before + 1
+    for tag in ("one", "two"):
+        chat(url, content=f"Unrelated {tag}. " + " ".join(f"Point {i}: note this." for i in range(50)))
+    follow_up = ollama.Client(url).chat(model=MODEL, options={"num_predict": 2, "temperature": 0}, messages=[
+        {"role": "user", "content": question, "images": [picture]},
+        {"role": "assistant", "content": first.message.content},
+        {"role": "user", "content": "And what colour is it?"}])
+    assert follow_up.prompt_eval_count > first.prompt_eval_count
+    assert reads() == before + 1
 
 
 def test_two_pictures_at_once_each_reach_their_own_sequence(vision_daemon):
