@@ -114,25 +114,34 @@ def test_openai_and_anthropic_clients_send_images(vision_daemon):
     assert message.usage.input_tokens == plain + tiny_vlm.IMAGE_TOKENS
 
 
-def test_a_follow_up_about_the_same_picture_does_not_read_it_again(vision_daemon):
-    url, log = vision_daemon
-    picture = png(50, 50, (123, 45, 67))
+def image_reads(log) -> int:
+    """Pictures the engine has encoded so far (its log says so for each)."""
+    return log.read_text(errors="replace").count("image read: 16 embeddings")
 
-    def reads():
-        return log.read_text(errors="replace").count("image read: 16 embeddings")
 
-    before = reads()
-    first = ollama.Client(url).chat(model=MODEL, messages=[{"role": "user", "content": QUESTION, "images": [picture]}],
-                                    options={"num_predict": 2, "temperature": 0})
-    assert reads() == before + 1
-    follow_up = ollama.Client(url).chat(model=MODEL, options={"num_predict": 2, "temperature": 0}, messages=[
-        {"role": "user", "content": QUESTION, "images": [picture]},
+def picture_chat(url, question, picture):
+    """(the first turn about `picture`, a follow-up turn after it), greedy, two tokens each; the
+    caller runs whatever goes between them."""
+    options = {"num_predict": 2, "temperature": 0}
+    turn = [{"role": "user", "content": question, "images": [picture]}]
+    first = ollama.Client(url).chat(model=MODEL, messages=turn, options=options)
+    yield first
+    yield ollama.Client(url).chat(model=MODEL, options=options, messages=turn + [
         {"role": "assistant", "content": first.message.content},
         {"role": "user", "content": "And what colour is it?"}])
+
+
+def test_a_follow_up_about_the_same_picture_does_not_read_it_again(vision_daemon):
+    url, log = vision_daemon
+    before = image_reads(log)
+    turns = picture_chat(url, QUESTION, png(50, 50, (123, 45, 67)))
+    first = next(turns)
+    assert image_reads(log) == before + 1
+    follow_up = next(turns)
     assert follow_up.prompt_eval_count > first.prompt_eval_count
-    assert reads() == before + 1  # the KV cache held the picture's embeddings
+    assert image_reads(log) == before + 1  # the KV cache held the picture's embeddings
     other = chat(url, [png(50, 50, (1, 2, 3))])
-    assert other.prompt_eval_count == first.prompt_eval_count and reads() == before + 2
+    assert other.prompt_eval_count == first.prompt_eval_count and image_reads(log) == before + 2
 
 
 def test_a_picture_kept_in_the_prompt_cache_is_not_read_again(vision_daemon):
@@ -140,24 +149,16 @@ def test_a_picture_kept_in_the_prompt_cache_is_not_read_again(vision_daemon):
     the one thrown away): the chat's state, the picture's embeddings in it, waits in RAM, and
     its follow-up is put back from there instead of encoding the picture again."""
     url, log = vision_daemon
-    picture = png(40, 40, (9, 99, 199))
+    before = image_reads(log)
     question = f"{QUESTION} " + " ".join(f"Detail {i}: the shapes." for i in range(12))
-
-    def reads():
-        return log.read_text(errors="replace").count("image read: 16 embeddings")
-
-    before = reads()
-    first = ollama.Client(url).chat(model=MODEL, messages=[{"role": "user", "content": question, "images": [picture]}],
-                                    options={"num_predict": 2, "temperature": 0})
-    assert reads() == before + 1
+    turns = picture_chat(url, question, png(40, 40, (9, 99, 199)))
+    first = next(turns)
+    assert image_reads(log) == before + 1
     for tag in ("one", "two"):
         chat(url, content=f"Unrelated {tag}. " + " ".join(f"Point {i}: note this." for i in range(50)))
-    follow_up = ollama.Client(url).chat(model=MODEL, options={"num_predict": 2, "temperature": 0}, messages=[
-        {"role": "user", "content": question, "images": [picture]},
-        {"role": "assistant", "content": first.message.content},
-        {"role": "user", "content": "And what colour is it?"}])
+    follow_up = next(turns)
     assert follow_up.prompt_eval_count > first.prompt_eval_count
-    assert reads() == before + 1
+    assert image_reads(log) == before + 1
 
 
 def test_two_pictures_at_once_each_reach_their_own_sequence(vision_daemon):
