@@ -129,7 +129,7 @@ def slots(held: dict[int, list[int]], cuttable: bool = True) -> tuple[SlotLoop, 
     lib = _States(held)
     state = SlotLoop.__new__(SlotLoop)
     state.lib, state.memory, state.ctx, state.n_ctx = lib, None, None, 2048
-    state.free, state.active, state.used = sorted(held), [], [0.0] * 4
+    state.free, state.active, state.used, state.ended = sorted(held), [], [0.0] * 4, []
     state.cached = [held.get(slot, []) for slot in range(4)]
     state.cuttable, state.copy_min = cuttable, 4 if cuttable else None
     state.prompt_cache = PromptCache(lib, None, 2**20, available=lambda: 2**30)
@@ -240,3 +240,22 @@ def test_a_request_that_uses_only_the_start_of_a_kept_state_leaves_it_kept(monke
     assert [entry.tokens for entry in state.prompt_cache.entries] == [CHAT, TITLE]
     shared, entry = state.prompt_cache.best(CHAT + [3])
     assert shared == len(CHAT)  # the first conversation's next turn still finds all of it
+
+
+def test_a_slot_is_kept_while_the_loop_is_idle_so_the_request_that_takes_it_does_not_wait(monkeypatch):
+    """A request that throws away a slot's cache would wait for the copy before its prefill;
+    made while nothing runs, the copy is already there when it comes."""
+    import rkollama.backends.llamacpp_slots as slot_module
+
+    monkeypatch.setattr(slot_module, "make_sampler", lambda *args: None)
+    state, lib = slots({0: CHAT})
+    state.ended = [0]  # the chat's answer just ended
+    assert state._keep_idle() and not state._keep_idle()
+    assert [entry.tokens for entry in state.prompt_cache.entries] == [CHAT]
+    copies = []
+    read = lib.llama_state_seq_get_data
+    lib.llama_state_seq_get_data = lambda *args: copies.append(args) or read(*args)
+    _waiting(state, TITLE)
+    state._admit()
+    assert copies == [] and state.active[0].slot == 0  # nothing copied on the request's way in
+    assert [entry.tokens for entry in state.prompt_cache.entries] == [CHAT]

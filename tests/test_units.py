@@ -217,3 +217,22 @@ def test_a_context_of_a_hundred_thousand_ids_is_fitted_to_the_window_at_once():
     started = time.monotonic()
     tokens = fitter.prompt_tokens(Generation(prompt="continue", context=[123] * 100_000))
     assert len(tokens) == 4096 and time.monotonic() - started < 1.0
+
+
+def test_common_prefix_counts_the_tokens_two_sequences_share_from_their_start():
+    import random
+
+    from rkollama.core.fitting import common_prefix
+
+    def naive(a: list[int], b: list[int]) -> int:
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        return n
+
+    draw = random.Random(5)
+    for _ in range(3000):
+        a = [draw.randint(0, 3) for _ in range(draw.randint(0, 60))]
+        b = a[:draw.randint(0, len(a))] + [draw.randint(0, 3) for _ in range(draw.randint(0, 60))]
+        assert common_prefix(a, b) == naive(a, b) == common_prefix(b, a)
+    assert common_prefix([], [1]) == 0 and common_prefix([1, 2], [1, 2]) == 2

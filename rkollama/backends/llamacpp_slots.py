@@ -124,6 +124,8 @@ class SlotLoop(SlotStarts):
         self.cached = [[] for _ in range(slots)]
         self.used = [0.0] * slots
         self.free = list(range(slots))
+        self.ended: list[int] = []
+        """Slots released since the loop was last idle (`_keep_idle`)."""
         self.active = []
         self.waiting: deque[Seq] = deque()
         self.cond = threading.Condition()
@@ -193,7 +195,8 @@ class SlotLoop(SlotStarts):
         while True:
             with self.cond:
                 while not self.active and not self.waiting and not self.stopping:
-                    self.cond.wait()
+                    if not self._keep_idle():
+                        self.cond.wait()
                 if self.stopping:
                     for seq in list(self.active) + list(self.waiting):
                         seq.emit(BackendFailed("the engine was closed"))
@@ -208,7 +211,24 @@ class SlotLoop(SlotStarts):
                 log.exception("parallel decode step failed")
                 for seq in list(self.active):
                     self._release(seq)
+                    self._forget(seq.slot)  # what the failed step left in it is unknown
                     seq.emit(BackendFailed(f"generation failed: {exc}"))
+
+    def _keep_idle(self) -> bool:
+        """(Lock held, nothing to run.) Keep one slot released since the loop was last idle in
+        the prompt cache, so that a request that later throws it away does not wait for the
+        copy before its prefill; False when there was none."""
+        if not self.ended:
+            return False
+        self._keep(self.ended.pop(), 0)
+        return True
+
+    def _forget(self, slot: int) -> None:
+        """Empty `slot`: its cache and its record."""
+        self.lib.llama_memory_seq_rm(self.memory, slot, -1, -1)
+        self.cached[slot] = []
+        if slot in self.ended:
+            self.ended.remove(slot)
 
     def _gather(self) -> None:
         """(Lock held.) Before the first step from idle, wait up to GATHER_S for the requests
@@ -245,8 +265,7 @@ class SlotLoop(SlotStarts):
             except Exception as exc:  # one request fails, never the loop (every other would hang)
                 log.exception("a request could not start")
                 if seq.slot >= 0:  # what its slot holds is unknown now: empty it
-                    self.lib.llama_memory_seq_rm(self.memory, seq.slot, -1, -1)
-                    self.cached[seq.slot] = []
+                    self._forget(seq.slot)
                     self.free.append(seq.slot)
                 seq.emit(BackendFailed(f"generation failed: {exc}"))
 
@@ -256,6 +275,8 @@ class SlotLoop(SlotStarts):
         slot, reuse, source = self._choose(tokens)
         self.free.remove(slot)
         seq.slot = slot
+        if slot in self.ended:
+            self.ended.remove(slot)
         if isinstance(source, Saved) and len(source.tokens) - reuse < SAVE_MIN_TOKENS:
             self.prompt_cache.take(source)  # it lives in the slot again (a start of it: a copy)
         self._keep(slot, reuse if source == slot else 0)
@@ -464,6 +485,7 @@ class SlotLoop(SlotStarts):
         self.cached[seq.slot] = seq.window[:seq.fed]
         self.used[seq.slot] = time.monotonic()
         self.free.append(seq.slot)
+        self.ended.append(seq.slot)
         self.active.remove(seq)
         if seq.sampler is not None:
             seq.sampler.close()

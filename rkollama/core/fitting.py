@@ -176,13 +176,20 @@ class PromptFitter:
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
-    """How many tokens two sequences share from their start (what a KV cache can keep)."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
+    """How many tokens two sequences share from their start (what a KV cache can keep).
+    Halving on slice comparisons, which run in C: the slot choice asks this of every slot and
+    prompt cache entry for each request (a token-by-token loop was ~36 µs for 1,500 tokens)."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    same, differs = 0, n  # a[:same] == b[:same]; a[:differs] != b[:differs]
+    while differs - same > 1:
+        middle = (same + differs) // 2
+        if a[same:middle] == b[same:middle]:
+            same = middle
+        else:
+            differs = middle
+    return same
 
 
 def _tool_block_start(messages: list[Message], droppable: list[int], dropped: int) -> int:
