@@ -8,10 +8,11 @@ test_live_parallel.test_a_chats_next_turn_after_a_side_request_at_one_slot_is_no
 import ctypes
 import logging
 import threading
+import time
 from collections import deque
 
 from rkollama.backends.llamacpp_prompt_cache import SAVE_MIN_TOKENS, PromptCache, Saved
-from rkollama.backends.llamacpp_slots import SlotLoop
+from rkollama.backends.llamacpp_slots import IDLE_KEEP_S, SlotLoop
 
 CHAT = list(range(1000, 1300))  # a 300-token conversation
 TITLE = list(range(5000, 5080))  # a side request that shares nothing with it
@@ -244,13 +245,17 @@ def test_a_request_that_uses_only_the_start_of_a_kept_state_leaves_it_kept(monke
 
 def test_a_slot_is_kept_while_the_loop_is_idle_so_the_request_that_takes_it_does_not_wait(monkeypatch):
     """A request that throws away a slot's cache would wait for the copy before its prefill;
-    made while nothing runs, the copy is already there when it comes."""
+    made once nothing has run for IDLE_KEEP_S, the copy is already there when it comes."""
     import rkollama.backends.llamacpp_slots as slot_module
 
     monkeypatch.setattr(slot_module, "make_sampler", lambda *args: None)
     state, lib = slots({0: CHAT})
-    state.ended = [0]  # the chat's answer just ended
-    assert state._keep_idle() and not state._keep_idle()
+    state.ended = [0]  # the chat's answer ended
+    state.used[0] = time.monotonic()
+    assert 0 < state._keep_idle() <= IDLE_KEEP_S  # a next request usually comes sooner: wait
+    assert state.prompt_cache.entries == []
+    state.used[0] -= IDLE_KEEP_S
+    assert state._keep_idle() == 0.0 and state._keep_idle() is None
     assert [entry.tokens for entry in state.prompt_cache.entries] == [CHAT]
     copies = []
     read = lib.llama_state_seq_get_data

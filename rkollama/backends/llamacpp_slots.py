@@ -46,6 +46,11 @@ log = logging.getLogger("rkollama.llamacpp")
 GATHER_S = 0.02
 """Longest a step from idle waits for requests that arrived with its own (SlotLoop._gather):
 measured, four simultaneous clients' requests are all submitted within ~10 ms."""
+IDLE_KEEP_S = 1.0
+"""How long the loop must have had nothing to run before it copies ended slots into the prompt
+cache, in seconds: a client's next request usually comes sooner (an agent's next call, Open
+WebUI's title request, a benchmark's next turn) and must not wait for a copy it may not need
+(measured: copying at once put 16 ms on a next turn that throws nothing away)."""
 ANSWERING_STEP_S = 0.5
 """Longest a step that reads prompts should take while other sequences are answering (their
 next token waits for it), in seconds: prompt chunks are sized to it from what prompt tokens
@@ -195,8 +200,7 @@ class SlotLoop(SlotStarts):
         while True:
             with self.cond:
                 while not self.active and not self.waiting and not self.stopping:
-                    if not self._keep_idle():
-                        self.cond.wait()
+                    self.cond.wait(self._keep_idle())
                 if self.stopping:
                     for seq in list(self.active) + list(self.waiting):
                         seq.emit(BackendFailed("the engine was closed"))
@@ -214,14 +218,18 @@ class SlotLoop(SlotStarts):
                     self._forget(seq.slot)  # what the failed step left in it is unknown
                     seq.emit(BackendFailed(f"generation failed: {exc}"))
 
-    def _keep_idle(self) -> bool:
-        """(Lock held, nothing to run.) Keep one slot released since the loop was last idle in
-        the prompt cache, so that a request that later throws it away does not wait for the
-        copy before its prefill; False when there was none."""
+    def _keep_idle(self) -> float | None:
+        """(Lock held, nothing to run.) Once the loop has had nothing to run for IDLE_KEEP_S,
+        keep one ended slot in the prompt cache, so that a request that later throws it away
+        does not wait for the copy before its prefill. Returns how long to wait before asking
+        again, in seconds (None: until woken)."""
         if not self.ended:
-            return False
+            return None
+        due = max(self.used) + IDLE_KEEP_S - time.monotonic()
+        if due > 0:
+            return due
         self._keep(self.ended.pop(), 0)
-        return True
+        return 0.0
 
     def _forget(self, slot: int) -> None:
         """Empty `slot`: its cache and its record."""
