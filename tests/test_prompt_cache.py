@@ -264,3 +264,16 @@ def test_a_slot_is_kept_while_the_loop_is_idle_so_the_request_that_takes_it_does
     state._admit()
     assert copies == [] and state.active[0].slot == 0  # nothing copied on the request's way in
     assert [entry.tokens for entry in state.prompt_cache.entries] == [CHAT]
+
+
+def test_a_slot_that_cannot_be_kept_while_idle_leaves_the_loop_running(caplog):
+    state, lib = slots({0: CHAT})
+    state.ended, state.used[0] = [0], 0.0
+
+    def refuse(*args):
+        raise MemoryError
+
+    lib.llama_state_seq_get_data = refuse
+    with caplog.at_level(logging.ERROR, logger="rkollama.llamacpp"):
+        assert state._keep_idle() == 0.0
+    assert "could not be kept" in caplog.text and state._keep_idle() is None

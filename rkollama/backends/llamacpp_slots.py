@@ -228,7 +228,10 @@ class SlotLoop(SlotStarts):
         due = max(self.used) + IDLE_KEEP_S - time.monotonic()
         if due > 0:
             return due
-        self._keep(self.ended.pop(), 0)
+        try:
+            self._keep(self.ended.pop(), 0)
+        except Exception:  # an allocation refused, say: the cache goes without, never the loop
+            log.exception("prompt cache: a slot could not be kept")
         return 0.0
 
     def _forget(self, slot: int) -> None:
