@@ -130,7 +130,7 @@ class SlotLoop(SlotStarts):
         self.used = [0.0] * slots
         self.free = list(range(slots))
         self.ended: list[int] = []
-        """Slots released since the loop was last idle (`_keep_idle`)."""
+        """Slots whose request ended and that `_keep_idle` has not kept yet (nor a request taken)."""
         self.active = []
         self.waiting: deque[Seq] = deque()
         self.cond = threading.Condition()
