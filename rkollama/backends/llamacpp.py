@@ -1,5 +1,6 @@
 """LlamaCppBackend: the CPU engine, llama.cpp through llama-cpp-python (imported lazily)."""
 
+import functools
 import json
 import logging
 import os
@@ -195,7 +196,13 @@ class LlamaCppBackend(Backend):
             pictures = self.vision.pictures(media.images_of(gen), tokens)
         return Request(gen, cancel, tokens, _token_limit(opts.num_predict, self.n_ctx, len(tokens)),
                        gen.shift and grammar is None and opts.num_predict != -2,
-                       self.fitter.num_keep(gen, len(tokens)), grammar, pictures)
+                       self.fitter.num_keep(gen, len(tokens)), grammar, pictures,
+                       None if pictures or gen.messages is None else functools.partial(self._next_turn, gen))
+
+    def _next_turn(self, gen: Generation, answer: list[int]) -> list[int]:
+        """What a chat client's next turn after the answer `answer` (tokens) most likely starts
+        with (llamacpp_read_ahead)."""
+        return self.fitter.next_turn_start(gen, self.llm.detokenize(answer).decode("utf-8", "replace"))
 
     def _logprob(self, token: int, piece: bytes, top: int, row: Any) -> TokenLogprob:
         """The log-probability of `token` under the logits it was sampled from (`row`, raw, as

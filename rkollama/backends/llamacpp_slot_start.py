@@ -7,6 +7,7 @@ import codecs
 import logging
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,12 @@ class Request:
     """A llama_cpp LlamaGrammar, or None."""
     pictures: "dict[int, Picture]" = field(default_factory=dict)
     """The images `tokens` holds, by key (core.media)."""
+    next_turn: "Callable[[list[int]], list[int]] | None" = None
+    """Given the answer's tokens, what a client's next turn most likely starts with ([]: no
+    guess); None when the engine does not guess (not a chat, images)."""
+    background: bool = False
+    """A read-ahead of a guessed next turn (llamacpp_read_ahead): it reads its prompt, answers
+    nothing and gives way to any request."""
 
 
 @dataclass

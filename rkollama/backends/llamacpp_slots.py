@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from rkollama.backends.base import Emit
 from rkollama.backends.llamacpp_prompt_cache import SAVE_MIN_TOKENS, PromptCache, Saved
+from rkollama.backends.llamacpp_read_ahead import READ_AHEAD_MAX, Answered, answered, background_request
 from rkollama.backends.llamacpp_sampling import LogitRows, make_sampler
 from rkollama.backends.llamacpp_slot_start import Request, Seq, SlotStarts
 from rkollama.core import media
@@ -81,6 +82,8 @@ class Layout:
     """Fewest tokens a copy from another slot must save (copy_threshold); None: never copy."""
     cache_bytes: int = 0
     """Most bytes of the prompt cache (0: none)."""
+    read_ahead: bool = True
+    """Read a chat's guessed next turn while idle (llamacpp_read_ahead)."""
 
 
 class SlotLoop(SlotStarts):
@@ -131,6 +134,9 @@ class SlotLoop(SlotStarts):
         self.free = list(range(slots))
         self.ended: list[int] = []
         """Slots whose request ended and that `_keep_idle` has not kept yet (nor a request taken)."""
+        ahead = READ_AHEAD_MAX if layout.read_ahead and self.cuttable else 0
+        self.answered: deque[Answered] = deque(maxlen=ahead)
+        """Chat answers whose next turn `_keep_idle` has not read ahead yet, oldest first."""
         self.active = []
         self.waiting: deque[Seq] = deque()
         self.cond = threading.Condition()
@@ -173,6 +179,8 @@ class SlotLoop(SlotStarts):
         """`change` more (or, negative, fewer) requests are on their way to `submit`."""
         with self.cond:
             self.preparing = max(0, self.preparing + change)
+            if change > 0:
+                self._give_way()
             self.cond.notify_all()
 
     def submit(self, request: Request, emit: Emit, expected: bool = False) -> None:
@@ -184,6 +192,8 @@ class SlotLoop(SlotStarts):
             if self.stopping:
                 emit(BackendFailed("the engine is closing"))
                 return
+            if not request.background:
+                self._give_way()
             self.waiting.append(Seq(request, emit))
             self.cond.notify_all()
 
@@ -220,19 +230,34 @@ class SlotLoop(SlotStarts):
 
     def _keep_idle(self) -> float | None:
         """(Lock held, nothing to run.) Once the loop has had nothing to run for IDLE_KEEP_S,
-        keep one ended slot in the prompt cache, so that a request that later throws it away
-        does not wait for the copy before its prefill. Returns how long to wait before asking
-        again, in seconds (None: until woken)."""
-        if not self.ended:
+        queue the read-ahead of one chat answer's next turn (llamacpp_read_ahead) unless a
+        request is on its way, else keep one ended slot in the prompt cache, so that a request
+        that later throws it away does not wait for the copy before its prefill. Returns how
+        long to wait before asking again, in seconds (None: until woken)."""
+        ahead = bool(self.answered) and not self.preparing
+        if not self.ended and not ahead:
             return None
         due = max(self.used) + IDLE_KEEP_S - time.monotonic()
         if due > 0:
             return due
+        if ahead:
+            request = background_request(self.answered.popleft(), self.cached, self.n_ctx)
+            if request is not None:
+                log.debug("reading ahead %d tokens of a chat's next turn", len(request.tokens))
+                self.waiting.append(Seq(request, _nobody))
+            return 0.0
         try:
             self._keep(self.ended.pop(), 0)
         except Exception:  # an allocation refused, say: the cache goes without, never the loop
             log.exception("prompt cache: a slot could not be kept")
         return 0.0
+
+    def _give_way(self) -> None:
+        """(Lock held.) A request is coming: read-aheads end at the next step, or within a graph
+        node of the running one (`_decode`)."""
+        for seq in [*self.active, *self.waiting]:
+            if seq.request.background:
+                seq.request.cancel.set()
 
     def _forget(self, slot: int) -> None:
         """Empty `slot`: its cache and its record."""
@@ -295,8 +320,9 @@ class SlotLoop(SlotStarts):
         seq.window, seq.fed = list(tokens), reuse
         seq.offset = sum(seq.request.pictures[key].positions - seq.request.pictures[key].count
                          for _, key in media.image_starts(tokens[:reuse]))
-        seq.sampler = make_sampler(self.lib, self.vocab, self.rows, seq.request.gen.options,
-                                   self.n_ctx, seq.request.grammar)
+        if not seq.request.background:
+            seq.sampler = make_sampler(self.lib, self.vocab, self.rows, seq.request.gen.options,
+                                       self.n_ctx, seq.request.grammar)
         seq.started = time.perf_counter()
         self.active.append(seq)
 
@@ -354,7 +380,9 @@ class SlotLoop(SlotStarts):
             if not self._decode(plan, reading):
                 return
             for seq in list(self.active):
-                if seq.row >= 0:
+                if seq.row >= 0 and seq.request.background:  # read ahead: nothing to answer
+                    self._finish(seq, DoneReason.STOP)
+                elif seq.row >= 0:
                     self._sample(seq)
                 elif seq in reading:  # a prompt chunk read: the runner's stall watchdog hears work
                     seq.emit(Token(""))
@@ -375,7 +403,8 @@ class SlotLoop(SlotStarts):
         others read again. A step that reads enough prompt also measures what a prompt token
         costs (`_prompt_room`)."""
         read = sum(count for seq, count in plan if seq in reading)
-        watched = self.cuttable and read >= ABORT_MIN_TOKENS
+        background = any(seq.request.background for seq in reading)  # to stop as soon as work comes
+        watched = self.cuttable and (read >= ABORT_MIN_TOKENS or background)
         if watched:
             self.watched = reading
             self.lib.llama_set_abort_callback(self.ctx, self.abort_check, None)
@@ -488,16 +517,24 @@ class SlotLoop(SlotStarts):
             seq.emit(Token(tail))
         end = time.perf_counter()
         first = seq.first or end
+        done = answered(seq.request, reason, seq.window, seq.fed)
+        if done is not None:
+            self.answered.append(done)
         self._release(seq)
         seq.emit(Done(reason, len(seq.request.tokens), (first - seq.started) * 1000.0, seq.produced,
                          (end - first) * 1000.0, tuple(t for t in seq.window if not media.is_image(t))))
 
     def _release(self, seq: Seq) -> None:
         self.cached[seq.slot] = seq.window[:seq.fed]
-        self.used[seq.slot] = time.monotonic()
+        if not seq.request.background:  # the user's activity: what IDLE_KEEP_S counts from
+            self.used[seq.slot] = time.monotonic()
         self.free.append(seq.slot)
         self.ended.append(seq.slot)
         self.active.remove(seq)
         if seq.sampler is not None:
             seq.sampler.close()
             seq.sampler = None
+
+
+def _nobody(event: object) -> None:
+    """Where a read-ahead's events go: nobody waits for them."""

@@ -26,6 +26,9 @@ TokenizeWithImages = Callable[[str, bool, list[str]], list[int]]
 """(text, add_bos, images) -> token ids, each `[img-N]` of the text replaced by the stand-in
 ids of images[N] (core.media); raises BadRequest for an image the engine cannot read."""
 NO_VISION = "this model cannot read images"
+NEXT_MESSAGE = "\ue000next message\ue000"
+"""Where a guessed next turn's user message would go (`next_turn_start`): private-use
+characters, which no template writes itself."""
 
 
 @dataclass
@@ -79,6 +82,20 @@ class PromptFitter:
         if gen.prompt is not None:
             return gen.prompt
         return self.render(list(gen.messages or []), gen)
+
+    def next_turn_start(self, gen: Generation, answer: str) -> list[int]:
+        """The tokens a chat client's next turn after `answer` most likely starts with: the
+        conversation with `answer` sent back as the assistant's message, up to where the user's
+        next message goes (a turn-closing tag, the user's header). [] when the template does
+        not show where that is, or for a prompt that is not a chat."""
+        if gen.messages is None or gen.context:
+            return []
+        messages = [*gen.messages, Message("assistant", answer), Message("user", NEXT_MESSAGE)]
+        text = self.render(messages, gen)
+        at = text.find(NEXT_MESSAGE)
+        if at < 0 or text.find(NEXT_MESSAGE, at + 1) >= 0:
+            return []
+        return self.tokenize(text[:at], True)
 
     def context(self, gen: Generation) -> list[int]:
         """The token ids of an earlier exchange this prompt continues (/api/generate `context`)."""
