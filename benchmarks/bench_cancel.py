@@ -45,6 +45,7 @@ def main() -> None:
         freed: dict[str, list[float]] = {name: [] for name, _, _ in sides}
         for i in range(args.runs):
             for name, port, model in sides:
+                sides.quiet()
                 alone[name].append(_turn(port, model, short, 1))
                 dropped(port, model, f"Run {i}. {document} Which pier is deepest?", args.after)
                 freed[name].append(_turn(port, model, short, 1))

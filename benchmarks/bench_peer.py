@@ -89,20 +89,61 @@ def next_turn(port: int, model: str, tag: str) -> float:
 
 
 def _turn(port: int, model: str, messages: list, tokens: int) -> float:
+    return chat_turn(port, model, messages, tokens)[0]
+
+
+def chat_turn(port: int, model: str, messages: list, tokens: int) -> tuple[float, str]:
+    """(seconds to the first content, the answer's text) of one streamed greedy chat turn."""
     body = json.dumps({"model": model, "stream": True, "max_tokens": tokens, "temperature": 0,
                        "messages": messages})
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     start = time.perf_counter()
     conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
-    first = None
+    first, text = None, []
     for raw in conn.getresponse():
         line = raw.strip()
-        if first is None and line.startswith(b"data:") and line != b"data: [DONE]":
+        if line.startswith(b"data:") and line != b"data: [DONE]":
             choices = json.loads(line[5:])["choices"]
-            if choices and choices[0].get("delta", {}).get("content"):
-                first = time.perf_counter()
+            content = choices[0].get("delta", {}).get("content") if choices else None
+            if content:
+                first = first or time.perf_counter()
+                text.append(content)
     conn.close()
-    return (first or time.perf_counter()) - start
+    return (first or time.perf_counter()) - start, "".join(text)
+
+
+QUIET_S = 1.5
+"""How long every server's processes must have used no CPU before a measured request: longer
+than rkollama's idle work waits (IDLE_KEEP_S, then a read-ahead and a prompt cache copy), so
+neither side's background work lands in the other's measurement."""
+
+
+def quiet(roots: list[int], timeout: float = 20.0) -> None:
+    """Wait until the processes `roots` and their descendants have used no CPU for QUIET_S."""
+
+    def cpu() -> int:
+        parents: dict[int, int] = {}
+        ticks: dict[int, int] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                parents[int(entry.name)] = int(fields[1])
+                ticks[int(entry.name)] = int(fields[11]) + int(fields[12])  # utime + stime
+        tree = set(roots)
+        while grown := {pid for pid, parent in parents.items() if parent in tree} - tree:
+            tree |= grown
+        return sum(ticks.get(pid, 0) for pid in tree)
+
+    deadline = time.monotonic() + timeout
+    last, since = cpu(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < QUIET_S:
+        time.sleep(0.1)
+        now = cpu()
+        if now != last:
+            last, since = now, time.monotonic()
 
 
 def start_peer(kind: str, model_path: str, threads: int, parallel: int, server: str, log_path: Path,
@@ -139,6 +180,21 @@ def side_by_side_options(doc: str, runs: int) -> argparse.ArgumentParser:
     return parser
 
 
+class Sides(tuple):
+    """((name, port, model), …) of the servers side by side, and the processes that serve them."""
+
+    roots: list[int]
+
+    def __new__(cls, sides: tuple[tuple[str, int, str], ...], roots: list[int]) -> "Sides":
+        made = super().__new__(cls, sides)
+        made.roots = roots
+        return made
+
+    def quiet(self) -> None:
+        """Wait until every side is idle (`quiet`)."""
+        quiet(self.roots)
+
+
 @contextlib.contextmanager
 def side_by_side(prefix: str, threads: int, slots: int, server: str):
     """rkollama (SmolLM2 pulled into a new store) and llama-server on the same GGUF, `slots`
@@ -148,7 +204,9 @@ def side_by_side(prefix: str, threads: int, slots: int, server: str):
 
     daemon, url, model_path, workdir = start_smollm2_daemon(prefix, threads, OLLAMA_NUM_PARALLEL=str(slots))
     peer, theirs = start_peer("llama-server", model_path, threads, slots, server, workdir / "peer.log")
-    sides = (("rkollama", int(url.rsplit(":", 1)[1]), "smollm2:135m"), ("llama-server", theirs, "peer"))
+    ours = int(url.rsplit(":", 1)[1])
+    sides = Sides((("rkollama", ours, "smollm2:135m"), ("llama-server", theirs, "peer")),
+                  [daemon.pid, peer.pid])
     try:
         for _, port, model in sides:  # loaded before anything is timed
             _turn(port, model, [{"role": "user", "content": "Say hello."}], 1)
@@ -206,7 +264,7 @@ def main() -> None:
     ours = int(url.rsplit(":", 1)[1])
     peer, theirs = start_peer(args.peer, model_path, args.threads, args.parallel, server,
                               workdir / "peer.log", args.flash_attention)
-    sides = (("rkollama", ours, "smollm2:135m"), ("peer", theirs, "peer"))
+    sides = Sides((("rkollama", ours, "smollm2:135m"), ("peer", theirs, "peer")), [daemon.pid, peer.pid])
     try:
         for _, port, model in sides:
             chat_run(port, model, "warm-up", 8)
@@ -220,6 +278,7 @@ def main() -> None:
         firsts: dict[str, list[float]] = {name: [] for name, _, _ in sides}
         for i in range(max(1, args.runs // 2)):
             for name, port, model in sides:
+                sides.quiet()
                 rate, ttfts = concurrent(port, model, args.clients, args.tokens, f"{i}")
                 aggregates[name].append(rate)
                 firsts[name] += ttfts
@@ -231,6 +290,7 @@ def main() -> None:
         turns: dict[str, list[float]] = {name: [] for name, _, _ in sides}
         for i in range(args.runs):
             for name, port, model in sides:
+                sides.quiet()
                 turns[name].append(next_turn(port, model, f"{i}"))
         o_turn = statistics.median(turns["rkollama"]) * 1000
         p_turn = statistics.median(turns["peer"]) * 1000
@@ -242,12 +302,13 @@ def main() -> None:
             process.wait(timeout=20)
 
 
-def single_client(sides: tuple[tuple[str, int, str], ...], runs: int, tokens: int) -> None:
+def single_client(sides: "Sides", runs: int, tokens: int) -> None:
     """Alternating single-client runs: decode tokens/s and time to first token, printed."""
     rows = []
     for i in range(runs):
         row = []
         for _name, port, model in sides:
+            sides.quiet()
             prompt = f"Run {i}: write a detailed essay about the history of astronomy."
             row.append(chat_run(port, model, prompt, tokens))
         rows.append(row)

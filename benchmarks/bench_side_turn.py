@@ -52,6 +52,7 @@ def main() -> None:
         for run in range(args.runs):
             for side in (True, False):
                 for name, port, model in sides:
+                    sides.quiet()
                     seconds = next_turn_after(port, model, f"{run}-{side}", side)
                     times.setdefault((name, side), []).append(seconds)
                     print(f"{run:>3}  {name:<12} {'after a side request' if side else 'plain':<21} "

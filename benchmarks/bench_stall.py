@@ -65,6 +65,7 @@ def main() -> None:
         results: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in sides}
         for run in range(args.runs):
             for name, port, model in sides:
+                sides.quiet()
                 results[name].append(one_run(port, model, run))
     print(f"a ~1.8k-token document arrives while another client streams; SmolLM2, 2 slots, "
           f"{args.threads} threads, {args.runs} runs\n")
