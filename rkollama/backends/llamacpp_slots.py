@@ -13,7 +13,8 @@ slot (free or busy) holds a longer start of the prompt — a system prompt, tool
 document several requests ask about — that start is copied from it (llama.cpp copies the slot's
 cache) instead of read again; what a request would throw away of a slot's cache is first kept
 in RAM and put back when a prompt it starts returns (llamacpp_prompt_cache; the choice and each
-start: llamacpp_slot_start). Cancelling ends a sequence at the next step and frees its slot;
+start: llamacpp_slot_start). While nothing runs, the start of a chat's next turn is read ahead
+(llamacpp_read_ahead). Cancelling ends a sequence at the next step and frees its slot;
 a long prompt step whose request is cancelled stops at once and is undone (`_decode`).
 
 An image in a prompt (a run of stand-in ids, core.media) is read in a step of its own, after
