@@ -265,3 +265,49 @@ def test_a_request_submitted_while_a_read_ahead_waits_for_a_slot_goes_first(monk
     lib.steps.clear()
     settle(state)
     assert lib.steps[0] == {0: 2} and lib.held[0] == CHAT + [7, 8, 1, 2, 9]
+
+
+THINKING_TEMPLATE = (  # as Qwen3's: an answer's thinking is dropped once a user message follows it
+    "{%- set ns = namespace(last=0) -%}"
+    "{%- for m in messages %}{% if m.role == 'user' %}{% set ns.last = loop.index0 %}{% endif %}{% endfor -%}"
+    "{%- for m in messages -%}"
+    "{%- set content = m.content -%}"
+    "{%- if m.role == 'assistant' and loop.index0 < ns.last and '</think>' in content -%}"
+    "{%- set content = content.split('</think>')[-1].lstrip('\\n') -%}{%- endif -%}"
+    "<|im_start|>{{ m.role }}\n{{ content }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def _fitter(source: str):
+    from rkollama.core.fitting import PromptFitter
+    from rkollama.core.prompt import ChatTemplate
+
+    return PromptFitter(2048, ChatTemplate(source), lambda text, bos: [ord(c) for c in text], 1)
+
+
+def _text(tokens: list[int]) -> str:
+    return "".join(map(chr, tokens))
+
+
+def test_the_guessed_next_turn_is_the_conversation_with_the_answer_sent_back_up_to_the_users_message():
+    from rkollama.core.prompt import CHATML
+
+    history = [Message("user", "Which cape is first?")]
+    guess = _fitter(CHATML).next_turn_start(Generation(messages=history), "Cape 0.")
+    assert _text(guess).endswith("<|im_start|>user\nWhich cape is first?<|im_end|>\n"
+                                 "<|im_start|>assistant\nCape 0.<|im_end|>\n<|im_start|>user\n")
+    thinking = _fitter(THINKING_TEMPLATE).next_turn_start(
+        Generation(messages=history), "<think>\nThe list starts at 0.\n</think>\n\nCape 0.")
+    assert _text(thinking) == ("<|im_start|>user\nWhich cape is first?<|im_end|>\n"
+                               "<|im_start|>assistant\nCape 0.<|im_end|>\n<|im_start|>user\n")
+
+
+def test_no_next_turn_is_guessed_where_the_template_does_not_show_where_the_message_goes():
+    from rkollama.core.prompt import CHATML
+
+    twice = "{% for m in messages %}{{ m.content }}|{{ m.content }}{% endfor %}"
+    assert _fitter(twice).next_turn_start(Generation(messages=[Message("user", "x")]), "y") == []
+    hidden = "{% for m in messages %}{% if m.role != 'user' %}{{ m.content }}{% endif %}{% endfor %}"
+    assert _fitter(hidden).next_turn_start(Generation(messages=[Message("user", "x")]), "y") == []
+    assert _fitter(CHATML).next_turn_start(Generation(prompt="raw text"), "y") == []
+    assert _fitter(CHATML).next_turn_start(Generation(messages=[Message("user", "x")], context=[1, 2]), "y") == []

@@ -49,10 +49,11 @@ GATHER_S = 0.02
 """Longest a step from idle waits for requests that arrived with its own (SlotLoop._gather):
 measured, four simultaneous clients' requests are all submitted within ~10 ms."""
 IDLE_KEEP_S = 1.0
-"""How long the loop must have had nothing to run before it copies ended slots into the prompt
-cache, in seconds: a client's next request usually comes sooner (an agent's next call, Open
-WebUI's title request, a benchmark's next turn) and must not wait for a copy it may not need
-(measured: copying at once put 16 ms on a next turn that throws nothing away)."""
+"""How long the loop must have had nothing to run before it reads chats' next turns ahead and
+copies ended slots into the prompt cache, in seconds: a client's next request usually comes
+sooner (an agent's next call, Open WebUI's title request, a benchmark's next turn) and must not
+wait for work it may not need (measured: copying at once put 16 ms on a next turn that throws
+nothing away); a person reading an answer takes longer."""
 ANSWERING_STEP_S = 0.5
 """Longest a step that reads prompts should take while other sequences are answering (their
 next token waits for it), in seconds: prompt chunks are sized to it from what prompt tokens
