@@ -109,6 +109,8 @@ class Scheduler:
         self._reaper: threading.Thread | None = None
         self._watched: set[Stream] = set()  # running streams whose client may go away
         self._watcher: threading.Thread | None = None
+        self._busy = False
+        """Some loaded model is running a request (what the engines were last told)."""
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -284,6 +286,7 @@ class Scheduler:
                         continue
                     if runner is not None and not runner.full and opts.compatible_with(runner.opts):
                         runner.active += 1
+                        self._tell_activity()
                         self._set_keep_alive(runner, keep_alive)
                         return runner
                     if runner is not None and not runner.busy:  # other load options: reload
@@ -342,7 +345,21 @@ class Scheduler:
         runner = _Runner(key, spec, opts, backend, ka, self.clock())
         runner.active = 1
         self._runners[key] = runner
+        if self._busy:  # the others know already
+            backend.daemon_busy(True)
+        self._tell_activity()
         return runner
+
+    def _tell_activity(self) -> None:
+        """(Lock held.) When the daemon starts running requests, or has none left, every loaded
+        engine is told (Backend.daemon_busy): background work such as the CPU engine's read-ahead
+        never takes CPU from another model's request. A runner hears it as a few bytes on its
+        pipe, which its main thread reads at once: this does not wait for the engine."""
+        busy = any(runner.active for runner in self._runners.values())
+        if busy != self._busy:
+            self._busy = busy
+            for runner in self._runners.values():
+                runner.backend.daemon_busy(busy)
 
     def _set_keep_alive(self, runner: _Runner, keep_alive: float | None) -> None:
         if keep_alive is not None:
@@ -353,6 +370,7 @@ class Scheduler:
             now = self.clock()
             runner.active -= 1
             runner.last_used = now
+            self._tell_activity()
             if runner.busy:  # others still generating: keep-alive starts when the last ends
                 self._cond.notify_all()
                 return

@@ -131,7 +131,7 @@ def slots(held: dict[int, list[int]], cuttable: bool = True) -> tuple[SlotLoop, 
     state = SlotLoop.__new__(SlotLoop)
     state.lib, state.memory, state.ctx, state.n_ctx = lib, None, None, 2048
     state.free, state.active, state.used, state.ended = sorted(held), [], [0.0] * 4, []
-    state.answered, state.preparing = deque(), 0
+    state.answered, state.preparing, state.held = deque(), 0, False
     state.cached = [held.get(slot, []) for slot in range(4)]
     state.cuttable, state.copy_min = cuttable, 4 if cuttable else None
     state.prompt_cache = PromptCache(lib, None, 2**20, available=lambda: 2**30)

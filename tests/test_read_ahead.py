@@ -94,6 +94,7 @@ def scripted(monkeypatch, slots: int = 2) -> tuple[SlotLoop, _Engine]:
                                   seq_id=[[0] for _ in range(512)], logits=[0] * 512, n_tokens=0)
     state.answered, state.active, state.waiting = deque(maxlen=READ_AHEAD_MAX), [], deque()
     state.cond, state.stopping, state.preparing, state.watched = threading.Condition(), False, 0, []
+    state.held = False
     state.prompt_token_s, state.abort_check, state.no_abort_check = 0.0, "check", None
     state.prompt_cache = PromptCache(lib, None, 2**20, available=lambda: 2**30)
     state.vocab, state.rows, state.pieces = None, None, {}
@@ -311,3 +312,25 @@ def test_no_next_turn_is_guessed_where_the_template_does_not_show_where_the_mess
     assert _fitter(hidden).next_turn_start(Generation(messages=[Message("user", "x")]), "y") == []
     assert _fitter(CHATML).next_turn_start(Generation(prompt="raw text"), "y") == []
     assert _fitter(CHATML).next_turn_start(Generation(messages=[Message("user", "x")], context=[1, 2]), "y") == []
+
+
+def test_nothing_is_read_ahead_while_the_daemon_runs_another_models_request(monkeypatch):
+    state, lib = scripted(monkeypatch, slots=1)
+    state.n_batch = 4
+    request, events = chat(CHAT[:40], guess=lambda answer: CHAT)
+    state.submit(request, events.append)
+    settle(state)
+    idle(state)
+    with state.cond:
+        state._admit()
+    state._step()
+    ahead = state.active[0]
+    state.hold(True)  # another model's request started
+    assert ahead.request.cancel.is_set()
+    settle(state)
+    assert not state.active
+    state.answered.append(answered(request, DoneReason.STOP, CHAT[:40] + [7, 8], 41))
+    assert idle(state) is not None and not state.waiting  # held: the slot is kept, nothing read
+    assert idle(state) is None
+    state.hold(False)
+    assert idle(state) == 0.0 and state.waiting[0].request.background

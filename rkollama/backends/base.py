@@ -101,6 +101,11 @@ class Backend(ABC):
         """`change` (+1, or -1 when dropped before it starts) generations are on their way to
         stream(): an engine that batches may wait for them to start them together."""
 
+    def daemon_busy(self, busy: bool) -> None:  # noqa: B027  # optional: only background work waits
+        """The daemon is (True) or is no longer (False) running a request of any model: an
+        engine's optional background work (the CPU engine's read-ahead) waits while it is, so
+        that it never takes CPU from another model's request."""
+
     def generate_batch(self, batch: list[tuple[int, Generation, threading.Event]]
                        ) -> Iterator[tuple[int, Token | Done]]:
         """Several generations in one forward pass (NPU n_batch): `batch` is [(id, gen, cancel)];

@@ -139,6 +139,9 @@ class OnEngineThread(Backend):
     def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
         return self._engine.call(self.inner.embed, texts, truncate)
 
+    def daemon_busy(self, busy: bool) -> None:
+        self.inner.daemon_busy(busy)  # a flag for the engine's own loop, not work for this thread
+
     def close(self) -> None:
         """After any generation still queued on the engine thread has stopped."""
         try:

@@ -42,6 +42,7 @@ class Script:
         self.finished: list[Any] = []  # (reason, tokens produced) of every generation that ended
         self.slots = 1  # generations one loaded model runs at once (like NPU n_batch)
         self.embedded = 0  # texts embedded so far (each takes delay_s)
+        self.busy: list[tuple[str, bool]] = []  # (model, busy) of every daemon_busy, in order
 
     def enqueue(self, tokens: list[str]) -> None:
         with self._lock:
@@ -118,6 +119,10 @@ class ScriptedBackend(Backend):
         vectors = [[float(len(t.split())), float(len(t)), float(sum(c in "aeiou" for c in t)), 1.0]
                    for t in texts]
         return vectors, sum(len(t.split()) for t in texts)
+
+    def daemon_busy(self, busy: bool) -> None:
+        with self.script._lock:
+            self.script.busy.append((self.spec.name.display(), busy))
 
     def render(self, gen: Generation) -> str:
         if gen.prompt is not None:

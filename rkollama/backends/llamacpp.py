@@ -184,6 +184,10 @@ class LlamaCppBackend(Backend):
         if self.loop is not None:
             self.loop.expect(change)
 
+    def daemon_busy(self, busy: bool) -> None:
+        if self.loop is not None:
+            self.loop.hold(busy)
+
     def _request(self, gen: Generation, cancel: threading.Event) -> "Request":
         """What the slot loop runs for `gen`: its fitted tokens, limits, grammar and images."""
         from rkollama.backends.llamacpp_slot_start import Request

@@ -145,6 +145,8 @@ class SlotLoop(SlotStarts):
         self.stopping = False
         self.preparing = 0
         """Requests announced (`expect`) and not yet submitted: their prompts are being fitted."""
+        self.held = False
+        """The daemon is running a request (of any model): no read-ahead starts (`hold`)."""
         self.prompt_token_s = 0.0
         """What a prompt token has cost lately, in seconds (0: not measured yet)."""
         self.watched: list[Seq] = []
@@ -182,6 +184,15 @@ class SlotLoop(SlotStarts):
         with self.cond:
             self.preparing = max(0, self.preparing + change)
             if change > 0:
+                self._give_way()
+            self.cond.notify_all()
+
+    def hold(self, busy: bool) -> None:
+        """The daemon is (True) or is no longer running a request of any model: read-aheads
+        give way and none starts while it is, so that idle work never slows another model."""
+        with self.cond:
+            self.held = busy
+            if busy:
                 self._give_way()
             self.cond.notify_all()
 
@@ -236,7 +247,7 @@ class SlotLoop(SlotStarts):
         request is on its way, else keep one ended slot in the prompt cache, so that a request
         that later throws it away does not wait for the copy before its prefill. Returns how
         long to wait before asking again, in seconds (None: until woken)."""
-        ahead = bool(self.answered) and not self.preparing
+        ahead = bool(self.answered) and not self.preparing and not self.held
         if not self.ended and not ahead:
             return None
         due = max(self.used) + IDLE_KEEP_S - time.monotonic()

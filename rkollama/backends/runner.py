@@ -33,6 +33,7 @@ from rkollama.backends.base import Backend, Emit
 from rkollama.backends.runner_channel import Channel, channel_pair
 from rkollama.backends.runner_mail import Mailroom
 from rkollama.backends.runner_pipe import (
+    Busy,
     Cancel,
     Close,
     Closed,
@@ -172,6 +173,9 @@ class RunnerBackend(Backend):
         assert not isinstance(value, str)  # an Embed's answer
         return value
 
+    def daemon_busy(self, busy: bool) -> None:
+        self.mail.send(Busy(busy))  # a few bytes; a runner that is gone does not matter
+
     def render(self, gen: Generation) -> str:
         value = self._call(lambda rid: Render(rid, gen))
         assert isinstance(value, str)  # a Render's answer
@@ -268,6 +272,8 @@ def _serve(conn: Channel, spec: "ModelSpec", opts: LoadOptions, settings: "Setti
             engine.call(message.request_id, partial(backend.embed, message.texts, message.truncate))
         elif isinstance(message, Render):
             engine.call(message.request_id, partial(backend.render, message.gen))
+        elif isinstance(message, Busy):
+            backend.daemon_busy(message.busy)
         elif isinstance(message, Close):
             engine.stop()
             backend.close()

@@ -36,7 +36,14 @@ class Close:
     request_id: int
 
 
-ToRunner = Generate | Cancel | Embed | Render | Close
+@dataclass(frozen=True)
+class Busy:
+    """The daemon started (True) or stopped (False) running anything, any model (Backend.daemon_busy)."""
+
+    busy: bool
+
+
+ToRunner = Generate | Cancel | Embed | Render | Close | Busy
 
 
 # -- runner → daemon ------------------------------------------------------------------------------
