@@ -330,7 +330,6 @@ def test_nothing_is_read_ahead_while_the_daemon_runs_another_models_request(monk
     settle(state)
     assert not state.active
     state.answered.append(answered(request, DoneReason.STOP, CHAT[:40] + [7, 8], 41))
-    assert idle(state) is not None and not state.waiting  # held: the slot is kept, nothing read
-    assert idle(state) is None
+    assert idle(state) is None and not state.waiting and not state.prompt_cache.entries  # nothing
     state.hold(False)
     assert idle(state) == 0.0 and state.waiting[0].request.background

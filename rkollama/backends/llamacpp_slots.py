@@ -146,7 +146,7 @@ class SlotLoop(SlotStarts):
         self.preparing = 0
         """Requests announced (`expect`) and not yet submitted: their prompts are being fitted."""
         self.held = False
-        """The daemon is running a request (of any model): no read-ahead starts (`hold`)."""
+        """The daemon is running a request (of any model): no idle work starts (`hold`)."""
         self.prompt_token_s = 0.0
         """What a prompt token has cost lately, in seconds (0: not measured yet)."""
         self.watched: list[Seq] = []
@@ -189,7 +189,7 @@ class SlotLoop(SlotStarts):
 
     def hold(self, busy: bool) -> None:
         """The daemon is (True) or is no longer running a request of any model: read-aheads
-        give way and none starts while it is, so that idle work never slows another model."""
+        give way, and no idle work starts while it is, so that it never slows another model."""
         with self.cond:
             self.held = busy
             if busy:
@@ -243,12 +243,13 @@ class SlotLoop(SlotStarts):
 
     def _keep_idle(self) -> float | None:
         """(Lock held, nothing to run.) Once the loop has had nothing to run for IDLE_KEEP_S,
-        queue the read-ahead of one chat answer's next turn (llamacpp_read_ahead) unless a
-        request is on its way, else keep one ended slot in the prompt cache, so that a request
-        that later throws it away does not wait for the copy before its prefill. Returns how
-        long to wait before asking again, in seconds (None: until woken)."""
-        ahead = bool(self.answered) and not self.preparing and not self.held
-        if not self.ended and not ahead:
+        and while the daemon runs nothing either (`hold`), queue the read-ahead of one chat
+        answer's next turn (llamacpp_read_ahead) unless a request is on its way, else keep one
+        ended slot in the prompt cache, so that a request that later throws it away does not
+        wait for the copy before its prefill. Returns how long to wait before asking again, in
+        seconds (None: until woken)."""
+        ahead = bool(self.answered) and not self.preparing
+        if self.held or (not self.ended and not ahead):
             return None
         due = max(self.used) + IDLE_KEEP_S - time.monotonic()
         if due > 0:
