@@ -163,6 +163,19 @@ def wait_for_http(url: str, process=None, timeout: float = 120.0) -> None:
     raise RuntimeError(f"nothing answered at {url}")
 
 
+def smollm2_engine(store_root, num_ctx: int, num_batch: int | None = None, slots: int = 1):
+    """SmolLM2 loaded by the CPU engine in this process, as a runner process loads it (2 threads,
+    `slots` of `num_ctx` tokens)."""
+    from rkollama.backends.llamacpp import LlamaCppBackend
+    from rkollama.config import Settings
+    from rkollama.core.types import LoadOptions
+    from rkollama.models.store import ModelStore
+
+    spec = ModelStore(store_root).resolve("smollm2:135m")
+    return LlamaCppBackend.load(spec, LoadOptions(num_ctx=num_ctx, num_batch=num_batch),
+                                Settings.from_env({}, num_threads=2, num_parallel=slots))
+
+
 def start_smollm2_daemon(prefix: str, threads: int, **env):
     """For benchmarks: SmolLM2 pulled into a new temporary store and `rkollama serve` on it with
     `threads` engine threads, a 2048-token context and no keep-alive expiry.

@@ -13,7 +13,7 @@ from pathlib import Path
 import ollama
 import pytest
 import requests
-from helpers import start_daemon
+from helpers import smollm2_engine, start_daemon
 
 pytestmark = pytest.mark.live
 MODEL = "smollm2:135m"
@@ -169,14 +169,7 @@ def test_sigterm_ends_streams_with_an_error_line_answers_queued_requests_and_exi
 @pytest.fixture(scope="module")
 def engine(smollm2_store):
     """SmolLM2 loaded in this process with small prefill chunks."""
-    from rkollama.backends.llamacpp import LlamaCppBackend
-    from rkollama.config import Settings
-    from rkollama.core.types import LoadOptions
-    from rkollama.models.store import ModelStore
-
-    spec = ModelStore(smollm2_store).resolve(MODEL)
-    backend = LlamaCppBackend.load(spec, LoadOptions(num_ctx=2048, num_batch=32),
-                                   Settings.from_env({}, num_threads=2))
+    backend = smollm2_engine(smollm2_store, 2048, num_batch=32)
     yield backend
     backend.close()
 

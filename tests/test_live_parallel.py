@@ -10,7 +10,7 @@ import ollama
 import pytest
 import requests
 
-from tests.helpers import start_daemon
+from tests.helpers import smollm2_engine, start_daemon
 
 pytestmark = pytest.mark.live
 MODEL = "smollm2:135m"
@@ -150,14 +150,7 @@ def test_a_side_request_does_not_evict_a_conversation_from_its_slot(parallel_dae
 @pytest.fixture(scope="module")
 def four_slots(smollm2_store):
     """SmolLM2 with four slots, in this process (the runner calls it the same way)."""
-    from rkollama.backends.llamacpp import LlamaCppBackend
-    from rkollama.config import Settings
-    from rkollama.core.types import LoadOptions
-    from rkollama.models.store import ModelStore
-
-    spec = ModelStore(smollm2_store).resolve(MODEL)
-    backend = LlamaCppBackend.load(spec, LoadOptions(num_ctx=1024),
-                                   Settings.from_env({}, num_threads=2, num_parallel=4))
+    backend = smollm2_engine(smollm2_store, 1024, slots=4)
     yield backend
     backend.close()
 

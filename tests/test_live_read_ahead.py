@@ -10,23 +10,16 @@ import time
 import pytest
 
 from rkollama.core.types import Generation, Message, SamplingOptions, Token
+from tests.helpers import smollm2_engine
 
 pytestmark = pytest.mark.live
-MODEL = "smollm2:135m"
 FACTS = " ".join(f"Fact {i}: the lighthouse at cape {i} was built in {1800 + i}." for i in range(30))
 QUESTION = "And which cape is last?"
 
 
 @pytest.fixture(scope="module")
 def one_slot(smollm2_store):
-    from rkollama.backends.llamacpp import LlamaCppBackend
-    from rkollama.config import Settings
-    from rkollama.core.types import LoadOptions
-    from rkollama.models.store import ModelStore
-
-    spec = ModelStore(smollm2_store).resolve(MODEL)
-    backend = LlamaCppBackend.load(spec, LoadOptions(num_ctx=2048),
-                                   Settings.from_env({}, num_threads=2, num_parallel=1))
+    backend = smollm2_engine(smollm2_store, 2048)
     yield backend
     backend.close()
 

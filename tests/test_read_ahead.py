@@ -14,7 +14,7 @@ import pytest
 import rkollama.backends.llamacpp_slots as slot_module
 from rkollama.backends.llamacpp_prompt_cache import PromptCache
 from rkollama.backends.llamacpp_read_ahead import READ_AHEAD_MAX, answered, background_request
-from rkollama.backends.llamacpp_slot_start import Request
+from rkollama.backends.llamacpp_slot_start import Request, Seq
 from rkollama.backends.llamacpp_slots import IDLE_KEEP_S, SlotLoop
 from rkollama.core.types import Done, DoneReason, Generation, Message
 
@@ -168,17 +168,23 @@ def test_a_read_ahead_is_not_itself_read_ahead_and_each_answer_is_read_ahead_onc
     assert lib.held[0] == CHAT + [7, 8] + CLOSE and len(state.prompt_cache.entries) == 1
 
 
-def test_a_request_that_comes_during_a_read_ahead_stops_it_and_takes_its_slot_at_once(monkeypatch):
+def reading_ahead(monkeypatch) -> tuple[SlotLoop, _Engine, Seq]:
+    """(a one-slot loop, its engine, a read-ahead it runs): a 40-token chat answered, the
+    user reading, and the first of the several steps (4 tokens each) of a long read-ahead."""
     state, lib = scripted(monkeypatch, slots=1)
-    state.n_batch = 4  # a long read-ahead: several steps
+    state.n_batch = 4
     request, events = chat(CHAT[:40], guess=lambda answer: CHAT)
     state.submit(request, events.append)
     settle(state)
     idle(state)
     with state.cond:
         state._admit()
-    state._step()  # the read-ahead's first step
-    ahead = state.active[0]
+    state._step()
+    return state, lib, state.active[0]
+
+
+def test_a_request_that_comes_during_a_read_ahead_stops_it_and_takes_its_slot_at_once(monkeypatch):
+    state, lib, ahead = reading_ahead(monkeypatch)
     assert ahead.request.background and not ahead.request.cancel.is_set()
     state.expect(1)  # a request arrived at the runner: its prompt is being fitted
     assert ahead.request.cancel.is_set()
@@ -315,20 +321,12 @@ def test_no_next_turn_is_guessed_where_the_template_does_not_show_where_the_mess
 
 
 def test_nothing_is_read_ahead_while_the_daemon_runs_another_models_request(monkeypatch):
-    state, lib = scripted(monkeypatch, slots=1)
-    state.n_batch = 4
-    request, events = chat(CHAT[:40], guess=lambda answer: CHAT)
-    state.submit(request, events.append)
-    settle(state)
-    idle(state)
-    with state.cond:
-        state._admit()
-    state._step()
-    ahead = state.active[0]
+    state, lib, ahead = reading_ahead(monkeypatch)
     state.hold(True)  # another model's request started
     assert ahead.request.cancel.is_set()
     settle(state)
     assert not state.active
+    request, _ = chat(CHAT[:40], guess=lambda answer: CHAT)  # another answer ends
     state.answered.append(answered(request, DoneReason.STOP, CHAT[:40] + [7, 8], 41))
     assert idle(state) is None and not state.waiting and not state.prompt_cache.entries  # nothing
     state.hold(False)
