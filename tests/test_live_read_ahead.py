@@ -67,3 +67,12 @@ def test_the_next_turn_reads_only_its_own_message_after_the_user_has_read_the_an
         loop._forget(0)
         loop.prompt_cache.entries.clear()
     assert reply == answer(one_slot, following)
+
+
+def test_a_conversation_too_long_for_the_window_is_not_held_for_a_read_ahead(one_slot):
+    """A 30 MB message is fitted for its own request (its middle cut out) but never kept for a
+    guess of its next turn: the runner holds no request bodies beyond their requests."""
+    huge = one_slot._request(Generation(messages=[Message("user", "x " * 15_000_000)]), threading.Event())
+    assert huge.next_turn is None and len(huge.tokens) <= 2048
+    small = one_slot._request(Generation(messages=[Message("user", "Hello")]), threading.Event())
+    assert small.next_turn is not None

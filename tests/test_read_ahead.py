@@ -331,3 +331,20 @@ def test_nothing_is_read_ahead_while_the_daemon_runs_another_models_request(monk
     assert idle(state) is None and not state.waiting and not state.prompt_cache.entries  # nothing
     state.hold(False)
     assert idle(state) == 0.0 and state.waiting[0].request.background
+
+
+def test_a_conversation_that_cannot_fit_the_window_whole_is_neither_guessed_nor_held():
+    """A hostile 30 MB message would otherwise be rendered and tokenized whole in the idle loop,
+    and held until then: the length alone says it cannot be a next turn's start."""
+    from rkollama.core.prompt import CHATML
+
+    fitter = _fitter(CHATML)  # 2,048 tokens of at most one byte each here
+    small = Generation(messages=[Message("user", "x" * 1000)])
+    assert fitter.fits_whole(small) and fitter.next_turn_start(small, "y")
+    assert not fitter.fits_whole(small, "y" * 1100) and fitter.next_turn_start(small, "y" * 1100) == []
+    huge = Generation(messages=[Message("user", "x" * 30_000_000)])
+    assert not fitter.fits_whole(huge) and fitter.next_turn_start(huge, "y") == []
+    tools = Generation(messages=[Message("user", "x")], tools=[{"name": "t", "description": "d" * 3000}])
+    assert not fitter.fits_whole(tools)
+    calls = Generation(messages=[Message("assistant", "", tool_calls=[{"function": {"name": "f" * 3000}}])])
+    assert not fitter.fits_whole(calls)

@@ -201,7 +201,8 @@ class LlamaCppBackend(Backend):
         return Request(gen, cancel, tokens, _token_limit(opts.num_predict, self.n_ctx, len(tokens)),
                        gen.shift and grammar is None and opts.num_predict != -2,
                        self.fitter.num_keep(gen, len(tokens)), grammar, pictures,
-                       None if pictures or gen.messages is None else functools.partial(self._next_turn, gen))
+                       functools.partial(self._next_turn, gen)
+                       if not pictures and self.fitter.fits_whole(gen) else None)
 
     def _next_turn(self, gen: Generation, answer: list[int]) -> list[int]:
         """What a chat client's next turn after the answer `answer` (tokens) most likely starts

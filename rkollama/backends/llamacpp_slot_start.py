@@ -59,7 +59,8 @@ class Request:
     """The images `tokens` holds, by key (core.media)."""
     next_turn: "Callable[[list[int]], list[int]] | None" = None
     """Given the answer's tokens, what a client's next turn most likely starts with ([]: no
-    guess); None when the engine does not guess (not a chat, images)."""
+    guess); None when the engine does not guess (not a chat, images, a conversation that
+    cannot fit the window whole)."""
     background: bool = False
     """A read-ahead of a guessed next turn (llamacpp_read_ahead): it reads its prompt, answers
     nothing and gives way to any request."""

@@ -6,6 +6,7 @@ everything else (which messages are dropped, where tokens are cut, when a prompt
 is decided here, so the CPU and NPU engines answer a long conversation the same way.
 """
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,12 +84,26 @@ class PromptFitter:
             return gen.prompt
         return self.render(list(gen.messages or []), gen)
 
+    def fits_whole(self, gen: Generation, answer: str = "") -> bool:
+        """Whether a chat and `answer` could fit the window whole, by their length alone (a
+        lower bound of their tokens; nothing rendered or tokenized): a conversation that cannot
+        is fitted differently at every turn, and holding it for a guess would hold up to a
+        request body's bytes."""
+        if gen.messages is None:
+            return False
+        texts = [answer, json.dumps(gen.tools) if gen.tools else ""]
+        for message in gen.messages:
+            calls = json.dumps(message.tool_calls) if message.tool_calls else ""
+            texts += [message.content, message.thinking, calls]
+        return sum(self.min_tokens(text) for text in texts) <= self.n_ctx
+
     def next_turn_start(self, gen: Generation, answer: str) -> list[int]:
         """The tokens a chat client's next turn after `answer` most likely starts with: the
         conversation with `answer` sent back as the assistant's message, up to where the user's
         next message goes (a turn-closing tag, the user's header). [] when the template does
-        not show where that is, or for a prompt that is not a chat."""
-        if gen.messages is None or gen.context:
+        not show where that is, for a prompt that is not a chat, or for a conversation that
+        cannot fit the window whole (`fits_whole`)."""
+        if gen.messages is None or gen.context or not self.fits_whole(gen, answer):
             return []
         messages = [*gen.messages, Message("assistant", answer), Message("user", NEXT_MESSAGE)]
         text = self.render(messages, gen)
