@@ -14,6 +14,7 @@ threw away of a slot is in the prompt cache, as when any request takes a slot.
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rkollama.backends.llamacpp_slot_start import Request
@@ -29,9 +30,12 @@ requests Open WebUI sends after it (title, tags, follow-ups), with room to spare
 
 @dataclass(frozen=True)
 class Answered:
-    """A chat answer that ended, as its slot held it."""
+    """A chat answer that ended, as its slot held it (not its request: nothing else of that is kept)."""
 
-    request: Request
+    guess: Callable[[list[int]], list[int]]
+    """Its request's `next_turn`."""
+    prompt: int
+    """Tokens of its prompt."""
     held: list[int]
     """Its prompt and answer, as far as the slot read them."""
     answer: list[int]
@@ -47,7 +51,7 @@ def answered(request: Request, reason: DoneReason, window: list[int], fed: int) 
     prompt = request.tokens
     if window[:len(prompt)] != prompt:
         return None
-    return Answered(request, window[:fed], window[len(prompt):])
+    return Answered(request.next_turn, len(prompt), window[:fed], window[len(prompt):])
 
 
 def background_request(done: Answered, cached: list[list[int]], n_ctx: int) -> Request | None:
@@ -55,13 +59,12 @@ def background_request(done: Answered, cached: list[list[int]], n_ctx: int) -> R
     there is no guess, it would not fit a slot (`n_ctx`), a slot already holds all of it
     (`cached`), or it keeps less than half of the answer's prompt (not this conversation's next
     turn: a template that writes the history otherwise than it was prompted)."""
-    assert done.request.next_turn is not None
     try:
-        tokens = done.request.next_turn(done.answer)
+        tokens = done.guess(done.answer)
     except Exception as exc:  # a template that cannot render the guess: nothing to read ahead
         log.debug("no next turn to read ahead: %s", exc)
         return None
-    if not tokens or len(tokens) >= n_ctx or 2 * common_prefix(tokens, done.held) < len(done.request.tokens):
+    if not tokens or len(tokens) >= n_ctx or 2 * common_prefix(tokens, done.held) < done.prompt:
         return None
     if any(common_prefix(held, tokens) == len(tokens) for held in cached):
         return None
