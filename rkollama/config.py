@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from rkollama import cpu_cores
 from rkollama.platform import PLATFORMS
 
 DEFAULT_PORT = 11434
@@ -210,7 +211,8 @@ class Settings:
         "Requests that may wait for a model before new ones get 503 (0 counts as 1: Ollama's "
         "unbuffered queue takes one)", kind="int", low=1, zero="1")
     num_threads: int = setting(("RKOLLAMA_NUM_THREADS",), "0",
-        "CPU engine threads for prompt and decode (0 = all cores)", kind="int", low=0)
+        "CPU engine threads for prompt and decode (0 = one per physical core of the fastest kind: "
+        "the big cores of a big.LITTLE SoC)", kind="int", low=0)
     backend: str = setting(("RKOLLAMA_BACKEND",), "auto",
         "Engine: auto (chosen by the model's format), llamacpp, or fake (scripted, for tests)",
         choices=("auto", "llamacpp", "fake"))
@@ -306,7 +308,13 @@ class Settings:
     @property
     def threads(self) -> int:
         """CPU threads for the CPU engine."""
-        return self.num_threads if self.num_threads > 0 else max(1, os.cpu_count() or 1)
+        return self.num_threads if self.num_threads > 0 else cpu_cores.choose().threads
+
+    def threads_told(self) -> str:
+        """The CPU engine's thread count and where it comes from, for logs and `doctor`."""
+        if self.num_threads > 0:
+            return f"{self.num_threads} (RKOLLAMA_NUM_THREADS)"
+        return cpu_cores.choose().describe()
 
     def bind_address(self) -> tuple[str, int]:
         """(host, port) for the daemon to listen on."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from helpers import free_port, png, register_fake
 
+from rkollama import cpu_cores
 from rkollama.core.types import DoneReason
 
 
@@ -297,6 +298,8 @@ def test_doctor_on_a_machine_without_npu_says_so_and_reports_what_it_can(fake_se
     out = rk(["doctor"], fake_server.url, env={"RKOLLAMA_RKLLM_LIB": str(fake_runtime["1.3"])})
     assert out.returncode == 0, out.stderr
     assert "no Rockchip NPU (CPU engine)" in out.stdout and "free memory" in out.stdout
+    threads = next(line for line in out.stdout.splitlines() if line.startswith("CPU engine threads"))
+    assert threads.removeprefix("CPU engine threads").strip() == cpu_cores.choose().describe()
     assert "version 1.3.0, ABI family 1.3" in out.stdout
     assert "not installed (only vision models need it)" in out.stdout
     found = rk(["doctor"], fake_server.url, env={"RKOLLAMA_RKLLM_LIB": str(fake_runtime["1.3"]),

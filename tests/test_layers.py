@@ -10,6 +10,8 @@ FORBIDDEN = {
     "rkollama.platform": ("rkollama.backends", "rkollama.doctor", "rkollama.server", "rkollama.cli",
                           "rkollama.scheduler", "rkollama.models", "rkollama.core"),
     "rkollama.board": ("rkollama.backends", "rkollama.server", "rkollama.cli", "rkollama.scheduler"),
+    "rkollama.cpu_cores": ("rkollama.backends", "rkollama.server", "rkollama.cli", "rkollama.scheduler",
+                           "rkollama.models", "rkollama.core", "rkollama.config"),
     "rkollama.config": ("rkollama.backends", "rkollama.server", "rkollama.cli", "rkollama.scheduler",
                         "rkollama.models", "rkollama.core"),
     # Core is the request's own layer: it knows no store (ModelFacts is the Protocol it reads).

@@ -86,6 +86,8 @@ class LlamaCppBackend(Backend):
         if not os.path.isfile(spec.model_path):
             raise LoadFailed(f"model file missing: {spec.model_path}; pull {spec.name.display()} again")
         threads = opts.num_thread or settings.threads
+        log.info("%s: CPU threads %s", spec.name.display(),
+                 f"{threads} (the request's num_thread)" if opts.num_thread else settings.threads_told())
         try:
             # The vocabulary and metadata only: the context is sized from them before any
             # KV cache is allocated.
