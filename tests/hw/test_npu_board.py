@@ -6,7 +6,8 @@ With RKOLLAMA_TEST_NPU_VLM=model.rkllm,encoder.rknn a vision model is tested too
 installed by install.sh).
 
 Skipped everywhere else. They check what the C double cannot: that the real runtime loads, that
-the ABI family is identified, that answers stream, that a second turn reuses the KV cache, that
+the ABI family is identified, that the CPU engine's default threads go to the big cores, that
+answers stream, that a second turn reuses the KV cache, that
 abort lands, and that `doctor` sees the board.
 """
 
@@ -55,6 +56,15 @@ def test_the_runtime_is_found_and_identified():
 
     found = identify(find_library(os.environ.get("RKOLLAMA_RKLLM_LIB", "")))
     assert found.family in ("1.2", "1.3", "1.3.1") and found.version
+
+
+def test_the_cpu_engine_defaults_to_the_big_cores_the_npu_runtime_is_given():
+    from rkollama.cpu_cores import choose
+    from rkollama.platform import detect_soc, platform_defaults
+
+    choice = choose()
+    assert sum(1 << cpu for cpu in choice.cpus) == platform_defaults(detect_soc())["cpus_mask"], \
+        choice.describe()
 
 
 def test_doctor_sees_the_board():
