@@ -7,8 +7,8 @@ installed by install.sh).
 
 Skipped everywhere else. They check what the C double cannot: that the real runtime loads, that
 the ABI family is identified, that the CPU engine's default threads go to the big cores, that
-answers stream, that a second turn reuses the KV cache, that
-abort lands, and that `doctor` sees the board.
+answers stream, that a second turn reuses the KV cache, that abort lands, and that `doctor` sees
+the board.
 """
 
 import os
