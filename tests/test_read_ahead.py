@@ -5,6 +5,7 @@ comes meanwhile stops it; what cannot be the next turn is not read. On a scripte
 whose sequences are the tokens they hold; the live test is test_live_read_ahead."""
 
 import ctypes
+import logging
 import threading
 from collections import deque
 from types import SimpleNamespace
@@ -198,6 +199,22 @@ def test_a_request_that_comes_during_a_read_ahead_stops_it_and_takes_its_slot_at
     settle(state)
     assert lib.steps[0] == {0: 2}  # the next step: the request's own two tokens, nothing else
     assert events[-1].reason is DoneReason.STOP and not state.active
+
+
+def test_a_read_ahead_step_cut_short_by_a_request_is_undone_and_logged_as_routine(monkeypatch, caplog):
+    state, lib, ahead = reading_ahead(monkeypatch)
+    held = list(lib.held[0])
+
+    def request_arrives_mid_step(ctx, batch) -> int:
+        state.expect(1)  # llama.cpp asks after each graph node, is told to stop, and returns 2
+        return 2 if state._abort_wanted() else lib.decode(ctx, batch)
+
+    state.decode = request_arrives_mid_step
+    with caplog.at_level(logging.DEBUG, logger="rkollama.llamacpp"):
+        state._step()
+    assert lib.held[0] == held and ahead.fed == len(held)  # nothing of the cut step stays
+    assert "a read-ahead gave way to a request" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO]  # not an operator's news
 
 
 def test_nothing_is_read_ahead_while_a_request_is_being_prepared(engine):

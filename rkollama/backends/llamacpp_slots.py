@@ -434,7 +434,11 @@ class SlotLoop(SlotStarts):
                 seq.fed -= count
                 seq.row = -1
                 self.lib.llama_memory_seq_rm(self.memory, seq.slot, seq.fed + seq.offset, -1)
-            log.info("a prompt step was cut short: a request reading in it was cancelled")
+            cancelled = [seq for seq in reading if seq.request.cancel.is_set()]
+            if cancelled and all(seq.request.background for seq in cancelled):
+                log.debug("a read-ahead gave way to a request within its step")  # routine, not news
+            else:
+                log.info("a prompt step was cut short: a request reading in it was cancelled")
             return False
         if code != 0:
             raise RuntimeError(f"llama_decode returned {code}")
