@@ -305,16 +305,13 @@ class Settings:
         """The environment alone (no files): what tests and benchmarks build on; `overrides` win."""
         return dataclasses.replace(cls.load(environ, files=[]), **overrides)
 
-    @property
-    def threads(self) -> int:
-        """CPU threads for the CPU engine."""
-        return self.num_threads if self.num_threads > 0 else cpu_cores.choose().threads
-
-    def threads_told(self) -> str:
-        """The CPU engine's thread count and where it comes from, for logs and `doctor`."""
+    def thread_choice(self) -> tuple[int, str]:
+        """The CPU engine's default thread count, and what it is and where it comes from in
+        words (for the load log and `doctor`)."""
         if self.num_threads > 0:
-            return f"{self.num_threads} (RKOLLAMA_NUM_THREADS)"
-        return cpu_cores.choose().describe()
+            return self.num_threads, f"{self.num_threads} (RKOLLAMA_NUM_THREADS)"
+        choice = cpu_cores.choose()
+        return choice.threads, choice.describe()
 
     def bind_address(self) -> tuple[str, int]:
         """(host, port) for the daemon to listen on."""

@@ -102,7 +102,7 @@ def check(settings: Settings, loaded: list[Any] | None) -> Report:
     if soc in PINS and _read(next(iter(PINS[soc]))) not in ("userspace", "performance"):
         report.problems.append(("NPU, CPU and DDR frequencies are not pinned; Rockchip's figures "
                                 "assume they are", "sudo rkollama doctor --pin-frequencies"))
-    report.facts.append(("CPU engine threads", settings.threads_told()))
+    report.facts.append(("CPU engine threads", settings.thread_choice()[1]))
     report.facts.append(("free memory", _meminfo()))
     for name, path in npu_prompt_paths(settings):
         report.facts.append((f"NPU model {name}", path))

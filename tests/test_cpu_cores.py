@@ -123,10 +123,9 @@ def test_unreadable_values_fall_back_without_failing(tmp_path, damage):
 
 def test_the_default_comes_from_the_choice_and_the_setting_overrides_it(monkeypatch):
     monkeypatch.setattr(cpu_cores, "choose", lambda: CoreChoice((4, 5, 6, 7), 8, "cpu_capacity"))
-    assert Settings.from_env({}).threads == 4
-    assert Settings.from_env({}).threads_told().startswith("4 (one per core on CPUs 4-7")
-    assert Settings.from_env({"RKOLLAMA_NUM_THREADS": "8"}).threads == 8
-    assert Settings.from_env({"RKOLLAMA_NUM_THREADS": "8"}).threads_told() == "8 (RKOLLAMA_NUM_THREADS)"
+    threads, told = Settings.from_env({}).thread_choice()
+    assert threads == 4 and told.startswith("4 (one per core on CPUs 4-7")
+    assert Settings.from_env({"RKOLLAMA_NUM_THREADS": "8"}).thread_choice() == (8, "8 (RKOLLAMA_NUM_THREADS)")
 
 
 @pytest.mark.live

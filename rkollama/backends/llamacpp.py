@@ -85,9 +85,9 @@ class LlamaCppBackend(Backend):
             raise LoadFailed(f"the CPU engine (llama-cpp-python) is not installed: {exc}") from None
         if not os.path.isfile(spec.model_path):
             raise LoadFailed(f"model file missing: {spec.model_path}; pull {spec.name.display()} again")
-        threads = opts.num_thread or settings.threads
-        log.info("%s: CPU threads %s", spec.name.display(),
-                 f"{threads} (the request's num_thread)" if opts.num_thread else settings.threads_told())
+        threads, told = ((opts.num_thread, f"{opts.num_thread} (the request's num_thread)") if opts.num_thread
+                         else settings.thread_choice())
+        log.info("%s: CPU threads %s", spec.name.display(), told)
         try:
             # The vocabulary and metadata only: the context is sized from them before any
             # KV cache is allocated.
