@@ -133,7 +133,12 @@ def test_cli_create_from_a_local_gguf_uploads_it(fake_server, store, tmp_path):
 
 @pytest.mark.parametrize("text,message", [
     ("FORM tiny\n", '(line 1): command must be one of "from", "license", "template", "system", '
-                    '"adapter", "parameter", or "message"'),
+                    '"adapter", "draft", "renderer", "parser", "parameter", "message", or "requires"'),
+    ("FROM tiny\nREQUIRES 0.14\nREQUIRES fourteen\n", "requires must be a valid semver (e.g. 0.14.0)"),
+    ("FROM tiny\nREQUIRES 0.14.0.1\n", "requires must be a valid semver (e.g. 0.14.0)"),
+    ("FROM tiny\nREQUIRES 01.2.3\n", "requires must be a valid semver (e.g. 0.14.0)"),
+    ("FROM tiny\nDRAFT ./small.gguf\n", "(line 2): DRAFT is not supported here: rkollama has no speculative"),
+    ("FROM tiny\nRENDERER qwen 3\n", "renderer must be a name of letters, digits"),
     ("SYSTEM hi\n", "no FROM line"),
     ("FROM tiny\nPARAMETER warp 9\n", "unknown parameter 'warp'"),
     ("FROM tiny\nTEMPLATE {{ .Prompt }}\n", "Jinja"),
@@ -142,6 +147,41 @@ def test_cli_create_from_a_local_gguf_uploads_it(fake_server, store, tmp_path):
 def test_cli_create_errors_say_what_is_wrong_and_write_nothing(fake_server, store, tmp_path, text, message):
     result = run_create(fake_server, tmp_path, text)
     assert result.returncode == 1 and "Error: " in result.stderr and message in result.stderr
+    with pytest.raises(ModelNotFound):
+        store.resolve("mine")
+
+
+def test_renderer_parser_and_requires_are_kept_shown_and_carried_over_as_ollama_does(
+        fake_server, client, store, tmp_path):
+    # What `ollama show --modelfile` writes for a model made with Ollama's built-ins.
+    result = run_create(fake_server, tmp_path, 'FROM tiny\nRENDERER qwen3-coder\nPARSER "qwen3-coder"\n'
+                                               "REQUIRES v0.12.10-rc.1+build.7\nSYSTEM hi\n")
+    assert result.returncode == 0, result.stderr
+    assert "SYSTEM hi\nRENDERER qwen3-coder\nPARSER qwen3-coder\n" in client.show("mine").modelfile
+    raw = requests.post(f"{fake_server.url}/api/show", json={"model": "mine"}).json()
+    assert (raw["renderer"], raw["parser"], raw["requires"]) == ("qwen3-coder", "qwen3-coder", "0.12.10-rc.1+build.7")
+    keys = list(raw)
+    assert keys.index("system") < keys.index("renderer") < keys.index("parser") < keys.index("details")
+    assert keys[-1] == "requires"  # Ollama's ShowResponse order
+    from test_cli import rk
+
+    model_rows = rk(["show", "mine"], url=fake_server.url).stdout.split("Capabilities")[0]
+    assert "    requires            0.12.10-rc.1+build.7\n" in model_rows  # the Model section's last row
+    assert client.create(model="copy", from_="mine", system="other").status == "success"
+    copied = store.resolve("copy").modelfile
+    assert (copied.renderer, copied.parser, copied.requires) == ("qwen3-coder", "qwen3-coder", "0.12.10-rc.1+build.7")
+    plain = requests.post(f"{fake_server.url}/api/show", json={"model": "tiny"}).json()
+    assert not {"renderer", "parser", "requires"} & set(plain)  # omitted when empty
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("renderer", 7, "renderer must be a name"), ("parser", "x" * 65, "parser must be a name"),
+    ("parser", "a\nb", "parser must be a name"), ("requires", "latest", "requires must be a valid semver"),
+    ("requires", ["0.1.0"], "requires must be a valid semver"),
+    ("draft_files", {"small.gguf": "sha256:" + "0" * 64}, "draft models are not supported")])
+def test_bad_renderer_parser_requires_and_draft_files_are_a_400(fake_server, store, field, value, message):
+    response = requests.post(f"{fake_server.url}/api/create", json={"model": "mine", "from": "tiny", field: value})
+    assert response.status_code == 400 and message in response.json()["error"]
     with pytest.raises(ModelNotFound):
         store.resolve("mine")
 
@@ -176,3 +216,20 @@ tags:
     (tmp_path / "bad.yaml").write_text("name: bad\ntags: 3\n")
     broken = rk(["create", "bad", "-f", str(tmp_path / "bad.yaml")], url=fake_server.url)
     assert broken.returncode == 1 and "bad.yaml" in broken.stderr
+
+
+@pytest.mark.parametrize("text,valid", [
+    ("0.14.0", "0.14.0"), ("v0.14.0", "0.14.0"), ("1", "1"), ("v1.2", "1.2"), ("1.2.3-alpha.1", "1.2.3-alpha.1"),
+    ("1.2.3-0a.x-y", "1.2.3-0a.x-y"), ("1.2.3+meta.01", "1.2.3+meta.01"), ("1.2-rc1", None), ("1.2.3-01", None),
+    ("01.2.3", None), ("1.2.3.4", None), ("1.2.3-", None), ("1.2.3+", None), ("", None), ("v", None),
+    ("1." + "9" * 70, None)])
+def test_requires_takes_what_gos_semver_takes(text, valid):
+    # golang.org/x/mod/semver, as Ollama's client checks REQUIRES (a "v" before it allowed)
+    from rkollama.core.create_fields import requires_version
+    from rkollama.errors import BadRequest
+
+    if valid is None:
+        with pytest.raises(BadRequest, match=r"requires must be a valid semver \(e\.g\. 0\.14\.0\)"):
+            requires_version(text)
+    else:
+        assert requires_version(text) == valid

@@ -1,5 +1,6 @@
-"""Ollama's text Modelfile (FROM, PARAMETER, TEMPLATE, SYSTEM, MESSAGE, ADAPTER, LICENSE), parsed
-on the client side into Ollama's `/api/create` request, as `ollama create` does."""
+"""Ollama's text Modelfile (FROM, PARAMETER, TEMPLATE, SYSTEM, MESSAGE, ADAPTER, LICENSE, DRAFT,
+RENDERER, PARSER, REQUIRES), parsed on the client side into Ollama's `/api/create` request, as
+`ollama create` does."""
 
 import re
 from collections.abc import Iterator
@@ -7,13 +8,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rkollama.core.create_fields import requires_version
 from rkollama.core.options import OPTIONS, parse_cli_value
 from rkollama.errors import BadRequest
 from rkollama.platform import NPU_ENGINE_PLATFORMS
 
-COMMANDS = ("from", "license", "template", "system", "adapter", "parameter", "message")
-_UNKNOWN = ('command must be one of "from", "license", "template", "system", "adapter", '
-            '"parameter", or "message"')
+COMMANDS = ("from", "license", "template", "system", "adapter", "draft", "renderer", "parser",
+            "parameter", "message", "requires")
+_UNKNOWN = ('command must be one of "from", "license", "template", "system", "adapter", "draft", '
+            '"renderer", "parser", "parameter", "message", or "requires"')
+_REFUSED = {
+    "adapter": "ADAPTER is not supported here; an NPU LoRA goes in a YAML Modelfile (rkollama.lora)",
+    "draft": "DRAFT is not supported here: rkollama has no speculative decoding; remove the line to "
+             "run the model without a draft model",
+}
 _LINE = re.compile(r"^\s*(\S+)\s*(.*)$", re.S)
 
 
@@ -47,11 +55,11 @@ def parse(text: str, base_dir: Path) -> Parsed:
             messages.append({"role": role.lower(), "content": _unquote(content.strip())})
         elif command == "license":
             licenses.append(_unquote(args))
-        elif command == "adapter":
-            raise BadRequest(f"(line {number}): ADAPTER is not supported here; an NPU LoRA goes in a "
-                             "YAML Modelfile (rkollama.lora)")
-        else:  # template, system
-            body[command] = _unquote(args)
+        elif command in _REFUSED:
+            raise BadRequest(f"(line {number}): {_REFUSED[command]}")
+        else:  # template, system, renderer, parser (the daemon checks the names), requires
+            value = _unquote(args)
+            body[command] = requires_version(value) if command == "requires" else value
     if "from" not in body and not parsed.uploads:
         raise BadRequest("no FROM line")
     if parameters:

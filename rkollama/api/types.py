@@ -166,6 +166,8 @@ class ShowResponse(TypedDict):
     parameters: NotRequired[str]
     template: NotRequired[str]
     system: NotRequired[str]
+    renderer: NotRequired[str]
+    parser: NotRequired[str]
     details: ModelDetails
     messages: NotRequired[list[Message]]
     model_info: dict[str, Any]
@@ -173,6 +175,7 @@ class ShowResponse(TypedDict):
     tensors: NotRequired[list[dict[str, Any]]]
     capabilities: list[str]
     modified_at: str
+    requires: NotRequired[str]
 
 
 class EmbedResponse(TypedDict):

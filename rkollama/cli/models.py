@@ -81,7 +81,7 @@ def show_info(info: ShowResponse) -> str:
             ("context length", model_info.get(f"{arch}.context_length") or details.get("context_length", "")),
             ("embedding length",
              model_info.get(f"{arch}.embedding_length") or details.get("embedding_length", "")),
-            ("quantization", details.get("quantization_level", ""))]
+            ("quantization", details.get("quantization_level", "")), ("requires", info.get("requires", ""))]
     out = ["  Model"] + [f"    {k:<20}{v}" for k, v in rows if v]
     if info.get("capabilities"):
         out += ["", "  Capabilities"] + [f"    {c}" for c in info["capabilities"]]

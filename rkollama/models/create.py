@@ -1,10 +1,12 @@
 """Creating a model from another one or from an uploaded file (`/api/create`), as Ollama's JSON
 form describes it: `from` (an existing model) or `files` ({name: digest} of blobs uploaded with
-`/api/blobs`), and `template`, `system`, `parameters`, `messages`, `license` over it."""
+`/api/blobs`), and `template`, `system`, `parameters`, `messages`, `license`, `renderer`,
+`parser`, `requires` over it."""
 
 from collections.abc import Generator
 from typing import Any
 
+from rkollama.core.create_fields import builtin_name, requires_version
 from rkollama.core.options import OPTIONS, coerce_option
 from rkollama.errors import BadRequest, ModelNotFound, PullFailed
 from rkollama.models import gguf_facts
@@ -29,6 +31,8 @@ def create(store: ModelStore, body: dict[str, Any]) -> Generator[Progress, None,
     if body.get("adapters"):
         raise BadRequest("adapters are not supported by /api/create here; name an NPU LoRA in a "
                          "YAML Modelfile (rkllm.lora) instead")
+    if body.get("draft_files"):
+        raise BadRequest("draft models are not supported: rkollama has no speculative decoding")
     if body.get("modelfile") and not (body.get("from") or body.get("files")):
         raise BadRequest("the modelfile field is no longer accepted: send from/files as Ollama's "
                          "client does (rkollama create NAME -f Modelfile parses it)")
@@ -132,6 +136,10 @@ def _override(base: Modelfile, name: ModelName, body: dict[str, Any]) -> Modelfi
     if isinstance(license_text, list):
         license_text = "\n".join(str(t) for t in license_text)
     system = body.get("system")
+    # Kept and shown as Ollama keeps them, a base model's carried over unless given.
+    named = {field: builtin_name(field, body[field]) for field in ("renderer", "parser") if body.get(field)}
+    if body.get("requires"):
+        named["requires"] = requires_version(body["requires"])
     capabilities = list(base.capabilities)
     if template:  # what the template can render decides tools and thinking, as in Ollama
         capabilities = [c for c in capabilities if c not in ("tools", "thinking")]
@@ -140,4 +148,4 @@ def _override(base: Modelfile, name: ModelName, body: dict[str, Any]) -> Modelfi
                         template=template if template else base.template,
                         system=system if isinstance(system, str) else base.system,
                         parameters=parameters, messages=messages if messages is not None else base.messages,
-                        license=license_text if isinstance(license_text, str) else base.license)
+                        license=license_text if isinstance(license_text, str) else base.license, **named)

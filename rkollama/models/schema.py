@@ -7,17 +7,36 @@ by key, `validate()` returns it with Ollama parameters typed); one flattened `na
 Modelfile's keys. Errors are one line that names the key (`tags.1b.sources.cpu.sha256: …`).
 """
 
+from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from rkollama.core.create_fields import builtin_name, requires_version
 from rkollama.core.options import OPTIONS, coerce_option
+from rkollama.errors import BadRequest
 from rkollama.models.pydantic_words import describe
 from rkollama.models.rkllm_section import RKLLMSection
 from rkollama.platform import PLATFORMS
 
 CAPABILITIES = ("completion", "tools", "thinking", "vision", "embedding", "insert")
 SOURCE_KINDS = ("url", "path", "pypi", "hf")
+
+
+def _checked(check: Callable[..., str], *args: str) -> str:
+    """`check`'s answer, its BadRequest as the ValueError pydantic reports with the key."""
+    try:
+        return check(*args)
+    except BadRequest as exc:
+        raise ValueError(exc.message) from None
 
 
 class _Strict(BaseModel):
@@ -154,6 +173,23 @@ class _Common(_Strict):
     details: Details = Field(default_factory=Details)
     messages: list[Message] = Field(default_factory=list)
     model_info: dict[str, Any] = Field(default_factory=dict)
+    renderer: str = ""
+    """The name of the Ollama built-in prompt renderer the model was made with (RENDERER):
+    kept and shown; rkollama renders with the chat template."""
+    parser: str = ""
+    """The name of the Ollama built-in output parser (PARSER): kept and shown likewise."""
+    requires: str = ""
+    """The minimum Ollama version the model asks for (REQUIRES), a semantic version."""
+
+    @field_validator("renderer", "parser")
+    @classmethod
+    def _builtin_name(cls, name: str, info: ValidationInfo) -> str:
+        return _checked(builtin_name, str(info.field_name), name) if name else name
+
+    @field_validator("requires")
+    @classmethod
+    def _requires(cls, version: str) -> str:
+        return _checked(requires_version, version) if version else version
 
     @field_validator("parameters")
     @classmethod

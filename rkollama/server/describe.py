@@ -10,6 +10,7 @@ from rkollama.api.convert import timestamp
 from rkollama.core.goquote import go_quote
 from rkollama.core.options import OPTIONS
 from rkollama.models.describe_npu import prompt_path
+from rkollama.models.modelfile import Modelfile
 from rkollama.models.store import ModelSpec
 from rkollama.scheduler import LoadedModel
 
@@ -104,6 +105,11 @@ def _quoted(text: str) -> str:
     return text
 
 
+def builtins_named(mf: Modelfile) -> dict[str, str]:
+    """{"renderer": …, "parser": …} for those the model names (Ollama's built-ins), in Ollama's order."""
+    return {key: name for key in ("renderer", "parser") if (name := getattr(mf, key))}
+
+
 def modelfile_text(spec: ModelSpec) -> str:
     """The `modelfile` field / `show --modelfile`: Ollama's text form of the stored model."""
     mf = spec.modelfile
@@ -115,6 +121,7 @@ def modelfile_text(spec: ModelSpec) -> str:
         lines.append(f'TEMPLATE """{mf.template}"""')
     if mf.system:
         lines.append(f"SYSTEM {_quoted(mf.system)}")
+    lines += [f"{key.upper()} {name}" for key, name in builtins_named(mf).items()]
     for key, value in mf.parameters.items():
         for item in value if isinstance(value, list) else [value]:
             shown = _go_value(item) if isinstance(item, str) and " " in item else item
@@ -181,6 +188,7 @@ def show(spec: ModelSpec, verbose: bool = False,
         out["template"] = mf.template
     if mf.system:
         out["system"] = mf.system
+    out.update(builtins_named(mf))
     out["details"] = details(spec)
     if mf.messages:
         out["messages"] = [{"role": m.role, "content": m.content} for m in mf.messages]
@@ -198,4 +206,6 @@ def show(spec: ModelSpec, verbose: bool = False,
         out["tensors"] = tensors
     out["capabilities"] = spec.capabilities
     out["modified_at"] = timestamp(spec.modified_at)
+    if mf.requires:
+        out["requires"] = mf.requires
     return out  # type: ignore[return-value]  # built key by key in wire order
