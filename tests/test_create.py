@@ -195,6 +195,8 @@ name: pet
 description: a local model
 system: You are a cat.
 parameters: {temperature: 0.3, stop: ["<end>"]}
+parser: qwen3
+requires: 0.14.0
 tags:
   small:
     default: true
@@ -208,6 +210,7 @@ tags:
     assert spec.model_path.read_bytes() == weights
     assert spec.modelfile.system == "You are a cat."
     assert spec.modelfile.parameters == {"temperature": 0.3, "stop": ["<end>"]}
+    assert (spec.modelfile.parser, spec.modelfile.requires) == ("qwen3", "0.14.0")
     refused = rk(["create", "pet:big", "-f", str(tmp_path / "pet.yaml")], url=fake_server.url)
     assert refused.returncode == 1
     assert "tag big has no local `path` source" in refused.stderr and "RKOLLAMA_MODELFILES" in refused.stderr

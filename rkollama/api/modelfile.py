@@ -128,7 +128,7 @@ def parse_yaml(path: Path, name: str) -> Parsed:
     body = parsed.body
     if entry.template and entry.template != "builtin":
         body["template"] = entry.template
-    for key in ("system", "license"):
+    for key in ("system", "license", "renderer", "parser", "requires"):
         if getattr(entry, key):
             body[key] = getattr(entry, key)
     if entry.parameters:
