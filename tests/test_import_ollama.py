@@ -38,7 +38,8 @@ def ollama_store(tmp_path, gguf_path):
     ]
     manifest = root / "manifests" / "registry.ollama.ai" / "library" / "pirate" / "latest"
     manifest.parent.mkdir(parents=True)
-    manifest.write_text(json.dumps({"schemaVersion": 2, "config": {"digest": blob(root, b"{}")},
+    config = {"model_format": "gguf", "renderer": "qwen3-coder", "parser": "qwen3 coder", "requires": "0.12.10"}
+    manifest.write_text(json.dumps({"schemaVersion": 2, "config": {"digest": blob(root, json.dumps(config).encode())},
                                     "layers": layers}))
     broken = root / "manifests" / "registry.ollama.ai" / "library" / "broken" / "latest"
     broken.parent.mkdir(parents=True)
@@ -62,6 +63,8 @@ def test_import_registers_ollamas_models_without_copying_weights(tmp_path, smoll
     assert mf.system == "You are a pirate." and mf.parameters == {"temperature": 0.3, "stop": ["<|im_end|>"]}
     assert [(m.role, m.content) for m in mf.messages] == [("user", "Ahoy")] and mf.template == "builtin"
     assert mf.details.family == "llama" and mf.model_info["llama.block_count"] == 30
+    # the config's names as Ollama keeps them; one outside the names' grammar is left out
+    assert (mf.renderer, mf.parser, mf.requires) == ("qwen3-coder", "", "0.12.10")
     again = subprocess.run([sys.executable, "-m", "rkollama", "import-ollama", "--from", str(root)],
                            env=env, capture_output=True, text=True, timeout=120)
     assert "exists" in again.stdout

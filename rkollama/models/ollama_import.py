@@ -1,7 +1,8 @@
 """The models of an existing Ollama store (`~/.ollama/models`, or OLLAMA_MODELS), registered in
 rkollama's store without copying their weights: each GGUF blob is hard-linked (a symbolic link
 when the stores are on different file systems), with its parameters, system prompt, messages and
-license. Ollama's Go chat templates cannot run here: the GGUF's own template is used instead.
+license, and the names of the built-in renderer and parser and the version it requires. Ollama's
+Go chat templates cannot run here: the GGUF's own template is used instead.
 
 Ollama's layout: manifests/<host>/<namespace>/<model>/<tag> (JSON: config + layers with media
 types `application/vnd.ollama.image.model`, `.params`, `.system`, `.messages`, `.license`,
@@ -14,7 +15,9 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from rkollama.core.create_fields import builtin_name, requires_version
 from rkollama.core.options import OPTIONS, coerce_option
 from rkollama.errors import BadRequest, RkollamaError
 from rkollama.models import gguf_facts
@@ -62,8 +65,8 @@ def _import_one(store: ModelStore, root: Path, path: Path, name: ModelName, dry_
         return Imported(label, "exists")
     except RkollamaError:
         pass
-    layers = {layer["mediaType"].removeprefix(MEDIA): layer["digest"]
-              for layer in json.loads(path.read_bytes())["layers"]}
+    manifest = json.loads(path.read_bytes())
+    layers = {layer["mediaType"].removeprefix(MEDIA): layer["digest"] for layer in manifest["layers"]}
     if "model" not in layers:
         return Imported(label, "skipped: no model layer")
     if "adapter" in layers:
@@ -84,7 +87,7 @@ def _import_one(store: ModelStore, root: Path, path: Path, name: ModelName, dry_
         "details": facts.details, "model_info": facts.model_info,
         "messages": [{"role": m["role"], "content": str(m.get("content", ""))} for m in messages
                      if isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")],
-        "source": {"path": str(blob), "format": "gguf"}})
+        "source": {"path": str(blob), "format": "gguf"}, **_builtins(root, manifest)})
     if dry_run:
         return Imported(label, "would import")
     digest = layers["model"].split(":", 1)[-1]
@@ -100,6 +103,24 @@ def _import_one(store: ModelStore, root: Path, path: Path, name: ModelName, dry_
         store.register(name, modelfile, digest, blob.stat().st_size, extra)
     log.info("imported %s from %s", label, root)
     return Imported(label, "imported")
+
+
+def _builtins(root: Path, manifest: dict[str, Any]) -> dict[str, str]:
+    """The config blob's renderer, parser and requires (RENDERER, PARSER, REQUIRES), those that
+    fit their grammar: kept and shown as a model created with them."""
+    try:
+        config = json.loads(_blob(root, manifest["config"]["digest"]).read_bytes())
+    except (KeyError, TypeError, ValueError, BadRequest):
+        return {}
+    kept: dict[str, str] = {}
+    for key in ("renderer", "parser", "requires"):
+        value = config.get(key) if isinstance(config, dict) else None
+        try:
+            if value:
+                kept[key] = requires_version(value) if key == "requires" else builtin_name(key, value)
+        except BadRequest:
+            log.warning("import: the Ollama model's %s %r is left out", key, value)
+    return kept
 
 
 def _blob(root: Path, digest: str) -> Path:
