@@ -236,3 +236,17 @@ def test_requires_takes_what_gos_semver_takes(text, valid):
             requires_version(text)
     else:
         assert requires_version(text) == valid
+
+
+def test_draft_num_predict_is_a_known_option_that_changes_nothing_here(fake_server, client, store, tmp_path):
+    # Ollama's option for a draft model's tokens per step: a Modelfile from Ollama may set it.
+    result = run_create(fake_server, tmp_path, "FROM tiny\nPARAMETER draft_num_predict 8\n")
+    assert result.returncode == 0, result.stderr
+    assert store.resolve("mine").modelfile.parameters["draft_num_predict"] == 8
+    assert "draft_num_predict              8" in client.show("mine").parameters
+    answer = client.chat(model="mine", messages=[{"role": "user", "content": "hi"}],
+                         options={"draft_num_predict": 2})
+    assert answer.done
+    bad = requests.post(f"{fake_server.url}/api/chat", json={
+        "model": "mine", "messages": [{"role": "user", "content": "hi"}], "options": {"draft_num_predict": "x"}})
+    assert bad.status_code == 400 and bad.json()["error"] == 'option "draft_num_predict" must be of type integer'

@@ -35,6 +35,8 @@ OPTIONS: dict[str, Option] = {
     "main_gpu": Option(int, True, 0, 1024),
     "use_mmap": Option(bool, True),
     "num_thread": Option(int, True, 0, None, high_cores=True),  # 0 = RKOLLAMA_NUM_THREADS
+    # Accepted and ignored, as a Modelfile from Ollama may set it: no draft model, no speculation.
+    "draft_num_predict": Option(int, True, -INT32_MAX, INT32_MAX),
     "num_keep": Option(int, False, -1, INT32_MAX),
     "seed": Option(int, False, -INT64_MAX - 1, INT64_MAX),
     "num_predict": Option(int, False, -2, INT32_MAX),  # -1 unlimited, -2 fill the context
