@@ -175,7 +175,8 @@ def test_renderer_parser_and_requires_are_kept_shown_and_carried_over_as_ollama_
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("renderer", 7, "renderer must be a name"), ("parser", "x" * 65, "parser must be a name"),
+    ("renderer", 7, "renderer must be a name"), ("renderer", 0, "renderer must be a name"),
+    ("requires", False, "requires must be a valid semver"), ("parser", "x" * 65, "parser must be a name"),
     ("parser", "a\nb", "parser must be a name"), ("requires", "latest", "requires must be a valid semver"),
     ("requires", ["0.1.0"], "requires must be a valid semver"),
     ("draft_files", {"small.gguf": "sha256:" + "0" * 64}, "draft models are not supported")])

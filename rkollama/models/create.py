@@ -137,9 +137,10 @@ def _override(base: Modelfile, name: ModelName, body: dict[str, Any]) -> Modelfi
         license_text = "\n".join(str(t) for t in license_text)
     system = body.get("system")
     # Kept and shown as Ollama keeps them, a base model's carried over unless given.
-    named = {field: builtin_name(field, body[field]) for field in ("renderer", "parser") if body.get(field)}
-    if body.get("requires"):
-        named["requires"] = requires_version(body["requires"])
+    given = {field: body[field] for field in ("renderer", "parser", "requires")
+             if body.get(field) not in (None, "")}
+    named = {field: requires_version(value) if field == "requires" else builtin_name(field, value)
+             for field, value in given.items()}
     capabilities = list(base.capabilities)
     if template:  # what the template can render decides tools and thinking, as in Ollama
         capabilities = [c for c in capabilities if c not in ("tools", "thinking")]
