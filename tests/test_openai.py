@@ -7,6 +7,7 @@ import struct
 
 import openai
 import pytest
+import requests
 from helpers import png_b64
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
@@ -432,6 +433,14 @@ def test_responses_logprobs_when_included(oai, script, tooly):
                                    '"high", "xhigh", "ultra", "max", or "none")'),  # Go's %q
     ({"messages": [{"role": "user", "content": 5}]}, "invalid message content type: float64"),
     ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "invalid message format"),
+    ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": "UklGRg=="}]}]},
+     "invalid input_audio format"),
+    ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"format": "wav"}}]}]},
+     "invalid input_audio format: missing data"),
+    ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "%%"}}]}]},
+     "invalid input_audio base64 data: Only base64 data is allowed"),
+    ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "UklGRg=="}}]}]},
+     "registry.ollama.ai/library/tiny:latest does not support audio"),  # no model here hears
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:text/plain,abc"}}]}]},
      "invalid image input"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url",
@@ -490,3 +499,24 @@ def test_an_unknown_reasoning_effort_reaches_the_openai_client_in_ollamas_words(
     with pytest.raises(openai.BadRequestError, match='invalid reasoning value: "turbo" \\(must be "minimal"'):
         client.chat.completions.create(model="tiny", reasoning_effort="turbo",
                                        messages=[{"role": "user", "content": "x"}])
+
+
+def test_transcriptions_check_the_form_as_ollama_does_and_no_model_here_hears(fake_server, oai, script):
+    url = f"{fake_server.url}/v1/audio/transcriptions"
+    wav = b"RIFF\x24\x00\x00\x00WAVEfmt "
+    for files, data, status, message in [
+        (None, None, 400, "failed to parse multipart form: request Content-Type isn't multipart/form-data"),
+        ({"file": ("a.wav", wav)}, {}, 400, "model is required"),
+        (None, {"model": "tiny"}, 400,  # a form, but not multipart: Go's parser says so too
+         "failed to parse multipart form: request Content-Type isn't multipart/form-data"),
+        ({"model": (None, "tiny")}, None, 400, "file is required: http: no such file"),
+        ({"file": ("a.wav", b"")}, {"model": "tiny"}, 400, "audio file is empty"),
+        ({"file": ("a.wav", wav)}, {"model": "nothing"}, 404, None),
+        ({"file": ("a.wav", wav)}, {"model": "tiny", "language": "en"}, 400,
+         "registry.ollama.ai/library/tiny:latest does not support audio")]:
+        reply = requests.post(url, files=files, data=data) if files or data else requests.post(url, json={"x": 1})
+        assert reply.status_code == status, reply.text
+        assert message is None or reply.json()["error"]["message"] == message
+    with pytest.raises(openai.BadRequestError, match="does not support audio"):  # the official client's form
+        oai.audio.transcriptions.create(model="tiny", file=("clip.wav", wav))
+    assert not script.history  # no engine was asked

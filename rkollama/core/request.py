@@ -75,6 +75,7 @@ class Request:
     logprobs: bool = False
     top_logprobs: int = 0
     shift: bool = True     # shift the context when the answer fills it, else stop at "length"
+    audio: int = 0  # sound clips (OpenAI input_audio, /v1/audio/transcriptions): no model here hears
 
 
 def check_capabilities(spec: ModelFacts, req: Request, endpoint: str) -> None:
@@ -88,6 +89,8 @@ def check_capabilities(spec: ModelFacts, req: Request, endpoint: str) -> None:
         raise BadRequest(f"{spec.name.full()} does not support insert")
     if req.tools and "tools" not in caps:
         raise BadRequest(f"{spec.name.full()} does not support tools")
+    if req.audio and "audio" not in caps:
+        raise BadRequest(f"{spec.name.full()} does not support audio")
     pictures = request_images(req)
     if pictures and "vision" not in caps and not req.debug_render_only:  # Ollama renders them anyway
         raise BadRequest(f"{spec.name.full()} does not support vision")

@@ -108,7 +108,9 @@ def from_chat_request(body: JSONObject) -> Request:
     messages = f.get("messages", list)
     if not messages:
         raise BadRequest("[] is too short - 'messages'")
-    req.messages = _messages(messages)
+    clips: list[bytes] = []
+    req.messages = _messages(messages, clips)
+    req.audio = len(clips)
     req.format = _response_format(f.get("response_format", dict))
     req.think = _effort(f)
     tools = validate_tools(f.get("tools", list, []))
@@ -168,9 +170,9 @@ def _response_format(value: Any) -> str | JSONObject | None:
     raise BadRequest(f"invalid response_format type: {value['type']!r}")
 
 
-def _messages(items: list[Any]) -> list[Message]:
+def _messages(items: list[Any], clips: list[bytes]) -> list[Message]:
     """OpenAI messages → core messages: parts merged, data-URI images kept, tool-call arguments
-    parsed, tool results named after the call they answer."""
+    parsed, tool results named after the call they answer; sound (`input_audio`) into `clips`."""
     names_by_id: dict[str, str] = {}
     out = []
     for index, item in enumerate(items):
@@ -180,7 +182,7 @@ def _messages(items: list[Any]) -> list[Message]:
         role = f.get("role", str, "")
         if not role:
             raise BadRequest(f"messages[{index}]: role is required")
-        content, images = message_content(f.raw("content", ""))
+        content, images = message_content(f.raw("content", ""), clips)
         message = Message(role=role.lower(), content=content, images=images,
                           thinking=f.get("reasoning", str, "") or f.get("reasoning_content", str, ""))
         message.tool_calls = normalise_tool_calls(f.get("tool_calls", list, []), json_arguments=True)
@@ -193,9 +195,11 @@ def _messages(items: list[Any]) -> list[Message]:
     return out
 
 
-def message_content(value: object) -> tuple[str, list[str]]:
+def message_content(value: object, clips: list[bytes] | None = None) -> tuple[str, list[str]]:
     """A message's text and base64 images from OpenAI content (a string or text/image_url
-    parts), with Ollama's error texts; shared by chat completions and the Responses API."""
+    parts), with Ollama's error texts; shared by chat completions and the Responses API. With
+    `clips`, `input_audio` parts are taken too (checked as Ollama checks them, the sound appended
+    there); without, they are an invalid part."""
     if isinstance(value, str):
         return value, []
     if not isinstance(value, list):
@@ -211,9 +215,24 @@ def message_content(value: object) -> tuple[str, list[str]]:
             if not isinstance(url, str):
                 raise BadRequest("invalid message format")
             images.append(_data_uri(url))
+        elif kind == "input_audio" and clips is not None:
+            clips.append(_audio(part.get("input_audio")))
         else:
             raise BadRequest("invalid message format")  # Ollama's words for any other part
     return "\n".join(texts), images
+
+
+def _audio(clip: object) -> bytes:
+    """An `input_audio` part's sound, with Ollama's words for each fault."""
+    if not isinstance(clip, dict):
+        raise BadRequest("invalid input_audio format")
+    data = clip.get("data")
+    if not isinstance(data, str):
+        raise BadRequest("invalid input_audio format: missing data")
+    try:
+        return base64.b64decode(data, validate=True)
+    except ValueError as exc:
+        raise BadRequest(f"invalid input_audio base64 data: {exc}") from None
 
 
 IMAGE_URI_PREFIXES = tuple(f"data:image/{kind};base64," for kind in ("jpeg", "jpg", "png", "webp")) \

@@ -8,8 +8,9 @@ from flask import Blueprint, Response
 from rkollama.api.fields import parse_body
 from rkollama.core.collect import collect
 from rkollama.core.embed import shape
+from rkollama.core.request import Request
 from rkollama.core.types import DoneReason, Event, JSONObject, Token, TokenLogprob, ToolCall
-from rkollama.errors import ModelNotFound, RkollamaError
+from rkollama.errors import BadRequest, ModelNotFound, RkollamaError
 from rkollama.openai import convert, responses
 from rkollama.openai.types import ChatCompletionChunk, Delta
 from rkollama.server import embedding, pipeline
@@ -53,6 +54,28 @@ def embeddings() -> Response:
     name, texts, encoding, dimensions = convert.parse_embedding_request(_body())
     vectors, tokens, _ = embedding.embed(name, texts, True, None, None)
     return json_response(convert.to_embeddings(name, shape(vectors, dimensions), encoding, tokens))
+
+
+@bp.route("/audio/transcriptions", methods=["POST"])
+def audio_transcriptions() -> Response:
+    """OpenAI's transcription form, checked as Ollama checks it. Ollama then chats the clip to a
+    model that hears, under a transcribing system prompt; no model here hears (neither engine
+    takes sound), so a clip for a model that exists is the capability 400 a chat with
+    `input_audio` gets."""
+    from flask import request
+
+    if request.mimetype != "multipart/form-data":
+        raise BadRequest("failed to parse multipart form: request Content-Type isn't multipart/form-data")
+    model = request.form.get("model", "")
+    if not model:
+        raise BadRequest("model is required")
+    clip = request.files.get("file")
+    if clip is None:
+        raise BadRequest("file is required: http: no such file")
+    if not clip.stream.read(1):
+        raise BadRequest("audio file is empty")
+    pipeline.prepare(Request(model=model, stream=False, audio=1), "chat")  # the model's or capability error
+    raise BadRequest("no engine here takes sound")  # while no model's capabilities can say "audio"
 
 
 @bp.route("/chat/completions", methods=["POST"])
