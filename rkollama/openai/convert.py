@@ -230,7 +230,7 @@ def _audio(clip: object) -> bytes:
     if not isinstance(data, str):
         raise BadRequest("invalid input_audio format: missing data")
     try:
-        return base64.b64decode(data, validate=True)
+        return base64.b64decode(data.replace("\r", "").replace("\n", ""), validate=True)  # as Go's decoder
     except ValueError as exc:
         raise BadRequest(f"invalid input_audio base64 data: {exc}") from None
 
