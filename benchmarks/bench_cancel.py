@@ -44,7 +44,7 @@ def main() -> None:
         alone: dict[str, list[float]] = {name: [] for name, _, _ in sides}
         freed: dict[str, list[float]] = {name: [] for name, _, _ in sides}
         for i in range(args.runs):
-            for name, port, model in sides:
+            for name, port, model in sides.in_turn(i):
                 sides.quiet()
                 alone[name].append(_turn(port, model, short, 1))
                 dropped(port, model, f"Run {i}. {document} Which pier is deepest?", args.after)

@@ -194,6 +194,12 @@ class Sides(tuple):
         """Wait until every side is idle (`quiet`)."""
         quiet(self.roots)
 
+    def in_turn(self, run: int) -> tuple[tuple[str, int, str], ...]:
+        """The sides in the order run number `run` measures them: reversed every other run, so
+        that whatever the first of a pair meets (a cooler CPU, the other's idle work just ended)
+        falls on both sides equally."""
+        return tuple(self) if run % 2 == 0 else tuple(reversed(self))
+
 
 @contextlib.contextmanager
 def side_by_side(prefix: str, threads: int, slots: int, server: str):
@@ -277,7 +283,7 @@ def main() -> None:
         aggregates: dict[str, list[float]] = {name: [] for name, _, _ in sides}
         firsts: dict[str, list[float]] = {name: [] for name, _, _ in sides}
         for i in range(max(1, args.runs // 2)):
-            for name, port, model in sides:
+            for name, port, model in sides.in_turn(i):
                 sides.quiet()
                 rate, ttfts = concurrent(port, model, args.clients, args.tokens, f"{i}")
                 aggregates[name].append(rate)
@@ -289,7 +295,7 @@ def main() -> None:
               f"(target >= 1.0); p95 TTFT {o_p95:.0f} vs {p_p95:.0f} ms")
         turns: dict[str, list[float]] = {name: [] for name, _, _ in sides}
         for i in range(args.runs):
-            for name, port, model in sides:
+            for name, port, model in sides.in_turn(i):
                 sides.quiet()
                 turns[name].append(next_turn(port, model, f"{i}"))
         o_turn = statistics.median(turns["rkollama"]) * 1000
@@ -306,11 +312,12 @@ def single_client(sides: "Sides", runs: int, tokens: int) -> None:
     """Alternating single-client runs: decode tokens/s and time to first token, printed."""
     rows = []
     for i in range(runs):
-        row = []
-        for _name, port, model in sides:
+        measured = {}
+        for name, port, model in sides.in_turn(i):
             sides.quiet()
             prompt = f"Run {i}: write a detailed essay about the history of astronomy."
-            row.append(chat_run(port, model, prompt, tokens))
+            measured[name] = chat_run(port, model, prompt, tokens)
+        row = [measured[name] for name, _, _ in sides]
         rows.append(row)
         (o_ttft, o_rate, o_n), (p_ttft, p_rate, p_n) = row
         print(f"{i:>3}  ttft rkollama {o_ttft * 1000:7.1f} ms  peer {p_ttft * 1000:7.1f} ms   "

@@ -41,7 +41,7 @@ def main() -> None:
         times: dict[tuple[str, float], list[float]] = {}
         for run in range(args.runs):
             for pause in pauses:
-                for name, port, model in sides:
+                for name, port, model in sides.in_turn(run):
                     sides.quiet()
                     seconds = reply(port, model, f"{run}-{pause}", pause)
                     times.setdefault((name, pause), []).append(seconds)

@@ -51,7 +51,7 @@ def main() -> None:
         times: dict[tuple[str, bool], list[float]] = {}
         for run in range(args.runs):
             for side in (True, False):
-                for name, port, model in sides:
+                for name, port, model in sides.in_turn(run):
                     sides.quiet()
                     seconds = next_turn_after(port, model, f"{run}-{side}", side)
                     times.setdefault((name, side), []).append(seconds)

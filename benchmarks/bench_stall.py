@@ -64,7 +64,7 @@ def main() -> None:
     with side_by_side("rkollama-stall-", args.threads, 2, server) as sides:
         results: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in sides}
         for run in range(args.runs):
-            for name, port, model in sides:
+            for name, port, model in sides.in_turn(run):
                 sides.quiet()
                 results[name].append(one_run(port, model, run))
     print(f"a ~1.8k-token document arrives while another client streams; SmolLM2, 2 slots, "
