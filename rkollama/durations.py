@@ -28,7 +28,7 @@ def parse_keep_alive(value: object) -> float:
         seconds = _parse_duration_string(value.strip())
     else:
         raise BadRequest(f"invalid keep_alive: {value!r}")
-    if math.isnan(seconds):
+    if not math.isfinite(seconds):  # NaN, or a number past float64 (`1e400`): Go's decoder refuses both
         raise BadRequest(f"invalid keep_alive: {value!r}")
     return FOREVER if seconds < 0 or seconds >= MAX_DURATION_S else seconds
 
@@ -45,7 +45,7 @@ def _parse_duration_string(text: str) -> float:
         return float(text)
     except ValueError:
         pass
-    sign = -1.0 if text.startswith("-") else 1.0
+    negative = text.startswith("-")
     body = text.lstrip("+-")
     pos, total_ns = 0, 0.0
     while pos < len(body):
@@ -54,9 +54,10 @@ def _parse_duration_string(text: str) -> float:
             raise BadRequest(f'time: invalid duration "{text}"')
         total_ns += float(match.group(1)) * _UNITS_NS[match.group(2)]
         pos = match.end()
-    if not body:
+    # Go's time.Duration holds -2**63 .. 2**63-1 ns; ParseDuration refuses what does not fit.
+    if not body or total_ns > 2**63 - (0 if negative else 1):
         raise BadRequest(f'time: invalid duration "{text}"')
-    return sign * total_ns / 1e9
+    return (-total_ns if negative else total_ns) / 1e9
 
 
 def format_go_duration(ns: int) -> str:

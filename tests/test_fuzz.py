@@ -23,7 +23,9 @@ ENDPOINTS = [("POST", "/api/chat"), ("POST", "/api/generate"), ("POST", "/api/em
              ("DELETE", "/api/delete"), ("POST", "/api/pull"), ("GET", "/api/tags"),
              ("GET", "/api/ps"), ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"),
              ("POST", "/v1/embeddings"), ("GET", "/v1/models"), ("GET", "/v1/models/tiny"),
-             ("POST", "/api/create")]
+             ("POST", "/api/create"), ("POST", "/v1/responses"), ("POST", "/v1/messages"),
+             ("POST", "/v1/messages/count_tokens"), ("POST", "/v1/audio/transcriptions"),
+             ("POST", "/api/push"), ("POST", "/api/blobs/sha256:" + "0" * 64), ("POST", "/v1/models/load")]
 
 VALID = {
     "/api/chat": {"model": "tiny", "stream": False, "messages": [{"role": "user", "content": "hi"}]},
@@ -37,6 +39,8 @@ VALID = {
     "/v1/chat/completions": {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]},
     "/v1/completions": {"model": "tiny", "prompt": "hi"},
     "/v1/embeddings": {"model": "tiny", "input": "hi"},
+    "/v1/responses": {"model": "tiny", "input": "hi", "stream": False},
+    "/v1/messages": {"model": "tiny", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
     "/api/create": {"model": "made", "from": "tiny", "stream": False, "parameters": {"temperature": 0.2},
                     "system": "be brief", "messages": [{"role": "user", "content": "hi"}]},
 }
@@ -48,7 +52,9 @@ KEYS = ["from", "parameters", "template", "license", "files",
         "num_ctx", "num_batch", "num_thread", "temperature", "top_p", "seed", "stop", "num_predict",
         "response_format", "type", "json_schema", "schema", "tool_choice", "function", "arguments",
         "tool_calls", "max_tokens", "stream_options", "source", "destination", "dimensions",
-        "encoding_format", "reasoning_effort", "pattern", "properties", "items", "enum"]
+        "encoding_format", "reasoning_effort", "pattern", "properties", "items", "enum",
+        "instructions", "previous_response_id", "text", "reasoning", "max_output_tokens", "stop_sequences",
+        "thinking", "budget_tokens", "top_k", "metadata"]
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
                     st.floats(allow_nan=False), st.text(max_size=40),
