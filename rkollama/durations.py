@@ -47,17 +47,35 @@ def _parse_duration_string(text: str) -> float:
         pass
     negative = text.startswith("-")
     body = text.lstrip("+-")
-    pos, total_ns = 0, 0.0
+    invalid = BadRequest(f'time: invalid duration "{text}"')
+    limit = 2**63 - (0 if negative else 1)  # Go's time.Duration: -2**63 .. 2**63-1 ns
+    pos, total_ns = 0, 0
     while pos < len(body):
         match = _PART.match(body, pos)
         if not match:
-            raise BadRequest(f'time: invalid duration "{text}"')
-        total_ns += float(match.group(1)) * _UNITS_NS[match.group(2)]
+            raise invalid
+        total_ns += _part_ns(match.group(1), _UNITS_NS[match.group(2)])
+        if total_ns > limit:  # Go's ParseDuration refuses what does not fit
+            raise invalid
         pos = match.end()
-    # Go's time.Duration holds -2**63 .. 2**63-1 ns; ParseDuration refuses what does not fit.
-    if not body or total_ns > 2**63 - (0 if negative else 1):
-        raise BadRequest(f'time: invalid duration "{text}"')
+    if not body:
+        raise invalid
     return (-total_ns if negative else total_ns) / 1e9
+
+
+def _part_ns(number: str, unit: int) -> int:
+    """Nanoseconds of one `number` of `unit` as Go's ParseDuration counts them: the whole part
+    exactly, the fraction through a float64 and truncated; 2**64 for a whole part of more than
+    19 digits (past any duration, and past what int() reads)."""
+    whole, _, fraction = number.partition(".")
+    whole = whole.lstrip("0")
+    if len(whole) > 19:
+        return 2**64
+    ns = int(whole or "0") * unit
+    fraction = fraction[:18]  # Go stops counting a fraction's digits where they would overflow
+    if fraction.strip("0"):
+        ns += int(float(int(fraction)) * (unit / 10 ** len(fraction)))
+    return ns
 
 
 def format_go_duration(ns: int) -> str:

@@ -252,6 +252,9 @@ BAD = [
     ("/api/generate", {"model": "tiny", "prompt": "x", "options": []}, 400, None),
     ("/api/generate", {"model": "tiny", "prompt": "x", "keep_alive": "forever"}, 400, None),
     ("/api/generate", {"model": "tiny", "prompt": "x", "keep_alive": True}, 400, None),
+    ("/api/chat", {"model": "tiny", "messages": [], "keep_alive": "9999999999999999h"}, 400,
+     'time: invalid duration "9999999999999999h"'),  # Go's ParseDuration: past time.Duration
+    ("/api/generate", b'{"model": "tiny", "prompt": "x", "keep_alive": 1e400}', 400, None),  # past float64
     ("/api/generate", {"model": "tiny", "prompt": "x", "format": "xml"}, 400, None),
     ("/api/generate", {"model": "tiny", "prompt": "x", "think": "very"}, 400, None),
     ("/api/generate", {"model": "tiny", "prompt": "x", "think": True}, 400, '"tiny" does not support thinking'),

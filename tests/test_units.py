@@ -32,13 +32,16 @@ def test_invalid_names_are_rejected(text):
     (300, 300.0), (0.0, 0.0), (1.5, 1.5), ("5m", 300.0), ("1h30m", 5400.0), ("10s", 10.0),
     ("0", 0.0), ("300", 300.0), ("500ms", 0.5), (-1, FOREVER), ("-1m", FOREVER), (-1.0, FOREVER),
     # Go's longest durations still parse; a number past them means forever (Ollama: a negative Duration)
-    ("2562047h", 2562047 * 3600.0), ("-9223372036854775808ns", FOREVER), (1e30, FOREVER)])
+    ("2562047h", 2562047 * 3600.0), ("9223372036854775807ns", FOREVER), ("-9223372036854775808ns", FOREVER),
+    (1e30, FOREVER), ("1.5h", 5400.0), ("1.000000001s", 1.000000001), (".5m", 30.0), ("1.h", 3600.0),
+    ("0" * 5000 + "1s", 1.0), ("1." + "5" * 5000 + "s", 1.555555555)])
 def test_keep_alive_accepts_numbers_and_go_durations(value, seconds):
     assert parse_keep_alive(value) == seconds
 
 
 @pytest.mark.parametrize("value", ["forever", "5x", "", True, [], {}, float("inf"), float("nan"),
-                                   "9999999999999999h", "-9999999999999999h", "2562048h", "9223372036854775808ns"])
+                                   "9999999999999999h", "-9999999999999999h", "2562048h", "9223372036854775808ns",
+                                   "-9223372036854775809ns", "2562047h47m16.854775808s", "9" * 5000 + "h"])
 def test_keep_alive_rejects_garbage(value):
     with pytest.raises(BadRequest):
         parse_keep_alive(value)
