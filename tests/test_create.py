@@ -220,6 +220,10 @@ tags:
     (tmp_path / "bad.yaml").write_text("name: bad\ntags: 3\n")
     broken = rk(["create", "bad", "-f", str(tmp_path / "bad.yaml")], url=fake_server.url)
     assert broken.returncode == 1 and "bad.yaml" in broken.stderr
+    for line, words in (("parser: qwen 3", "parser must be a name"), ("requires: '01.2'", "requires must be a valid semver")):
+        (tmp_path / "named.yaml").write_text(f"name: named\n{line}\ntags: {{x: {{sources: {{cpu: {{path: w.gguf}}}}}}}}\n")
+        named = rk(["create", "named:x", "-f", str(tmp_path / "named.yaml")], url=fake_server.url)
+        assert named.returncode == 1 and words in named.stderr, named.stderr
 
 
 @pytest.mark.parametrize("text,valid", [

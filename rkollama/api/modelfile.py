@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rkollama.core.create_fields import requires_version
+from rkollama.core import create_fields
 from rkollama.core.options import OPTIONS, parse_cli_value
 from rkollama.errors import BadRequest
 from rkollama.platform import NPU_ENGINE_PLATFORMS
@@ -57,9 +57,10 @@ def parse(text: str, base_dir: Path) -> Parsed:
             licenses.append(_unquote(args))
         elif command in _REFUSED:
             raise BadRequest(f"(line {number}): {_REFUSED[command]}")
-        else:  # template, system, renderer, parser (the daemon checks the names), requires
+        else:  # template, system, renderer, parser, requires
             value = _unquote(args)
-            body[command] = requires_version(value) if command == "requires" else value
+            named = command in create_fields.FIELDS
+            body[command] = create_fields.checked(command, value) if named else value
     if "from" not in body and not parsed.uploads:
         raise BadRequest("no FROM line")
     if parameters:
@@ -128,7 +129,7 @@ def parse_yaml(path: Path, name: str) -> Parsed:
     body = parsed.body
     if entry.template and entry.template != "builtin":
         body["template"] = entry.template
-    for key in ("system", "license", "renderer", "parser", "requires"):
+    for key in ("system", "license", *create_fields.FIELDS):
         if getattr(entry, key):
             body[key] = getattr(entry, key)
     if entry.parameters:

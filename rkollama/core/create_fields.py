@@ -31,3 +31,12 @@ def builtin_name(field: str, text: object) -> str:
     if not isinstance(text, str) or not BUILTIN_NAME.fullmatch(text):
         raise BadRequest(f"{field} must be a name of letters, digits, '.', '_' and '-' (at most 64)")
     return text
+
+
+FIELDS = ("renderer", "parser", "requires")
+"""The fields, in the order Ollama writes them."""
+
+
+def checked(field: str, value: object) -> str:
+    """`value` of one of FIELDS, checked by that field's grammar (requires without its `v`)."""
+    return requires_version(value) if field == "requires" else builtin_name(field, value)

@@ -6,7 +6,7 @@ form describes it: `from` (an existing model) or `files` ({name: digest} of blob
 from collections.abc import Generator
 from typing import Any
 
-from rkollama.core.create_fields import builtin_name, requires_version
+from rkollama.core import create_fields
 from rkollama.core.options import OPTIONS, coerce_option
 from rkollama.errors import BadRequest, ModelNotFound, PullFailed
 from rkollama.models import gguf_facts
@@ -137,10 +137,8 @@ def _override(base: Modelfile, name: ModelName, body: dict[str, Any]) -> Modelfi
         license_text = "\n".join(str(t) for t in license_text)
     system = body.get("system")
     # Kept and shown as Ollama keeps them, a base model's carried over unless given.
-    given = {field: body[field] for field in ("renderer", "parser", "requires")
+    named = {field: create_fields.checked(field, body[field]) for field in create_fields.FIELDS
              if body.get(field) not in (None, "")}
-    named = {field: requires_version(value) if field == "requires" else builtin_name(field, value)
-             for field, value in given.items()}
     capabilities = list(base.capabilities)
     if template:  # what the template can render decides tools and thinking, as in Ollama
         capabilities = [c for c in capabilities if c not in ("tools", "thinking")]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rkollama.core.create_fields import builtin_name, requires_version
+from rkollama.core import create_fields
 from rkollama.core.options import OPTIONS, coerce_option
 from rkollama.errors import BadRequest, RkollamaError
 from rkollama.models import gguf_facts
@@ -113,11 +113,11 @@ def _builtins(root: Path, manifest: dict[str, Any]) -> dict[str, str]:
     except (KeyError, TypeError, ValueError, BadRequest):
         return {}
     kept: dict[str, str] = {}
-    for key in ("renderer", "parser", "requires"):
+    for key in create_fields.FIELDS:
         value = config.get(key) if isinstance(config, dict) else None
         try:
             if value:
-                kept[key] = requires_version(value) if key == "requires" else builtin_name(key, value)
+                kept[key] = create_fields.checked(key, value)
         except BadRequest:
             log.warning("import: the Ollama model's %s %r is left out", key, value)
     return kept

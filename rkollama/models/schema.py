@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from rkollama.core.create_fields import builtin_name, requires_version
+from rkollama.core import create_fields
 from rkollama.core.options import OPTIONS, coerce_option
 from rkollama.errors import BadRequest
 from rkollama.models.pydantic_words import describe
@@ -181,15 +181,10 @@ class _Common(_Strict):
     requires: str = ""
     """The minimum Ollama version the model asks for (REQUIRES), a semantic version."""
 
-    @field_validator("renderer", "parser")
+    @field_validator(*create_fields.FIELDS)
     @classmethod
-    def _builtin_name(cls, name: str, info: ValidationInfo) -> str:
-        return _checked(builtin_name, str(info.field_name), name) if name else name
-
-    @field_validator("requires")
-    @classmethod
-    def _requires(cls, version: str) -> str:
-        return _checked(requires_version, version) if version else version
+    def _named(cls, value: str, info: ValidationInfo) -> str:
+        return _checked(create_fields.checked, str(info.field_name), value) if value else value
 
     @field_validator("parameters")
     @classmethod

@@ -108,7 +108,7 @@ def from_chat_request(body: JSONObject) -> Request:
     messages = f.get("messages", list)
     if not messages:
         raise BadRequest("[] is too short - 'messages'")
-    clips: list[bytes] = []
+    clips: list[int] = []
     req.messages = _messages(messages, clips)
     req.audio = len(clips)
     req.format = _response_format(f.get("response_format", dict))
@@ -170,9 +170,10 @@ def _response_format(value: Any) -> str | JSONObject | None:
     raise BadRequest(f"invalid response_format type: {value['type']!r}")
 
 
-def _messages(items: list[Any], clips: list[bytes]) -> list[Message]:
+def _messages(items: list[Any], clips: list[int]) -> list[Message]:
     """OpenAI messages → core messages: parts merged, data-URI images kept, tool-call arguments
-    parsed, tool results named after the call they answer; sound (`input_audio`) into `clips`."""
+    parsed, tool results named after the call they answer; each sound's bytes (`input_audio`,
+    checked, not kept: no model here hears) counted into `clips`."""
     names_by_id: dict[str, str] = {}
     out = []
     for index, item in enumerate(items):
@@ -195,11 +196,11 @@ def _messages(items: list[Any], clips: list[bytes]) -> list[Message]:
     return out
 
 
-def message_content(value: object, clips: list[bytes] | None = None) -> tuple[str, list[str]]:
+def message_content(value: object, clips: list[int] | None = None) -> tuple[str, list[str]]:
     """A message's text and base64 images from OpenAI content (a string or text/image_url
     parts), with Ollama's error texts; shared by chat completions and the Responses API. With
-    `clips`, `input_audio` parts are taken too (checked as Ollama checks them, the sound appended
-    there); without, they are an invalid part."""
+    `clips`, `input_audio` parts are taken too (checked as Ollama checks them, each one's size in
+    bytes appended there); without, they are an invalid part."""
     if isinstance(value, str):
         return value, []
     if not isinstance(value, list):
@@ -216,7 +217,7 @@ def message_content(value: object, clips: list[bytes] | None = None) -> tuple[st
                 raise BadRequest("invalid message format")
             images.append(_data_uri(url))
         elif kind == "input_audio" and clips is not None:
-            clips.append(_audio(part.get("input_audio")))
+            clips.append(len(_audio(part.get("input_audio"))))
         else:
             raise BadRequest("invalid message format")  # Ollama's words for any other part
     return "\n".join(texts), images
